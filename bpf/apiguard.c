@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* apiguard datapath: one pipeline, two entry points (XDP and TC ingress).
+ *
+ *   parse -> allow -> deny -> bans -> TCP flag sanity -> service match -> limits
+ *
+ * guard() decides; the single exit records the (action, reason) counter, turns a
+ * drop into a counted pass in monitor mode and emits at most one throttled event. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/types.h"
+#include "include/parse.h"
+#include "include/maps.h"
+#include "include/limit.h"
+#include "include/events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Keep the generated Go types even where no map names them. */
+const enum ag_action ag_action_unused __attribute__((unused));
+const enum ag_reason ag_reason_unused __attribute__((unused));
+const enum ag_stat ag_stat_unused __attribute__((unused));
+const enum ag_event_type ag_event_type_unused __attribute__((unused));
+const enum ag_kind ag_kind_unused __attribute__((unused));
+const enum ag_level ag_level_unused __attribute__((unused));
+const struct ag_event *ag_event_unused __attribute__((unused));
+
+struct verdict {
+	__u8 action;
+	__u8 reason;
+	__u8 event;		/* enum ag_event_type, 0 for none */
+	__u8 monitor;		/* a drop becomes a counted pass */
+	__u32 service;
+	__u64 count;
+};
+
+/* Keys are only 4-byte aligned: go through memcpy so the verifier sees no
+ * misaligned 8-byte stack access. */
+static __always_inline void mask_addr(__u8 out[16], const __u8 in[16], __u32 bits)
+{
+	__u64 hi, lo;
+
+	__builtin_memcpy(&hi, in, 8);
+	__builtin_memcpy(&lo, in + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
+	if (bits < 64) {
+		hi = bits ? hi & (~0ULL << (64 - bits)) : 0;
+		lo = 0;
+	} else if (bits < 128) {
+		lo = bits > 64 ? lo & (~0ULL << (128 - bits)) : 0;
+	}
+	hi = bpf_cpu_to_be64(hi);
+	lo = bpf_cpu_to_be64(lo);
+	__builtin_memcpy(out, &hi, 8);
+	__builtin_memcpy(out + 8, &lo, 8);
+}
+
+static __always_inline void *lpm_lookup(const struct pkt *p, void *map4, void *map6)
+{
+	if (p->family == 4) {
+		struct ag_lpm4 k = { .prefixlen = 32 };
+
+		__builtin_memcpy(k.addr, &p->addr[12], 4);
+		return bpf_map_lookup_elem(map4, &k);
+	}
+	struct ag_lpm6 k6 = { .prefixlen = 128 };
+
+	__builtin_memcpy(k6.addr, p->addr, 16);
+	return bpf_map_lookup_elem(map6, &k6);
+}
+
+static __always_inline void *slot_lookup(__u32 slot, const struct pkt *p,
+					 void *m4_0, void *m6_0, void *m4_1, void *m6_1)
+{
+	if (slot)
+		return lpm_lookup(p, m4_1, m6_1);
+	return lpm_lookup(p, m4_0, m6_0);
+}
+
+static __always_inline int tcp_flags_bad(__u8 f)
+{
+	if (!(f & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_ACK)))
+		return 1;		/* NULL, and PSH/URG-only probes */
+	if ((f & TCPF_SYN) && (f & (TCPF_FIN | TCPF_RST)))
+		return 1;		/* SYN+FIN, SYN+RST */
+	if ((f & TCPF_FIN) && (f & TCPF_RST))
+		return 1;
+	if ((f & (TCPF_FIN | TCPF_PSH | TCPF_URG)) && !(f & TCPF_ACK))
+		return 1;		/* XMAS (FIN+PSH+URG) and FIN/PSH/URG without ACK */
+	return 0;
+}
+
+/* Finds or creates the state for key in an LRU map; NULL when the insert failed. */
+static __always_inline void *state_get(void *map, struct ag_client_key *key, void *init,
+				       __u32 stat_insert, __u32 stat_fail, int *inserted)
+{
+	void *st = bpf_map_lookup_elem(map, key);
+
+	if (st)
+		return st;
+	/* -EEXIST means another CPU inserted it first: the lookup below finds it */
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	st = bpf_map_lookup_elem(map, key);
+	if (!st) {
+		stat_inc(stat_fail);
+		return NULL;
+	}
+	stat_inc(stat_insert);
+	*inserted = 1;
+	return st;
+}
+
+static __always_inline __u8 limit_reason(__u32 level, __u32 kind)
+{
+	return AG_R_CLIENT_PPS + level * AG_KIND_MAX + kind;
+}
+
+/* Per-CPU count of inserts above the map's share of this CPU: past it, inserts evict. */
+static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
+{
+	__u64 *n = bpf_map_lookup_elem(&stats, &stat_insert);
+
+	return n && *n * consts.nr_cpus > capacity;
+}
+
+static __always_inline void apply_limits(const struct pkt *p, const struct ag_config *cfg,
+					 __u32 slot, __u32 svc_id, struct verdict *v)
+{
+	__u32 idx = slot * AG_MAX_SERVICES + svc_id;
+	const struct ag_service *svc = bpf_map_lookup_elem(&services, &idx);
+	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
+	struct ag_client_state *cs;
+	struct ag_client_key key;
+	__u64 now;
+	int kind = AG_KIND_MAX, inserted = 0;
+	__u32 level = AG_LEVEL_CLIENT;
+
+	v->service = svc_id;
+	v->reason = AG_R_OK;
+	if (!svc)
+		return;
+	now = bpf_ktime_get_ns();
+
+	/* Every service client gets a state entry: it carries the per-client
+	 * counters behind "top clients" even when the service sets no client limit. */
+	mask_addr(key.addr, p->addr, p->family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
+	key.service = svc_id;
+	key._pad = 0;
+	{
+		struct ag_client_state init = { .first_seen = now };
+
+		cs = state_get(&clients, &key, &init, AG_STAT_CLIENT_INSERT,
+			       AG_STAT_CLIENT_INSERT_FAIL, &inserted);
+	}
+	if (inserted && under_pressure(AG_STAT_CLIENT_INSERT, consts.client_capacity))
+		v->event = AG_EV_MAP_PRESSURE;
+	if (cs) {
+		cs->last_seen = now;
+		__sync_fetch_and_add(&cs->packets, 1);
+		__sync_fetch_and_add(&cs->bytes, p->len);
+		kind = limit_level(cs->tat, svc->limits[AG_LEVEL_CLIENT], p->len, syn, now);
+	}
+
+	if (kind == AG_KIND_MAX && level_limited(svc->limits[AG_LEVEL_PREFIX])) {
+		struct ag_service_state init = {}, *ps;
+
+		level = AG_LEVEL_PREFIX;
+		inserted = 0;
+		mask_addr(key.addr, p->addr,
+			  p->family == 4 ? 96 + cfg->prefix_bits4 : cfg->prefix_bits6);
+		ps = state_get(&prefixes, &key, &init, AG_STAT_PREFIX_INSERT,
+			       AG_STAT_PREFIX_INSERT_FAIL, &inserted);
+		if (inserted && under_pressure(AG_STAT_PREFIX_INSERT, consts.prefix_capacity))
+			v->event = AG_EV_MAP_PRESSURE;
+		if (ps)
+			kind = limit_level(ps->tat, svc->limits[AG_LEVEL_PREFIX], p->len, syn, now);
+	}
+
+	if (kind == AG_KIND_MAX && level_limited(svc->limits[AG_LEVEL_SERVICE])) {
+		struct ag_service_state *ss = bpf_map_lookup_elem(&service_state, &svc_id);
+
+		level = AG_LEVEL_SERVICE;
+		if (ss)
+			kind = limit_level(ss->tat, svc->limits[AG_LEVEL_SERVICE], p->len, syn, now);
+	}
+
+	if (kind == AG_KIND_MAX)
+		return;
+	v->action = AG_ACT_DROP;
+	v->monitor |= svc->monitor;
+	v->reason = limit_reason(level, kind);
+	v->event = kind == AG_KIND_CPS ? AG_EV_SYN_LIMITED : AG_EV_LIMITED;
+	if (cs)
+		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
+}
+
+static __always_inline void guard(const struct pkt *p, int parsed, struct verdict *v)
+{
+	__u32 zero = 0, slot, port_idx, *svc_id;
+	const struct ag_config *cfg;
+	const __u32 *slotp;
+	struct ag_ban *ban;
+
+	v->action = AG_ACT_PASS;
+	v->reason = AG_R_OK;
+	v->count = 1;
+
+	slotp = bpf_map_lookup_elem(&active, &zero);
+	slot = slotp && *slotp ? 1 : 0;
+	cfg = bpf_map_lookup_elem(&config, &slot);
+	if (!cfg)
+		return;
+	v->monitor = cfg->monitor;
+
+	if (parsed == AG_R_NOT_IP) {
+		/* ARP and friends keep the host reachable */
+		v->reason = AG_R_NOT_IP;
+		return;
+	}
+	if (parsed != AG_R_OK) {
+		v->action = AG_ACT_DROP;
+		v->reason = parsed;
+		return;
+	}
+	if (slot_lookup(slot, p, &allow4_0, &allow6_0, &allow4_1, &allow6_1)) {
+		v->reason = AG_R_ALLOW;
+		return;
+	}
+	if (slot_lookup(slot, p, &deny4_0, &deny6_0, &deny4_1, &deny6_1)) {
+		v->action = AG_ACT_DROP;
+		v->reason = AG_R_DENY;
+		v->event = AG_EV_DENY_HIT;
+		return;
+	}
+	if (p->proto == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137) {
+		v->reason = AG_R_NDP;
+		return;
+	}
+	ban = lpm_lookup(p, &bans4, &bans6);
+	if (ban && (!ban->expires || ban->expires > bpf_ktime_get_coarse_ns())) {
+		v->action = AG_ACT_DROP;
+		v->reason = AG_R_BAN;
+		v->event = AG_EV_BAN_HIT;
+		return;
+	}
+	if (p->frag == AG_FRAG_LATER) {
+		v->reason = AG_R_FRAGMENT;
+		return;
+	}
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		v->reason = AG_R_ICMP;
+		return;
+	}
+	if (p->proto == IPPROTO_TCP && cfg->tcp_flag_sanity && tcp_flags_bad(p->tcp_flags)) {
+		v->action = AG_ACT_DROP;
+		v->reason = AG_R_TCP_FLAGS;
+		v->event = AG_EV_BAD_FLAGS;
+		return;
+	}
+
+	svc_id = NULL;
+	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+		port_idx = slot * AG_PORT_SLOT + (p->proto == IPPROTO_UDP ? 65536 : 0) + p->dport;
+		svc_id = bpf_map_lookup_elem(&ports, &port_idx);
+	}
+	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES) {
+		v->reason = AG_R_NO_SERVICE;
+		if (cfg->default_drop)
+			v->action = AG_ACT_DROP;
+		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
+			v->event = AG_EV_NO_SERVICE;
+		return;
+	}
+	apply_limits(p, cfg, slot, *svc_id, v);
+}
+
+/* The single exit: monitor conversion, the counter, the event. */
+static __always_inline int record(const struct pkt *p, struct verdict *v)
+{
+	__u32 idx;
+	struct ag_counter *c;
+
+	if (v->action == AG_ACT_DROP && v->monitor)
+		v->action = AG_ACT_MONITOR;
+	idx = v->action * AG_R_MAX + v->reason;
+	c = bpf_map_lookup_elem(&counters, &idx);
+	if (c) {
+		c->packets += 1;
+		c->bytes += p->len;
+	}
+	if (v->event)
+		emit_event(p, v->event, v->reason, v->action, v->service, v->count);
+	return v->action;
+}
+
+/* Benchmarks only (dead code otherwise: the constant is frozen before verification).
+ * prog.Run reuses one buffer, so the source is redrawn per run to make the client
+ * maps work like they do under many clients; baseline_pass pays the same draw. */
+static __always_inline void bench_cycle_source(struct pkt *p)
+{
+	__u32 i;
+
+	if (!consts.bench_cycle)
+		return;
+	i = bpf_get_prandom_u32() % consts.bench_cycle;
+	p->addr[13] = i >> 16;
+	p->addr[14] = i >> 8;
+	p->addr[15] = i;
+}
+
+static __always_inline int run_guard(void *data, void *data_end, __u32 len)
+{
+	struct pkt p = { .len = len };
+	struct verdict v = {};
+	int parsed;
+
+	parsed = parse_packet(data, data_end, &p);
+	bench_cycle_source(&p);
+	guard(&p, parsed, &v);
+	return record(&p, &v);
+}
+
+SEC("xdp")
+int apiguard_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	return run_guard(data, data_end, data_end - data) == AG_ACT_DROP ? XDP_DROP : XDP_PASS;
+}
+
+SEC("tc")
+int apiguard_tc(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+
+	/* headers may sit in paged data on some drivers: make the first bytes linear */
+	if (skb->data + 128 > skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	return run_guard(data, data_end, skb->len) == AG_ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
+/* Benchmark baseline: the trivial program every prog.Run figure is measured against. */
+SEC("xdp")
+int baseline_pass(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+
+	bench_cycle_source(&p);
+	/* keep the draw: the compiler must not drop it as dead */
+	asm volatile("" : : "r"(p.addr[15]) : "memory");
+	return XDP_PASS;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* GCRA: one 64-bit theoretical arrival time (TAT) per bucket, updated with a
+ * compare-and-swap so that every CPU shares one exact budget. */
+#ifndef APIGUARD_LIMIT_H
+#define APIGUARD_LIMIT_H
+
+#include "types.h"
+#include "maps.h"
+
+#define AG_CAS_TRIES 4
+
+/* Returns 1 when cost units conform to the limit and charges them, else 0. */
+static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
+{
+	__u64 interval = l->interval;
+	__u64 inc, old, base, next;
+
+	if (!interval)
+		return 1;
+	inc = (cost * interval) >> 16;
+#pragma unroll
+	for (int i = 0; i < AG_CAS_TRIES; i++) {
+		old = *(volatile __u64 *)tat;
+		base = old > now ? old : now;
+		next = base + inc;
+		if (next - now > l->tolerance)
+			return 0;
+		if (__sync_val_compare_and_swap(tat, old, next) == old)
+			return 1;
+	}
+	/* Other CPUs keep winning the race: refuse rather than admit uncharged. */
+	stat_inc(AG_STAT_CAS_CONTENDED);
+	return 0;
+}
+
+/* Checks one level's buckets; returns the kind that refused, or AG_KIND_MAX. */
+static __always_inline int limit_level(__u64 *tat, const struct ag_limit *lim,
+				       __u32 len, int syn, __u64 now)
+{
+	if (!gcra(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], 1, now))
+		return AG_KIND_PPS;
+	if (!gcra(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], len, now))
+		return AG_KIND_BPS;
+	if (syn && !gcra(&tat[AG_KIND_CPS], &lim[AG_KIND_CPS], 1, now))
+		return AG_KIND_CPS;
+	return AG_KIND_MAX;
+}
+
+static __always_inline int level_limited(const struct ag_limit *lim)
+{
+	return lim[AG_KIND_PPS].interval | lim[AG_KIND_BPS].interval | lim[AG_KIND_CPS].interval;
+}
+
+#endif

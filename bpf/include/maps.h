@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map the datapath uses. Policy maps come in two slots (_0, _1): the daemon
+ * fills the inactive slot and flips `active`, so a packet sees one whole policy. */
+#ifndef APIGUARD_MAPS_H
+#define APIGUARD_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+
+#define AG_LPM_CAPACITY (1 << 18)
+#define AG_BAN_CAPACITY (1 << 16)
+#define AG_EV_SLOTS 4096 /* per-CPU direct-mapped event throttle cache */
+
+/* Load-time settings, frozen before the verifier sees the program. */
+struct ag_consts {
+	__u64 event_interval;	/* ns between two events of one kind for one client */
+	__u64 event_rate_interval; /* global event GCRA, same units as ag_limit */
+	__u64 event_rate_tolerance;
+	__u32 nr_cpus;
+	__u32 client_capacity;
+	__u32 prefix_capacity;
+	__u32 bench_cycle;	/* benchmarks only: rewrite the source over this many clients */
+};
+
+volatile const struct ag_consts consts;
+
+#define LPM_MAP(name, keytype, cap)                                     \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                    \
+		__type(key, keytype);                                   \
+		__type(value, __u32);                                   \
+		__uint(max_entries, cap);                               \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                   \
+	} name SEC(".maps")
+
+LPM_MAP(allow4_0, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(allow4_1, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(allow6_0, struct ag_lpm6, AG_LPM_CAPACITY);
+LPM_MAP(allow6_1, struct ag_lpm6, AG_LPM_CAPACITY);
+LPM_MAP(deny4_0, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(deny4_1, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(deny6_0, struct ag_lpm6, AG_LPM_CAPACITY);
+LPM_MAP(deny6_1, struct ag_lpm6, AG_LPM_CAPACITY);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ag_lpm4);
+	__type(value, struct ag_ban);
+	__uint(max_entries, AG_BAN_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} bans4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ag_lpm6);
+	__type(value, struct ag_ban);
+	__uint(max_entries, AG_BAN_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} bans6 SEC(".maps");
+
+/* Which policy slot is live: one word, flipped by the daemon after it wrote the other. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_config);
+	__uint(max_entries, 2);
+} config SEC(".maps");
+
+/* slot * AG_PORT_SLOT + (udp ? 65536 : 0) + port -> service id (0: none) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 2 * AG_PORT_SLOT);
+} ports SEC(".maps");
+
+/* slot * AG_MAX_SERVICES + id */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_service);
+	__uint(max_entries, 2 * AG_MAX_SERVICES);
+} services SEC(".maps");
+
+/* Per-service total buckets: shared by every CPU, so they hold under spoofed floods. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_service_state);
+	__uint(max_entries, AG_MAX_SERVICES);
+} service_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ag_client_key);
+	__type(value, struct ag_client_state);
+	__uint(max_entries, 1 << 17);
+} clients SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ag_client_key);
+	__type(value, struct ag_service_state);
+	__uint(max_entries, 1 << 16);
+} prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_counter);
+	__uint(max_entries, AG_ACT_MAX * AG_R_MAX);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, AG_STAT_MAX);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct ev_slot {
+	__u64 tag;
+	__u64 last;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ev_slot);
+	__uint(max_entries, AG_EV_SLOTS);
+} event_throttle SEC(".maps");
+
+/* One GCRA word bounding events per second across all CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} event_budget SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+#endif

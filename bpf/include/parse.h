@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Cursor-based header parsing. Every helper checks bounds before it reads and
+ * returns an ag_reason on failure, so each malformed packet has a defined verdict. */
+#ifndef APIGUARD_PARSE_H
+#define APIGUARD_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "types.h"
+
+#define AG_MAX_VLAN 2
+#define AG_MAX_EXT_HDRS 6
+
+#define AG_FRAG_NONE 0
+#define AG_FRAG_FIRST 1
+#define AG_FRAG_LATER 2
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_PSH 0x08
+#define TCPF_ACK 0x10
+#define TCPF_URG 0x20
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct ipv6_ext {
+	__u8 nexthdr;
+	__u8 len;
+};
+
+struct ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+/* What the pipeline needs to know about a packet, filled by parse_packet. */
+struct pkt {
+	__u8 addr[16];		/* source, v4-mapped for IPv4 */
+	__u32 len;
+	__u16 dport;		/* host order */
+	__u8 family;		/* 4 or 6; 0 for non-IP */
+	__u8 proto;		/* L4 protocol, IPPROTO_NONE when unknown */
+	__u8 tcp_flags;
+	__u8 frag;
+	__u8 icmp_type;
+	__u8 _pad;
+};
+
+/* Advance the cursor past a header of size len and return its start, or NULL. */
+static __always_inline void *cursor_pull(struct cursor *c, __u32 len)
+{
+	void *start = c->pos;
+
+	/* no header is this long; the check also bounds len for the verifier */
+	if (len > 2048)
+		return NULL;
+	if (start + len > c->end)
+		return NULL;
+	c->pos = start + len;
+	return start;
+}
+
+static __always_inline int parse_eth(struct cursor *c, __u16 *proto)
+{
+	struct ethhdr *eth = cursor_pull(c, sizeof(*eth));
+	__u16 p;
+
+	if (!eth)
+		return AG_R_TRUNCATED;
+	p = bpf_ntohs(eth->h_proto);
+#pragma unroll
+	for (int i = 0; i < AG_MAX_VLAN; i++) {
+		struct vlan_hdr *vh;
+
+		if (p != ETH_P_8021Q && p != ETH_P_8021AD)
+			break;
+		vh = cursor_pull(c, sizeof(*vh));
+		if (!vh)
+			return AG_R_TRUNCATED;
+		p = bpf_ntohs(vh->proto);
+	}
+	*proto = p;
+	return AG_R_OK;
+}
+
+static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
+{
+	switch (p->proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = cursor_pull(c, sizeof(*th));
+
+		if (!th)
+			return AG_R_TRUNCATED;
+		if (th->doff < 5)
+			return AG_R_MALFORMED;
+		p->dport = bpf_ntohs(th->dest);
+		p->tcp_flags = ((__u8 *)th)[13];
+		return AG_R_OK;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr *uh = cursor_pull(c, sizeof(*uh));
+
+		if (!uh)
+			return AG_R_TRUNCATED;
+		p->dport = bpf_ntohs(uh->dest);
+		return AG_R_OK;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 *type = cursor_pull(c, 4);
+
+		if (!type)
+			return AG_R_TRUNCATED;
+		p->icmp_type = *type;
+		return AG_R_OK;
+	}
+	}
+	return AG_R_OK;
+}
+
+static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
+{
+	struct iphdr *iph = cursor_pull(c, sizeof(*iph));
+	__u32 hlen;
+	__u16 frag;
+
+	if (!iph)
+		return AG_R_TRUNCATED;
+	if (iph->version != 4 || iph->ihl < 5)
+		return AG_R_MALFORMED;
+	/* options: skip what the IHL says is there, measured from the header start
+	 * so the verifier sees an offset of at most 60 */
+	hlen = iph->ihl * 4;
+	if ((void *)iph + hlen > c->end)
+		return AG_R_TRUNCATED;
+	c->pos = (void *)iph + hlen;
+
+	p->family = 4;
+	p->proto = iph->protocol;
+	__builtin_memset(p->addr, 0, 10);
+	p->addr[10] = 0xff;
+	p->addr[11] = 0xff;
+	__builtin_memcpy(&p->addr[12], &iph->saddr, 4);
+
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & 0x1fff) {
+		p->frag = AG_FRAG_LATER;
+		return AG_R_OK;
+	}
+	if (frag & 0x2000)
+		p->frag = AG_FRAG_FIRST;
+	return parse_l4(c, p);
+}
+
+static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
+{
+	struct ipv6hdr *ip6 = cursor_pull(c, sizeof(*ip6));
+	__u8 next;
+
+	if (!ip6)
+		return AG_R_TRUNCATED;
+	if (ip6->version != 6)
+		return AG_R_MALFORMED;
+	p->family = 6;
+	__builtin_memcpy(p->addr, &ip6->saddr, 16);
+	next = ip6->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < AG_MAX_EXT_HDRS; i++) {
+		switch (next) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS: {
+			struct ipv6_ext *e = cursor_pull(c, sizeof(*e));
+
+			if (!e)
+				return AG_R_TRUNCATED;
+			next = e->nexthdr;
+			/* the header is (len + 1) * 8 bytes; 2 are already consumed */
+			if (!cursor_pull(c, (e->len + 1) * 8 - sizeof(*e)))
+				return AG_R_TRUNCATED;
+			continue;
+		}
+		case IPPROTO_AH: {
+			struct ipv6_ext *e = cursor_pull(c, sizeof(*e));
+
+			if (!e)
+				return AG_R_TRUNCATED;
+			next = e->nexthdr;
+			if (!cursor_pull(c, (e->len + 2) * 4 - sizeof(*e)))
+				return AG_R_TRUNCATED;
+			continue;
+		}
+		case IPPROTO_FRAGMENT: {
+			struct ipv6_frag *f = cursor_pull(c, sizeof(*f));
+
+			if (!f)
+				return AG_R_TRUNCATED;
+			next = f->nexthdr;
+			if (bpf_ntohs(f->frag_off) & 0xfff8) {
+				p->proto = next;
+				p->frag = AG_FRAG_LATER;
+				return AG_R_OK;
+			}
+			p->frag = AG_FRAG_FIRST;
+			continue;
+		}
+		default:
+			p->proto = next;
+			return parse_l4(c, p);
+		}
+	}
+	/* still inside extension headers after the bounded walk */
+	switch (next) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_AH:
+	case IPPROTO_FRAGMENT:
+		return AG_R_EXT_LIMIT;
+	}
+	p->proto = next;
+	return parse_l4(c, p);
+}
+
+/* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */
+static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
+{
+	struct cursor c = { .pos = data, .end = data_end };
+	__u16 proto;
+	int r;
+
+	r = parse_eth(&c, &proto);
+	if (r != AG_R_OK)
+		return r;
+	if (proto == ETH_P_IP)
+		return parse_ipv4(&c, p);
+	if (proto == ETH_P_IPV6)
+		return parse_ipv6(&c, p);
+	return AG_R_NOT_IP;
+}
+
+#endif

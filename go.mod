@@ -1,0 +1,16 @@
+module github.com/apiguard/apiguard
+
+go 1.26.0
+
+require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/vishvananda/netns v0.0.5 // indirect
+	golang.org/x/net v0.59.0 // indirect
+)
+
+tool github.com/cilium/ebpf/cmd/bpf2go

@@ -1,0 +1,268 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// AttachMode is how the guard hooks into an interface.
+type AttachMode string
+
+const (
+	// Native XDP runs in the driver before any allocation: the default.
+	AttachNative AttachMode = "native"
+	// Generic XDP runs after the kernel built an skb: correct, but much slower.
+	AttachGeneric AttachMode = "generic"
+	// TCX attaches the TC program with a bpf_link (Linux 6.6+).
+	AttachTCX AttachMode = "tcx"
+	// TC attaches the TC program as a clsact filter through netlink: the fallback
+	// for kernels without TCX.
+	AttachTC AttachMode = "tc"
+)
+
+// ParseAttachMode validates a mode given by a user.
+func ParseAttachMode(s string) (AttachMode, error) {
+	switch m := AttachMode(s); m {
+	case AttachNative, AttachGeneric, AttachTCX, AttachTC:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown attach mode %q (want native, generic, tcx or tc)", s)
+}
+
+// Attachment describes a program attached to an interface.
+type Attachment struct {
+	Iface   string
+	Mode    AttachMode
+	Adopted bool // an earlier run's attachment was taken over without a gap
+}
+
+const tcFilterName = "apiguard"
+
+func linkPinName(mode AttachMode, iface string) string {
+	return string(mode) + "_" + iface
+}
+
+// Attach hooks the guard to iface. With a pin directory, an attachment left by
+// an earlier run is taken over by swapping its program in place, so no packet
+// goes unguarded during a restart.
+func (d *Datapath) Attach(iface string, mode AttachMode) (Attachment, error) {
+	dev, err := net.InterfaceByName(iface)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("attach to %s: %w", iface, err)
+	}
+	att := Attachment{Iface: iface, Mode: mode}
+	if mode == AttachTC {
+		adopted, err := d.attachClsact(dev)
+		att.Adopted = adopted
+		return att, err
+	}
+	if mode == AttachGeneric {
+		slog.Warn("generic XDP: packets are filtered only after the kernel allocated an skb for them; use native mode where the driver supports it", "iface", iface)
+	}
+
+	name := linkPinName(mode, iface)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.opts.PinDir != "" {
+		path := filepath.Join(d.opts.PinDir, linksDir, name)
+		if l, err := link.LoadPinnedLink(path, nil); err == nil {
+			prog := d.progFor(mode)
+			uerr := l.Update(prog)
+			l.Close()
+			if uerr == nil {
+				att.Adopted = true
+				return att, nil
+			}
+			// the old link is unusable (interface re-created, say): replace it
+			slog.Warn("pinned link could not be updated; attaching afresh", "link", path, "err", uerr)
+			if err := os.Remove(path); err != nil {
+				return att, fmt.Errorf("remove stale link pin %s: %w", path, err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return att, fmt.Errorf("open pinned link %s: %w", path, err)
+		}
+	}
+
+	var l link.Link
+	switch mode {
+	case AttachNative, AttachGeneric:
+		flags := link.XDPDriverMode
+		if mode == AttachGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.ApiguardXdp, Interface: dev.Index, Flags: flags})
+		if err != nil && mode == AttachNative && errors.Is(err, unix.EOPNOTSUPP) {
+			return att, fmt.Errorf("attach XDP to %s: driver has no native XDP (use --attach generic or tcx): %w", iface, err)
+		}
+	case AttachTCX:
+		l, err = link.AttachTCX(link.TCXOptions{Program: d.objs.ApiguardTc, Interface: dev.Index, Attach: ebpf.AttachTCXIngress})
+	default:
+		return att, fmt.Errorf("unknown attach mode %q", mode)
+	}
+	if err != nil {
+		return att, fmt.Errorf("attach %s to %s: %w", mode, iface, err)
+	}
+	if d.opts.PinDir == "" {
+		if old, ok := d.links[name]; ok {
+			old.Close()
+		}
+		d.links[name] = l
+		return att, nil
+	}
+	dir := filepath.Join(d.opts.PinDir, linksDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		l.Close()
+		return att, fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := l.Pin(filepath.Join(dir, name)); err != nil {
+		l.Close()
+		return att, fmt.Errorf("pin link %s: %w", name, err)
+	}
+	return att, l.Close() // the pin keeps it attached
+}
+
+func (d *Datapath) progFor(mode AttachMode) *ebpf.Program {
+	if mode == AttachTCX || mode == AttachTC {
+		return d.objs.ApiguardTc
+	}
+	return d.objs.ApiguardXdp
+}
+
+// attachClsact installs (or replaces in place) a direct-action bpf filter on the
+// clsact ingress hook. The filter holds the program, so it outlives this process.
+func (d *Datapath) attachClsact(dev *net.Interface) (bool, error) {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return false, fmt.Errorf("add clsact qdisc to %s: %w", dev.Name, err)
+	}
+	adopted := false
+	if filters, err := netlink.FilterList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: dev.Index}}, netlink.HANDLE_MIN_INGRESS); err == nil {
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
+				adopted = true
+			}
+		}
+	}
+	filter := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: dev.Index,
+			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Handle:    1,
+			Protocol:  unix.ETH_P_ALL,
+			Priority:  1,
+		},
+		Fd:           d.objs.ApiguardTc.FD(),
+		Name:         tcFilterName,
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(filter); err != nil {
+		return false, fmt.Errorf("add bpf filter to %s: %w", dev.Name, err)
+	}
+	if d.opts.PinDir != "" {
+		// bpffs holds only BPF objects: pinning the program marks this interface
+		// for Detach.
+		dir := filepath.Join(d.opts.PinDir, linksDir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return adopted, fmt.Errorf("create %s: %w", dir, err)
+		}
+		path := filepath.Join(dir, linkPinName(AttachTC, dev.Name))
+		_ = os.Remove(path)
+		// a clone per interface: pinning one *Program twice would move its pin
+		prog, err := d.objs.ApiguardTc.Clone()
+		if err != nil {
+			return adopted, fmt.Errorf("clone TC program: %w", err)
+		}
+		defer prog.Close()
+		if err := prog.Pin(path); err != nil {
+			return adopted, fmt.Errorf("pin TC program %s: %w", path, err)
+		}
+	}
+	return adopted, nil
+}
+
+func detachClsact(iface string) error {
+	dev, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", iface, err)
+	}
+	filters, err := netlink.FilterList(dev, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return fmt.Errorf("list filters of %s: %w", iface, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
+			if err := netlink.FilterDel(f); err != nil {
+				return fmt.Errorf("delete filter on %s: %w", iface, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Attachments lists what is pinned under pinDir.
+func Attachments(pinDir string) ([]Attachment, error) {
+	entries, err := os.ReadDir(filepath.Join(pinDir, linksDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list attachments: %w", err)
+	}
+	var out []Attachment
+	for _, e := range entries {
+		mode, iface, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			continue
+		}
+		out = append(out, Attachment{Iface: iface, Mode: AttachMode(mode)})
+	}
+	return out, nil
+}
+
+// Detach removes every attachment and pin under pinDir: enforcement stops.
+func Detach(pinDir string) error {
+	var errs []error
+	linkDir := filepath.Join(pinDir, linksDir)
+	atts, err := Attachments(pinDir)
+	if err != nil {
+		return err
+	}
+	for _, a := range atts {
+		path := filepath.Join(linkDir, linkPinName(a.Mode, a.Iface))
+		if a.Mode == AttachTC {
+			if err := detachClsact(a.Iface); err != nil {
+				errs = append(errs, err)
+			}
+			if err := os.Remove(path); err != nil {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+			}
+			continue
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+		}
+		l.Close() // last reference: the program leaves the interface
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", pinDir, err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,128 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// ErrNotBanned is returned by Unban for a prefix that has no ban.
+var ErrNotBanned = errors.New("no such ban")
+
+// Ban drops a client address or CIDR until Expires (zero: until removed). The
+// kernel checks the expiry itself, so a ban lapses on time without the daemon.
+type Ban struct {
+	Prefix  netip.Prefix
+	Expires time.Time
+	// Reason is an opaque code for the daemon (who or what made the ban).
+	Reason uint32
+}
+
+func banKey(p netip.Prefix) (m bool, k4 GuardAgLpm4, k6 GuardAgLpm6, err error) {
+	if !p.IsValid() {
+		return false, k4, k6, fmt.Errorf("invalid prefix %v", p)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	p = p.Masked()
+	if p.Addr().Is4() {
+		return true, lpm4(p), k6, nil
+	}
+	return false, k4, lpm6(p), nil
+}
+
+// Ban adds or replaces a ban.
+func (d *Datapath) Ban(b Ban) error {
+	is4, k4, k6, err := banKey(b.Prefix)
+	if err != nil {
+		return err
+	}
+	v := GuardAgBan{Reason: b.Reason}
+	if !b.Expires.IsZero() {
+		v.Expires = wallToMono(b.Expires)
+	}
+	if is4 {
+		err = d.objs.Bans4.Update(k4, v, ebpf.UpdateAny)
+	} else {
+		err = d.objs.Bans6.Update(k6, v, ebpf.UpdateAny)
+	}
+	if err != nil {
+		return fmt.Errorf("ban %v: %w", b.Prefix, err)
+	}
+	return nil
+}
+
+// Unban removes the ban on exactly this prefix.
+func (d *Datapath) Unban(p netip.Prefix) error {
+	is4, k4, k6, err := banKey(p)
+	if err != nil {
+		return err
+	}
+	if is4 {
+		err = d.objs.Bans4.Delete(k4)
+	} else {
+		err = d.objs.Bans6.Delete(k6)
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unban %v: %w", p, ErrNotBanned)
+	}
+	if err != nil {
+		return fmt.Errorf("unban %v: %w", p, err)
+	}
+	return nil
+}
+
+// Bans lists every ban in the kernel, expired ones included until swept.
+func (d *Datapath) Bans() ([]Ban, error) {
+	var out []Ban
+	conv := func(v GuardAgBan) (time.Time, uint32) {
+		if v.Expires == 0 {
+			return time.Time{}, v.Reason
+		}
+		return MonoToWall(v.Expires), v.Reason
+	}
+	var k4 GuardAgLpm4
+	var v GuardAgBan
+	it := d.objs.Bans4.Iterate()
+	for it.Next(&k4, &v) {
+		exp, r := conv(v)
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4(k4.Addr), int(k4.Prefixlen)), Expires: exp, Reason: r})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read IPv4 bans: %w", err)
+	}
+	var k6 GuardAgLpm6
+	it = d.objs.Bans6.Iterate()
+	for it.Next(&k6, &v) {
+		exp, r := conv(v)
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)), Expires: exp, Reason: r})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read IPv6 bans: %w", err)
+	}
+	return out, nil
+}
+
+// SweepBans deletes bans that expired before now and returns them. The kernel
+// already ignores them; this only frees their entries.
+func (d *Datapath) SweepBans(now time.Time) ([]Ban, error) {
+	bans, err := d.Bans()
+	if err != nil {
+		return nil, err
+	}
+	var gone []Ban
+	for _, b := range bans {
+		if b.Expires.IsZero() || b.Expires.After(now) {
+			continue
+		}
+		if err := d.Unban(b.Prefix); err != nil && !errors.Is(err, ErrNotBanned) {
+			return gone, err
+		}
+		gone = append(gone, b)
+	}
+	return gone, nil
+}

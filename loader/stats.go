@@ -1,0 +1,175 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Counter is the packets and bytes of one (action, reason), summed over CPUs.
+type Counter struct {
+	Action  Action
+	Reason  Reason
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters reads every (action, reason) counter.
+func (d *Datapath) Counters() ([]Counter, error) {
+	out := make([]Counter, 0, numActions*numReasons)
+	var per []GuardAgCounter
+	for a := 0; a < numActions; a++ {
+		for r := 0; r < numReasons; r++ {
+			if err := d.objs.Counters.Lookup(uint32(a*numReasons+r), &per); err != nil {
+				return nil, fmt.Errorf("read counter %v/%v: %w", Action(a), Reason(r), err)
+			}
+			c := Counter{Action: Action(a), Reason: Reason(r)}
+			for _, p := range per {
+				c.Packets += p.Packets
+				c.Bytes += p.Bytes
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Stats are the datapath's health counters, summed over CPUs.
+type Stats struct {
+	ClientInserts, ClientInsertFailures uint64
+	PrefixInserts, PrefixInsertFailures uint64
+	EventsSent, EventsSuppressed        uint64
+	EventsLost                          uint64
+	CASContended                        uint64
+}
+
+// Stats reads the health counters.
+func (d *Datapath) Stats() (Stats, error) {
+	var vals [GuardAgStatAG_STAT_MAX]uint64
+	var per []uint64
+	for i := range vals {
+		if err := d.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, fmt.Errorf("read stat %d: %w", i, err)
+		}
+		for _, v := range per {
+			vals[i] += v
+		}
+	}
+	return Stats{
+		ClientInserts:        vals[GuardAgStatAG_STAT_CLIENT_INSERT],
+		ClientInsertFailures: vals[GuardAgStatAG_STAT_CLIENT_INSERT_FAIL],
+		PrefixInserts:        vals[GuardAgStatAG_STAT_PREFIX_INSERT],
+		PrefixInsertFailures: vals[GuardAgStatAG_STAT_PREFIX_INSERT_FAIL],
+		EventsSent:           vals[GuardAgStatAG_STAT_EVENT_SENT],
+		EventsSuppressed:     vals[GuardAgStatAG_STAT_EVENT_SUPPRESSED],
+		EventsLost:           vals[GuardAgStatAG_STAT_EVENT_LOST],
+		CASContended:         vals[GuardAgStatAG_STAT_CAS_CONTENDED],
+	}, nil
+}
+
+// Client is one client's state for one service. Addr is the client key: the
+// source masked to the policy's client prefix length.
+type Client struct {
+	Addr      netip.Prefix
+	Service   uint32
+	Packets   uint64
+	Bytes     uint64
+	Drops     uint64
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+const clientBatch = 4096
+
+// Clients calls fn for every tracked client, reading the LRU map in batches.
+// Entries may be evicted or added while it runs; each key is seen at most once.
+func (d *Datapath) Clients(fn func(Client) error) error {
+	cfg := d.activeConfig()
+	keys := make([]GuardAgClientKey, clientBatch)
+	vals := make([]GuardAgClientState, clientBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Clients.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if ferr := fn(clientFrom(keys[i], vals[i], cfg)); ferr != nil {
+				return ferr
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read clients: %w", err)
+		}
+	}
+}
+
+func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig) Client {
+	addr := addrFrom16(k.Addr)
+	bits := int(cfg.ClientBits6)
+	if addr.Is4() {
+		bits = int(cfg.ClientBits4)
+	}
+	if bits == 0 {
+		bits = addr.BitLen()
+	}
+	return Client{
+		Addr:      netip.PrefixFrom(addr, bits),
+		Service:   k.Service,
+		Packets:   s.Packets,
+		Bytes:     s.Bytes,
+		Drops:     s.Drops,
+		FirstSeen: MonoToWall(s.FirstSeen),
+		LastSeen:  MonoToWall(s.LastSeen),
+	}
+}
+
+func (d *Datapath) activeConfig() GuardAgConfig {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.slots[d.active].cfg
+}
+
+// MapUsage is how full one map is.
+type MapUsage struct {
+	Name     string
+	Entries  int
+	Capacity int
+}
+
+// Usage counts the entries of the maps that can fill up. It walks keys, so it
+// costs a few milliseconds per 100k entries: for status and scrapes, not hot paths.
+func (d *Datapath) Usage() ([]MapUsage, error) {
+	d.mu.Lock()
+	a4, a6, d4, d6 := d.slotMaps(d.active)
+	d.mu.Unlock()
+	m := &d.objs.GuardMaps
+	var out []MapUsage
+	for _, e := range []struct {
+		name string
+		m    *ebpf.Map
+	}{
+		{"clients", m.Clients}, {"prefixes", m.Prefixes}, {"bans4", m.Bans4}, {"bans6", m.Bans6},
+		{"allow4", a4}, {"allow6", a6}, {"deny4", d4}, {"deny6", d6},
+	} {
+		n, err := countKeys(e.m)
+		if err != nil {
+			return nil, fmt.Errorf("count %s: %w", e.name, err)
+		}
+		out = append(out, MapUsage{Name: e.name, Entries: n, Capacity: int(e.m.MaxEntries())})
+	}
+	return out, nil
+}
+
+func countKeys(m *ebpf.Map) (int, error) {
+	n := 0
+	it := m.Iterate()
+	var k, v []byte
+	for it.Next(&k, &v) {
+		n++
+	}
+	return n, it.Err()
+}

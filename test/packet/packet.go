@@ -1,0 +1,200 @@
+// Package packet builds Ethernet frames for tests, benchmarks and traffic
+// generators: IPv4 and IPv6, VLAN tags, IPv4 options, IPv6 extension headers,
+// fragments, TCP, UDP and ICMP, with correct checksums.
+package packet
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Protocol numbers.
+const (
+	ICMP   = 1
+	TCP    = 6
+	UDP    = 17
+	ICMPv6 = 58
+)
+
+// TCP flags.
+const (
+	FIN = 0x01
+	SYN = 0x02
+	RST = 0x04
+	PSH = 0x08
+	ACK = 0x10
+	URG = 0x20
+)
+
+// IPv6 extension header types.
+const (
+	HopByHop = 0
+	Routing  = 43
+	Fragment = 44
+	DestOpts = 60
+)
+
+// Spec describes one frame. Zero values give a plain frame without options.
+type Spec struct {
+	Src, Dst         netip.Addr
+	Proto            uint8
+	SrcPort, DstPort uint16
+	TCPFlags         uint8
+	ICMPType         uint8
+	Payload          int
+	VLANs            []uint16
+	IPv4Options      int     // bytes of NOP options, a multiple of 4 up to 40
+	IPv6Ext          []uint8 // extension headers in order, before L4
+	FragOffset       uint16  // in 8-byte units; non-zero makes a non-first fragment
+	MoreFragments    bool
+	SrcMAC, DstMAC   [6]byte
+}
+
+// Build returns the frame.
+func Build(s Spec) []byte {
+	l4 := buildL4(s)
+	var l3 []byte
+	var ethType uint16
+	if s.Src.Is4() {
+		ethType = 0x0800
+		l3 = buildIPv4(s, l4)
+	} else {
+		ethType = 0x86dd
+		l3 = buildIPv6(s, l4)
+	}
+	frame := make([]byte, 0, 14+4*len(s.VLANs)+len(l3))
+	frame = append(frame, s.DstMAC[:]...)
+	frame = append(frame, s.SrcMAC[:]...)
+	for _, v := range s.VLANs {
+		frame = binary.BigEndian.AppendUint16(frame, 0x8100)
+		frame = binary.BigEndian.AppendUint16(frame, v)
+	}
+	frame = binary.BigEndian.AppendUint16(frame, ethType)
+	return append(frame, l3...)
+}
+
+func buildL4(s Spec) []byte {
+	payload := make([]byte, s.Payload)
+	switch s.Proto {
+	case TCP:
+		h := make([]byte, 20, 20+len(payload))
+		binary.BigEndian.PutUint16(h[0:], s.SrcPort)
+		binary.BigEndian.PutUint16(h[2:], s.DstPort)
+		binary.BigEndian.PutUint32(h[4:], 1)
+		h[12] = 5 << 4
+		h[13] = s.TCPFlags
+		binary.BigEndian.PutUint16(h[14:], 65535)
+		h = append(h, payload...)
+		binary.BigEndian.PutUint16(h[16:], l4Checksum(s, TCP, h))
+		return h
+	case UDP:
+		h := make([]byte, 8, 8+len(payload))
+		binary.BigEndian.PutUint16(h[0:], s.SrcPort)
+		binary.BigEndian.PutUint16(h[2:], s.DstPort)
+		binary.BigEndian.PutUint16(h[4:], uint16(8+len(payload)))
+		h = append(h, payload...)
+		binary.BigEndian.PutUint16(h[6:], l4Checksum(s, UDP, h))
+		return h
+	case ICMP, ICMPv6:
+		h := make([]byte, 8, 8+len(payload))
+		h[0] = s.ICMPType
+		h = append(h, payload...)
+		if s.Proto == ICMP {
+			binary.BigEndian.PutUint16(h[2:], checksum(0, h))
+		} else {
+			binary.BigEndian.PutUint16(h[2:], l4Checksum(s, ICMPv6, h))
+		}
+		return h
+	}
+	return payload
+}
+
+func buildIPv4(s Spec, l4 []byte) []byte {
+	hl := 20 + s.IPv4Options
+	h := make([]byte, hl, hl+len(l4))
+	h[0] = 0x40 | byte(hl/4)
+	binary.BigEndian.PutUint16(h[2:], uint16(hl+len(l4)))
+	binary.BigEndian.PutUint16(h[4:], 0x1234)
+	frag := s.FragOffset & 0x1fff
+	if s.MoreFragments {
+		frag |= 0x2000
+	}
+	binary.BigEndian.PutUint16(h[6:], frag)
+	h[8] = 64
+	h[9] = s.Proto
+	src, dst := s.Src.As4(), s.Dst.As4()
+	copy(h[12:], src[:])
+	copy(h[16:], dst[:])
+	for i := 20; i < hl; i++ {
+		h[i] = 1 // NOP
+	}
+	binary.BigEndian.PutUint16(h[10:], checksum(0, h))
+	return append(h, l4...)
+}
+
+func buildIPv6(s Spec, l4 []byte) []byte {
+	var ext []byte
+	next := s.Proto
+	// build the chain back to front so each header names the one after it
+	for i := len(s.IPv6Ext) - 1; i >= 0; i-- {
+		t := s.IPv6Ext[i]
+		var e []byte
+		if t == Fragment {
+			e = make([]byte, 8)
+			off := s.FragOffset << 3
+			if s.MoreFragments {
+				off |= 1
+			}
+			binary.BigEndian.PutUint16(e[2:], off)
+		} else {
+			e = make([]byte, 8) // hdr ext len 0: 8 bytes, PadN filled
+			e[2], e[3] = 1, 4
+		}
+		e[0] = next
+		next = t
+		ext = append(e, ext...)
+	}
+	h := make([]byte, 40, 40+len(ext)+len(l4))
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(len(ext)+len(l4)))
+	h[6] = next
+	h[7] = 64
+	src, dst := s.Src.As16(), s.Dst.As16()
+	copy(h[8:], src[:])
+	copy(h[24:], dst[:])
+	h = append(h, ext...)
+	return append(h, l4...)
+}
+
+func l4Checksum(s Spec, proto uint8, seg []byte) uint16 {
+	var sum uint32
+	if s.Src.Is4() {
+		a, b := s.Src.As4(), s.Dst.As4()
+		sum = sumBytes(sum, a[:])
+		sum = sumBytes(sum, b[:])
+	} else {
+		a, b := s.Src.As16(), s.Dst.As16()
+		sum = sumBytes(sum, a[:])
+		sum = sumBytes(sum, b[:])
+	}
+	sum += uint32(proto) + uint32(len(seg))
+	return checksum(sum, seg)
+}
+
+func sumBytes(sum uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	return sum
+}
+
+func checksum(initial uint32, b []byte) uint16 {
+	sum := sumBytes(initial, b)
+	for sum > 0xffff {
+		sum = (sum >> 16) + (sum & 0xffff)
+	}
+	return ^uint16(sum)
+}
