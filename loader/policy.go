@@ -75,7 +75,7 @@ type ApplyResult struct {
 	Changed    bool
 	// Map entries written or deleted in the slot that became active.
 	PrefixWrites, PortWrites, ServiceWrites int
-	Took                                     time.Duration
+	Took                                    time.Duration
 }
 
 // image is one policy slot's contents exactly as the kernel holds them.
