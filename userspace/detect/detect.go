@@ -1,0 +1,747 @@
+// Package detect turns the datapath's events into flagged clients and timed
+// bans. Each behaviour is a named Reason with its own rule: a sliding window
+// over the kernel's (throttled) events, a threshold, and an action, flag or ban.
+//
+// Time comes from the events themselves (the kernel's CLOCK_MONOTONIC stamps),
+// so the same stream always gives the same flags, however fast it is replayed.
+// Memory is bounded: clients, prefixes, flags and offenders each have a cap,
+// and state idle for longer than every window is dropped.
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/events"
+	"golang.org/x/sys/unix"
+)
+
+// Banner applies a ban. The daemon decides how (loader.Datapath.Ban with an
+// expiry and reason.Code()); it must not call back into the Detector.
+type Banner interface {
+	Ban(p netip.Prefix, ttl time.Duration, reason Reason) error
+}
+
+// BanFunc adapts a function to Banner.
+type BanFunc func(p netip.Prefix, ttl time.Duration, reason Reason) error
+
+// Ban calls f.
+func (f BanFunc) Ban(p netip.Prefix, ttl time.Duration, reason Reason) error {
+	return f(p, ttl, reason)
+}
+
+// Options are the Detector's collaborators. Zero values take the defaults.
+type Options struct {
+	// Banner applies bans; nil means rules with action ban only flag.
+	Banner Banner
+	// IsAllowed reports clients that must never be banned (they are still
+	// flagged). The kernel's allow list skips every check, so those clients
+	// make no events; this is for addresses that must stay reachable anyway.
+	IsAllowed func(netip.Addr) bool
+	// Now is the current CLOCK_MONOTONIC time in ns (default: the system's).
+	Now func() uint64
+	// Wall converts a kernel timestamp to wall time (default loader.MonoToWall).
+	Wall func(mono uint64) time.Time
+	// Logger gets one line per flag raised (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Totals are the Detector's counters since it started.
+type Totals struct {
+	// Flagged counts flags raised (a flag that starts again counts again).
+	Flagged map[Reason]uint64
+	// Bans made, bans the Banner refused, and ban rules that did not ban
+	// (monitor mode, allow-listed, nothing to ban).
+	Bans, BanErrors, BansSkipped uint64
+	// Events observed.
+	Events uint64
+	// Clients evicted to stay under MaxClients while still within a window.
+	Evicted uint64
+	// What is tracked now.
+	Clients, Prefixes, Flags int
+}
+
+type addrKey [16]byte
+
+type flagKey struct {
+	prefix  netip.Prefix
+	service uint32
+	reason  Reason
+}
+
+type client struct {
+	prefix netip.Prefix
+	last   int64
+	// the running drop count of the latest limit event, to turn counts into
+	// drops per window
+	countSvc uint32
+	count    uint64
+	countAt  int64
+
+	flood, syn, deny, bad *ring
+	ports                 map[uint16]int64
+	portsPruned           int64
+}
+
+type prefixState struct {
+	prefix  netip.Prefix
+	last    int64
+	ring    ring
+	sources map[addrKey]struct{}
+}
+
+const maxSources = 64
+
+type flagState struct {
+	flag        Flag
+	first, last int64
+	evidenceAt  int64
+	window      time.Duration
+	banUntil    int64 // 0: no ban in force from this flag
+}
+
+type offender struct {
+	bans  int
+	until int64 // the latest ban's end
+}
+
+// Detector is safe for concurrent use: the event consumer calls Observe while
+// the control API lists Flags.
+type Detector struct {
+	mu   sync.Mutex
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+
+	floodSpan, synSpan, scanSpan, denySpan, badSpan, aggSpan span
+	idle                                                     int64
+
+	clients   *lru[addrKey, *client]
+	prefixes  *lru[addrKey, *prefixState]
+	services  map[uint32]*ring
+	aggTotal  ring
+	flags     *lru[flagKey, *flagState]
+	offenders *lru[netip.Prefix, *offender]
+
+	clock, lastPrune int64
+
+	flagged                           [6]uint64
+	bans, banErrors, banSkipped, seen uint64
+	evicted                           uint64
+}
+
+// New returns a Detector; cfg's zero fields take DefaultConfig's values.
+func New(cfg Config, opts Options) (*Detector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("detection config: %w", err)
+	}
+	if opts.Now == nil {
+		opts.Now = monotonicNow
+	}
+	if opts.Wall == nil {
+		opts.Wall = loader.MonoToWall
+	}
+	if opts.IsAllowed == nil {
+		opts.IsAllowed = func(netip.Addr) bool { return false }
+	}
+	d := &Detector{
+		opts:      opts,
+		log:       opts.Logger,
+		clients:   newLRU[addrKey, *client](),
+		prefixes:  newLRU[addrKey, *prefixState](),
+		services:  map[uint32]*ring{},
+		flags:     newLRU[flagKey, *flagState](),
+		offenders: newLRU[netip.Prefix, *offender](),
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	d.setConfig(cfg.withDefaults())
+	return d, nil
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("CLOCK_MONOTONIC unavailable: " + err.Error())
+	}
+	return uint64(ts.Nano())
+}
+
+// SetConfig replaces the thresholds (a policy reload). Flags and offenders are
+// kept; per-client windows are restarted if their shape changed.
+func (d *Detector) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("detection config: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.setConfig(cfg.withDefaults())
+	return nil
+}
+
+func (d *Detector) setConfig(cfg Config) {
+	res := cfg.EventInterval
+	spans := [...]span{
+		newSpan(cfg.Flood.Window, res), newSpan(cfg.SYNFlood.Window, res), newSpan(cfg.Scan.Window, res),
+		newSpan(cfg.DenyProbe.Window, res), newSpan(cfg.BadFlags.Window, res), newSpan(cfg.Aggregate.Window, res),
+	}
+	old := [...]span{d.floodSpan, d.synSpan, d.scanSpan, d.denySpan, d.badSpan, d.aggSpan}
+	keys := cfg.ClientBits4 != d.cfg.ClientBits4 || cfg.ClientBits6 != d.cfg.ClientBits6 ||
+		cfg.PrefixBits4 != d.cfg.PrefixBits4 || cfg.PrefixBits6 != d.cfg.PrefixBits6
+	if spans != old || keys {
+		d.clients = newLRU[addrKey, *client]()
+		d.prefixes = newLRU[addrKey, *prefixState]()
+		d.services = map[uint32]*ring{}
+		d.aggTotal = ring{}
+	}
+	d.floodSpan, d.synSpan, d.scanSpan, d.denySpan, d.badSpan, d.aggSpan =
+		spans[0], spans[1], spans[2], spans[3], spans[4], spans[5]
+	d.idle = 0
+	for _, s := range spans {
+		d.idle = max(d.idle, int64(s.window)+s.bucket)
+	}
+	d.cfg = cfg
+}
+
+// Config is the configuration in force, defaults filled in.
+func (d *Detector) Config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// SetMonitor switches monitor mode (flag, never ban) without touching the rest.
+func (d *Detector) SetMonitor(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg.Monitor = on
+}
+
+var (
+	evLimited    = uint8(loader.GuardAgEventTypeAG_EV_LIMITED)
+	evSynLimited = uint8(loader.GuardAgEventTypeAG_EV_SYN_LIMITED)
+	evDenyHit    = uint8(loader.GuardAgEventTypeAG_EV_DENY_HIT)
+	evBanHit     = uint8(loader.GuardAgEventTypeAG_EV_BAN_HIT)
+	evBadFlags   = uint8(loader.GuardAgEventTypeAG_EV_BAD_FLAGS)
+	evNoService  = uint8(loader.GuardAgEventTypeAG_EV_NO_SERVICE)
+
+	rClientPPS  = uint8(loader.GuardAgReasonAG_R_CLIENT_PPS)
+	rServiceCPS = uint8(loader.GuardAgReasonAG_R_SERVICE_CPS)
+	kinds       = uint8(loader.GuardAgKindAG_KIND_MAX)
+)
+
+const (
+	levelClient  = uint8(loader.GuardAgLevelAG_LEVEL_CLIENT)
+	levelService = uint8(loader.GuardAgLevelAG_LEVEL_SERVICE)
+)
+
+// Observe feeds one event. Events should come roughly in kernel order (the
+// ring buffer's); ones older than a window are ignored by that window.
+func (d *Detector) Observe(ev *loader.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seen++
+	now := int64(ev.Ts)
+	d.clock = max(d.clock, now)
+	cfg := &d.cfg
+	switch ev.Type {
+	case evLimited, evSynLimited:
+		d.limited(ev, now)
+	case evDenyHit, evBanHit:
+		if cfg.DenyProbe.Enabled {
+			c := d.client(ev, now)
+			r := lazyRing(&c.deny)
+			r.add(d.denySpan, now, 1)
+			if r.sum >= cfg.DenyProbe.Hits {
+				d.raise(DenyProbe, cfg.DenyProbe.Rule, d.denySpan, c.prefix, 0, ev, now, func() Evidence {
+					return Evidence{
+						Events: r.sum, Kernel: kernelReason(ev),
+						Summary: fmt.Sprintf("%d deny-list or ban hits in %v", r.sum, cfg.DenyProbe.Window),
+					}
+				}, d.clientAllowed(ev, c.prefix))
+			}
+		}
+	case evBadFlags:
+		if cfg.BadFlags.Enabled {
+			c := d.client(ev, now)
+			r := lazyRing(&c.bad)
+			r.add(d.badSpan, now, 1)
+			if r.sum >= cfg.BadFlags.Packets {
+				d.raise(BadFlags, cfg.BadFlags.Rule, d.badSpan, c.prefix, 0, ev, now, func() Evidence {
+					return Evidence{
+						Events: r.sum, Kernel: kernelReason(ev),
+						Summary: fmt.Sprintf("%d packets with invalid TCP flags (latest %s) in %v", r.sum, events.TCPFlagString(ev.TcpFlags), cfg.BadFlags.Window),
+					}
+				}, d.clientAllowed(ev, c.prefix))
+			}
+		}
+	case evNoService:
+		if cfg.Scan.Enabled {
+			d.scan(ev, now)
+		}
+	}
+	if now-d.lastPrune >= int64(time.Second) {
+		d.prune(now)
+		d.lastPrune = now
+	}
+}
+
+func lazyRing(p **ring) *ring {
+	if *p == nil {
+		*p = &ring{}
+	}
+	return *p
+}
+
+func kernelReason(ev *loader.Event) string { return loader.Reason(ev.Reason).String() }
+
+// limited handles the limit events: client level feeds flood and syn-flood,
+// prefix and service level feed aggregate (and service-wide syn-flood).
+func (d *Detector) limited(ev *loader.Event, now int64) {
+	if ev.Reason < rClientPPS || ev.Reason > rServiceCPS {
+		return
+	}
+	cfg := &d.cfg
+	level := (ev.Reason - rClientPPS) / kinds
+	if level == levelClient {
+		flood := ev.Type == evLimited && cfg.Flood.Enabled
+		syn := ev.Type == evSynLimited && cfg.SYNFlood.Enabled
+		if !flood && !syn {
+			return
+		}
+		c := d.client(ev, now)
+		drops := c.dropDelta(ev, now, int64(max(cfg.Flood.Window, cfg.SYNFlood.Window)))
+		if flood {
+			r := lazyRing(&c.flood)
+			r.add(d.floodSpan, now, drops)
+			if lf := r.activeFor(d.floodSpan); lf >= cfg.Flood.LimitedFor {
+				d.raise(Flood, cfg.Flood.Rule, d.floodSpan, c.prefix, 0, ev, now, func() Evidence {
+					return Evidence{
+						LimitedFor: lf, Drops: r.sum, Kernel: kernelReason(ev),
+						Summary: fmt.Sprintf("limited for %v of the last %v (%s), %d drops", lf, cfg.Flood.Window, kernelReason(ev), r.sum),
+					}
+				}, d.clientAllowed(ev, c.prefix))
+			}
+			return
+		}
+		r := lazyRing(&c.syn)
+		r.add(d.synSpan, now, drops)
+		if r.sum >= cfg.SYNFlood.SYNs {
+			d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, c.prefix, 0, ev, now, func() Evidence {
+				return Evidence{
+					Drops: r.sum, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("%d new connections refused by its connection limit in %v", r.sum, cfg.SYNFlood.Window),
+				}
+			}, d.clientAllowed(ev, c.prefix))
+		}
+		return
+	}
+	if cfg.Aggregate.Enabled {
+		d.aggregate(ev, now)
+	}
+	if level == levelService && ev.Type == evSynLimited && cfg.SYNFlood.Enabled {
+		r, ok := d.services[ev.Service]
+		if !ok {
+			if len(d.services) > loader.MaxServices {
+				return // service ids are 1..MaxServices: anything else is not a service
+			}
+			r = &ring{}
+			d.services[ev.Service] = r
+		}
+		r.add(d.synSpan, now, 1)
+		if r.sum >= cfg.SYNFlood.SYNs {
+			d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, netip.Prefix{}, ev.Service, ev, now, func() Evidence {
+				return Evidence{
+					Events: r.sum, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("the service's total connection limit refused SYNs %d times in %v (many sources: the kernel holds the line, nothing to ban)", r.sum, cfg.SYNFlood.Window),
+				}
+			}, nil)
+		}
+	}
+}
+
+// dropDelta turns the running drop count an event carries into the drops since
+// this client's previous limit event (at least the one that made this event).
+func (c *client) dropDelta(ev *loader.Event, now, fresh int64) uint64 {
+	delta := uint64(1)
+	switch {
+	case c.countSvc != ev.Service || c.countAt == 0 || now-c.countAt >= fresh:
+		c.count = ev.Count
+	case ev.Count >= c.count:
+		delta = max(1, ev.Count-c.count)
+		c.count = ev.Count
+	case ev.Count < c.count/2:
+		// the kernel's entry was evicted and made anew: its count restarted
+		delta = ev.Count
+		c.count = ev.Count
+	default:
+		// a little out of order (another CPU): already counted
+		delta = 0
+	}
+	c.countSvc = ev.Service
+	c.countAt = now
+	return delta
+}
+
+func (d *Detector) scan(ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	c := d.client(ev, now)
+	if c.ports == nil {
+		c.ports = map[uint16]int64{}
+	}
+	limit := min(max(2*cfg.Scan.Ports, 64), maxScanPorts)
+	// Ports older than the window leave the set before it is counted; the
+	// walk is done at most once per bucket, not per event of a fast scan.
+	if len(c.ports) >= cfg.Scan.Ports-1 && now-c.portsPruned >= d.scanSpan.bucket {
+		cutoff := now - int64(cfg.Scan.Window)
+		for p, t := range c.ports {
+			if t <= cutoff {
+				delete(c.ports, p)
+			}
+		}
+		c.portsPruned = now
+	}
+	if _, seen := c.ports[ev.Dport]; seen || len(c.ports) < limit {
+		c.ports[ev.Dport] = max(c.ports[ev.Dport], now)
+	}
+	if len(c.ports) < cfg.Scan.Ports {
+		return
+	}
+	d.raise(Scan, cfg.Scan.Rule, d.scanSpan, c.prefix, 0, ev, now, func() Evidence {
+		ports := make([]uint16, 0, len(c.ports))
+		for p := range c.ports {
+			ports = append(ports, p)
+		}
+		slices.Sort(ports)
+		sample := slices.Clone(ports[:min(len(ports), 16)])
+		n := fmt.Sprint(len(ports))
+		if len(ports) >= limit {
+			n = "at least " + n // the set stops growing at its cap
+		}
+		return Evidence{
+			Ports: len(ports), PortSample: sample, Kernel: kernelReason(ev),
+			Summary: fmt.Sprintf("SYNs to %s ports without a service in %v (%s)", n, cfg.Scan.Window, portList(sample, len(ports))),
+		}
+	}, d.clientAllowed(ev, c.prefix))
+}
+
+func (d *Detector) aggregate(ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	k, pfx := d.key(ev, cfg.PrefixBits4, cfg.PrefixBits6)
+	p, ok := d.prefixes.get(k)
+	if !ok {
+		if d.prefixes.len() >= cfg.MaxPrefixes {
+			ok, _, _ := d.prefixes.oldest()
+			d.prefixes.remove(ok)
+		}
+		p = &prefixState{prefix: pfx}
+		d.prefixes.put(k, p)
+	}
+	p.last = now
+	if p.ring.emptyAt(d.aggSpan, now) {
+		p.sources = nil
+	}
+	p.ring.add(d.aggSpan, now, 1)
+	d.aggTotal.add(d.aggSpan, now, 1)
+	if p.sources == nil {
+		p.sources = map[addrKey]struct{}{}
+	}
+	if len(p.sources) < maxSources {
+		p.sources[ev.Addr] = struct{}{}
+	}
+	if p.ring.sum < cfg.Aggregate.MinEvents || len(p.sources) < cfg.Aggregate.MinSources || d.aggTotal.sum == 0 {
+		return
+	}
+	share := float64(p.ring.sum) / float64(d.aggTotal.sum)
+	if share < cfg.Aggregate.Share {
+		return
+	}
+	d.raise(Aggregate, cfg.Aggregate.Rule, d.aggSpan, p.prefix, 0, ev, now, func() Evidence {
+		n := fmt.Sprint(len(p.sources))
+		if len(p.sources) >= maxSources {
+			n = fmt.Sprintf("%d+", maxSources)
+		}
+		return Evidence{
+			Events: p.ring.sum, Sources: len(p.sources), Share: share, Kernel: kernelReason(ev),
+			Summary: fmt.Sprintf("%.0f%% of the prefix and service limiting in %v: %d of %d events, from %s sources", 100*share, cfg.Aggregate.Window, p.ring.sum, d.aggTotal.sum, n),
+		}
+	}, func() bool {
+		if d.opts.IsAllowed(p.prefix.Addr()) {
+			return true
+		}
+		for a := range p.sources {
+			if d.opts.IsAllowed(netip.AddrFrom16(a).Unmap()) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// key masks the event's source to bits4/bits6.
+func (d *Detector) key(ev *loader.Event, bits4, bits6 uint8) (addrKey, netip.Prefix) {
+	k := addrKey(ev.Addr)
+	bits := int(bits6)
+	is4 := ev.Family == 4
+	if is4 {
+		bits = 96 + int(bits4)
+	}
+	for i := range k {
+		switch {
+		case bits >= 8*(i+1):
+		case bits <= 8*i:
+			k[i] = 0
+		default:
+			k[i] &= ^byte(0xff >> (bits - 8*i))
+		}
+	}
+	addr := netip.AddrFrom16(k)
+	if is4 {
+		return k, netip.PrefixFrom(addr.Unmap(), int(bits4))
+	}
+	return k, netip.PrefixFrom(addr, int(bits6))
+}
+
+func (d *Detector) client(ev *loader.Event, now int64) *client {
+	k, pfx := d.key(ev, d.cfg.ClientBits4, d.cfg.ClientBits6)
+	c, ok := d.clients.get(k)
+	if !ok {
+		if d.clients.len() >= d.cfg.MaxClients {
+			ok, old, _ := d.clients.oldest()
+			if now-old.last < d.idle {
+				d.evicted++
+			}
+			d.clients.remove(ok)
+		}
+		c = &client{prefix: pfx}
+		d.clients.put(k, c)
+	}
+	c.last = max(c.last, now)
+	return c
+}
+
+func (d *Detector) clientAllowed(ev *loader.Event, p netip.Prefix) func() bool {
+	return func() bool {
+		return d.opts.IsAllowed(loader.SourceAddr(ev)) || d.opts.IsAllowed(p.Addr())
+	}
+}
+
+// raise records evidence for a flag. A flag still within its window (and whose
+// ban, if any, still holds) is the same episode: only its evidence moves on.
+// Otherwise a new episode starts and the rule's action is taken.
+//
+// evidence is called at most once per window bucket while a flag stays active:
+// for a scanner it walks thousands of ports.
+func (d *Detector) raise(reason Reason, rule Rule, sp span, p netip.Prefix, service uint32, ev *loader.Event,
+	now int64, evidence func() Evidence, allowed func() bool) {
+	key := flagKey{prefix: p, service: service, reason: reason}
+	fs, ok := d.flags.get(key)
+	if ok && now-fs.last < int64(fs.window) && (fs.banUntil == 0 || now < fs.banUntil) {
+		fs.last = max(fs.last, now)
+		if now-fs.evidenceAt >= sp.bucket {
+			fs.flag.Evidence = evidence()
+			fs.flag.Evidence.Window = rule.Window
+			fs.evidenceAt = now
+		}
+		return
+	}
+	evid := evidence()
+	evid.Window = rule.Window
+	if !ok {
+		if d.flags.len() >= d.cfg.MaxFlags {
+			old, _, _ := d.flags.oldest()
+			d.flags.remove(old)
+		}
+		fs = &flagState{first: now, flag: Flag{Prefix: p, Service: service, Reason: reason}}
+		d.flags.put(key, fs)
+	}
+	fs.last = now
+	fs.evidenceAt = now
+	fs.window = rule.Window
+	fs.banUntil = 0
+	fs.flag.Episodes++
+	fs.flag.Action = rule.Action
+	fs.flag.Evidence = evid
+	fs.flag.Ban = d.decide(fs, rule, ev, now, allowed)
+	d.flagged[reason.index()]++
+
+	attrs := []any{"reason", reason, "subject", fs.flag.Subject(), "evidence", evid.Summary, "outcome", fs.flag.Ban.String()}
+	if fs.flag.Ban.Error != "" {
+		d.log.Warn("client flagged; ban failed", attrs...)
+	} else {
+		d.log.Info("client flagged", attrs...)
+	}
+}
+
+func (d *Detector) decide(fs *flagState, rule Rule, ev *loader.Event, now int64, allowed func() bool) BanInfo {
+	if rule.Action != ActionBan {
+		return BanInfo{}
+	}
+	skip := ""
+	switch {
+	case !fs.flag.Prefix.IsValid():
+		skip = "many sources: nothing to ban"
+	case d.cfg.Monitor:
+		skip = "monitor mode"
+	case loader.Action(ev.Action) == loader.ActionMonitor:
+		skip = "the service is in monitor mode"
+	case allowed != nil && allowed():
+		skip = "allow-listed"
+	case d.opts.Banner == nil:
+		skip = "no banner configured"
+	}
+	if skip != "" {
+		d.banSkipped++
+		return BanInfo{Skipped: skip}
+	}
+	p := fs.flag.Prefix
+	o, ok := d.offenders.get(p)
+	if !ok {
+		if d.offenders.len() >= d.cfg.MaxClients {
+			old, _, _ := d.offenders.oldest()
+			d.offenders.remove(old)
+		}
+		o = &offender{}
+		d.offenders.put(p, o)
+	}
+	if o.bans > 0 && now-o.until >= int64(d.cfg.Bans.ForgetAfter) {
+		o.bans = 0
+	}
+	ttl := d.ttl(o.bans)
+	if err := d.opts.Banner.Ban(p, ttl, fs.flag.Reason); err != nil {
+		d.banErrors++
+		return BanInfo{Error: err.Error()}
+	}
+	d.bans++
+	o.bans++
+	o.until = now + int64(ttl)
+	fs.banUntil = o.until
+	return BanInfo{Banned: true, TTL: ttl, Expires: d.opts.Wall(uint64(now)).Add(ttl)}
+}
+
+// ttl is the ban for an offender with earlier bans: TTL * Growth^earlier, capped.
+func (d *Detector) ttl(earlier int) time.Duration {
+	b := d.cfg.Bans
+	t := float64(b.TTL) * math.Pow(b.Growth, float64(earlier))
+	if t >= float64(b.MaxTTL) || math.IsInf(t, 0) || math.IsNaN(t) {
+		return b.MaxTTL
+	}
+	return time.Duration(t)
+}
+
+func (d *Detector) now() int64 {
+	return max(d.clock, int64(d.opts.Now()))
+}
+
+// Prune drops idle state and expired flags now; Observe also prunes as event
+// time moves on, so the daemon only needs this when events stop.
+func (d *Detector) Prune() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.prune(d.now())
+}
+
+func (d *Detector) prune(now int64) {
+	for {
+		k, c, ok := d.clients.oldest()
+		if !ok || now-c.last < d.idle {
+			break
+		}
+		d.clients.remove(k)
+	}
+	for {
+		k, p, ok := d.prefixes.oldest()
+		if !ok || now-p.last < d.idle {
+			break
+		}
+		d.prefixes.remove(k)
+	}
+	for id, r := range d.services {
+		if r.emptyAt(d.synSpan, now) {
+			delete(d.services, id)
+		}
+	}
+	for {
+		k, fs, ok := d.flags.oldest()
+		if !ok || now-fs.last < int64(fs.window+d.cfg.FlagRetention) || now < fs.banUntil {
+			break
+		}
+		d.flags.remove(k)
+	}
+	for {
+		k, o, ok := d.offenders.oldest()
+		if !ok || now-o.until < int64(d.cfg.Bans.ForgetAfter) {
+			break
+		}
+		d.offenders.remove(k)
+	}
+}
+
+// Flags lists flags, the latest evidence first.
+func (d *Detector) Flags() []Flag {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	out := make([]Flag, 0, d.flags.len())
+	d.flags.each(func(_ flagKey, fs *flagState) bool {
+		f := fs.flag
+		f.FirstSeen = d.opts.Wall(uint64(fs.first))
+		f.LastSeen = d.opts.Wall(uint64(fs.last))
+		f.Active = now-fs.last < int64(fs.window)
+		f.Evidence.PortSample = slices.Clone(f.Evidence.PortSample)
+		out = append(out, f)
+		return true
+	})
+	slices.SortStableFunc(out, func(a, b Flag) int { return b.LastSeen.Compare(a.LastSeen) })
+	return out
+}
+
+// Totals reads the counters.
+func (d *Detector) Totals() Totals {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := Totals{
+		Flagged: make(map[Reason]uint64, len(reasons)),
+		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped,
+		Events: d.seen, Evicted: d.evicted,
+		Clients: d.clients.len(), Prefixes: d.prefixes.len(), Flags: d.flags.len(),
+	}
+	for i, r := range reasons {
+		t.Flagged[r] = d.flagged[i]
+	}
+	return t
+}
+
+// ErrNoFlag is returned by Forget for a prefix without flags.
+var ErrNoFlag = errors.New("no flag for this client")
+
+// Forget drops every flag and the offence history of prefix (an operator
+// cleared a false positive); the next offence starts from the base TTL.
+func (d *Detector) Forget(p netip.Prefix) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var keys []flagKey
+	d.flags.each(func(k flagKey, _ *flagState) bool {
+		if k.prefix == p {
+			keys = append(keys, k)
+		}
+		return true
+	})
+	_, offended := d.offenders.peek(p)
+	if len(keys) == 0 && !offended {
+		return fmt.Errorf("forget %v: %w", p, ErrNoFlag)
+	}
+	for _, k := range keys {
+		d.flags.remove(k)
+	}
+	d.offenders.remove(p)
+	return nil
+}
