@@ -70,10 +70,22 @@ type Totals struct {
 
 type addrKey [16]byte
 
+// flagKey is plain memory, so the map hashes it in one pass: it is looked up
+// on every event of a flagged client.
 type flagKey struct {
-	prefix  netip.Prefix
+	addr    [16]byte
+	bits    uint8
+	reason  uint8
 	service uint32
-	reason  Reason
+}
+
+func keyOf(p netip.Prefix, service uint32, reason Reason) flagKey {
+	k := flagKey{service: service, reason: uint8(reason.index() + 1)}
+	if p.IsValid() {
+		k.addr = p.Addr().As16()
+		k.bits = uint8(p.Bits())
+	}
+	return k
 }
 
 type client struct {
@@ -88,6 +100,8 @@ type client struct {
 	flood, syn, deny, bad *ring
 	ports                 map[uint16]int64
 	portsPruned           int64
+	port0                 uint16 // the only port while ports is nil
+	port0At               int64
 }
 
 type prefixState struct {
@@ -395,7 +409,16 @@ func (d *Detector) scan(ev *loader.Event, now int64) {
 	cfg := &d.cfg
 	c := d.client(ev, now)
 	if c.ports == nil {
+		// Most sources of no_service events try one port (random-source
+		// floods, stray clients): keep it inline, make a set from the second.
+		if cfg.Scan.Ports > 1 && (c.port0At == 0 || c.port0 == ev.Dport || now-c.port0At >= int64(cfg.Scan.Window)) {
+			c.port0, c.port0At = ev.Dport, now
+			return
+		}
 		c.ports = map[uint16]int64{}
+		if c.port0At != 0 {
+			c.ports[c.port0] = c.port0At
+		}
 	}
 	limit := min(max(2*cfg.Scan.Ports, 64), maxScanPorts)
 	// Ports older than the window leave the set before it is counted; the
@@ -515,17 +538,35 @@ func (d *Detector) client(ev *loader.Event, now int64) *client {
 	c, ok := d.clients.get(k)
 	if !ok {
 		if d.clients.len() >= d.cfg.MaxClients {
-			ok, old, _ := d.clients.oldest()
+			// At the cap (a random-source flood): the oldest entry's memory
+			// becomes the new client's, so a flood allocates nothing.
+			_, old, _ := d.clients.oldest()
 			if now-old.last < d.idle {
 				d.evicted++
 			}
-			d.clients.remove(ok)
+			old.reset(pfx)
+			d.clients.recycle(k, old)
+			c = old
+		} else {
+			c = &client{prefix: pfx}
+			d.clients.put(k, c)
 		}
-		c = &client{prefix: pfx}
-		d.clients.put(k, c)
 	}
 	c.last = max(c.last, now)
 	return c
+}
+
+// reset makes c a new client, keeping its allocations.
+func (c *client) reset(p netip.Prefix) {
+	rings := [...]*ring{c.flood, c.syn, c.deny, c.bad}
+	ports := c.ports
+	*c = client{prefix: p, flood: rings[0], syn: rings[1], deny: rings[2], bad: rings[3], ports: ports}
+	for _, r := range rings {
+		if r != nil {
+			*r = ring{}
+		}
+	}
+	clear(ports)
 }
 
 func (d *Detector) clientAllowed(ev *loader.Event, p netip.Prefix) func() bool {
@@ -542,7 +583,7 @@ func (d *Detector) clientAllowed(ev *loader.Event, p netip.Prefix) func() bool {
 // for a scanner it walks thousands of ports.
 func (d *Detector) raise(reason Reason, rule Rule, sp span, p netip.Prefix, service uint32, ev *loader.Event,
 	now int64, evidence func() Evidence, allowed func() bool) {
-	key := flagKey{prefix: p, service: service, reason: reason}
+	key := keyOf(p, service, reason)
 	fs, ok := d.flags.get(key)
 	if ok && now-fs.last < int64(fs.window) && (fs.banUntil == 0 || now < fs.banUntil) {
 		fs.last = max(fs.last, now)
@@ -729,8 +770,8 @@ func (d *Detector) Forget(p netip.Prefix) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var keys []flagKey
-	d.flags.each(func(k flagKey, _ *flagState) bool {
-		if k.prefix == p {
+	d.flags.each(func(k flagKey, fs *flagState) bool {
+		if fs.flag.Prefix == p {
 			keys = append(keys, k)
 		}
 		return true

@@ -56,6 +56,25 @@ func (l *lru[K, V]) put(k K, v V) {
 	l.pushFront(n)
 }
 
+// recycle gives the oldest entry's node to k (with value v) as the newest
+// entry, saving an allocation when a full map turns over.
+func (l *lru[K, V]) recycle(k K, v V) {
+	n := l.root.prev
+	if n == &l.root {
+		l.put(k, v)
+		return
+	}
+	delete(l.m, n.key)
+	if other, ok := l.m[k]; ok {
+		l.unlink(other)
+		delete(l.m, k)
+	}
+	n.key, n.val = k, v
+	l.m[k] = n
+	l.unlink(n)
+	l.pushFront(n)
+}
+
 // oldest returns the least recently used entry.
 func (l *lru[K, V]) oldest() (K, V, bool) {
 	if len(l.m) == 0 {
