@@ -10,7 +10,12 @@ package policy
 import (
 	"net/netip"
 	"time"
+
+	"github.com/apiguard/apiguard/loader"
 )
+
+// MaxServices is how many services one policy may define.
+const MaxServices = loader.MaxServices
 
 // APIVersion and Kind are the only header values this package reads.
 const (
@@ -105,63 +110,126 @@ type Rate struct {
 	Burst     uint64
 }
 
-// BanAction says what a detector does when it fires.
-type BanAction string
+// DetectAction says what a detector does when it fires.
+type DetectAction string
 
 const (
-	ActionFlag BanAction = "flag"
-	ActionBan  BanAction = "ban"
+	ActionFlag DetectAction = "flag" // list the client as flagged, with evidence
+	ActionBan  DetectAction = "ban"  // flag it and ban it for a while (see Bans)
 )
 
 // Detector holds the settings every detector has.
 type Detector struct {
 	Enabled bool
-	Action  BanAction
+	Action  DetectAction
 	Window  time.Duration // the sliding window the threshold is counted over
+}
+
+// The kernel sends at most one event per client, event type (and, for scans,
+// port) per second, so thresholds that count events count "seconds with at
+// least one such packet" rather than packets.
+
+// FloodDetection (reason "flood") fires when a client is limited for longer
+// than LimitedFor within Window.
+type FloodDetection struct {
+	Detector
+	LimitedFor time.Duration
+}
+
+// SYNFloodDetection (reason "syn-flood") fires when more than SYNs new
+// connections of one client are refused by its connection limits within Window:
+// handshakes that never complete.
+type SYNFloodDetection struct {
+	Detector
+	SYNs uint64
+}
+
+// ScanDetection (reason "scan") fires when a client sends SYNs to more than
+// Ports distinct ports that no service claims within Window.
+type ScanDetection struct {
+	Detector
+	Ports uint64
+}
+
+// DenyProbeDetection (reason "deny-probe") fires after more than Hits hits on
+// the deny list or on bans within Window.
+type DenyProbeDetection struct {
+	Detector
+	Hits uint64
+}
+
+// BadFlagsDetection (reason "bad-flags") fires after more than Packets packets
+// with invalid TCP flag combinations within Window.
+type BadFlagsDetection struct {
+	Detector
+	Packets uint64
+}
+
+// AggregateDetection (reason "aggregate") fires when one prefix (PrefixKey)
+// causes at least Share of all limit events within Window, from at least
+// MinClients distinct addresses and MinEvents events: a spread-out flood where
+// each address alone stays under its limits. Its ban covers the whole prefix.
+type AggregateDetection struct {
+	Detector
+	Share      float64
+	MinClients uint64
+	MinEvents  uint64
 }
 
 // Detection configures the detector's behaviours, one field per reason.
 type Detection struct {
-	// Flood fires when a client is limited for longer than LimitedFor within Window.
-	Flood struct {
-		Detector
-		LimitedFor time.Duration
-	}
-	// SYNFlood fires when a client has more than SYNs new connections refused by
-	// its connection limit (handshakes that never complete) within Window.
-	SYNFlood struct {
-		Detector
-		SYNs uint64
-	}
-	// Scan fires when a client sends SYNs to more than Ports distinct ports that
-	// no service claims within Window.
-	Scan struct {
-		Detector
-		Ports uint64
-	}
-	// DenyProbe fires after more than Hits hits on the deny list or on bans within Window.
-	DenyProbe struct {
-		Detector
-		Hits uint64
-	}
-	// BadFlags fires after more than Packets packets with invalid TCP flags within Window.
-	BadFlags struct {
-		Detector
-		Packets uint64
-	}
-	// Aggregate fires when one prefix (prefixKey) causes at least Share of all
-	// limiting within Window, counting at least MinEvents events.
-	Aggregate struct {
-		Detector
-		Share     float64
-		MinEvents uint64
-	}
+	Flood     FloodDetection
+	SYNFlood  SYNFloodDetection
+	Scan      ScanDetection
+	DenyProbe DenyProbeDetection
+	BadFlags  BadFlagsDetection
+	Aggregate AggregateDetection
 }
 
-// Bans configures the bans the detector makes.
+// Bans configures the bans the detector makes. A client banned again within
+// ForgetAfter of its last ban gets the previous TTL times Growth, capped at
+// MaxTTL.
 type Bans struct {
 	TTL         time.Duration // a first offence
 	MaxTTL      time.Duration // the cap for repeat offenders
 	Growth      float64       // each repeat multiplies the TTL by this
 	ForgetAfter time.Duration // an offender with no ban for this long starts over
 }
+
+// Defaults is the Spec a policy starts from: every field a file leaves out
+// takes its value from here. The detection defaults fit an API host whose
+// clients are programs and browsers: they take sustained abuse to fire.
+func Defaults() Spec {
+	var d Detection
+	d.Flood = FloodDetection{Detector{true, ActionBan, time.Minute}, 10 * time.Second}
+	d.SYNFlood = SYNFloodDetection{Detector{true, ActionBan, 10 * time.Second}, 100}
+	d.Scan = ScanDetection{Detector{true, ActionBan, 10 * time.Second}, 20}
+	d.DenyProbe = DenyProbeDetection{Detector{true, ActionFlag, time.Minute}, 10}
+	d.BadFlags = BadFlagsDetection{Detector{true, ActionFlag, time.Minute}, 5}
+	d.Aggregate = AggregateDetection{Detector{true, ActionFlag, time.Minute}, 0.5, 4, 20}
+	return Spec{
+		Mode:          Enforce,
+		DefaultAction: Pass,
+		TCPFlagSanity: true,
+		ClientKey:     KeyLengths{IPv4: 32, IPv6: 64},
+		PrefixKey:     KeyLengths{IPv4: 24, IPv6: 48},
+		Detection:     d,
+		Bans: Bans{
+			TTL:         10 * time.Minute,
+			MaxTTL:      24 * time.Hour,
+			Growth:      2,
+			ForgetAfter: 24 * time.Hour,
+		},
+	}
+}
+
+// Limits of the datapath that validation enforces.
+const (
+	// ListCapacity is how many entries each allow/deny trie holds per address
+	// family (AG_LPM_CAPACITY in bpf/include/maps.h).
+	ListCapacity = 1 << 18
+	// MinBytesBurst is one full Ethernet frame (1500 bytes of payload and a
+	// 14-byte header): a bytes bucket smaller than that could never admit a
+	// full-size packet, so a client within its rate would still lose them all.
+	MinBytesBurst = 1514
+)
