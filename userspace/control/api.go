@@ -46,6 +46,26 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
+// kindError is an error of one of the kinds above whose message does not
+// repeat the kind: users read these messages.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// Invalidf makes an error that is ErrInvalid.
+func Invalidf(format string, args ...any) error {
+	return &kindError{kind: ErrInvalid, msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundf makes an error that is ErrNotFound.
+func NotFoundf(format string, args ...any) error {
+	return &kindError{kind: ErrNotFound, msg: fmt.Sprintf(format, args...)}
+}
+
 // Status is the daemon's state for `apiguard status`.
 type Status struct {
 	Version    string        `json:"version"`
@@ -121,10 +141,10 @@ type PolicyUpload struct {
 
 func (u *PolicyUpload) check() error {
 	if strings.TrimSpace(u.Name) == "" {
-		return fmt.Errorf("%w: the upload has no name", ErrInvalid)
+		return Invalidf("the upload has no name")
 	}
 	if strings.TrimSpace(u.Source) == "" {
-		return fmt.Errorf("%w: policy %s is empty", ErrInvalid, u.Name)
+		return Invalidf("policy %s is empty", u.Name)
 	}
 	return nil
 }
@@ -133,8 +153,10 @@ func (u *PolicyUpload) check() error {
 type ApplyResult struct {
 	Name          string   `json:"name"`
 	Generation    uint32   `json:"generation"`
-	Changed       bool     `json:"changed"`
-	Changes       []string `json:"changes"` // human-readable, from the policy diff
+	Changed       bool     `json:"changed"`        // anything changed
+	KernelChanged bool     `json:"kernel_changed"` // the datapath's maps changed (a new generation)
+	Changes       []string `json:"changes"`        // human-readable, from the policy diff
+	Warnings      []string `json:"warnings"`       // legal but probably not meant
 	PrefixWrites  int      `json:"prefix_writes"`
 	PortWrites    int      `json:"port_writes"`
 	ServiceWrites int      `json:"service_writes"`
@@ -143,8 +165,9 @@ type ApplyResult struct {
 
 // DiffResult is what applying a policy would change.
 type DiffResult struct {
-	Name    string   `json:"name"`
-	Changes []string `json:"changes"`
+	Name     string   `json:"name"`
+	Changes  []string `json:"changes"`
+	Warnings []string `json:"warnings"`
 }
 
 // Problem is one thing wrong with a policy, at a place in a file.
@@ -222,22 +245,22 @@ type NewBan struct {
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return netip.Prefix{}, fmt.Errorf("%w: empty address", ErrInvalid)
+		return netip.Prefix{}, Invalidf("empty address")
 	}
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		p, err = netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: %q is not an address or CIDR: %v", ErrInvalid, s, err)
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: %q is not an address or CIDR: %v", ErrInvalid, s, err)
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
 		}
 		if a.Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("%w: %q: an address with a zone cannot be banned", ErrInvalid, s)
+			return netip.Prefix{}, Invalidf("%q: an address with a zone cannot be banned", s)
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
@@ -254,11 +277,11 @@ func (r *BanRequest) parse() (NewBan, error) {
 	}
 	nb := NewBan{Prefix: p, Reason: strings.TrimSpace(r.Reason)}
 	if len(nb.Reason) > MaxReasonLen {
-		return NewBan{}, fmt.Errorf("%w: reason is %d bytes, at most %d are kept", ErrInvalid, len(nb.Reason), MaxReasonLen)
+		return NewBan{}, Invalidf("reason is %d bytes, at most %d are kept", len(nb.Reason), MaxReasonLen)
 	}
 	for _, c := range nb.Reason {
 		if c < 0x20 || c == 0x7f {
-			return NewBan{}, fmt.Errorf("%w: reason contains control character %q", ErrInvalid, c)
+			return NewBan{}, Invalidf("reason contains control character %q", c)
 		}
 	}
 	switch ttl := strings.TrimSpace(r.TTL); ttl {
@@ -267,13 +290,13 @@ func (r *BanRequest) parse() (NewBan, error) {
 	default:
 		d, err := time.ParseDuration(ttl)
 		if err != nil {
-			return NewBan{}, fmt.Errorf("%w: ttl %q: %v", ErrInvalid, ttl, err)
+			return NewBan{}, Invalidf("ttl %q: %v", ttl, err)
 		}
 		if d < 0 {
-			return NewBan{}, fmt.Errorf("%w: ttl %s is negative", ErrInvalid, ttl)
+			return NewBan{}, Invalidf("ttl %s is negative", ttl)
 		}
 		if d > 0 && d < time.Second {
-			return NewBan{}, fmt.Errorf("%w: ttl %s is shorter than one second", ErrInvalid, ttl)
+			return NewBan{}, Invalidf("ttl %s is shorter than one second", ttl)
 		}
 		nb.TTL = d
 	}
@@ -295,7 +318,7 @@ func ParseSortKey(s string) (SortKey, error) {
 	case ByPackets, ByBytes, ByDrops:
 		return k, nil
 	}
-	return "", fmt.Errorf("%w: cannot sort clients by %q (want packets, bytes or drops)", ErrInvalid, s)
+	return "", Invalidf("cannot sort clients by %q (want packets, bytes or drops)", s)
 }
 
 // ClientSummary is one client key's traffic summed over every service.

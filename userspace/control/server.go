@@ -224,7 +224,7 @@ func (s *Server) addBan(w http.ResponseWriter, r *http.Request) {
 func (s *Server) removeBan(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if len(q["prefix"]) != 1 {
-		s.fail(w, fmt.Errorf("%w: give exactly one prefix parameter (DELETE %s?prefix=ADDR|CIDR)", ErrInvalid, PathBans))
+		s.fail(w, Invalidf("give exactly one prefix parameter (DELETE %s?prefix=ADDR|CIDR)", PathBans))
 		return
 	}
 	p, err := ParsePrefix(q.Get("prefix"))
@@ -246,7 +246,7 @@ func (s *Server) topClients(w http.ResponseWriter, r *http.Request) {
 		var err error
 		n, err = strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxTopN {
-			s.fail(w, fmt.Errorf("%w: n=%q: want a whole number from 1 to %d", ErrInvalid, v, MaxTopN))
+			s.fail(w, Invalidf("n=%q: want a whole number from 1 to %d", v, MaxTopN))
 			return
 		}
 	}
