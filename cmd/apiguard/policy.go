@@ -134,12 +134,18 @@ SIGHUP or a restart): edit that file too to keep it.`,
 			for _, w := range res.Warnings {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 			}
-			if !res.Changed {
+			switch {
+			case !res.Changed:
 				fmt.Fprintf(out, "policy %q unchanged (generation %d)\n", res.Name, res.Generation)
 				return nil
+			case !res.KernelChanged:
+				// only settings the daemon reads (detection, bans) changed
+				fmt.Fprintf(out, "applied policy %q: generation %d (datapath unchanged), %d changes\n",
+					res.Name, res.Generation, len(res.Changes))
+			default:
+				fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
+					res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
 			}
-			fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
-				res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
 			printLines(out, res.Changes)
 			return nil
 		},
