@@ -165,8 +165,8 @@ func (p *parser) checkEntries() {
 	})
 
 	type open struct {
-		e              int32 // index into es
-		allow, deny    int32 // innermost enclosing allow/deny entry including this one, or -1
+		e           int32 // index into es
+		allow, deny int32 // innermost enclosing allow/deny entry including this one, or -1
 	}
 	var stack []open
 	var counts [2][2]int // distinct entries by list and family (0: IPv4)
