@@ -67,7 +67,8 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
 	if pfx.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 address, which IPv4 packets never carry; write the IPv4 form", s)
+		v4 := netip.PrefixFrom(pfx.Addr().Unmap(), max(pfx.Bits()-96, 0))
+		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 address, which IPv4 packets never carry; write the IPv4 form %s", s, v4)
 	}
 	if m := pfx.Masked(); m != pfx {
 		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, m)

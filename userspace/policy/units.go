@@ -97,9 +97,18 @@ func parseQuantity(s string, k unitKind) (*big.Rat, error) {
 	}
 	if mul, ok := bitUnits[unit]; ok {
 		bytes := new(big.Rat).Mul(r, new(big.Rat).SetFrac64(int64(mul), 8))
-		return nil, fmt.Errorf("%q is in bits; apiguard limits bytes (that is %s)", s, formatBytesRat(bytes))
+		return nil, &bitsError{text: s, bytes: formatBytesRat(bytes)}
 	}
 	return nil, fmt.Errorf("%q: unknown unit %q (use B, KB, MB, GB, KiB, MiB or GiB)", s, unit)
+}
+
+// bitsError is a quantity written in bits; a rate adds its period to the advice.
+type bitsError struct {
+	text, bytes, period string
+}
+
+func (e *bitsError) Error() string {
+	return fmt.Sprintf("%q is in bits; apiguard limits bytes (that is %s%s)", e.text+e.period, e.bytes, e.period)
 }
 
 // parseRate reads "200/s", "12000/m" or, for bytes, "2MB/s" as whole units per second.
@@ -110,9 +119,16 @@ func parseRate(s string, k unitKind) (uint64, error) {
 		if k == unitBytes {
 			example = "2MB/s"
 		}
+		if _, err := parseQuantity(s, k); err == nil {
+			example = strings.TrimSpace(s) + "/s"
+		}
 		return 0, fmt.Errorf("%q has no period: write it like %s (per second) or with /m (per minute)", s, example)
 	}
 	q, err := parseQuantity(amount, k)
+	if be, ok := err.(*bitsError); ok {
+		be.period = "/" + strings.TrimSpace(period)
+		return 0, be
+	}
 	if err != nil {
 		return 0, err
 	}
