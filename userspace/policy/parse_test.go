@@ -65,7 +65,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "not a mapping",
 			src:  "- a\n- b\n",
-			want: []string{"p.yaml:1: : expected a mapping (key: value lines), found a list"},
+			want: []string{"p.yaml:1: document: expected a mapping (key: value lines), found a list"},
 		},
 		{
 			name: "header",
