@@ -205,6 +205,9 @@ func durationString(d time.Duration) string {
 	if d == 0 {
 		return ""
 	}
+	if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

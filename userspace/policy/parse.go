@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -175,16 +176,14 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 			s.TCPFlagSanity = b
 		}
 	}
-	clientOK := p.keyLengths(o, "clientKey", &s.ClientKey)
-	prefixOK := p.keyLengths(o, "prefixKey", &s.PrefixKey)
-	if clientOK && prefixOK {
-		// a prefix bucket groups clients; one narrower than a client groups nothing
-		if s.PrefixKey.IPv4 > s.ClientKey.IPv4 {
-			p.errAt(p.keyNode(o, "prefixKey", "ipv4"), "spec.prefixKey.ipv4", "/%d is longer than clientKey.ipv4 /%d; a prefix must hold whole clients", s.PrefixKey.IPv4, s.ClientKey.IPv4)
-		}
-		if s.PrefixKey.IPv6 > s.ClientKey.IPv6 {
-			p.errAt(p.keyNode(o, "prefixKey", "ipv6"), "spec.prefixKey.ipv6", "/%d is longer than clientKey.ipv6 /%d; a prefix must hold whole clients", s.PrefixKey.IPv6, s.ClientKey.IPv6)
-		}
+	client4, client6 := p.keyLengths(o, "clientKey", &s.ClientKey)
+	prefix4, prefix6 := p.keyLengths(o, "prefixKey", &s.PrefixKey)
+	// a prefix bucket groups clients; one narrower than a client groups nothing
+	if client4 && prefix4 && s.PrefixKey.IPv4 > s.ClientKey.IPv4 {
+		p.errAt(p.keyNode(o, "prefixKey", "ipv4"), "spec.prefixKey.ipv4", "/%d is longer than clientKey.ipv4 /%d; a prefix must hold whole clients", s.PrefixKey.IPv4, s.ClientKey.IPv4)
+	}
+	if client6 && prefix6 && s.PrefixKey.IPv6 > s.ClientKey.IPv6 {
+		p.errAt(p.keyNode(o, "prefixKey", "ipv6"), "spec.prefixKey.ipv6", "/%d is longer than clientKey.ipv6 /%d; a prefix must hold whole clients", s.PrefixKey.IPv6, s.ClientKey.IPv6)
 	}
 
 	for _, l := range []struct {
@@ -202,6 +201,18 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 		}
 	}
 	p.checkEntries()
+	var nAllow int
+	for _, e := range p.entries {
+		if e.kind == allowList {
+			nAllow++
+		}
+	}
+	if nAllow > 0 {
+		s.Allow = make([]netip.Prefix, 0, nAllow)
+	}
+	if nDeny := len(p.entries) - nAllow; nDeny > 0 {
+		s.Deny = make([]netip.Prefix, 0, nDeny)
+	}
 	for _, e := range p.entries {
 		if e.kind == allowList {
 			s.Allow = append(s.Allow, e.pfx)
@@ -234,31 +245,31 @@ func (p *parser) keyNode(o object, key, family string) *yaml.Node {
 	return o.node
 }
 
-func (p *parser) keyLengths(spec object, key string, k *KeyLengths) bool {
+// keyLengths reads {ipv4: N, ipv6: N}; ok4 and ok6 say whether each family's
+// value (given or default) is valid.
+func (p *parser) keyLengths(spec object, key string, k *KeyLengths) (ok4, ok6 bool) {
 	n := spec.get(key)
 	if n == nil {
-		return true
+		return true, true
 	}
 	o, ok := p.mapping(n, spec.field(key), "ipv4", "ipv6")
 	if !ok {
-		return false
+		return false, false
 	}
-	good := true
+	ok4, ok6 = true, true
 	if v := o.get("ipv4"); v != nil {
-		if b, ok := p.count(v, o.field("ipv4"), 1, 32); ok {
+		var b uint64
+		if b, ok4 = p.count(v, o.field("ipv4"), 1, 32); ok4 {
 			k.IPv4 = uint8(b)
-		} else {
-			good = false
 		}
 	}
 	if v := o.get("ipv6"); v != nil {
-		if b, ok := p.count(v, o.field("ipv6"), 1, 128); ok {
+		var b uint64
+		if b, ok6 = p.count(v, o.field("ipv6"), 1, 128); ok6 {
 			k.IPv6 = uint8(b)
-		} else {
-			good = false
 		}
 	}
-	return good
+	return ok4, ok6
 }
 
 func (p *parser) addSource(s listSource) int32 {
@@ -509,10 +520,14 @@ func (p *parser) checkPorts(claims []portClaim, svcNodes []*yaml.Node) {
 			if overlap.First != overlap.Last {
 				what = "ports " + overlap.String()
 			}
+			verb := "belongs"
+			if overlap.First != overlap.Last {
+				verb = "belong"
+			}
 			if h.svc == c.svc {
-				p.errAt(c.node, c.field, "%s/%s listed twice in this service (also %s, line %d)", what, c.proto, h.field, h.node.Line)
+				p.errAt(c.node, c.field, "%s/%s is listed twice in this service (also %s, line %d)", what, c.proto, h.field, h.node.Line)
 			} else {
-				p.errAt(c.node, c.field, "%s/%s already belong to service %s (%s, line %d)", what, c.proto, p.serviceLabel(svcNodes, h.svc), h.field, h.node.Line)
+				p.errAt(c.node, c.field, "%s/%s already %s to service %s (%s, line %d)", what, c.proto, verb, p.serviceLabel(svcNodes, h.svc), h.field, h.node.Line)
 			}
 		}
 		if holder < 0 || c.last > claims[holder].last {
@@ -644,7 +659,7 @@ func (p *parser) detection(n *yaml.Node, d *Detection) {
 				}
 			}
 			if d.Flood.LimitedFor <= 0 || d.Flood.LimitedFor > d.Flood.Window {
-				p.errAt(p.nodeOr(do, "limitedFor"), do.field("limitedFor"), "%v must be above zero and at most the window (%v)", d.Flood.LimitedFor, d.Flood.Window)
+				p.errAt(p.nodeOr(do, "limitedFor"), do.field("limitedFor"), "%s must be above zero and at most the window (%s)", durationString(d.Flood.LimitedFor), durationString(d.Flood.Window))
 			}
 		}
 	}
@@ -703,7 +718,7 @@ func (p *parser) detector(n *yaml.Node, field string, d *Detector, extra ...stri
 	if v := o.get("window"); v != nil {
 		if w, ok := p.duration(v, o.field("window")); ok {
 			if w < time.Second || w > maxWindow {
-				p.errAt(resolve(v), o.field("window"), "%v is outside 1s–%v", w, maxWindow)
+				p.errAt(resolve(v), o.field("window"), "%s is outside 1s–24h", durationString(w))
 			} else {
 				d.Window = w
 			}
@@ -753,7 +768,7 @@ func (p *parser) bans(n *yaml.Node, b *Bans) {
 		if x := o.get(d.key); x != nil {
 			if dur, ok := p.duration(x, o.field(d.key)); ok {
 				if dur < time.Second {
-					p.errAt(resolve(x), o.field(d.key), "%v is below 1s", dur)
+					p.errAt(resolve(x), o.field(d.key), "%s is below 1s", durationString(dur))
 				} else {
 					*d.v = dur
 				}
@@ -770,6 +785,6 @@ func (p *parser) bans(n *yaml.Node, b *Bans) {
 		}
 	}
 	if b.MaxTTL < b.TTL {
-		p.errAt(p.nodeOr(o, "maxTTL"), o.field("maxTTL"), "%v is below ttl %v", b.MaxTTL, b.TTL)
+		p.errAt(p.nodeOr(o, "maxTTL"), o.field("maxTTL"), "%s is below ttl %s", durationString(b.MaxTTL), durationString(b.TTL))
 	}
 }

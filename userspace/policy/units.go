@@ -79,27 +79,37 @@ func wholeUint64(r *big.Rat) (uint64, bool) {
 
 // parseQuantity reads a count of kind k: a plain number, or for bytes a number
 // with a size unit. It returns the value as an exact rational.
-func parseQuantity(s string, k unitKind) (*big.Rat, error) {
+// whole is the text to quote in errors (the full rate for a rate's amount).
+func parseQuantity(s, whole string, k unitKind) (*big.Rat, error) {
 	s = strings.TrimSpace(s)
 	num, unit := splitNumber(s)
 	r, ok := parseNumber(num)
 	if !ok {
-		return nil, fmt.Errorf("%q does not start with a number", s)
+		return nil, fmt.Errorf("%q does not start with a number", whole)
 	}
 	if unit == "" {
 		return r, nil
 	}
 	if k != unitBytes {
-		return nil, fmt.Errorf("%q: %s are counted without a unit", s, k)
+		return nil, fmt.Errorf("%q: %s are counted without a unit", whole, k)
 	}
 	if mul, ok := byteUnits[unit]; ok {
 		return r.Mul(r, new(big.Rat).SetInt64(int64(mul))), nil
 	}
 	if mul, ok := bitUnits[unit]; ok {
 		bytes := new(big.Rat).Mul(r, new(big.Rat).SetFrac64(int64(mul), 8))
-		return nil, fmt.Errorf("%q is in bits; apiguard limits bytes (that is %s)", s, formatBytesRat(bytes))
+		return nil, &bitsError{text: whole, bytes: formatBytesRat(bytes)}
 	}
-	return nil, fmt.Errorf("%q: unknown unit %q (use B, KB, MB, GB, KiB, MiB or GiB)", s, unit)
+	return nil, fmt.Errorf("%q: unknown unit %q (use B, KB, MB, GB, KiB, MiB or GiB)", whole, unit)
+}
+
+// bitsError is a quantity written in bits; a rate adds its period to the advice.
+type bitsError struct {
+	text, bytes, period string
+}
+
+func (e *bitsError) Error() string {
+	return fmt.Sprintf("%q is in bits; apiguard limits bytes (that is %s%s)", e.text, e.bytes, e.period)
 }
 
 // parseRate reads "200/s", "12000/m" or, for bytes, "2MB/s" as whole units per second.
@@ -110,9 +120,16 @@ func parseRate(s string, k unitKind) (uint64, error) {
 		if k == unitBytes {
 			example = "2MB/s"
 		}
+		if _, err := parseQuantity(s, s, k); err == nil {
+			example = strings.TrimSpace(s) + "/s"
+		}
 		return 0, fmt.Errorf("%q has no period: write it like %s (per second) or with /m (per minute)", s, example)
 	}
-	q, err := parseQuantity(amount, k)
+	q, err := parseQuantity(amount, s, k)
+	if be, ok := err.(*bitsError); ok {
+		be.period = "/" + strings.TrimSpace(period)
+		return 0, be
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -148,7 +165,7 @@ func singular(k unitKind) string {
 
 // parseBurst reads a burst: a count, or for bytes a size.
 func parseBurst(s string, k unitKind) (uint64, error) {
-	q, err := parseQuantity(s, k)
+	q, err := parseQuantity(s, s, k)
 	if err != nil {
 		return 0, err
 	}

@@ -42,9 +42,12 @@ func describe(n *yaml.Node) string {
 }
 
 func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) {
-	line := 0
-	if n != nil {
+	line := 1
+	if n != nil && n.Line > 0 {
 		line = n.Line
+	}
+	if field == "" {
+		field = "document"
 	}
 	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
@@ -84,11 +87,13 @@ func (p *parser) mapping(n *yaml.Node, path string, known ...string) (object, bo
 		p.errAt(n, path, "expected a mapping (key: value lines), found %s", describe(n))
 		return o, false
 	}
-	p.collect(o, n, known, 0)
+	p.collect(o, n, known, 0, map[*yaml.Node]bool{n: true})
 	return o, true
 }
 
-func (p *parser) collect(o object, n *yaml.Node, known []string, depth int) {
+// collect gathers n's keys into o; merged mappings are visited once each, so a
+// merge that refers back to itself cannot loop or multiply.
+func (p *parser) collect(o object, n *yaml.Node, known []string, depth int, seen map[*yaml.Node]bool) {
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -127,11 +132,15 @@ func (p *parser) collect(o object, n *yaml.Node, known []string, depth int) {
 		}
 		for _, it := range items {
 			it = resolve(it)
-			if it.Kind != yaml.MappingNode || depth > 8 {
+			if it.Kind != yaml.MappingNode {
 				p.errAt(it, o.path, "a merge (<<) needs a mapping or a list of mappings")
 				continue
 			}
-			p.collect(o, it, known, depth+1)
+			if seen[it] {
+				continue
+			}
+			seen[it] = true
+			p.collect(o, it, known, depth+1, seen)
 		}
 	}
 }
