@@ -86,6 +86,11 @@ func Load(opts Options) (*Datapath, error) {
 	spec.Maps[GuardMapClients].MaxEntries = opts.ClientCapacity
 	spec.Maps[GuardMapPrefixes].MaxEntries = opts.PrefixCapacity
 
+	if opts.PinDir != "" {
+		if err := EnsureBPFFS(opts.PinDir); err != nil {
+			return nil, err
+		}
+	}
 	replacements, err := pinnedMaps(spec, opts.PinDir)
 	if err != nil {
 		return nil, err
