@@ -301,7 +301,7 @@ func findClient(t *testing.T, d *Datapath, a netip.Addr, service uint32) Client 
 	t.Helper()
 	var found *Client
 	err := d.Clients(func(c Client) error {
-		if c.Addr.Addr() == a && c.Service == service {
+		if c.Addr.Contains(a) && c.Service == service {
 			found = &c
 		}
 		return nil
