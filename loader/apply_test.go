@@ -194,3 +194,24 @@ func TestGCRAParams(t *testing.T) {
 		}
 	}
 }
+
+// Allow is checked before deny; the combined trie must give the same verdicts,
+// so a deny inside an allow is dead and not loaded.
+func TestDenyInsideAllowIsDead(t *testing.T) {
+	d := newDatapath(t, Options{})
+	r, err := d.Apply(&Policy{
+		Allow: []netip.Prefix{pfx("10.0.0.0/8"), pfx("198.51.100.128/25")},
+		Deny:  []netip.Prefix{pfx("10.1.0.0/16"), pfx("198.51.100.0/24"), pfx("10.0.0.0/8")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DeadDeny != 2 {
+		t.Fatalf("dead deny entries %d, want 2 (10.1.0.0/16 and 10.0.0.0/8)", r.DeadDeny)
+	}
+	checkVerdicts(t, d, []verdictCase{
+		vc("deny inside allow: allow wins", packet.Build(udp("10.1.2.3", 53, 0)), pass, Reason(GuardAgReasonAG_R_ALLOW)),
+		vc("allow inside deny: allow wins", packet.Build(udp("198.51.100.200", 53, 0)), pass, Reason(GuardAgReasonAG_R_ALLOW)),
+		vc("rest of the deny", packet.Build(udp("198.51.100.20", 53, 0)), drop, Reason(GuardAgReasonAG_R_DENY)),
+	})
+}

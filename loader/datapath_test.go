@@ -254,10 +254,10 @@ func TestLimits(t *testing.T) {
 			client: "10.2.0.3", service: svcAPI, drops: 1},
 		{name: "prefix bucket across addresses", frames: srcs(tcp("10.0.0.1", 9000, packet.ACK), "10.3.0.1", "10.3.0.2", "10.3.0.3", "10.3.0.4", "10.3.1.1"),
 			verdict: []Reason{ok, ok, ok, Reason(GuardAgReasonAG_R_PREFIX_PPS), ok}, action: ActionDrop,
-			client: "10.3.0.4", service: svcPfx, drops: 1},
+			client: "10.3.0.3", service: svcPfx, drops: 0},
 		{name: "service total across addresses", frames: srcs(udp("10.0.0.1", 9001, 0), "10.4.0.1", "10.4.1.1", "10.4.2.1", "10.4.3.1", "10.4.4.1"),
 			verdict: []Reason{ok, ok, ok, ok, Reason(GuardAgReasonAG_R_SERVICE_PPS)}, action: ActionDrop,
-			client: "10.4.4.1", service: svcTotal, drops: 1},
+			client: "10.4.3.1", service: svcTotal, drops: 0},
 		{name: "monitor service counts and passes", frames: repeat(tcp("10.5.0.1", 9002, packet.ACK), 2),
 			verdict: []Reason{ok, Reason(GuardAgReasonAG_R_CLIENT_PPS)}, action: ActionMonitor,
 			client: "10.5.0.1", service: svcMon, drops: 1},
@@ -346,29 +346,28 @@ func TestBanExpiresInKernel(t *testing.T) {
 	}
 }
 
-// A flood of random sources churns the client LRU; the service total still
-// holds and the churn is counted and reported.
-func TestSpoofedChurnKeepsServiceLimit(t *testing.T) {
-	const capacity = 1024
-	d := newDatapath(t, Options{ClientCapacity: capacity})
-	p := basePolicy()
-	p.Services = []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
-		Client: Limits{Packets: Rate{PerSecond: 100, Burst: 100}},
-		Prefix: Limits{Packets: Rate{PerSecond: 1, Burst: 50}},
-		Total:  Limits{Packets: Rate{PerSecond: 1, Burst: 200}}}}
-	mustApply(t, d, p)
-
-	passed := 0
-	const sources = 8 * capacity
+func spoofedFlood(t *testing.T, d *Datapath, sources int) (passed int) {
+	t.Helper()
 	for i := 0; i < sources; i++ {
-		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		s := udp("10.0.0.1", 9001, 0)
-		s.Src = src
+		s.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		if runXDP(t, d, packet.Build(s)) == xdpPass {
 			passed++
 		}
 	}
-	// 200 through the total bucket, plus at most a second's refill at 1/s
+	return passed
+}
+
+// A random-source flood over the service total is dropped by a read-only check
+// before any per-client state exists: it cannot churn the client LRU at all.
+func TestSpoofedFloodOverTotalCreatesNoState(t *testing.T) {
+	const capacity = 1024
+	d := newDatapath(t, Options{ClientCapacity: capacity})
+	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
+		Client: Limits{Packets: Rate{PerSecond: 100, Burst: 100}},
+		Total:  Limits{Packets: Rate{PerSecond: 1, Burst: 200}}}}})
+	const sources = 8 * capacity
+	passed := spoofedFlood(t, d, sources)
 	if passed < 200 || passed > 202 {
 		t.Fatalf("%d of %d spoofed packets passed, want the service total's burst of 200", passed, sources)
 	}
@@ -376,16 +375,49 @@ func TestSpoofedChurnKeepsServiceLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ClientInserts < sources {
-		t.Errorf("client inserts %d, want every one of %d sources counted", st.ClientInserts, sources)
+	if st.ClientInserts != uint64(passed) {
+		t.Errorf("client inserts %d, want one per admitted packet (%d)", st.ClientInserts, passed)
 	}
-	cs := counterMap(t, d)
-	if n := cs[[2]uint8{uint8(ActionDrop), uint8(GuardAgReasonAG_R_SERVICE_PPS)}] + cs[[2]uint8{uint8(ActionDrop), uint8(GuardAgReasonAG_R_PREFIX_PPS)}]; n != uint64(sources-passed) {
-		t.Errorf("prefix+service drops %d, want %d", n, sources-passed)
+	if n := counterMap(t, d)[[2]uint8{uint8(ActionDrop), uint8(GuardAgReasonAG_R_SERVICE_PPS)}]; n != uint64(sources-passed) {
+		t.Errorf("service_pps drops %d, want %d", n, sources-passed)
+	}
+}
+
+// When a spoofed flood stays under the total, it churns the client LRU: the
+// prefix buckets still hold, and the churn is counted and reported.
+func TestSpoofedChurnKeepsPrefixLimit(t *testing.T) {
+	const capacity = 1024
+	d := newDatapath(t, Options{ClientCapacity: capacity})
+	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
+		Client: Limits{Packets: Rate{PerSecond: 100, Burst: 100}},
+		Prefix: Limits{Packets: Rate{PerSecond: 1, Burst: 50}}}}})
+	const sources = 8 * capacity // 32 /24 prefixes of 256 sources
+	passed := spoofedFlood(t, d, sources)
+	if passed < 32*50 || passed > 32*52 {
+		t.Fatalf("%d of %d spoofed packets passed, want 50 per /24 (1600)", passed, sources)
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ClientInserts != uint64(passed) || st.ClientInserts <= capacity {
+		t.Errorf("client inserts %d, want %d (more than the %d the map holds)", st.ClientInserts, passed, capacity)
 	}
 	var entries int
-	d.Clients(func(Client) error { entries++; return nil })
+	if err := d.Clients(func(Client) error { entries++; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	if entries > capacity {
 		t.Errorf("%d client entries in a map of %d", entries, capacity)
+	}
+	pressure := 0
+	for _, e := range readEvents(t, d, 100_000) {
+		if EventType(e.Type).String() == "map_pressure" {
+			pressure++
+		}
+	}
+	if pressure == 0 {
+		st, _ := d.Stats()
+		t.Errorf("no map_pressure event while the client LRU was evicting (stats %+v)", st)
 	}
 }
