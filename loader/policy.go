@@ -78,7 +78,7 @@ type ApplyResult struct {
 	// DeadDeny counts deny prefixes inside an allow prefix: allow is checked
 	// first, so they can never match and are not loaded.
 	DeadDeny int
-	Took                                    time.Duration
+	Took     time.Duration
 }
 
 // image is one policy slot's contents exactly as the kernel holds them.
