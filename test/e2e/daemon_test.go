@@ -149,7 +149,7 @@ func (e *env) startDaemon(policyPath string) *daemonProc {
 			<-p.done
 		}
 	})
-	ok := waitFor(30*time.Second, func() bool {
+	ok := waitFor(60*time.Second, func() bool {
 		select {
 		case <-p.done:
 			return true
@@ -164,7 +164,7 @@ func (e *env) startDaemon(policyPath string) *daemonProc {
 	default:
 	}
 	if !ok {
-		e.t.Fatalf("daemon did not answer on %s within 30s\n%s", e.socket, p.logText())
+		e.t.Fatalf("daemon did not answer on %s within 60s\n%s", e.socket, p.logText())
 	}
 	return p
 }

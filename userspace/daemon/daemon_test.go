@@ -151,16 +151,6 @@ func TestSourceCodes(t *testing.T) {
 	}
 }
 
-func TestCheckBPFFS(t *testing.T) {
-	testenv.RequireRoot(t)
-	if err := checkBPFFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on a BPF filesystem") {
-		t.Errorf("tmp dir: %v", err)
-	}
-	if err := checkBPFFS("/sys/fs/bpf/apiguard-does-not-exist-yet/deeper"); err != nil {
-		t.Errorf("a new directory under bpffs: %v", err)
-	}
-}
-
 func TestLockPinDir(t *testing.T) {
 	dir := t.TempDir()
 	if inUse, err := PinDirInUse(dir); inUse || err != nil {
