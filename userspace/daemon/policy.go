@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -209,4 +210,23 @@ func (d *Daemon) logPolicyRefusal(file string, err error) {
 		return
 	}
 	d.log.Error("policy refused; the policy in force stays", "file", file, "err", err)
+}
+
+// CurrentPolicy is the policy in force (nil before the first apply), for
+// components that read its detection and ban settings. Callers must not
+// modify it; a new policy replaces it whole.
+func (d *Daemon) CurrentPolicy() *policy.Policy {
+	d.polMu.Lock()
+	defer d.polMu.Unlock()
+	if d.pol == nil {
+		return nil
+	}
+	return d.pol.pol
+}
+
+// IsAllowed reports whether the policy in force allow-lists addr: such a
+// client passes before bans are checked and must never be banned.
+func (d *Daemon) IsAllowed(addr netip.Addr) bool {
+	_, ok := d.allowCovering(netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+	return ok
 }
