@@ -146,7 +146,11 @@ SIGHUP or a restart): edit that file too to keep it.`,
 				fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
 					res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
 			}
-			printLines(out, res.Changes)
+			const show = 50
+			printLines(out, res.Changes[:min(len(res.Changes), show)])
+			if len(res.Changes) > show {
+				fmt.Fprintf(out, "... and %d more (-o json lists them all)\n", len(res.Changes)-show)
+			}
 			return nil
 		},
 	}
