@@ -25,6 +25,7 @@ const enum ag_stat ag_stat_unused __attribute__((unused));
 const enum ag_event_type ag_event_type_unused __attribute__((unused));
 const enum ag_kind ag_kind_unused __attribute__((unused));
 const enum ag_level ag_level_unused __attribute__((unused));
+const enum ag_list ag_list_unused __attribute__((unused));
 const struct ag_event *ag_event_unused __attribute__((unused));
 
 struct verdict {
@@ -32,31 +33,10 @@ struct verdict {
 	__u8 reason;
 	__u8 event;		/* enum ag_event_type, 0 for none */
 	__u8 monitor;		/* a drop becomes a counted pass */
+	__u8 ev_bits;		/* the event names the source masked to this many bits */
 	__u32 service;
 	__u64 count;
 };
-
-/* Keys are only 4-byte aligned: go through memcpy so the verifier sees no
- * misaligned 8-byte stack access. */
-static __always_inline void mask_addr(__u8 out[16], const __u8 in[16], __u32 bits)
-{
-	__u64 hi, lo;
-
-	__builtin_memcpy(&hi, in, 8);
-	__builtin_memcpy(&lo, in + 8, 8);
-	hi = bpf_be64_to_cpu(hi);
-	lo = bpf_be64_to_cpu(lo);
-	if (bits < 64) {
-		hi = bits ? hi & (~0ULL << (64 - bits)) : 0;
-		lo = 0;
-	} else if (bits < 128) {
-		lo = bits > 64 ? lo & (~0ULL << (128 - bits)) : 0;
-	}
-	hi = bpf_cpu_to_be64(hi);
-	lo = bpf_cpu_to_be64(lo);
-	__builtin_memcpy(out, &hi, 8);
-	__builtin_memcpy(out + 8, &lo, 8);
-}
 
 static __always_inline void *lpm_lookup(const struct pkt *p, void *map4, void *map6)
 {
@@ -93,26 +73,6 @@ static __always_inline int tcp_flags_bad(__u8 f)
 	return 0;
 }
 
-/* Finds or creates the state for key in an LRU map; NULL when the insert failed. */
-static __always_inline void *state_get(void *map, struct ag_client_key *key, void *init,
-				       __u32 stat_insert, __u32 stat_fail, int *inserted)
-{
-	void *st = bpf_map_lookup_elem(map, key);
-
-	if (st)
-		return st;
-	/* -EEXIST means another CPU inserted it first: the lookup below finds it */
-	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
-	st = bpf_map_lookup_elem(map, key);
-	if (!st) {
-		stat_inc(stat_fail);
-		return NULL;
-	}
-	stat_inc(stat_insert);
-	*inserted = 1;
-	return st;
-}
-
 static __always_inline __u8 limit_reason(__u32 level, __u32 kind)
 {
 	return AG_R_CLIENT_PPS + level * AG_KIND_MAX + kind;
@@ -126,69 +86,133 @@ static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
 	return n && *n * consts.nr_cpus > capacity;
 }
 
+static __always_inline void key_for(struct ag_client_key *key, const struct pkt *p,
+				    __u32 bits4, __u32 bits6, __u32 svc_id)
+{
+	mask_addr(key->addr, p->addr, p->family == 4 ? 96 + bits4 : bits6);
+	key->service = svc_id;
+	key->_pad = 0;
+}
+
+/* Inserts a new entry whose first packet is already charged. Returns the entry
+ * another CPU inserted first (the caller charges it normally), or NULL. */
+static __always_inline void *insert_state(void *map, struct ag_client_key *key, void *init,
+					  __u32 stat_insert, __u32 stat_fail, __u32 capacity,
+					  struct verdict *v)
+{
+	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+
+	if (!err) {
+		stat_inc(stat_insert);
+		if (under_pressure(stat_insert, capacity)) {
+			v->event = AG_EV_MAP_PRESSURE;
+			v->ev_bits = 0; /* about the map, not a client */
+		}
+		return NULL;
+	}
+	if (err == -17 /* EEXIST */)
+		return bpf_map_lookup_elem(map, key);
+	stat_inc(stat_fail);
+	return NULL;
+}
+
+/* Limits, cheapest refusal first. A flood that is over the service total, or
+ * comes from a known prefix that is over its limit, is dropped by a read-only
+ * check before any per-client state is created or charged: a random-source
+ * flood costs an array read, not an LRU insert per packet. Then the client,
+ * prefix and service buckets are charged in that order. */
 static __always_inline void apply_limits(const struct pkt *p, const struct ag_config *cfg,
 					 __u32 slot, __u32 svc_id, struct verdict *v)
 {
 	__u32 idx = slot * AG_MAX_SERVICES + svc_id;
 	const struct ag_service *svc = bpf_map_lookup_elem(&services, &idx);
 	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
-	struct ag_client_state *cs;
-	struct ag_client_key key;
+	const struct ag_limit *lc, *lp, *lt;
+	struct ag_service_state *ss = NULL, *ps = NULL;
+	struct ag_client_state *cs = NULL;
+	struct ag_client_key ckey, pkey;
+	int kind = AG_KIND_MAX, prefix_on, total_on;
+	__u32 level = AG_LEVEL_SERVICE;
 	__u64 now;
-	int kind = AG_KIND_MAX, inserted = 0;
-	__u32 level = AG_LEVEL_CLIENT;
 
 	v->service = svc_id;
 	v->reason = AG_R_OK;
 	if (!svc)
 		return;
+	lc = svc->limits[AG_LEVEL_CLIENT];
+	lp = svc->limits[AG_LEVEL_PREFIX];
+	lt = svc->limits[AG_LEVEL_SERVICE];
+	prefix_on = level_limited(lp);
+	total_on = level_limited(lt);
 	now = bpf_ktime_get_ns();
 
-	/* Every service client gets a state entry: it carries the per-client
-	 * counters behind "top clients" even when the service sets no client limit. */
-	mask_addr(key.addr, p->addr, p->family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
-	key.service = svc_id;
-	key._pad = 0;
-	{
-		struct ag_client_state init = { .first_seen = now };
-
-		cs = state_get(&clients, &key, &init, AG_STAT_CLIENT_INSERT,
-			       AG_STAT_CLIENT_INSERT_FAIL, &inserted);
+	if (total_on) {
+		ss = bpf_map_lookup_elem(&service_state, &svc_id);
+		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+			goto limited;
 	}
-	if (inserted && under_pressure(AG_STAT_CLIENT_INSERT, consts.client_capacity))
-		v->event = AG_EV_MAP_PRESSURE;
+	if (prefix_on) {
+		level = AG_LEVEL_PREFIX;
+		key_for(&pkey, p, cfg->prefix_bits4, cfg->prefix_bits6, svc_id);
+		ps = bpf_map_lookup_elem(&prefixes, &pkey);
+		if (ps && (kind = peek_level(ps->tat, lp, p->len, syn, now)) != AG_KIND_MAX)
+			goto limited;
+	}
+
+	/* Every service client has an entry: it carries the per-client counters
+	 * behind "top clients" even when the service sets no client limit. */
+	level = AG_LEVEL_CLIENT;
+	key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
+	cs = bpf_map_lookup_elem(&clients, &ckey);
+	if (!cs) {
+		struct ag_client_state init = { .first_seen = now, .last_seen = now,
+						 .packets = 1, .bytes = p->len };
+
+		kind = charge_new(init.tat, lc, p->len, syn, now);
+		init.drops = kind != AG_KIND_MAX;
+		cs = insert_state(&clients, &ckey, &init, AG_STAT_CLIENT_INSERT,
+				  AG_STAT_CLIENT_INSERT_FAIL, consts.client_capacity, v);
+		if (!cs && kind != AG_KIND_MAX)
+			goto limited;
+	}
 	if (cs) {
 		cs->last_seen = now;
 		__sync_fetch_and_add(&cs->packets, 1);
 		__sync_fetch_and_add(&cs->bytes, p->len);
-		kind = limit_level(cs->tat, svc->limits[AG_LEVEL_CLIENT], p->len, syn, now);
+		kind = limit_level(cs->tat, lc, p->len, syn, now);
+		if (kind != AG_KIND_MAX)
+			goto limited;
 	}
 
-	if (kind == AG_KIND_MAX && level_limited(svc->limits[AG_LEVEL_PREFIX])) {
-		struct ag_service_state init = {}, *ps;
-
+	if (prefix_on) {
 		level = AG_LEVEL_PREFIX;
-		inserted = 0;
-		mask_addr(key.addr, p->addr,
-			  p->family == 4 ? 96 + cfg->prefix_bits4 : cfg->prefix_bits6);
-		ps = state_get(&prefixes, &key, &init, AG_STAT_PREFIX_INSERT,
-			       AG_STAT_PREFIX_INSERT_FAIL, &inserted);
-		if (inserted && under_pressure(AG_STAT_PREFIX_INSERT, consts.prefix_capacity))
-			v->event = AG_EV_MAP_PRESSURE;
-		if (ps)
-			kind = limit_level(ps->tat, svc->limits[AG_LEVEL_PREFIX], p->len, syn, now);
+		if (!ps) {
+			struct ag_service_state init = {};
+
+			kind = charge_new(init.tat, lp, p->len, syn, now);
+			ps = insert_state(&prefixes, &pkey, &init, AG_STAT_PREFIX_INSERT,
+					  AG_STAT_PREFIX_INSERT_FAIL, consts.prefix_capacity, v);
+			if (!ps && kind != AG_KIND_MAX)
+				goto limited;
+		}
+		if (ps && (kind = limit_level(ps->tat, lp, p->len, syn, now)) != AG_KIND_MAX)
+			goto limited;
 	}
-
-	if (kind == AG_KIND_MAX && level_limited(svc->limits[AG_LEVEL_SERVICE])) {
-		struct ag_service_state *ss = bpf_map_lookup_elem(&service_state, &svc_id);
-
+	if (ss) {
 		level = AG_LEVEL_SERVICE;
-		if (ss)
-			kind = limit_level(ss->tat, svc->limits[AG_LEVEL_SERVICE], p->len, syn, now);
+		if ((kind = limit_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+			goto limited;
 	}
+	return;
 
-	if (kind == AG_KIND_MAX)
-		return;
+limited:
+	/* one event per limited bucket: a client, a prefix, or the whole service */
+	if (level == AG_LEVEL_CLIENT)
+		v->ev_bits = p->family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6;
+	else if (level == AG_LEVEL_PREFIX)
+		v->ev_bits = p->family == 4 ? 96 + cfg->prefix_bits4 : cfg->prefix_bits6;
+	else
+		v->ev_bits = 0;
 	v->action = AG_ACT_DROP;
 	v->monitor |= svc->monitor;
 	v->reason = limit_reason(level, kind);
@@ -199,7 +223,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 
 static __always_inline void guard(const struct pkt *p, int parsed, struct verdict *v)
 {
-	__u32 zero = 0, slot, port_idx, *svc_id;
+	__u32 zero = 0, slot, port_idx, *svc_id, *list;
 	const struct ag_config *cfg;
 	const __u32 *slotp;
 	struct ag_ban *ban;
@@ -207,6 +231,7 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 	v->action = AG_ACT_PASS;
 	v->reason = AG_R_OK;
 	v->count = 1;
+	v->ev_bits = 128;
 
 	slotp = bpf_map_lookup_elem(&active, &zero);
 	slot = slotp && *slotp ? 1 : 0;
@@ -225,11 +250,12 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 		v->reason = parsed;
 		return;
 	}
-	if (slot_lookup(slot, p, &allow4_0, &allow6_0, &allow4_1, &allow6_1)) {
+	list = slot_lookup(slot, p, &lists4_0, &lists6_0, &lists4_1, &lists6_1);
+	if (list && *list == AG_LIST_ALLOW) {
 		v->reason = AG_R_ALLOW;
 		return;
 	}
-	if (slot_lookup(slot, p, &deny4_0, &deny6_0, &deny4_1, &deny6_1)) {
+	if (list && *list == AG_LIST_DENY) {
 		v->action = AG_ACT_DROP;
 		v->reason = AG_R_DENY;
 		v->event = AG_EV_DENY_HIT;
@@ -292,7 +318,7 @@ static __always_inline int record(const struct pkt *p, struct verdict *v)
 		c->bytes += p->len;
 	}
 	if (v->event)
-		emit_event(p, v->event, v->reason, v->action, v->service, v->count);
+		emit_event(p, v->event, v->reason, v->action, v->service, v->count, v->ev_bits);
 	return v->action;
 }
 

@@ -19,8 +19,22 @@ func monoNow() uint64 {
 
 // MonoToWall converts a kernel timestamp to wall time.
 func MonoToWall(mono uint64) time.Time {
-	now := time.Now()
-	return now.Add(-time.Duration(int64(monoNow()) - int64(mono)))
+	return newMonoClock().wall(mono)
+}
+
+// monoClock converts many timestamps with one reading of both clocks, so that
+// equal kernel stamps convert to equal wall times.
+type monoClock struct {
+	wallNow time.Time
+	monoNow int64
+}
+
+func newMonoClock() monoClock {
+	return monoClock{wallNow: time.Now(), monoNow: int64(monoNow())}
+}
+
+func (c monoClock) wall(mono uint64) time.Time {
+	return c.wallNow.Add(-time.Duration(c.monoNow - int64(mono)))
 }
 
 func wallToMono(t time.Time) uint64 {

@@ -128,6 +128,13 @@ type GuardAgLimit struct {
 	Tolerance uint64
 }
 
+type GuardAgList uint32
+
+const (
+	GuardAgListAG_LIST_ALLOW GuardAgList = 1
+	GuardAgListAG_LIST_DENY  GuardAgList = 2
+)
+
 type GuardAgLpm4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -206,22 +213,18 @@ type GuardEvSlot struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	GuardMapActive            = "active"
-	GuardMapAllow40           = "allow4_0"
-	GuardMapAllow41           = "allow4_1"
-	GuardMapAllow60           = "allow6_0"
-	GuardMapAllow61           = "allow6_1"
 	GuardMapBans4             = "bans4"
 	GuardMapBans6             = "bans6"
 	GuardMapClients           = "clients"
 	GuardMapConfig            = "config"
 	GuardMapCounters          = "counters"
-	GuardMapDeny40            = "deny4_0"
-	GuardMapDeny41            = "deny4_1"
-	GuardMapDeny60            = "deny6_0"
-	GuardMapDeny61            = "deny6_1"
 	GuardMapEventBudget       = "event_budget"
 	GuardMapEventThrottle     = "event_throttle"
 	GuardMapEvents            = "events"
+	GuardMapLists40           = "lists4_0"
+	GuardMapLists41           = "lists4_1"
+	GuardMapLists60           = "lists6_0"
+	GuardMapLists61           = "lists6_1"
 	GuardMapPorts             = "ports"
 	GuardMapPrefixes          = "prefixes"
 	GuardMapServiceState      = "service_state"
@@ -235,6 +238,7 @@ const (
 	GuardVarAgEventUnused     = "ag_event_unused"
 	GuardVarAgKindUnused      = "ag_kind_unused"
 	GuardVarAgLevelUnused     = "ag_level_unused"
+	GuardVarAgListUnused      = "ag_list_unused"
 	GuardVarAgReasonUnused    = "ag_reason_unused"
 	GuardVarAgStatUnused      = "ag_stat_unused"
 	GuardVarConsts            = "consts"
@@ -292,22 +296,18 @@ type GuardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardMapSpecs struct {
 	Active        *ebpf.MapSpec `ebpf:"active"`
-	Allow40       *ebpf.MapSpec `ebpf:"allow4_0"`
-	Allow41       *ebpf.MapSpec `ebpf:"allow4_1"`
-	Allow60       *ebpf.MapSpec `ebpf:"allow6_0"`
-	Allow61       *ebpf.MapSpec `ebpf:"allow6_1"`
 	Bans4         *ebpf.MapSpec `ebpf:"bans4"`
 	Bans6         *ebpf.MapSpec `ebpf:"bans6"`
 	Clients       *ebpf.MapSpec `ebpf:"clients"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Deny40        *ebpf.MapSpec `ebpf:"deny4_0"`
-	Deny41        *ebpf.MapSpec `ebpf:"deny4_1"`
-	Deny60        *ebpf.MapSpec `ebpf:"deny6_0"`
-	Deny61        *ebpf.MapSpec `ebpf:"deny6_1"`
 	EventBudget   *ebpf.MapSpec `ebpf:"event_budget"`
 	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
+	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
+	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
+	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
 	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
@@ -324,6 +324,7 @@ type GuardVariableSpecs struct {
 	AgEventUnused     *ebpf.VariableSpec `ebpf:"ag_event_unused"`
 	AgKindUnused      *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
 	AgLevelUnused     *ebpf.VariableSpec `ebpf:"ag_level_unused"`
+	AgListUnused      *ebpf.VariableSpec `ebpf:"ag_list_unused"`
 	AgReasonUnused    *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
 	AgStatUnused      *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
 	Consts            *ebpf.VariableSpec `ebpf:"consts"`
@@ -350,22 +351,18 @@ func (o *GuardObjects) Close() error {
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardMaps struct {
 	Active        *ebpf.Map `ebpf:"active"`
-	Allow40       *ebpf.Map `ebpf:"allow4_0"`
-	Allow41       *ebpf.Map `ebpf:"allow4_1"`
-	Allow60       *ebpf.Map `ebpf:"allow6_0"`
-	Allow61       *ebpf.Map `ebpf:"allow6_1"`
 	Bans4         *ebpf.Map `ebpf:"bans4"`
 	Bans6         *ebpf.Map `ebpf:"bans6"`
 	Clients       *ebpf.Map `ebpf:"clients"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Counters      *ebpf.Map `ebpf:"counters"`
-	Deny40        *ebpf.Map `ebpf:"deny4_0"`
-	Deny41        *ebpf.Map `ebpf:"deny4_1"`
-	Deny60        *ebpf.Map `ebpf:"deny6_0"`
-	Deny61        *ebpf.Map `ebpf:"deny6_1"`
 	EventBudget   *ebpf.Map `ebpf:"event_budget"`
 	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
 	Events        *ebpf.Map `ebpf:"events"`
+	Lists40       *ebpf.Map `ebpf:"lists4_0"`
+	Lists41       *ebpf.Map `ebpf:"lists4_1"`
+	Lists60       *ebpf.Map `ebpf:"lists6_0"`
+	Lists61       *ebpf.Map `ebpf:"lists6_1"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
 	ServiceState  *ebpf.Map `ebpf:"service_state"`
@@ -376,22 +373,18 @@ type GuardMaps struct {
 func (m *GuardMaps) Close() error {
 	return _GuardClose(
 		m.Active,
-		m.Allow40,
-		m.Allow41,
-		m.Allow60,
-		m.Allow61,
 		m.Bans4,
 		m.Bans6,
 		m.Clients,
 		m.Config,
 		m.Counters,
-		m.Deny40,
-		m.Deny41,
-		m.Deny60,
-		m.Deny61,
 		m.EventBudget,
 		m.EventThrottle,
 		m.Events,
+		m.Lists40,
+		m.Lists41,
+		m.Lists60,
+		m.Lists61,
 		m.Ports,
 		m.Prefixes,
 		m.ServiceState,
@@ -409,6 +402,7 @@ type GuardVariables struct {
 	AgEventUnused     *ebpf.Variable `ebpf:"ag_event_unused"`
 	AgKindUnused      *ebpf.Variable `ebpf:"ag_kind_unused"`
 	AgLevelUnused     *ebpf.Variable `ebpf:"ag_level_unused"`
+	AgListUnused      *ebpf.Variable `ebpf:"ag_list_unused"`
 	AgReasonUnused    *ebpf.Variable `ebpf:"ag_reason_unused"`
 	AgStatUnused      *ebpf.Variable `ebpf:"ag_stat_unused"`
 	Consts            *ebpf.Variable `ebpf:"consts"`

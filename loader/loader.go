@@ -86,6 +86,11 @@ func Load(opts Options) (*Datapath, error) {
 	spec.Maps[GuardMapClients].MaxEntries = opts.ClientCapacity
 	spec.Maps[GuardMapPrefixes].MaxEntries = opts.PrefixCapacity
 
+	if opts.PinDir != "" {
+		if err := EnsureBPFFS(opts.PinDir); err != nil {
+			return nil, err
+		}
+	}
 	replacements, err := pinnedMaps(spec, opts.PinDir)
 	if err != nil {
 		return nil, err
@@ -199,10 +204,8 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		GuardMapActive: m.Active, GuardMapConfig: m.Config, GuardMapPorts: m.Ports,
 		GuardMapServices: m.Services, GuardMapServiceState: m.ServiceState,
-		GuardMapAllow40: m.Allow40, GuardMapAllow41: m.Allow41,
-		GuardMapAllow60: m.Allow60, GuardMapAllow61: m.Allow61,
-		GuardMapDeny40: m.Deny40, GuardMapDeny41: m.Deny41,
-		GuardMapDeny60: m.Deny60, GuardMapDeny61: m.Deny61,
+		GuardMapLists40: m.Lists40, GuardMapLists41: m.Lists41,
+		GuardMapLists60: m.Lists60, GuardMapLists61: m.Lists61,
 		GuardMapBans4: m.Bans4, GuardMapBans6: m.Bans6,
 		GuardMapClients: m.Clients, GuardMapPrefixes: m.Prefixes,
 		GuardMapCounters: m.Counters, GuardMapStats: m.Stats, GuardMapEvents: m.Events,

@@ -75,7 +75,10 @@ type ApplyResult struct {
 	Changed    bool
 	// Map entries written or deleted in the slot that became active.
 	PrefixWrites, PortWrites, ServiceWrites int
-	Took                                    time.Duration
+	// DeadDeny counts deny prefixes inside an allow prefix: allow is checked
+	// first, so they can never match and are not loaded.
+	DeadDeny int
+	Took     time.Duration
 }
 
 // image is one policy slot's contents exactly as the kernel holds them.
@@ -83,20 +86,17 @@ type image struct {
 	cfg      GuardAgConfig
 	ports    map[uint32]uint32 // index within the slot -> service id
 	services map[uint32]GuardAgService
-	allow4   map[GuardAgLpm4]struct{}
-	allow6   map[GuardAgLpm6]struct{}
-	deny4    map[GuardAgLpm4]struct{}
-	deny6    map[GuardAgLpm6]struct{}
+	lists4   map[GuardAgLpm4]uint32 // prefix -> ag_list (allow or deny)
+	lists6   map[GuardAgLpm6]uint32
+	deadDeny int
 }
 
 func newImage() *image {
 	return &image{
 		ports:    map[uint32]uint32{},
 		services: map[uint32]GuardAgService{},
-		allow4:   map[GuardAgLpm4]struct{}{},
-		allow6:   map[GuardAgLpm6]struct{}{},
-		deny4:    map[GuardAgLpm4]struct{}{},
-		deny6:    map[GuardAgLpm6]struct{}{},
+		lists4:   map[GuardAgLpm4]uint32{},
+		lists6:   map[GuardAgLpm6]uint32{},
 	}
 }
 
@@ -158,15 +158,25 @@ func compile(p *Policy) (*image, error) {
 	if img.cfg.ClientBits6 > 128 || img.cfg.PrefixBits6 > 128 {
 		return nil, fmt.Errorf("IPv6 key lengths must be at most 128 (client %d, prefix %d)", img.cfg.ClientBits6, img.cfg.PrefixBits6)
 	}
+	allows := map[netip.Prefix]struct{}{}
 	for _, pfx := range p.Allow {
-		if err := addPrefix(pfx, img.allow4, img.allow6); err != nil {
-			return nil, fmt.Errorf("allow: %w", err)
+		if !pfx.IsValid() {
+			return nil, fmt.Errorf("allow: invalid prefix %v", pfx)
 		}
+		pfx = pfx.Masked()
+		allows[pfx] = struct{}{}
+		img.setList(pfx, listAllow)
 	}
 	for _, pfx := range p.Deny {
-		if err := addPrefix(pfx, img.deny4, img.deny6); err != nil {
-			return nil, fmt.Errorf("deny: %w", err)
+		if !pfx.IsValid() {
+			return nil, fmt.Errorf("deny: invalid prefix %v", pfx)
 		}
+		pfx = pfx.Masked()
+		if coveredBy(pfx, allows) {
+			img.deadDeny++
+			continue
+		}
+		img.setList(pfx, listDeny)
 	}
 	for _, s := range p.Services {
 		if s.ID == 0 || s.ID > MaxServices {
@@ -203,17 +213,30 @@ func compile(p *Policy) (*image, error) {
 	return img, nil
 }
 
-func addPrefix(p netip.Prefix, m4 map[GuardAgLpm4]struct{}, m6 map[GuardAgLpm6]struct{}) error {
-	if !p.IsValid() {
-		return fmt.Errorf("invalid prefix %v", p)
-	}
-	p = p.Masked()
+const (
+	listAllow = uint32(GuardAgListAG_LIST_ALLOW)
+	listDeny  = uint32(GuardAgListAG_LIST_DENY)
+)
+
+func (img *image) setList(p netip.Prefix, v uint32) {
 	if p.Addr().Is4() {
-		m4[lpm4(p)] = struct{}{}
-		return nil
+		img.lists4[lpm4(p)] = v
+		return
 	}
-	m6[lpm6(p)] = struct{}{}
-	return nil
+	img.lists6[lpm6(p)] = v
+}
+
+// coveredBy reports whether p lies inside (or equals) one of set's prefixes.
+func coveredBy(p netip.Prefix, set map[netip.Prefix]struct{}) bool {
+	if len(set) == 0 {
+		return false
+	}
+	for bits := p.Bits(); bits >= 0; bits-- {
+		if _, ok := set[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func lpm4(p netip.Prefix) GuardAgLpm4 {
@@ -228,8 +251,7 @@ func (a *image) samePolicy(b *image) bool {
 	ca, cb := a.cfg, b.cfg
 	ca.Generation, cb.Generation = 0, 0
 	return ca == cb && mapsEqual(a.ports, b.ports) && mapsEqual(a.services, b.services) &&
-		setsEqual(a.allow4, b.allow4) && setsEqual(a.allow6, b.allow6) &&
-		setsEqual(a.deny4, b.deny4) && setsEqual(a.deny6, b.deny6)
+		mapsEqual(a.lists4, b.lists4) && mapsEqual(a.lists6, b.lists6)
 }
 
 func mapsEqual[K, V comparable](a, b map[K]V) bool {
@@ -243,8 +265,6 @@ func mapsEqual[K, V comparable](a, b map[K]V) bool {
 	}
 	return true
 }
-
-func setsEqual[K comparable](a, b map[K]struct{}) bool { return mapsEqual(a, b) }
 
 // Apply makes p the policy in force, atomically: it writes the inactive slot
 // (only the entries that differ from what that slot holds), then flips one word.
@@ -261,7 +281,7 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 
 	cur := d.slots[d.active]
 	if cur.samePolicy(img) && cur.cfg.Generation != 0 {
-		return ApplyResult{Generation: cur.cfg.Generation, Took: time.Since(start)}, nil
+		return ApplyResult{Generation: cur.cfg.Generation, DeadDeny: img.deadDeny, Took: time.Since(start)}, nil
 	}
 	target := 1 - d.active
 	img.cfg.Generation = cur.cfg.Generation + 1
@@ -286,6 +306,7 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	d.slots[target] = img
 	res.Generation = img.cfg.Generation
 	res.Changed = true
+	res.DeadDeny = img.deadDeny
 	res.Took = time.Since(start)
 	return res, nil
 }
@@ -297,34 +318,29 @@ func (d *Datapath) Generation() uint32 {
 	return d.slots[d.active].cfg.Generation
 }
 
-func (d *Datapath) slotMaps(slot uint32) (allow4, allow6, deny4, deny6 *ebpf.Map) {
+func (d *Datapath) slotMaps(slot uint32) (lists4, lists6 *ebpf.Map) {
 	m := &d.objs.GuardMaps
 	if slot == 0 {
-		return m.Allow40, m.Allow60, m.Deny40, m.Deny60
+		return m.Lists40, m.Lists60
 	}
-	return m.Allow41, m.Allow61, m.Deny41, m.Deny61
+	return m.Lists41, m.Lists61
 }
 
 func (d *Datapath) writeSlot(slot uint32, old, img *image) (ApplyResult, error) {
 	var res ApplyResult
-	allow4, allow6, deny4, deny6 := d.slotMaps(slot)
-	for _, step := range []struct {
-		name string
-		fn   func() (int, error)
-	}{
-		{"allow4", func() (int, error) { return syncSet(allow4, old.allow4, img.allow4) }},
-		{"allow6", func() (int, error) { return syncSet(allow6, old.allow6, img.allow6) }},
-		{"deny4", func() (int, error) { return syncSet(deny4, old.deny4, img.deny4) }},
-		{"deny6", func() (int, error) { return syncSet(deny6, old.deny6, img.deny6) }},
-	} {
-		n, err := step.fn()
-		res.PrefixWrites += n
-		if err != nil {
-			return res, fmt.Errorf("write %s list of slot %d: %w", step.name, slot, err)
-		}
+	lists4, lists6 := d.slotMaps(slot)
+	n, err := syncLists(lists4, old.lists4, img.lists4)
+	res.PrefixWrites += n
+	if err != nil {
+		return res, fmt.Errorf("write IPv4 allow/deny lists of slot %d: %w", slot, err)
+	}
+	n, err = syncLists(lists6, old.lists6, img.lists6)
+	res.PrefixWrites += n
+	if err != nil {
+		return res, fmt.Errorf("write IPv6 allow/deny lists of slot %d: %w", slot, err)
 	}
 
-	n, err := d.syncPorts(slot, old.ports, img.ports)
+	n, err = d.syncPorts(slot, old.ports, img.ports)
 	res.PortWrites = n
 	if err != nil {
 		return res, err
@@ -368,12 +384,14 @@ func (d *Datapath) syncPorts(slot uint32, old, want map[uint32]uint32) (int, err
 	return len(keys), nil
 }
 
-// syncSet makes an LPM trie hold exactly want, given that it holds have.
-func syncSet[K comparable](m *ebpf.Map, have, want map[K]struct{}) (int, error) {
-	var add, del []K
-	for k := range want {
-		if _, ok := have[k]; !ok {
-			add = append(add, k)
+// syncLists makes an LPM trie hold exactly want, given that it holds have.
+func syncLists[K comparable](m *ebpf.Map, have, want map[K]uint32) (int, error) {
+	var putK []K
+	var putV []uint32
+	var del []K
+	for k, v := range want {
+		if w, ok := have[k]; !ok || w != v {
+			putK, putV = append(putK, k), append(putV, v)
 		}
 	}
 	for k := range have {
@@ -386,31 +404,28 @@ func syncSet[K comparable](m *ebpf.Map, have, want map[K]struct{}) (int, error) 
 			return 0, fmt.Errorf("delete %v: %w", k, err)
 		}
 	}
-	if err := batchInsert(m, add); err != nil {
+	if err := batchPut(m, putK, putV); err != nil {
 		return 0, err
 	}
-	return len(add) + len(del), nil
+	return len(putK) + len(del), nil
 }
 
-// batchInsert writes keys with value 1, in batches where the map supports it.
-func batchInsert[K comparable](m *ebpf.Map, keys []K) error {
+// batchPut writes entries in batches where the map supports it, one by one
+// where it does not.
+func batchPut[K comparable](m *ebpf.Map, keys []K, vals []uint32) error {
 	const chunk = 8192
-	ones := make([]uint32, min(chunk, len(keys)))
-	for i := range ones {
-		ones[i] = 1
-	}
 	for start := 0; start < len(keys); start += chunk {
-		part := keys[start:min(start+chunk, len(keys))]
-		_, err := m.BatchUpdate(part, ones[:len(part)], nil)
+		end := min(start+chunk, len(keys))
+		_, err := m.BatchUpdate(keys[start:end], vals[start:end], nil)
 		if err == nil {
 			continue
 		}
 		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("insert %d prefixes: %w", len(part), err)
+			return fmt.Errorf("write %d prefixes: %w", end-start, err)
 		}
-		for _, k := range part {
-			if err := m.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
-				return fmt.Errorf("insert %v: %w", k, err)
+		for i := start; i < end; i++ {
+			if err := m.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("write %v: %w", keys[i], err)
 			}
 		}
 	}
@@ -440,17 +455,11 @@ func (d *Datapath) readSlot(slot uint32) (*image, error) {
 	if err := d.objs.Config.Lookup(slot, &img.cfg); err != nil {
 		return nil, fmt.Errorf("read config of slot %d: %w", slot, err)
 	}
-	allow4, allow6, deny4, deny6 := d.slotMaps(slot)
-	if err := readSet(allow4, img.allow4); err != nil {
+	lists4, lists6 := d.slotMaps(slot)
+	if err := readLists(lists4, img.lists4); err != nil {
 		return nil, err
 	}
-	if err := readSet(allow6, img.allow6); err != nil {
-		return nil, err
-	}
-	if err := readSet(deny4, img.deny4); err != nil {
-		return nil, err
-	}
-	if err := readSet(deny6, img.deny6); err != nil {
+	if err := readLists(lists6, img.lists6); err != nil {
 		return nil, err
 	}
 	keys := make([]uint32, 2*portsPerProto)
@@ -485,12 +494,12 @@ func (d *Datapath) readSlot(slot uint32) (*image, error) {
 	return img, nil
 }
 
-func readSet[K comparable](m *ebpf.Map, into map[K]struct{}) error {
+func readLists[K comparable](m *ebpf.Map, into map[K]uint32) error {
 	var k K
 	var v uint32
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		into[k] = struct{}{}
+		into[k] = v
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read %v: %w", m, err)

@@ -88,13 +88,14 @@ const clientBatch = 4096
 // Entries may be evicted or added while it runs; each key is seen at most once.
 func (d *Datapath) Clients(fn func(Client) error) error {
 	cfg := d.activeConfig()
+	clock := newMonoClock()
 	keys := make([]GuardAgClientKey, clientBatch)
 	vals := make([]GuardAgClientState, clientBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := d.objs.Clients.BatchLookup(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			if ferr := fn(clientFrom(keys[i], vals[i], cfg)); ferr != nil {
+			if ferr := fn(clientFrom(keys[i], vals[i], cfg, clock)); ferr != nil {
 				return ferr
 			}
 		}
@@ -107,7 +108,7 @@ func (d *Datapath) Clients(fn func(Client) error) error {
 	}
 }
 
-func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig) Client {
+func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig, clock monoClock) Client {
 	addr := addrFrom16(k.Addr)
 	bits := int(cfg.ClientBits6)
 	if addr.Is4() {
@@ -122,8 +123,8 @@ func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig) Cli
 		Packets:   s.Packets,
 		Bytes:     s.Bytes,
 		Drops:     s.Drops,
-		FirstSeen: MonoToWall(s.FirstSeen),
-		LastSeen:  MonoToWall(s.LastSeen),
+		FirstSeen: clock.wall(s.FirstSeen),
+		LastSeen:  clock.wall(s.LastSeen),
 	}
 }
 
@@ -144,7 +145,7 @@ type MapUsage struct {
 // costs a few milliseconds per 100k entries: for status and scrapes, not hot paths.
 func (d *Datapath) Usage() ([]MapUsage, error) {
 	d.mu.Lock()
-	a4, a6, d4, d6 := d.slotMaps(d.active)
+	l4, l6 := d.slotMaps(d.active)
 	d.mu.Unlock()
 	m := &d.objs.GuardMaps
 	var out []MapUsage
@@ -153,7 +154,7 @@ func (d *Datapath) Usage() ([]MapUsage, error) {
 		m    *ebpf.Map
 	}{
 		{"clients", m.Clients}, {"prefixes", m.Prefixes}, {"bans4", m.Bans4}, {"bans6", m.Bans6},
-		{"allow4", a4}, {"allow6", a6}, {"deny4", d4}, {"deny6", d6},
+		{"lists4", l4}, {"lists6", l6},
 	} {
 		n, err := countKeys(e.m)
 		if err != nil {

@@ -10,10 +10,10 @@
 #include "limit.h"
 #include "parse.h"
 
-static __always_inline __u64 event_tag(const struct pkt *p, __u8 type, __u16 port)
+static __always_inline __u64 event_tag(const __u8 addr[16], __u8 type, __u16 port, __u32 service)
 {
-	const __u32 *w = (const __u32 *)p->addr;
-	__u64 h = ((__u64)type << 16 | port) * 0x9e3779b97f4a7c15ULL;
+	const __u32 *w = (const __u32 *)addr;
+	__u64 h = ((__u64)service << 24 | (__u64)type << 16 | port) * 0x9e3779b97f4a7c15ULL;
 
 	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
 	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
@@ -23,9 +23,10 @@ static __always_inline __u64 event_tag(const struct pkt *p, __u8 type, __u16 por
 }
 
 /* Returns 1 when this event should be suppressed. */
-static __always_inline int event_throttled(const struct pkt *p, __u8 type, __u16 port, __u64 now)
+static __always_inline int event_throttled(const __u8 addr[16], __u8 type, __u16 port,
+					   __u32 service, __u64 now)
 {
-	__u64 tag = event_tag(p, type, port);
+	__u64 tag = event_tag(addr, type, port, service);
 	__u32 idx = tag & (AG_EV_SLOTS - 1);
 	struct ev_slot *s = bpf_map_lookup_elem(&event_throttle, &idx);
 	__u32 zero = 0;
@@ -47,15 +48,19 @@ static __always_inline int event_throttled(const struct pkt *p, __u8 type, __u16
 	return 0;
 }
 
+/* The event's source is masked to bits: a prefix or service limit is one
+ * bucket, so it yields one event per interval however many sources feed it. */
 static __always_inline void emit_event(const struct pkt *p, __u8 type, __u8 reason,
-				       __u8 action, __u32 service, __u64 count)
+				       __u8 action, __u32 service, __u64 count, __u32 bits)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	/* no-service events are keyed by port too: a scan is many ports, one client */
 	__u16 port = type == AG_EV_NO_SERVICE ? p->dport : 0;
 	struct ag_event *e;
+	__u8 addr[16] __attribute__((aligned(8)));
 
-	if (event_throttled(p, type, port, now)) {
+	mask_addr(addr, p->addr, bits);
+	if (event_throttled(addr, type, port, service, now)) {
 		stat_inc(AG_STAT_EVENT_SUPPRESSED);
 		return;
 	}
@@ -65,7 +70,7 @@ static __always_inline void emit_event(const struct pkt *p, __u8 type, __u8 reas
 		return;
 	}
 	e->ts = now;
-	__builtin_memcpy(e->addr, p->addr, 16);
+	__builtin_memcpy(e->addr, addr, 16);
 	e->count = count;
 	e->service = service;
 	e->dport = p->dport;

@@ -46,6 +46,57 @@ static __always_inline int limit_level(__u64 *tat, const struct ag_limit *lim,
 	return AG_KIND_MAX;
 }
 
+/* Would cost units conform? Reads only: used to drop floods before any state
+ * is created or charged. */
+static __always_inline int gcra_peek(const __u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
+{
+	__u64 old, base;
+
+	if (!l->interval)
+		return 1;
+	old = *(volatile const __u64 *)tat;
+	base = old > now ? old : now;
+	return base + ((cost * l->interval) >> 16) - now <= l->tolerance;
+}
+
+static __always_inline int peek_level(const __u64 *tat, const struct ag_limit *lim,
+				      __u32 len, int syn, __u64 now)
+{
+	if (!gcra_peek(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], 1, now))
+		return AG_KIND_PPS;
+	if (!gcra_peek(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], len, now))
+		return AG_KIND_BPS;
+	if (syn && !gcra_peek(&tat[AG_KIND_CPS], &lim[AG_KIND_CPS], 1, now))
+		return AG_KIND_CPS;
+	return AG_KIND_MAX;
+}
+
+/* The first packet of a new entry, charged on a private copy before insertion:
+ * nobody else can see it yet, so no CAS is needed. An empty bucket holds a full
+ * burst, so this only refuses when one packet exceeds the whole burst. */
+static __always_inline int charge_new(__u64 *tat, const struct ag_limit *lim,
+				      __u32 len, int syn, __u64 now)
+{
+	__u64 cost[AG_KIND_MAX] = { 1, len, syn };
+
+#pragma unroll
+	for (int k = 0; k < AG_KIND_MAX; k++) {
+		__u64 inc;
+
+		if (!lim[k].interval || !cost[k])
+			continue;
+		inc = (cost[k] * lim[k].interval) >> 16;
+		if (inc > lim[k].tolerance)
+			return k;
+	}
+#pragma unroll
+	for (int k = 0; k < AG_KIND_MAX; k++) {
+		if (lim[k].interval && cost[k])
+			tat[k] = now + ((cost[k] * lim[k].interval) >> 16);
+	}
+	return AG_KIND_MAX;
+}
+
 static __always_inline int level_limited(const struct ag_limit *lim)
 {
 	return lim[AG_KIND_PPS].interval | lim[AG_KIND_BPS].interval | lim[AG_KIND_CPS].interval;

@@ -34,14 +34,14 @@ volatile const struct ag_consts consts;
 		__uint(map_flags, BPF_F_NO_PREALLOC);                   \
 	} name SEC(".maps")
 
-LPM_MAP(allow4_0, struct ag_lpm4, AG_LPM_CAPACITY);
-LPM_MAP(allow4_1, struct ag_lpm4, AG_LPM_CAPACITY);
-LPM_MAP(allow6_0, struct ag_lpm6, AG_LPM_CAPACITY);
-LPM_MAP(allow6_1, struct ag_lpm6, AG_LPM_CAPACITY);
-LPM_MAP(deny4_0, struct ag_lpm4, AG_LPM_CAPACITY);
-LPM_MAP(deny4_1, struct ag_lpm4, AG_LPM_CAPACITY);
-LPM_MAP(deny6_0, struct ag_lpm6, AG_LPM_CAPACITY);
-LPM_MAP(deny6_1, struct ag_lpm6, AG_LPM_CAPACITY);
+/* Allow and deny share one trie per family and slot, value enum ag_list: one
+ * lookup instead of two. The loader removes deny entries that an allow entry
+ * covers (they could never match in "allow first" order), so the longest match
+ * gives exactly the allow-then-deny verdict. */
+LPM_MAP(lists4_0, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(lists4_1, struct ag_lpm4, AG_LPM_CAPACITY);
+LPM_MAP(lists6_0, struct ag_lpm6, AG_LPM_CAPACITY);
+LPM_MAP(lists6_1, struct ag_lpm6, AG_LPM_CAPACITY);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -103,6 +103,8 @@ struct {
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_client_state);
 	__uint(max_entries, 1 << 17);
+	/* per-CPU LRU lists: a new-client flood evicts without a global lock */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 } clients SEC(".maps");
 
 struct {
@@ -110,6 +112,7 @@ struct {
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_service_state);
 	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 } prefixes SEC(".maps");
 
 struct {

@@ -240,6 +240,28 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 	return parse_l4(c, p);
 }
 
+/* Keys are only 4-byte aligned: go through memcpy so the verifier sees no
+ * misaligned 8-byte stack access. */
+static __always_inline void mask_addr(__u8 out[16], const __u8 in[16], __u32 bits)
+{
+	__u64 hi, lo;
+
+	__builtin_memcpy(&hi, in, 8);
+	__builtin_memcpy(&lo, in + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
+	if (bits < 64) {
+		hi = bits ? hi & (~0ULL << (64 - bits)) : 0;
+		lo = 0;
+	} else if (bits < 128) {
+		lo = bits > 64 ? lo & (~0ULL << (128 - bits)) : 0;
+	}
+	hi = bpf_cpu_to_be64(hi);
+	lo = bpf_cpu_to_be64(lo);
+	__builtin_memcpy(out, &hi, 8);
+	__builtin_memcpy(out + 8, &lo, 8);
+}
+
 /* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */
 static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
 {

@@ -67,6 +67,12 @@ enum ag_event_type {
 	AG_EV_MAP_PRESSURE,	/* the client or prefix LRU is evicting live entries */
 };
 
+/* Values of the allow/deny tries. */
+enum ag_list {
+	AG_LIST_ALLOW = 1,
+	AG_LIST_DENY = 2,
+};
+
 enum ag_kind {
 	AG_KIND_PPS = 0,
 	AG_KIND_BPS = 1,

@@ -1,0 +1,51 @@
+# apiguard — build, generate, test, benchmark, demo.
+# Everything here runs as root on Linux (BPF, network namespaces); `make build`
+# and `go test` need no clang: the bpf2go outputs are committed.
+
+GO      ?= go
+CLANG   ?= clang-19
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/apiguard
+# Debian packages the tests and the demo use; `make deps` installs the missing ones.
+DEB_PKGS := iproute2 ethtool nftables
+DEB_TOOLS := ip ethtool nft
+
+.PHONY: all build generate check-generate test bench lint deps demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/apiguard
+
+# Rebuild the BPF object and its Go bindings with the pinned compiler.
+generate:
+	@command -v $(CLANG) >/dev/null || { echo "make generate needs $(CLANG) (apt-get install clang-19 llvm-19 libbpf-dev)"; exit 1; }
+	$(GO) generate ./loader
+
+# Fails when the committed bpf2go outputs differ from a fresh generation.
+check-generate: generate
+	@git diff --exit-code --stat -- loader/ || { echo "bpf2go outputs are stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "untracked bpf2go outputs"; exit 1; }
+
+deps:
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing tools ($(DEB_TOOLS)); run as root or install $(DEB_PKGS)"; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+	fi
+
+# Packages run one at a time: the kernel tests measure rates and share the CPUs.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -p 1 -count=1 ./...
+
+# Per-packet cost in isolation, against a trivial XDP program in the same run.
+bench:
+	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+
+lint:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/policy"
+	"github.com/spf13/cobra"
+)
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Validate, apply, show and diff policy files",
+	}
+	cmd.AddCommand(newPolicyValidateCmd(g), newPolicyApplyCmd(g), newPolicyShowCmd(g), newPolicyDiffCmd(g))
+	return cmd
+}
+
+// validation is policy validate's JSON output.
+type validation struct {
+	File     string            `json:"file"`
+	Valid    bool              `json:"valid"`
+	Name     string            `json:"name,omitempty"`
+	Problems []control.Problem `json:"problems"`
+	Warnings []control.Problem `json:"warnings"`
+}
+
+func problems(es policy.Errors) []control.Problem {
+	out := make([]control.Problem, 0, len(es))
+	for _, e := range es {
+		out = append(out, control.Problem{File: e.File, Line: e.Line, Field: e.Field, Message: e.Msg})
+	}
+	return out
+}
+
+func newPolicyValidateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Check a policy file (no daemon needed); exit 1 with every problem found",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := args[0]
+			pol, err := policy.LoadFile(file)
+			var errs policy.Errors
+			if err != nil && !errors.As(err, &errs) {
+				return err // the file itself could not be read
+			}
+			v := validation{File: file, Valid: err == nil, Problems: problems(errs), Warnings: []control.Problem{}}
+			if pol != nil {
+				v.Name = pol.Name
+				v.Warnings = problems(pol.Warnings)
+			}
+			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if g.output == outputJSON {
+				if err := printJSON(out, v); err != nil {
+					return err
+				}
+			} else {
+				for _, p := range v.Problems {
+					fmt.Fprintf(stderr, "%s\n", p)
+				}
+				for _, w := range v.Warnings {
+					fmt.Fprintf(stderr, "warning: %s\n", w)
+				}
+				if v.Valid {
+					sp := pol.Spec
+					fmt.Fprintf(out, "%s: policy %q is valid: %d services, %d allow and %d deny entries, mode %s\n",
+						file, pol.Name, len(sp.Services), len(sp.Allow), len(sp.Deny), sp.Mode)
+				}
+			}
+			if !v.Valid {
+				return &exitError{msg: fmt.Sprintf("%s has %d problems", file, len(v.Problems))}
+			}
+			return nil
+		},
+	}
+}
+
+// readUpload reads a policy file and the list files it names, so the daemon
+// can validate exactly what the caller sees, whatever its own file system holds.
+func readUpload(file string) (*control.PolicyUpload, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	up := &control.PolicyUpload{Name: file, Source: string(data), Files: map[string]string{}}
+	dir := filepath.Dir(file)
+	// Parsed here only to learn which list files the policy names; the daemon
+	// validates the upload and reports every problem itself.
+	_, _ = policy.Parse(file, data, func(p string) ([]byte, error) {
+		full := p
+		if !filepath.IsAbs(full) {
+			full = filepath.Join(dir, p)
+		}
+		b, err := os.ReadFile(full)
+		if err == nil {
+			up.Files[p] = string(b)
+		}
+		return b, err
+	})
+	return up, nil
+}
+
+func newPolicyApplyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Make a policy file the policy in force on the running daemon",
+		Long: `Send a policy file (and the list files it names) to the daemon, which validates
+it and applies it atomically. A policy with errors is refused and the policy in
+force stays. The change lasts until the daemon re-reads its --policy file (on
+SIGHUP or a restart): edit that file too to keep it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			up, err := readUpload(args[0])
+			if err != nil {
+				return err
+			}
+			c, ctx, done := g.client(cmd)
+			defer done()
+			res, err := c.ApplyPolicy(ctx, up)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.output == outputJSON {
+				return printJSON(out, res)
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
+			switch {
+			case !res.Changed:
+				fmt.Fprintf(out, "policy %q unchanged (generation %d)\n", res.Name, res.Generation)
+				return nil
+			case !res.KernelChanged:
+				// only settings the daemon reads (detection, bans) changed
+				fmt.Fprintf(out, "applied policy %q: generation %d (datapath unchanged), %d changes\n",
+					res.Name, res.Generation, len(res.Changes))
+			default:
+				fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
+					res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
+			}
+			const show = 50
+			printLines(out, res.Changes[:min(len(res.Changes), show)])
+			if len(res.Changes) > show {
+				fmt.Fprintf(out, "... and %d more (-o json lists them all)\n", len(res.Changes)-show)
+			}
+			return nil
+		},
+	}
+}
+
+func newPolicyShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show",
+		Short: "Print the policy in force",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done := g.client(cmd)
+			defer done()
+			p, err := c.Policy(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.output == outputJSON {
+				return printJSON(out, p)
+			}
+			fmt.Fprintf(out, "# policy %q from %s, generation %d, applied %s\n", p.Name, p.Path, p.Generation, p.AppliedAt.Format(time.RFC3339))
+			_, err = io.WriteString(out, p.Source)
+			return err
+		},
+	}
+}
+
+func newPolicyDiffCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "diff FILE",
+		Short: "Show what applying a policy file would change",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			up, err := readUpload(args[0])
+			if err != nil {
+				return err
+			}
+			c, ctx, done := g.client(cmd)
+			defer done()
+			res, err := c.DiffPolicy(ctx, up)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.output == outputJSON {
+				return printJSON(out, res)
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
+			if len(res.Changes) == 0 {
+				fmt.Fprintln(out, "no changes")
+				return nil
+			}
+			printLines(out, res.Changes)
+			return nil
+		},
+	}
+}
+
+func printLines(w io.Writer, lines []string) {
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}

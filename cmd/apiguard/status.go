@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Interfaces, policy, counters and map fill levels of the running daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done := g.client(cmd)
+			defer done()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if g.output == outputJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			return statusText(cmd.OutOrStdout(), st, time.Now())
+		},
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func statusText(w io.Writer, st *control.Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "daemon:\tapiguard %s, pid %d, up %s\n", st.Version, st.PID, ago(now, st.StartedAt))
+	pins := st.PinDir
+	if st.Adopted {
+		pins += " (adopted from an earlier run)"
+	}
+	fmt.Fprintf(tw, "pins:\t%s\n", pins)
+	if st.Policy.Generation == 0 {
+		fmt.Fprintf(tw, "policy:\tnone applied\n")
+	} else {
+		fmt.Fprintf(tw, "policy:\t%q, generation %d, applied %s ago\n", st.Policy.Name, st.Policy.Generation, ago(now, st.Policy.AppliedAt))
+	}
+	fmt.Fprintf(tw, "bans:\t%d\n", st.Bans)
+	d := st.Datapath
+	fmt.Fprintf(tw, "datapath:\tclient inserts %d (%d failed), prefix inserts %d (%d failed)\n",
+		d.ClientInserts, d.ClientInsertFailures, d.PrefixInserts, d.PrefixInsertFailures)
+	fmt.Fprintf(tw, "events:\t%d sent, %d suppressed, %d lost\n", d.EventsSent, d.EventsSuppressed, d.EventsLost)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tMODE\tADOPTED")
+	for _, i := range st.Interfaces {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", i.Name, i.Mode, yesNo(i.Adopted))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	if len(st.Counters) == 0 {
+		fmt.Fprintln(w, "no packets counted yet")
+	} else {
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "ACTION\tREASON\tPACKETS\tBYTES")
+		for _, c := range st.Counters {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", c.Action, c.Reason, c.Packets, humanBytes(c.Bytes))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAP\tENTRIES\tCAPACITY\tFILL")
+	for _, m := range st.Maps {
+		fill := 0.0
+		if m.Capacity > 0 {
+			fill = 100 * float64(m.Entries) / float64(m.Capacity)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f%%\n", m.Name, m.Entries, m.Capacity, fill)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,97 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/apiguard/apiguard/test/packet"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// readEvents drains the ring buffer (at most max records).
+func readEvents(t *testing.T, d *Datapath, max int) []Event {
+	t.Helper()
+	rd, err := ringbuf.NewReader(d.EventsMap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var out []Event
+	for i := 0; i < max; i++ {
+		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		rec, err := rd.Read()
+		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) || isTimeout(err) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e Event
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
+			t.Fatalf("decode event: %v", err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// Events are state changes, throttled per client and type: a flood from one
+// denied source yields one event and counts the rest as suppressed.
+func TestEventsThrottled(t *testing.T) {
+	d := newDatapath(t, Options{EventInterval: time.Hour})
+	mustApply(t, d, basePolicy())
+
+	for i := 0; i < 50; i++ {
+		runXDP(t, d, packet.Build(udp("198.51.100.5", 53, 0))) // deny hit
+	}
+	for i := 0; i < 7; i++ {
+		runXDP(t, d, packet.Build(tcp("10.6.0.1", 80, packet.ACK))) // 5 pass, 2 limited
+	}
+	for port := uint16(1000); port < 1005; port++ {
+		runXDP(t, d, packet.Build(tcp("10.6.0.2", port, packet.SYN))) // scan: one per port
+	}
+	runXDP(t, d, packet.Build(tcp("10.6.0.3", 80, 0))) // NULL flags
+
+	evs := readEvents(t, d, 1000)
+	count := map[EventType]int{}
+	for _, e := range evs {
+		count[EventType(e.Type)]++
+		switch EventType(e.Type).String() {
+		case "deny_hit":
+			if got := SourceAddr(&e).String(); got != "198.51.100.5" || Reason(e.Reason).String() != "deny" || e.Family != 4 {
+				t.Errorf("deny event: src %s reason %v family %d", got, Reason(e.Reason), e.Family)
+			}
+		case "limited":
+			if Reason(e.Reason).String() != "client_pps" || e.Service != svcHTTP || e.Count != 1 || Action(e.Action) != ActionDrop {
+				t.Errorf("limit event: %+v", e)
+			}
+		}
+	}
+	want := map[string]int{"deny_hit": 1, "limited": 1, "no_service": 5, "bad_flags": 1}
+	for name, n := range want {
+		var got int
+		for typ, c := range count {
+			if typ.String() == name {
+				got = c
+			}
+		}
+		if got != n {
+			t.Errorf("%s events: got %d, want %d (all: %v)", name, got, n, count)
+		}
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.EventsSent != 8 || st.EventsSuppressed != 49+1 {
+		t.Errorf("events sent %d suppressed %d, want 8 and 50", st.EventsSent, st.EventsSuppressed)
+	}
+}

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apiguard/apiguard/test/netns"
+)
+
+// lab is two network namespaces joined by a veth pair: the guarded side runs
+// the daemon and a UDP listener, the peer side sends.
+type lab struct {
+	guarded, peer     *netns.Namespace
+	guardEnd, peerEnd *netns.Link
+}
+
+const labPort = 9000
+
+func randomSuffix(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// newLab creates the namespaces and veth pair, removed when the test ends.
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	l := &lab{}
+	for _, ns := range []**netns.Namespace{&l.guarded, &l.peer} {
+		n, err := netns.New("age2e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		*ns = n
+		t.Cleanup(func() {
+			// deleting a namespace deletes the veth end inside it
+			if err := n.Close(); err != nil {
+				t.Errorf("remove namespace %s: %v", n.Name, err)
+			}
+		})
+	}
+	var err error
+	l.guardEnd, l.peerEnd, err = netns.Veth(l.guarded, l.peer, 61)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// receiver counts the UDP datagrams that reach the guarded side.
+type receiver struct {
+	conn *net.UDPConn
+	n    atomic.Int64
+}
+
+func (l *lab) listen(t *testing.T) *receiver {
+	t.Helper()
+	r := &receiver{}
+	err := l.guarded.Do(func() error {
+		var err error
+		r.conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: l.guardEnd.Addr4.AsSlice(), Port: labPort})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := r.conn.ReadFromUDP(buf); err != nil {
+				return // closed at cleanup
+			}
+			r.n.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		r.conn.Close()
+		<-done
+	})
+	return r
+}
+
+// sender sends UDP datagrams from the peer side.
+type sender struct {
+	conn *net.UDPConn
+}
+
+func (l *lab) sender(t *testing.T) *sender {
+	t.Helper()
+	s := &sender{}
+	err := l.peer.Do(func() error {
+		var err error
+		s.conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: l.peerEnd.Addr4.AsSlice()}, &net.UDPAddr{IP: l.guardEnd.Addr4.AsSlice(), Port: labPort})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.conn.Close() })
+	return s
+}
+
+func (s *sender) send(t *testing.T, n int) {
+	t.Helper()
+	payload := bytes.Repeat([]byte{'a'}, 64)
+	for range n {
+		if _, err := s.conn.Write(payload); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+}
+
+// waitFor polls cond every 20ms for at most limit; it reports whether cond held.
+func waitFor(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,360 @@
+// Package control is apiguard's local control API: HTTP with JSON bodies over a
+// unix socket that only root may use. The daemon serves it (Server, backed by a
+// Backend) and the CLI calls it (Client). docs/control-api.md lists the endpoints.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/apiguard/apiguard.sock"
+
+// Endpoints. Each path takes the methods named in docs/control-api.md.
+const (
+	PathStatus     = "/v1/status"
+	PathPolicy     = "/v1/policy"      // GET the policy in force, PUT a new one
+	PathPolicyDiff = "/v1/policy/diff" // POST a policy, get what applying it would change
+	PathBans       = "/v1/bans"        // GET, POST, DELETE ?prefix=
+	PathClientsTop = "/v1/clients/top" // GET ?n=&by=
+)
+
+// Body limits. A policy upload carries deny lists that may run to 100k+ lines
+// (and the files they include); everything else is a few hundred bytes.
+const (
+	MaxPolicyBody = 64 << 20
+	MaxSmallBody  = 64 << 10
+)
+
+// Bounds on the inputs of the ban and clients endpoints.
+const (
+	MaxReasonLen = 256
+	MaxTopN      = 10000
+	DefaultTopN  = 20
+)
+
+// Errors a Backend returns (wrapped) to choose the HTTP status of its answer.
+var (
+	// ErrInvalid marks a request whose content is wrong (400).
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound marks a request for something that does not exist (404).
+	ErrNotFound = errors.New("not found")
+)
+
+// kindError is an error of one of the kinds above whose message does not
+// repeat the kind: users read these messages.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// Invalidf makes an error that is ErrInvalid.
+func Invalidf(format string, args ...any) error {
+	return &kindError{kind: ErrInvalid, msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundf makes an error that is ErrNotFound.
+func NotFoundf(format string, args ...any) error {
+	return &kindError{kind: ErrNotFound, msg: fmt.Sprintf(format, args...)}
+}
+
+// Status is the daemon's state for `apiguard status`.
+type Status struct {
+	Version    string        `json:"version"`
+	PID        int           `json:"pid"`
+	StartedAt  time.Time     `json:"started_at"`
+	PinDir     string        `json:"pin_dir"`
+	Adopted    bool          `json:"adopted"` // pinned maps from an earlier run were taken over
+	Interfaces []Interface   `json:"interfaces"`
+	Policy     PolicySummary `json:"policy"`
+	Bans       int           `json:"bans"`
+	Counters   []Counter     `json:"counters"` // only those that counted something
+	Maps       []MapUsage    `json:"maps"`
+	Datapath   DatapathStats `json:"datapath"`
+}
+
+// Interface is one attachment of the guard.
+type Interface struct {
+	Name    string `json:"name"`
+	Mode    string `json:"mode"`
+	Adopted bool   `json:"adopted"` // an earlier run's attachment was taken over
+}
+
+// PolicySummary names the policy in force.
+type PolicySummary struct {
+	Name       string    `json:"name"`
+	Generation uint32    `json:"generation"`
+	AppliedAt  time.Time `json:"applied_at"`
+}
+
+// Counter is the packets and bytes of one (action, reason) pair.
+type Counter struct {
+	Action  string `json:"action"`
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// MapUsage is how full one kernel map is.
+type MapUsage struct {
+	Name     string `json:"name"`
+	Entries  int    `json:"entries"`
+	Capacity int    `json:"capacity"`
+}
+
+// DatapathStats are the kernel's health counters.
+type DatapathStats struct {
+	ClientInserts        uint64 `json:"client_inserts"`
+	ClientInsertFailures uint64 `json:"client_insert_failures"`
+	PrefixInserts        uint64 `json:"prefix_inserts"`
+	PrefixInsertFailures uint64 `json:"prefix_insert_failures"`
+	EventsSent           uint64 `json:"events_sent"`
+	EventsSuppressed     uint64 `json:"events_suppressed"`
+	EventsLost           uint64 `json:"events_lost"`
+}
+
+// PolicyInfo is the policy in force with its source text.
+type PolicyInfo struct {
+	PolicySummary
+	Path   string `json:"path"`   // where the policy came from (a file name, or the name given on upload)
+	Source string `json:"source"` // the YAML text as applied
+}
+
+// PolicyUpload is a policy file's content sent by the CLI: the daemon may not see
+// the caller's files, so the files the policy includes travel with it.
+type PolicyUpload struct {
+	// Name identifies the source in error messages, usually the file's path.
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	// Files holds the content of files the policy refers to, by the path the
+	// policy uses for them.
+	Files map[string]string `json:"files,omitempty"`
+}
+
+func (u *PolicyUpload) check() error {
+	if strings.TrimSpace(u.Name) == "" {
+		return Invalidf("the upload has no name")
+	}
+	if strings.TrimSpace(u.Source) == "" {
+		return Invalidf("policy %s is empty", u.Name)
+	}
+	return nil
+}
+
+// ApplyResult says what applying a policy did.
+type ApplyResult struct {
+	Name          string   `json:"name"`
+	Generation    uint32   `json:"generation"`
+	Changed       bool     `json:"changed"`        // anything changed
+	KernelChanged bool     `json:"kernel_changed"` // the datapath's maps changed (a new generation)
+	Changes       []string `json:"changes"`        // human-readable, from the policy diff
+	Warnings      []string `json:"warnings"`       // legal but probably not meant
+	PrefixWrites  int      `json:"prefix_writes"`
+	PortWrites    int      `json:"port_writes"`
+	ServiceWrites int      `json:"service_writes"`
+	TookSeconds   float64  `json:"took_seconds"`
+}
+
+// DiffResult is what applying a policy would change.
+type DiffResult struct {
+	Name     string   `json:"name"`
+	Changes  []string `json:"changes"`
+	Warnings []string `json:"warnings"`
+}
+
+// Problem is one thing wrong with a policy, at a place in a file.
+type Problem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Field != "" {
+		b.WriteString(p.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Message)
+	return b.String()
+}
+
+// PolicyError is a policy refused by validation; the policy in force stays (422).
+type PolicyError struct {
+	Problems []Problem
+}
+
+func (e *PolicyError) Error() string {
+	lines := make([]string, 0, len(e.Problems)+1)
+	n := len(e.Problems)
+	switch n {
+	case 1:
+		lines = append(lines, "the policy has 1 error:")
+	default:
+		lines = append(lines, fmt.Sprintf("the policy has %d errors:", n))
+	}
+	for _, p := range e.Problems {
+		lines = append(lines, "  "+p.String())
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Ban is one ban as the daemon lists it.
+type Ban struct {
+	Prefix  string     `json:"prefix"`
+	Reason  string     `json:"reason"`
+	Source  string     `json:"source"` // manual, detector, … or unknown
+	Created *time.Time `json:"created,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"` // absent: until removed
+}
+
+// BanRequest asks for a ban. TTL is a Go duration ("10m", "1h30m"); empty takes
+// the policy's default ban TTL, and "0" bans until the ban is removed.
+type BanRequest struct {
+	Prefix string `json:"prefix"`
+	TTL    string `json:"ttl,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// NewBan is a BanRequest checked and parsed by the server.
+type NewBan struct {
+	Prefix netip.Prefix
+	// TTL is how long the ban lasts; 0 means until removed. DefaultTTL says the
+	// caller gave none and the backend should use the policy's.
+	TTL        time.Duration
+	DefaultTTL bool
+	Reason     string
+}
+
+// ParsePrefix reads an address or CIDR the way users write them: a bare address
+// is a /32 or /128, IPv4-mapped IPv6 is IPv4, and host bits are cleared.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return netip.Prefix{}, Invalidf("empty address")
+	}
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		p, err = netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, Invalidf("%q: an address with a zone cannot be banned", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+func (r *BanRequest) parse() (NewBan, error) {
+	p, err := ParsePrefix(r.Prefix)
+	if err != nil {
+		return NewBan{}, err
+	}
+	nb := NewBan{Prefix: p, Reason: strings.TrimSpace(r.Reason)}
+	if len(nb.Reason) > MaxReasonLen {
+		return NewBan{}, Invalidf("reason is %d bytes, at most %d are kept", len(nb.Reason), MaxReasonLen)
+	}
+	for _, c := range nb.Reason {
+		if c < 0x20 || c == 0x7f {
+			return NewBan{}, Invalidf("reason contains control character %q", c)
+		}
+	}
+	switch ttl := strings.TrimSpace(r.TTL); ttl {
+	case "":
+		nb.DefaultTTL = true
+	default:
+		d, err := time.ParseDuration(ttl)
+		if err != nil {
+			return NewBan{}, Invalidf("ttl %q: %v", ttl, err)
+		}
+		if d < 0 {
+			return NewBan{}, Invalidf("ttl %s is negative", ttl)
+		}
+		if d > 0 && d < time.Second {
+			return NewBan{}, Invalidf("ttl %s is shorter than one second", ttl)
+		}
+		nb.TTL = d
+	}
+	return nb, nil
+}
+
+// SortKey orders the top clients.
+type SortKey string
+
+const (
+	ByPackets SortKey = "packets"
+	ByBytes   SortKey = "bytes"
+	ByDrops   SortKey = "drops"
+)
+
+// ParseSortKey validates a sort key given by a user.
+func ParseSortKey(s string) (SortKey, error) {
+	switch k := SortKey(s); k {
+	case ByPackets, ByBytes, ByDrops:
+		return k, nil
+	}
+	return "", Invalidf("cannot sort clients by %q (want packets, bytes or drops)", s)
+}
+
+// ClientSummary is one client key's traffic summed over every service.
+type ClientSummary struct {
+	Addr      string    `json:"addr"`
+	Packets   uint64    `json:"packets"`
+	Bytes     uint64    `json:"bytes"`
+	Drops     uint64    `json:"drops"`
+	Services  int       `json:"services"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// TopClients is the answer to a clients query.
+type TopClients struct {
+	By      SortKey         `json:"by"`
+	Tracked int             `json:"tracked"` // distinct client keys in the kernel's table
+	Clients []ClientSummary `json:"clients"`
+}
+
+// ErrorBody is every error answer's body.
+type ErrorBody struct {
+	Error    string    `json:"error"`
+	Problems []Problem `json:"problems,omitempty"`
+}
+
+// Backend is what the server needs from the daemon. Methods are called
+// concurrently. Errors wrapping ErrInvalid or ErrNotFound, and *PolicyError,
+// become 400, 404 and 422 answers; anything else is a 500.
+type Backend interface {
+	Status(ctx context.Context) (*Status, error)
+	Policy(ctx context.Context) (*PolicyInfo, error)
+	ApplyPolicy(ctx context.Context, up *PolicyUpload) (*ApplyResult, error)
+	DiffPolicy(ctx context.Context, up *PolicyUpload) (*DiffResult, error)
+	Bans(ctx context.Context) ([]Ban, error)
+	AddBan(ctx context.Context, b NewBan) (*Ban, error)
+	RemoveBan(ctx context.Context, p netip.Prefix) error
+	TopClients(ctx context.Context, n int, by SortKey) (*TopClients, error)
+}

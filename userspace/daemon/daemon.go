@@ -1,0 +1,323 @@
+// Package daemon is apiguard's long-running process: it loads the datapath (or
+// adopts the one an earlier run pinned), applies the policy, attaches to the
+// interfaces, and runs its components — the control server, the ban sweeper, the
+// SIGHUP reloader — until its context ends. It then releases its handles and
+// leaves the pinned programs and maps enforcing.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/control"
+)
+
+// Defaults for the daemon's flags.
+const (
+	DefaultStateDir    = "/var/lib/apiguard"
+	DefaultMetricsAddr = "127.0.0.1:9470"
+	DefaultSweepEvery  = 10 * time.Second
+)
+
+// Config is what `apiguard daemon` is told on its command line.
+type Config struct {
+	Ifaces     []string
+	PolicyPath string
+	Attach     loader.AttachMode
+	PinDir     string // bpffs directory for maps and links
+	Socket     string // control socket
+	StateDir   string // ban reasons and the last applied policy
+	// MetricsAddr is where the metrics server listens (host:port).
+	MetricsAddr string
+	// SweepEvery is how often expired bans are removed from the kernel's map.
+	SweepEvery time.Duration
+	Version    string
+	Log        *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Attach == "" {
+		c.Attach = loader.AttachNative
+	}
+	if c.PinDir == "" {
+		c.PinDir = loader.DefaultPinDir
+	}
+	if c.Socket == "" {
+		c.Socket = control.DefaultSocket
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.MetricsAddr == "" {
+		c.MetricsAddr = DefaultMetricsAddr
+	}
+	if c.SweepEvery == 0 {
+		c.SweepEvery = DefaultSweepEvery
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if len(c.Ifaces) == 0 {
+		errs = append(errs, errors.New("no interface to guard: give at least one --iface"))
+	}
+	seen := map[string]bool{}
+	for _, ifc := range c.Ifaces {
+		if err := checkIfaceName(ifc); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[ifc] {
+			errs = append(errs, fmt.Errorf("interface %s is given twice", ifc))
+		}
+		seen[ifc] = true
+	}
+	if c.PolicyPath == "" {
+		errs = append(errs, errors.New("no policy file: give --policy FILE"))
+	}
+	if _, err := loader.ParseAttachMode(string(c.Attach)); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range []struct{ flag, path string }{{"--bpffs", c.PinDir}, {"--socket", c.Socket}, {"--state-dir", c.StateDir}} {
+		if !filepath.IsAbs(p.path) {
+			errs = append(errs, fmt.Errorf("%s %q: want an absolute path", p.flag, p.path))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--metrics-addr %q: %w", c.MetricsAddr, err))
+	}
+	if c.SweepEvery < 0 {
+		errs = append(errs, fmt.Errorf("ban sweep interval %v is negative", c.SweepEvery))
+	}
+	return errors.Join(errs...)
+}
+
+// checkIfaceName catches names the kernel would refuse before we get there, and
+// those that would not survive being part of a pin's file name.
+func checkIfaceName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty interface name")
+	case len(name) > 15:
+		return fmt.Errorf("interface name %q is longer than 15 bytes", name)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
+		return fmt.Errorf("%q is not a valid interface name", name)
+	}
+	return nil
+}
+
+// Daemon runs apiguard on one host.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+
+	dp          *loader.Datapath
+	attachments []loader.Attachment
+
+	bans *banBook
+
+	// polMu serialises policy changes; pol is the policy in force.
+	polMu sync.Mutex
+	pol   *policyState
+	// saved is the last applied policy as an earlier run recorded it: until
+	// this run applies its own, it keeps service ids stable and says when the
+	// policy still in force was applied.
+	saved *savedPolicy
+}
+
+// New checks cfg. Nothing touches the system until Run.
+func New(cfg Config) (*Daemon, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Daemon{cfg: cfg, log: cfg.Log}, nil
+}
+
+// Config returns the daemon's configuration with defaults filled in.
+func (d *Daemon) Config() Config { return d.cfg }
+
+// Datapath is the loaded datapath, for components that read its maps. It is
+// nil before Run has loaded it.
+func (d *Daemon) Datapath() *loader.Datapath { return d.dp }
+
+// Run starts the daemon and blocks until ctx ends or a component fails. A bad
+// policy file at start is an error before anything in the kernel changes. On
+// return the pinned programs and maps stay in place and keep enforcing.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
+	// Subscribe to SIGHUP first: from here on it means reload, never exit.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	// The policy is read before anything else, so a broken file changes nothing.
+	initial, err := d.readPolicyFile()
+	if err != nil {
+		return err
+	}
+
+	unlock, err := d.prepareDirs()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	ln, err := control.Listen(d.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer ln.Close() // Serve closes it too; this covers the early returns
+
+	if err := d.load(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := d.dp.Close(); err != nil {
+			d.log.Error("release datapath handles", "err", err)
+		}
+	}()
+	if err := d.openBans(); err != nil {
+		return err
+	}
+	d.loadSavedPolicy()
+	if _, err := d.apply(initial, "start"); err != nil {
+		return err
+	}
+	if err := d.attach(); err != nil {
+		return err
+	}
+
+	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
+		"ifaces", strings.Join(d.cfg.Ifaces, ","), "mode", d.cfg.Attach)
+	err = runAll(ctx, d.log, d.components(ln, hup))
+	d.log.Info("apiguard daemon stopped; the pinned datapath keeps enforcing", "pins", d.cfg.PinDir)
+	return err
+}
+
+// component is one long-running part of the daemon. run blocks until ctx ends
+// (returning nil) or the component fails (the daemon then stops).
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// components lists what runs while the daemon is up. New parts (event reader,
+// detector, metrics server) are added here.
+func (d *Daemon) components(ln net.Listener, hup <-chan os.Signal) []component {
+	return []component{
+		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
+		{"ban-sweeper", d.sweepBans},
+		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
+	}
+}
+
+// runAll runs every component in its own goroutine. The first failure cancels
+// the others; runAll returns once all have returned, with that first failure.
+func runAll(ctx context.Context, log *slog.Logger, comps []component) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, c := range comps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.run(ctx)
+			if err == nil || ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				log.Debug("component stopped", "component", c.name)
+				return
+			}
+			log.Error("component failed; stopping the daemon", "component", c.name, "err", err)
+			once.Do(func() {
+				first = fmt.Errorf("%s: %w", c.name, err)
+				cancel()
+			})
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// prepareDirs checks the pin directory is on bpffs (mounting /sys/fs/bpf when
+// it is missing), creates it and the state
+// directory, and locks the pin directory so that two daemons never share it.
+func (d *Daemon) prepareDirs() (unlock func(), err error) {
+	// before MkdirAll, which would otherwise create the directory on the wrong
+	// file system and leave the error to a puzzling pin failure
+	if err := loader.EnsureBPFFS(d.cfg.PinDir); err != nil {
+		return nil, fmt.Errorf("--bpffs: %w", err)
+	}
+	for _, dir := range []string{d.cfg.PinDir, d.cfg.StateDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	return LockPinDir(d.cfg.PinDir)
+}
+
+func (d *Daemon) load() error {
+	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir})
+	if err != nil {
+		return err
+	}
+	d.dp = dp
+	if dp.Adopted() {
+		d.log.Info("adopted the pinned datapath: bans, client state and the policy in force carry over",
+			"pins", d.cfg.PinDir, "generation", dp.Generation())
+	} else {
+		d.log.Info("loaded a fresh datapath", "pins", d.cfg.PinDir)
+	}
+	return nil
+}
+
+func (d *Daemon) attach() error {
+	want := map[string]bool{}
+	for _, ifc := range d.cfg.Ifaces {
+		att, err := d.dp.Attach(ifc, d.cfg.Attach)
+		if err != nil {
+			if len(d.attachments) > 0 {
+				d.log.Warn("interfaces attached before the failure stay guarded; 'apiguard detach' removes them", "attached", len(d.attachments))
+			}
+			return err
+		}
+		d.attachments = append(d.attachments, att)
+		want[string(att.Mode)+"/"+att.Iface] = true
+		if att.Adopted {
+			d.log.Info("adopted the earlier attachment without a gap", "iface", ifc, "mode", att.Mode)
+		} else {
+			d.log.Info("attached", "iface", ifc, "mode", att.Mode)
+		}
+	}
+	pinned, err := loader.Attachments(d.cfg.PinDir)
+	if err != nil {
+		return err
+	}
+	for _, a := range pinned {
+		if !want[string(a.Mode)+"/"+a.Iface] {
+			d.log.Warn("an earlier run's attachment is still in place and not managed by this run; 'apiguard detach' removes all",
+				"iface", a.Iface, "mode", a.Mode)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Diff lists human-readable changes from old to new, one per line, such as
+// "+ deny 203.0.113.0/24" or "~ service https: client packets 100/s -> 200/s".
+// Lines start with "+" (added), "-" (removed) or "~" (changed). It is empty
+// when the two enforce and detect the same things. A nil policy counts as one
+// with every default and no lists or services, so Diff(nil, p) shows what p
+// sets beyond the defaults.
+func Diff(old, new *Policy) []string {
+	var d differ
+	o, n := Defaults(), Defaults()
+	var oName, nName string
+	if old != nil {
+		o, oName = old.Spec, old.Name
+	}
+	if new != nil {
+		n, nName = new.Spec, new.Name
+	}
+	d.change("name", oName, nName)
+	d.change("mode", string(o.Mode), string(n.Mode))
+	d.change("defaultAction", string(o.DefaultAction), string(n.DefaultAction))
+	d.change("tcpFlagSanity", strconv.FormatBool(o.TCPFlagSanity), strconv.FormatBool(n.TCPFlagSanity))
+	d.change("clientKey", o.ClientKey.String(), n.ClientKey.String())
+	d.change("prefixKey", o.PrefixKey.String(), n.PrefixKey.String())
+	d.prefixes("allow", o.Allow, n.Allow)
+	d.prefixes("deny", o.Deny, n.Deny)
+	d.services(o.Services, n.Services)
+	d.detection(&o.Detection, &n.Detection)
+	d.change("bans ttl", durationString(o.Bans.TTL), durationString(n.Bans.TTL))
+	d.change("bans maxTTL", durationString(o.Bans.MaxTTL), durationString(n.Bans.MaxTTL))
+	d.change("bans growth", floatString(o.Bans.Growth), floatString(n.Bans.Growth))
+	d.change("bans forgetAfter", durationString(o.Bans.ForgetAfter), durationString(n.Bans.ForgetAfter))
+	return d.lines
+}
+
+type differ struct{ lines []string }
+
+func (d *differ) add(format string, args ...any) {
+	d.lines = append(d.lines, fmt.Sprintf(format, args...))
+}
+
+func (d *differ) change(what, old, new string) {
+	if old != new {
+		d.add("~ %s: %s -> %s", what, orNone(old), orNone(new))
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func (k KeyLengths) String() string {
+	if k == (KeyLengths{}) {
+		return ""
+	}
+	return fmt.Sprintf("ipv4 /%d, ipv6 /%d", k.IPv4, k.IPv6)
+}
+
+// prefixes lists entries only in one of the two lists, removals first, each
+// group in address order. Duplicates and order within a list do not matter:
+// the datapath holds a set.
+func (d *differ) prefixes(list string, old, new []netip.Prefix) {
+	o, n := sortedSet(old), sortedSet(new)
+	var added, removed []netip.Prefix
+	i, j := 0, 0
+	for i < len(o) || j < len(n) {
+		switch {
+		case j == len(n) || i < len(o) && comparePrefix(o[i], n[j]) < 0:
+			removed = append(removed, o[i])
+			i++
+		case i == len(o) || comparePrefix(n[j], o[i]) < 0:
+			added = append(added, n[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	for _, p := range removed {
+		d.add("- %s %s", list, p)
+	}
+	for _, p := range added {
+		d.add("+ %s %s", list, p)
+	}
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+func sortedSet(ps []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
+}
+
+func (d *differ) services(old, new []Service) {
+	byName := func(ss []Service) map[string]*Service {
+		m := make(map[string]*Service, len(ss))
+		for i := range ss {
+			m[ss[i].Name] = &ss[i]
+		}
+		return m
+	}
+	o, n := byName(old), byName(new)
+	for i := range old {
+		if _, ok := n[old[i].Name]; !ok {
+			d.add("- service %s", old[i].summary())
+		}
+	}
+	for i := range new {
+		s := &new[i]
+		prev, ok := o[s.Name]
+		if !ok {
+			d.add("+ service %s", s.summary())
+			continue
+		}
+		what := "service " + s.Name
+		d.change(what+" protocol", string(prev.Protocol), string(s.Protocol))
+		d.change(what+" ports", portsString(prev.Ports), portsString(s.Ports))
+		d.change(what+" mode", string(prev.Mode), string(s.Mode))
+		for _, lvl := range []struct {
+			name string
+			a, b Limits
+		}{{"client", prev.Client, s.Client}, {"prefix", prev.Prefix, s.Prefix}, {"total", prev.Total, s.Total}} {
+			for _, k := range limitKinds {
+				ra, rb := lvl.a.rate(k.kind), lvl.b.rate(k.kind)
+				if ra != rb {
+					d.add("~ %s: %s %s %s -> %s", what, lvl.name, k.key, formatRate(ra, k.kind), formatRate(rb, k.kind))
+				}
+			}
+		}
+	}
+}
+
+func (l Limits) rate(k unitKind) Rate {
+	switch k {
+	case unitPackets:
+		return l.Packets
+	case unitBytes:
+		return l.Bytes
+	}
+	return l.Connections
+}
+
+// summary is a service in one line: name, protocol, ports, mode when not enforce.
+func (s *Service) summary() string {
+	out := fmt.Sprintf("%s (%s %s", s.Name, s.Protocol, portsString(s.Ports))
+	if s.Mode == Monitor {
+		out += ", monitor"
+	}
+	return out + ")"
+}
+
+func portsString(rs []PortRange) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (d *differ) detection(o, n *Detection) {
+	det := func(name string, a, b Detector) {
+		d.change("detection "+name+" enabled", strconv.FormatBool(a.Enabled), strconv.FormatBool(b.Enabled))
+		d.change("detection "+name+" action", string(a.Action), string(b.Action))
+		d.change("detection "+name+" window", durationString(a.Window), durationString(b.Window))
+	}
+	num := func(name string, a, b uint64) {
+		d.change("detection "+name, strconv.FormatUint(a, 10), strconv.FormatUint(b, 10))
+	}
+	det("flood", o.Flood.Detector, n.Flood.Detector)
+	d.change("detection flood limitedFor", durationString(o.Flood.LimitedFor), durationString(n.Flood.LimitedFor))
+	det("syn-flood", o.SYNFlood.Detector, n.SYNFlood.Detector)
+	num("syn-flood syns", o.SYNFlood.SYNs, n.SYNFlood.SYNs)
+	det("scan", o.Scan.Detector, n.Scan.Detector)
+	num("scan ports", o.Scan.Ports, n.Scan.Ports)
+	det("deny-probe", o.DenyProbe.Detector, n.DenyProbe.Detector)
+	num("deny-probe hits", o.DenyProbe.Hits, n.DenyProbe.Hits)
+	det("bad-flags", o.BadFlags.Detector, n.BadFlags.Detector)
+	num("bad-flags packets", o.BadFlags.Packets, n.BadFlags.Packets)
+	det("aggregate", o.Aggregate.Detector, n.Aggregate.Detector)
+	d.change("detection aggregate share", floatString(o.Aggregate.Share), floatString(n.Aggregate.Share))
+	num("aggregate minClients", o.Aggregate.MinClients, n.Aggregate.MinClients)
+	num("aggregate minEvents", o.Aggregate.MinEvents, n.Aggregate.MinEvents)
+}
+
+// durationString prints 10m rather than 10m0s.
+func durationString(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func floatString(f float64) string {
+	if f == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}

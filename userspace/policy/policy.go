@@ -1,0 +1,235 @@
+// Package policy reads apiguard policy files: YAML documents that say what the
+// datapath enforces (allow and deny lists, services with rate limits, global
+// switches) and how the detector flags and bans clients. It parses them with
+// line numbers kept, validates everything at once so a user sees every mistake in
+// one run, and compiles a valid policy to the plain values of package loader.
+//
+// The file format is documented in policies/README.md.
+package policy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+)
+
+// MaxServices is how many services one policy may define.
+const MaxServices = loader.MaxServices
+
+// APIVersion and Kind are the only header values this package reads.
+const (
+	APIVersion = "apiguard.io/v1"
+	Kind       = "Policy"
+)
+
+// Policy is a parsed, validated policy file.
+type Policy struct {
+	Name   string // metadata.name
+	Source string // file path, or the name given to Parse
+	Spec   Spec
+	// Warnings are things that are legal but probably not meant (a deny entry
+	// inside another deny entry, the same CIDR twice). They never stop a load.
+	Warnings Errors
+}
+
+// Mode is enforce or monitor.
+type Mode string
+
+const (
+	Enforce Mode = "enforce"
+	Monitor Mode = "monitor"
+)
+
+// DefaultAction is what happens to traffic to a port no service claims.
+type DefaultAction string
+
+const (
+	Pass DefaultAction = "pass"
+	Drop DefaultAction = "drop"
+)
+
+// Protocol is a service's transport protocol.
+type Protocol string
+
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// KeyLengths are prefix lengths for IPv4 and IPv6.
+type KeyLengths struct {
+	IPv4 uint8
+	IPv6 uint8
+}
+
+// Spec is the policy proper.
+type Spec struct {
+	Mode          Mode
+	DefaultAction DefaultAction
+	TCPFlagSanity bool
+	ClientKey     KeyLengths // the prefix that identifies one client (default /32, /64)
+	PrefixKey     KeyLengths // the prefix of the per-prefix buckets (default /24, /48)
+	// Allow and Deny hold every entry, inline and from files, masked, in file order.
+	Allow      []netip.Prefix
+	Deny       []netip.Prefix
+	AllowFiles []string // as written in the policy (relative to its directory)
+	DenyFiles  []string
+	Services   []Service
+	Detection  Detection
+	Bans       Bans
+}
+
+// PortRange is an inclusive range of destination ports; a single port has First == Last.
+type PortRange struct {
+	First, Last uint16
+}
+
+// Service is a protocol and a set of ports with limits at three levels.
+type Service struct {
+	Name     string
+	Protocol Protocol
+	Ports    []PortRange
+	Mode     Mode
+	Client   Limits // per client (one address, or one clientKey prefix)
+	Prefix   Limits // per prefixKey prefix
+	Total    Limits // the whole service
+}
+
+// Limits bound packets, bytes and new TCP connections (SYN without ACK).
+type Limits struct {
+	Packets     Rate
+	Bytes       Rate
+	Connections Rate
+}
+
+// Rate is PerSecond units per second with a burst of Burst units. The zero
+// Rate means no limit.
+type Rate struct {
+	PerSecond uint64
+	Burst     uint64
+}
+
+// DetectAction says what a detector does when it fires.
+type DetectAction string
+
+const (
+	ActionFlag DetectAction = "flag" // list the client as flagged, with evidence
+	ActionBan  DetectAction = "ban"  // flag it and ban it for a while (see Bans)
+)
+
+// Detector holds the settings every detector has.
+type Detector struct {
+	Enabled bool
+	Action  DetectAction
+	Window  time.Duration // the sliding window the threshold is counted over
+}
+
+// The kernel sends at most one event per client, event type (and, for scans,
+// port) per second, so thresholds that count events count "seconds with at
+// least one such packet" rather than packets.
+
+// FloodDetection (reason "flood") fires when a client is limited for longer
+// than LimitedFor within Window.
+type FloodDetection struct {
+	Detector
+	LimitedFor time.Duration
+}
+
+// SYNFloodDetection (reason "syn-flood") fires when more than SYNs new
+// connections of one client are refused by its connection limits within Window:
+// handshakes that never complete.
+type SYNFloodDetection struct {
+	Detector
+	SYNs uint64
+}
+
+// ScanDetection (reason "scan") fires when a client sends SYNs to more than
+// Ports distinct ports that no service claims within Window.
+type ScanDetection struct {
+	Detector
+	Ports uint64
+}
+
+// DenyProbeDetection (reason "deny-probe") fires after more than Hits hits on
+// the deny list or on bans within Window.
+type DenyProbeDetection struct {
+	Detector
+	Hits uint64
+}
+
+// BadFlagsDetection (reason "bad-flags") fires after more than Packets packets
+// with invalid TCP flag combinations within Window.
+type BadFlagsDetection struct {
+	Detector
+	Packets uint64
+}
+
+// AggregateDetection (reason "aggregate") fires when one prefix (PrefixKey)
+// causes at least Share of all limit events within Window, from at least
+// MinClients distinct addresses and MinEvents events: a spread-out flood where
+// each address alone stays under its limits. Its ban covers the whole prefix.
+type AggregateDetection struct {
+	Detector
+	Share      float64
+	MinClients uint64
+	MinEvents  uint64
+}
+
+// Detection configures the detector's behaviours, one field per reason.
+type Detection struct {
+	Flood     FloodDetection
+	SYNFlood  SYNFloodDetection
+	Scan      ScanDetection
+	DenyProbe DenyProbeDetection
+	BadFlags  BadFlagsDetection
+	Aggregate AggregateDetection
+}
+
+// Bans configures the bans the detector makes. A client banned again within
+// ForgetAfter of its last ban gets the previous TTL times Growth, capped at
+// MaxTTL.
+type Bans struct {
+	TTL         time.Duration // a first offence
+	MaxTTL      time.Duration // the cap for repeat offenders
+	Growth      float64       // each repeat multiplies the TTL by this
+	ForgetAfter time.Duration // an offender with no ban for this long starts over
+}
+
+// Defaults is the Spec a policy starts from: every field a file leaves out
+// takes its value from here. The detection defaults fit an API host whose
+// clients are programs and browsers: they take sustained abuse to fire.
+func Defaults() Spec {
+	var d Detection
+	d.Flood = FloodDetection{Detector{true, ActionBan, time.Minute}, 10 * time.Second}
+	d.SYNFlood = SYNFloodDetection{Detector{true, ActionBan, 10 * time.Second}, 100}
+	d.Scan = ScanDetection{Detector{true, ActionBan, 10 * time.Second}, 20}
+	d.DenyProbe = DenyProbeDetection{Detector{true, ActionFlag, time.Minute}, 10}
+	d.BadFlags = BadFlagsDetection{Detector{true, ActionFlag, time.Minute}, 5}
+	d.Aggregate = AggregateDetection{Detector{true, ActionFlag, time.Minute}, 0.5, 4, 20}
+	return Spec{
+		Mode:          Enforce,
+		DefaultAction: Pass,
+		TCPFlagSanity: true,
+		ClientKey:     KeyLengths{IPv4: 32, IPv6: 64},
+		PrefixKey:     KeyLengths{IPv4: 24, IPv6: 48},
+		Detection:     d,
+		Bans: Bans{
+			TTL:         10 * time.Minute,
+			MaxTTL:      24 * time.Hour,
+			Growth:      2,
+			ForgetAfter: 24 * time.Hour,
+		},
+	}
+}
+
+// Limits of the datapath that validation enforces.
+const (
+	// ListCapacity is how many entries each allow/deny trie holds per address
+	// family (AG_LPM_CAPACITY in bpf/include/maps.h).
+	ListCapacity = 1 << 18
+	// MinBytesBurst is one full Ethernet frame (1500 bytes of payload and a
+	// 14-byte header): a bytes bucket smaller than that could never admit a
+	// full-size packet, so a client within its rate would still lose them all.
+	MinBytesBurst = 1514
+)
