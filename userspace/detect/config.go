@@ -87,59 +87,67 @@ type Rule struct {
 }
 
 // FloodRule fires when a client was limited by its own per-client packet or
-// byte limit for at least LimitedFor within Window. The kernel sends at most one
-// event per client and type per EventInterval, so "limited for" is counted in
-// EventInterval steps: the number of steps that saw a limit event.
+// byte limit for longer than LimitedFor within Window. The kernel sends at most
+// one event per limited bucket per EventInterval (on each CPU), so "limited
+// for" is counted in EventInterval steps: the steps that saw a limit event.
+//
+// A service whose total packet or byte limit is over for longer than LimitedFor
+// is flagged too, as the service (many sources: nothing to ban).
 type FloodRule struct {
 	Rule
 	LimitedFor time.Duration
 }
 
-// SYNFloodRule fires when at least SYNs new connections of one client were
-// refused by its per-client connection limit within Window. The kernel reports
-// the client's running drop count with each event, so throttled events still
-// add up to the real number. The datapath only sees ingress and cannot tell a
-// completed handshake: a client whose SYNs keep being refused is the signal. A
-// service's total connection limit refusing at least SYNs events' worth within
-// Window is flagged for the service (random-source floods: nothing to ban).
+// SYNFloodRule fires when more than SYNs new connections of one client were
+// refused by its per-client connection limit within Window. Each event carries
+// the client's running drop count, so throttled events still add up to the
+// real number. The datapath sees only ingress and cannot tell a completed
+// handshake: a client whose SYNs keep being refused is the signal.
+//
+// A service whose total connection limit refuses SYNs for more than half of
+// Window is flagged as the service (a random-source SYN flood: the kernel holds
+// the line, and there is no one to ban).
 type SYNFloodRule struct {
 	Rule
 	SYNs uint64
 }
 
-// ScanRule fires when a client sent TCP SYNs to at least Ports distinct ports
+// ScanRule fires when a client sent TCP SYNs to more than Ports distinct ports
 // that no service claims within Window. The kernel keys these events by port,
 // so every port shows up.
 type ScanRule struct {
 	Rule
-	Ports int
+	Ports uint64
 }
 
-// DenyProbeRule fires after at least Hits deny-list or ban hits within Window.
+// DenyProbeRule fires after more than Hits deny-list or ban hits within Window.
 // Hits are events: the kernel sends at most one per client per EventInterval
-// on each CPU, so Hits = 10 means roughly ten seconds of probing.
+// on each CPU, so Hits = 10 means about ten seconds of probing.
 type DenyProbeRule struct {
 	Rule
 	Hits uint64
 }
 
-// BadFlagsRule fires after at least Packets invalid-flag events within Window
-// (throttled like DenyProbe's). The datapath must have tcpFlagSanity on.
+// BadFlagsRule fires after more than Packets invalid-flag events within Window
+// (throttled like DenyProbe's). The policy must turn tcpFlagSanity on.
 type BadFlagsRule struct {
 	Rule
 	Packets uint64
 }
 
-// AggregateRule fires when one prefix (PrefixBits4/PrefixBits6) accounts for at
-// least Share of the prefix- and service-level limit events within Window, for
-// at least MinEvents of them, from at least MinSources addresses. MinSources
-// keeps a single heavy client that merely fills a service's total apart from a
-// prefix acting together.
+// AggregateRule fires when one prefix's own bucket (the policy's prefix key,
+// /24 and /48 by default) accounts for at least Share of all limit events
+// within Window (client, prefix and service buckets alike: each limited bucket
+// sends about one event per EventInterval, so this is a share of limited time),
+// with at least MinEvents of them, and the prefix holds at least MinClients
+// active clients. Prefix events name only the prefix, so the clients are
+// counted in the kernel's per-client table through Options.ClientsIn; without
+// it MinClients is not checked.
 type AggregateRule struct {
 	Rule
 	Share      float64
+	MinClients uint64
 	MinEvents  uint64
-	MinSources int
 }
 
 // BanPolicy sets the bans' lengths.
@@ -179,7 +187,8 @@ type Config struct {
 	EventInterval time.Duration
 
 	// MaxClients, MaxPrefixes and MaxFlags bound memory: past them the state
-	// seen least recently is dropped first. Roughly 0.5 KiB per client.
+	// seen least recently is dropped first. A client costs about 200 bytes,
+	// plus 0.5 KiB per rule it is seen by.
 	MaxClients  int
 	MaxPrefixes int
 	MaxFlags    int
@@ -187,33 +196,33 @@ type Config struct {
 	FlagRetention time.Duration
 }
 
-// DefaultConfig fits a typical API host: real clients of an API do not hit
-// their own limits for long, do not SYN to closed ports, and never send invalid
-// TCP flags, so the thresholds leave room for bursts and retries while an
-// attacker crosses them in seconds. Floods, SYN floods and scans are banned;
-// the rest is flagged because the kernel already drops it or because a ban
-// would hit bystanders (a /24 for aggregate).
+// DefaultConfig fits a typical API host (the same values as the policy's
+// defaults): real clients of an API do not stay over their own limits, do not
+// send SYNs to closed ports and never send invalid TCP flags, so the
+// thresholds leave room for bursts and retries while an attacker crosses them
+// in seconds. Floods, SYN floods and scans are banned; deny probes and bad
+// flags are flagged (the kernel drops those packets already, and they are easy
+// to spoof, so a ban could be turned against the spoofed victim), and so is
+// aggregate (its ban would cover a whole /24: a NAT, an office).
 func DefaultConfig() Config {
 	minute := time.Minute
 	return Config{
-		// 10 s of limiting in a minute: a retry storm after an outage lasts a
-		// few seconds; an attack does not stop.
+		// 10 s over its own limit within a minute: a retry storm after an
+		// outage lasts a few seconds; an attack does not stop.
 		Flood: FloodRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, LimitedFor: 10 * time.Second},
-		// 200 refused connections in a minute: far beyond a client with a
-		// connection pool warming up against its limit.
-		SYNFlood: SYNFloodRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, SYNs: 200},
-		// 20 closed ports in a minute: nothing legitimate probes ports an
-		// API host does not serve; nmap's default scan tries 1000.
-		Scan: ScanRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Ports: 20},
-		// 10 hits (about 10 s of traffic) on the deny list or bans in a
-		// minute: the kernel drops them anyway, so flag only.
+		// 100 refused connections in 10 s: far beyond a connection pool
+		// warming up against its limit.
+		SYNFlood: SYNFloodRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: 10 * time.Second}, SYNs: 100},
+		// 20 closed ports in 10 s: nothing legitimate probes the ports an API
+		// host does not serve; nmap's default scan tries 1000.
+		Scan: ScanRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: 10 * time.Second}, Ports: 20},
+		// 10 hits (about 10 s of traffic) on the deny list or bans in a minute.
 		DenyProbe: DenyProbeRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Hits: 10},
-		// 5 invalid-flag events in a minute: these are dropped anyway and
-		// easy to spoof, so a ban could be turned against a victim; flag only.
+		// 5 invalid-flag events in a minute.
 		BadFlags: BadFlagsRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Packets: 5},
-		// Half of the prefix/service limiting, 50 events: a ban would hit a
-		// whole /24 (a NAT, an office), so flag only.
-		Aggregate: AggregateRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Share: 0.5, MinEvents: 50, MinSources: 2},
+		// Half of the limiting, 20 events (10-20 s of the prefix bucket being
+		// over), from at least 4 clients.
+		Aggregate: AggregateRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Share: 0.5, MinClients: 4, MinEvents: 20},
 		Bans:      BanPolicy{TTL: 10 * time.Minute, MaxTTL: 24 * time.Hour, Growth: 2, ForgetAfter: 24 * time.Hour},
 
 		ClientBits4: 32, ClientBits6: 64, PrefixBits4: 24, PrefixBits6: 48,
@@ -249,7 +258,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.BadFlags.Packets, def.BadFlags.Packets)
 	setZero(&c.Aggregate.Share, def.Aggregate.Share)
 	setZero(&c.Aggregate.MinEvents, def.Aggregate.MinEvents)
-	setZero(&c.Aggregate.MinSources, def.Aggregate.MinSources)
+	setZero(&c.Aggregate.MinClients, def.Aggregate.MinClients)
 	setZero(&c.Bans.TTL, def.Bans.TTL)
 	setZero(&c.Bans.MaxTTL, max(def.Bans.MaxTTL, c.Bans.TTL))
 	setZero(&c.Bans.Growth, def.Bans.Growth)
@@ -301,14 +310,11 @@ func (c Config) Validate() error {
 	if c.Flood.LimitedFor < 0 || c.Flood.LimitedFor > c.Flood.Window {
 		add("flood: limitedFor %v must be between 0 and the window %v", c.Flood.LimitedFor, c.Flood.Window)
 	}
-	if c.Scan.Ports < 0 || c.Scan.Ports > maxScanPorts {
-		add("scan: ports %d outside 1..%d", c.Scan.Ports, maxScanPorts)
+	if c.Scan.Ports >= maxScanPorts {
+		add("scan: ports %d: there are only %d ports", c.Scan.Ports, maxScanPorts-1)
 	}
 	if c.Aggregate.Share <= 0 || c.Aggregate.Share > 1 {
 		add("aggregate: share %v outside (0, 1]", c.Aggregate.Share)
-	}
-	if c.Aggregate.MinSources < 0 || c.Aggregate.MinSources > maxSources {
-		add("aggregate: minSources %d outside 1..%d", c.Aggregate.MinSources, maxSources)
 	}
 	if c.Bans.TTL < 0 {
 		add("bans: ttl %v is negative", c.Bans.TTL)
@@ -340,5 +346,5 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// maxScanPorts bounds the per-client port set.
-const maxScanPorts = 4096
+// maxScanPorts bounds the per-client port set: every TCP port.
+const maxScanPorts = 65536

@@ -51,6 +51,12 @@ type Options struct {
 	Wall func(mono uint64) time.Time
 	// Logger gets one line per flag raised (default slog.Default()).
 	Logger *slog.Logger
+	// ClientsIn counts the distinct client keys inside p seen since then in
+	// the kernel's per-client table (the daemon walks loader.Datapath.Clients).
+	// The aggregate rule needs it for MinClients: prefix events name only the
+	// prefix. It is called at most once per prefix per clientsRecheck; nil
+	// means MinClients is not checked.
+	ClientsIn func(p netip.Prefix, since time.Time) (int, error)
 }
 
 // Totals are the Detector's counters since it started.
@@ -105,13 +111,17 @@ type client struct {
 }
 
 type prefixState struct {
-	prefix  netip.Prefix
-	last    int64
-	ring    ring
-	sources map[addrKey]struct{}
+	prefix netip.Prefix
+	last   int64
+	ring   ring
+	// the latest count of its clients (ClientsIn), and when it was taken
+	clients   int
+	clientsAt int64
 }
 
-const maxSources = 64
+// clientsRecheck is how long a prefix's client count is trusted: counting
+// walks the kernel's client table.
+const clientsRecheck = 10 * time.Second
 
 type flagState struct {
 	flag        Flag
@@ -139,7 +149,7 @@ type Detector struct {
 
 	clients   *lru[addrKey, *client]
 	prefixes  *lru[addrKey, *prefixState]
-	services  map[uint32]*ring
+	services  map[uint32]*serviceState
 	aggTotal  ring
 	flags     *lru[flagKey, *flagState]
 	offenders *lru[netip.Prefix, *offender]
@@ -170,7 +180,7 @@ func New(cfg Config, opts Options) (*Detector, error) {
 		log:       opts.Logger,
 		clients:   newLRU[addrKey, *client](),
 		prefixes:  newLRU[addrKey, *prefixState](),
-		services:  map[uint32]*ring{},
+		services:  map[uint32]*serviceState{},
 		flags:     newLRU[flagKey, *flagState](),
 		offenders: newLRU[netip.Prefix, *offender](),
 	}
@@ -213,7 +223,7 @@ func (d *Detector) setConfig(cfg Config) {
 	if spans != old || keys {
 		d.clients = newLRU[addrKey, *client]()
 		d.prefixes = newLRU[addrKey, *prefixState]()
-		d.services = map[uint32]*ring{}
+		d.services = map[uint32]*serviceState{}
 		d.aggTotal = ring{}
 	}
 	d.floodSpan, d.synSpan, d.scanSpan, d.denySpan, d.badSpan, d.aggSpan =
@@ -254,6 +264,7 @@ var (
 
 const (
 	levelClient  = uint8(loader.GuardAgLevelAG_LEVEL_CLIENT)
+	levelPrefix  = uint8(loader.GuardAgLevelAG_LEVEL_PREFIX)
 	levelService = uint8(loader.GuardAgLevelAG_LEVEL_SERVICE)
 )
 
@@ -274,7 +285,7 @@ func (d *Detector) Observe(ev *loader.Event) {
 			c := d.client(ev, now)
 			r := lazyRing(&c.deny)
 			r.add(d.denySpan, now, 1)
-			if r.sum >= cfg.DenyProbe.Hits {
+			if r.sum > cfg.DenyProbe.Hits {
 				d.raise(DenyProbe, cfg.DenyProbe.Rule, d.denySpan, c.prefix, 0, ev, now, func() Evidence {
 					return Evidence{
 						Events: r.sum, Kernel: kernelReason(ev),
@@ -288,7 +299,7 @@ func (d *Detector) Observe(ev *loader.Event) {
 			c := d.client(ev, now)
 			r := lazyRing(&c.bad)
 			r.add(d.badSpan, now, 1)
-			if r.sum >= cfg.BadFlags.Packets {
+			if r.sum > cfg.BadFlags.Packets {
 				d.raise(BadFlags, cfg.BadFlags.Rule, d.badSpan, c.prefix, 0, ev, now, func() Evidence {
 					return Evidence{
 						Events: r.sum, Kernel: kernelReason(ev),
@@ -317,68 +328,107 @@ func lazyRing(p **ring) *ring {
 
 func kernelReason(ev *loader.Event) string { return loader.Reason(ev.Reason).String() }
 
-// limited handles the limit events: client level feeds flood and syn-flood,
-// prefix and service level feed aggregate (and service-wide syn-flood).
+// serviceState is a service's own buckets: limited by its total, with no
+// client to blame.
+type serviceState struct {
+	flood, syn ring
+}
+
+// limited handles the limit events. Each names the bucket that refused: a
+// client (flood, syn-flood), a prefix (aggregate) or a whole service.
 func (d *Detector) limited(ev *loader.Event, now int64) {
 	if ev.Reason < rClientPPS || ev.Reason > rServiceCPS {
 		return
 	}
 	cfg := &d.cfg
 	level := (ev.Reason - rClientPPS) / kinds
-	if level == levelClient {
-		flood := ev.Type == evLimited && cfg.Flood.Enabled
-		syn := ev.Type == evSynLimited && cfg.SYNFlood.Enabled
-		if !flood && !syn {
-			return
+	if cfg.Aggregate.Enabled {
+		d.aggTotal.add(d.aggSpan, now, 1)
+	}
+	switch level {
+	case levelClient:
+		d.clientLimited(ev, now)
+	case levelPrefix:
+		if cfg.Aggregate.Enabled {
+			d.aggregate(ev, now)
 		}
-		c := d.client(ev, now)
-		drops := c.dropDelta(ev, now, int64(max(cfg.Flood.Window, cfg.SYNFlood.Window)))
-		if flood {
-			r := lazyRing(&c.flood)
-			r.add(d.floodSpan, now, drops)
-			if lf := r.activeFor(d.floodSpan); lf >= cfg.Flood.LimitedFor {
-				d.raise(Flood, cfg.Flood.Rule, d.floodSpan, c.prefix, 0, ev, now, func() Evidence {
-					return Evidence{
-						LimitedFor: lf, Drops: r.sum, Kernel: kernelReason(ev),
-						Summary: fmt.Sprintf("limited for %v of the last %v (%s), %d drops", lf, cfg.Flood.Window, kernelReason(ev), r.sum),
-					}
-				}, d.clientAllowed(ev, c.prefix))
-			}
-			return
-		}
-		r := lazyRing(&c.syn)
-		r.add(d.synSpan, now, drops)
-		if r.sum >= cfg.SYNFlood.SYNs {
-			d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, c.prefix, 0, ev, now, func() Evidence {
+	case levelService:
+		d.serviceLimited(ev, now)
+	}
+}
+
+func (d *Detector) clientLimited(ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	flood := ev.Type == evLimited && cfg.Flood.Enabled
+	syn := ev.Type == evSynLimited && cfg.SYNFlood.Enabled
+	if !flood && !syn {
+		return
+	}
+	c := d.client(ev, now)
+	drops := c.dropDelta(ev, now, int64(max(cfg.Flood.Window, cfg.SYNFlood.Window)))
+	if flood {
+		r := lazyRing(&c.flood)
+		r.add(d.floodSpan, now, drops)
+		if lf := r.activeFor(d.floodSpan); lf > cfg.Flood.LimitedFor {
+			d.raise(Flood, cfg.Flood.Rule, d.floodSpan, c.prefix, 0, ev, now, func() Evidence {
 				return Evidence{
-					Drops: r.sum, Kernel: kernelReason(ev),
-					Summary: fmt.Sprintf("%d new connections refused by its connection limit in %v", r.sum, cfg.SYNFlood.Window),
+					LimitedFor: lf, Drops: r.sum, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("over its own limit (%s) for %v of the last %v, %d drops", kernelReason(ev), lf, cfg.Flood.Window, r.sum),
 				}
 			}, d.clientAllowed(ev, c.prefix))
 		}
 		return
 	}
-	if cfg.Aggregate.Enabled {
-		d.aggregate(ev, now)
-	}
-	if level == levelService && ev.Type == evSynLimited && cfg.SYNFlood.Enabled {
-		r, ok := d.services[ev.Service]
-		if !ok {
-			if len(d.services) > loader.MaxServices {
-				return // service ids are 1..MaxServices: anything else is not a service
+	r := lazyRing(&c.syn)
+	r.add(d.synSpan, now, drops)
+	if r.sum > cfg.SYNFlood.SYNs {
+		d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, c.prefix, 0, ev, now, func() Evidence {
+			return Evidence{
+				Drops: r.sum, Kernel: kernelReason(ev),
+				Summary: fmt.Sprintf("%d new connections refused by its connection limit in %v", r.sum, cfg.SYNFlood.Window),
 			}
-			r = &ring{}
-			d.services[ev.Service] = r
+		}, d.clientAllowed(ev, c.prefix))
+	}
+}
+
+// serviceLimited follows a service's total buckets. Their events carry no
+// source (one bucket, many senders), so the flag names the service and never
+// bans.
+func (d *Detector) serviceLimited(ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	flood := ev.Type == evLimited && cfg.Flood.Enabled
+	syn := ev.Type == evSynLimited && cfg.SYNFlood.Enabled
+	if !flood && !syn {
+		return
+	}
+	st, ok := d.services[ev.Service]
+	if !ok {
+		if len(d.services) > loader.MaxServices {
+			return // service ids are 1..MaxServices: anything else is not a service
 		}
-		r.add(d.synSpan, now, 1)
-		if r.sum >= cfg.SYNFlood.SYNs {
-			d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, netip.Prefix{}, ev.Service, ev, now, func() Evidence {
+		st = &serviceState{}
+		d.services[ev.Service] = st
+	}
+	if flood {
+		st.flood.add(d.floodSpan, now, 1)
+		if lf := st.flood.activeFor(d.floodSpan); lf > cfg.Flood.LimitedFor {
+			d.raise(Flood, cfg.Flood.Rule, d.floodSpan, netip.Prefix{}, ev.Service, ev, now, func() Evidence {
 				return Evidence{
-					Events: r.sum, Kernel: kernelReason(ev),
-					Summary: fmt.Sprintf("the service's total connection limit refused SYNs %d times in %v (many sources: the kernel holds the line, nothing to ban)", r.sum, cfg.SYNFlood.Window),
+					LimitedFor: lf, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("the service's total limit (%s) was over for %v of the last %v: many sources, the kernel holds the line", kernelReason(ev), lf, cfg.Flood.Window),
 				}
 			}, nil)
 		}
+		return
+	}
+	st.syn.add(d.synSpan, now, 1)
+	if lf := st.syn.activeFor(d.synSpan); lf > cfg.SYNFlood.Window/2 {
+		d.raise(SYNFlood, cfg.SYNFlood.Rule, d.synSpan, netip.Prefix{}, ev.Service, ev, now, func() Evidence {
+			return Evidence{
+				LimitedFor: lf, Kernel: kernelReason(ev),
+				Summary: fmt.Sprintf("the service's total connection limit refused SYNs for %v of the last %v: many sources, the kernel holds the line", lf, cfg.SYNFlood.Window),
+			}
+		}, nil)
 	}
 }
 
@@ -389,8 +439,8 @@ func (c *client) dropDelta(ev *loader.Event, now, fresh int64) uint64 {
 	switch {
 	case c.countSvc != ev.Service || c.countAt == 0 || now-c.countAt >= fresh:
 		c.count = ev.Count
-	case ev.Count >= c.count:
-		delta = max(1, ev.Count-c.count)
+	case ev.Count > c.count:
+		delta = ev.Count - c.count
 		c.count = ev.Count
 	case ev.Count < c.count/2:
 		// the kernel's entry was evicted and made anew: its count restarted
@@ -408,10 +458,12 @@ func (c *client) dropDelta(ev *loader.Event, now, fresh int64) uint64 {
 func (d *Detector) scan(ev *loader.Event, now int64) {
 	cfg := &d.cfg
 	c := d.client(ev, now)
+	limit := int(min(max(2*cfg.Scan.Ports, 64), maxScanPorts))
+	threshold := int(cfg.Scan.Ports) // more than this many ports
 	if c.ports == nil {
 		// Most sources of no_service events try one port (random-source
 		// floods, stray clients): keep it inline, make a set from the second.
-		if cfg.Scan.Ports > 1 && (c.port0At == 0 || c.port0 == ev.Dport || now-c.port0At >= int64(cfg.Scan.Window)) {
+		if c.port0At == 0 || c.port0 == ev.Dport || now-c.port0At >= int64(cfg.Scan.Window) {
 			c.port0, c.port0At = ev.Dport, now
 			return
 		}
@@ -420,10 +472,9 @@ func (d *Detector) scan(ev *loader.Event, now int64) {
 			c.ports[c.port0] = c.port0At
 		}
 	}
-	limit := min(max(2*cfg.Scan.Ports, 64), maxScanPorts)
 	// Ports older than the window leave the set before it is counted; the
 	// walk is done at most once per bucket, not per event of a fast scan.
-	if len(c.ports) >= cfg.Scan.Ports-1 && now-c.portsPruned >= d.scanSpan.bucket {
+	if len(c.ports) >= threshold && now-c.portsPruned >= d.scanSpan.bucket {
 		cutoff := now - int64(cfg.Scan.Window)
 		for p, t := range c.ports {
 			if t <= cutoff {
@@ -435,7 +486,7 @@ func (d *Detector) scan(ev *loader.Event, now int64) {
 	if _, seen := c.ports[ev.Dport]; seen || len(c.ports) < limit {
 		c.ports[ev.Dport] = max(c.ports[ev.Dport], now)
 	}
-	if len(c.ports) < cfg.Scan.Ports {
+	if len(c.ports) <= threshold {
 		return
 	}
 	d.raise(Scan, cfg.Scan.Rule, d.scanSpan, c.prefix, 0, ev, now, func() Evidence {
@@ -462,51 +513,62 @@ func (d *Detector) aggregate(ev *loader.Event, now int64) {
 	p, ok := d.prefixes.get(k)
 	if !ok {
 		if d.prefixes.len() >= cfg.MaxPrefixes {
-			ok, _, _ := d.prefixes.oldest()
-			d.prefixes.remove(ok)
+			old, _, _ := d.prefixes.oldest()
+			d.prefixes.remove(old)
 		}
 		p = &prefixState{prefix: pfx}
 		d.prefixes.put(k, p)
 	}
 	p.last = now
-	if p.ring.emptyAt(d.aggSpan, now) {
-		p.sources = nil
-	}
 	p.ring.add(d.aggSpan, now, 1)
-	d.aggTotal.add(d.aggSpan, now, 1)
-	if p.sources == nil {
-		p.sources = map[addrKey]struct{}{}
-	}
-	if len(p.sources) < maxSources {
-		p.sources[ev.Addr] = struct{}{}
-	}
-	if p.ring.sum < cfg.Aggregate.MinEvents || len(p.sources) < cfg.Aggregate.MinSources || d.aggTotal.sum == 0 {
+	if p.ring.sum < cfg.Aggregate.MinEvents || d.aggTotal.sum == 0 {
 		return
 	}
 	share := float64(p.ring.sum) / float64(d.aggTotal.sum)
 	if share < cfg.Aggregate.Share {
 		return
 	}
+	if cfg.Aggregate.MinClients > 1 && d.opts.ClientsIn != nil {
+		if p.clientsAt == 0 || now-p.clientsAt >= int64(clientsRecheck) {
+			since := d.opts.Wall(uint64(max(0, now-int64(cfg.Aggregate.Window))))
+			n, err := d.opts.ClientsIn(p.prefix, since)
+			if err != nil {
+				d.log.Warn("aggregate: cannot count the prefix's clients; not flagged", "prefix", p.prefix, "err", err)
+				n = 0
+			}
+			p.clients, p.clientsAt = n, now
+		}
+		if uint64(p.clients) < cfg.Aggregate.MinClients {
+			return
+		}
+	}
 	d.raise(Aggregate, cfg.Aggregate.Rule, d.aggSpan, p.prefix, 0, ev, now, func() Evidence {
-		n := fmt.Sprint(len(p.sources))
-		if len(p.sources) >= maxSources {
-			n = fmt.Sprintf("%d+", maxSources)
+		clients := ""
+		if p.clientsAt != 0 {
+			clients = fmt.Sprintf(", %d active clients", p.clients)
 		}
 		return Evidence{
-			Events: p.ring.sum, Sources: len(p.sources), Share: share, Kernel: kernelReason(ev),
-			Summary: fmt.Sprintf("%.0f%% of the prefix and service limiting in %v: %d of %d events, from %s sources", 100*share, cfg.Aggregate.Window, p.ring.sum, d.aggTotal.sum, n),
+			Events: p.ring.sum, Clients: p.clients, Share: share, LimitedFor: p.ring.activeFor(d.aggSpan), Kernel: kernelReason(ev),
+			Summary: fmt.Sprintf("the prefix's own limit (%s) made %.0f%% of all limiting in %v (%d of %d events, over for %v)%s",
+				kernelReason(ev), 100*share, cfg.Aggregate.Window, p.ring.sum, d.aggTotal.sum, p.ring.activeFor(d.aggSpan), clients),
 		}
 	}, func() bool {
-		if d.opts.IsAllowed(p.prefix.Addr()) {
-			return true
-		}
-		for a := range p.sources {
-			if d.opts.IsAllowed(netip.AddrFrom16(a).Unmap()) {
-				return true
-			}
-		}
-		return false
+		// a ban would cover every address of the prefix
+		return d.opts.IsAllowed(p.prefix.Addr()) || d.opts.IsAllowed(lastAddr(p.prefix))
 	})
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	b := a.AsSlice()
+	for i := range b {
+		if bits := p.Bits() - 8*i; bits < 8 {
+			b[i] |= byte(0xff >> max(bits, 0))
+		}
+	}
+	out, _ := netip.AddrFromSlice(b)
+	return out
 }
 
 // key masks the event's source to bits4/bits6.
@@ -705,8 +767,8 @@ func (d *Detector) prune(now int64) {
 		}
 		d.prefixes.remove(k)
 	}
-	for id, r := range d.services {
-		if r.emptyAt(d.synSpan, now) {
+	for id, st := range d.services {
+		if st.flood.emptyAt(d.floodSpan, now) && st.syn.emptyAt(d.synSpan, now) {
 			delete(d.services, id)
 		}
 	}

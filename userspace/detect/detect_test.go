@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,17 +18,17 @@ import (
 func TestFloodFlaggedAndBanned(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
 	evs := flood("192.0.2.10", 0, 15, 100)
-	h.feed(evs[:9]...)
-	h.noFlags() // 9 s of limiting: under the 10 s threshold
-	h.feed(evs[9])
+	h.feed(evs[:10]...)
+	h.noFlags() // 10 s of limiting: not longer than the 10 s threshold
+	h.feed(evs[10])
 	f := h.mustFlag("192.0.2.10", Flood)
-	if f.Evidence.LimitedFor != 10*time.Second || f.Evidence.Drops != 1+9*100 || f.Evidence.Kernel != "client_pps" {
+	if f.Evidence.LimitedFor != 11*time.Second || f.Evidence.Drops != 1+10*100 || f.Evidence.Kernel != "client_pps" {
 		t.Fatalf("evidence at the threshold: %+v", f.Evidence)
 	}
 	if !f.Ban.Banned || f.Ban.TTL != 10*time.Minute || f.Action != ActionBan {
 		t.Fatalf("ban outcome %+v", f.Ban)
 	}
-	h.feed(evs[10:]...) // the same episode: no second ban, evidence grows
+	h.feed(evs[11:]...) // the same episode: no second ban, evidence grows
 	want := []ban{{netip.MustParsePrefix("192.0.2.10/32"), 10 * time.Minute, Flood}}
 	if !slices.Equal(h.bans.bans, want) {
 		t.Fatalf("bans %v, want %v", h.bans.bans, want)
@@ -36,7 +37,7 @@ func TestFloodFlaggedAndBanned(t *testing.T) {
 	if f.Episodes != 1 || f.Evidence.LimitedFor != 15*time.Second || f.Evidence.Drops != 1+14*100 || !f.Active {
 		t.Fatalf("after the episode went on: %+v", f)
 	}
-	if f.FirstSeen != wallBase.Add(t0+9*time.Second) || f.LastSeen != wallBase.Add(t0+14*time.Second) {
+	if f.FirstSeen != wallBase.Add(t0+10*time.Second) || f.LastSeen != wallBase.Add(t0+14*time.Second) {
 		t.Fatalf("first %v last %v", f.FirstSeen, f.LastSeen)
 	}
 	if tot := h.d.Totals(); tot.Flagged[Flood] != 1 || tot.Bans != 1 || tot.Events != 15 {
@@ -61,13 +62,14 @@ func TestBusyClientNotFlagged(t *testing.T) {
 			drops += 50
 		}
 	}
-	// the service total limits everyone for a long stretch: not this client's fault
+	// the service total limits everyone for a long stretch: not this client's
+	// fault, and the kernel names no client for it
 	for s := 0; s < 120; s++ {
-		evs = append(evs, event(evLimit, rSvcPPS, "192.0.2.20", time.Duration(600+s)*time.Second, count(drops)))
-		drops += 20
-		for other := 0; other < 5; other++ {
-			evs = append(evs, event(evLimit, rSvcPPS, fmt.Sprintf("198.51.%d.1", other), time.Duration(600+s)*time.Second))
-		}
+		evs = append(evs, event(evLimit, rSvcPPS, "192.0.2.20", time.Duration(600+s)*time.Second, anon()))
+	}
+	// its /24 is over its prefix limit now and then, with the busy client alone in it
+	for s := 0; s < 30; s++ {
+		evs = append(evs, event(evLimit, rPrefix, "192.0.2.0", time.Duration(700+s)*time.Second))
 	}
 	// it opens connections a little faster than its limit now and then
 	for s := 0; s < 3; s++ {
@@ -79,6 +81,7 @@ func TestBusyClientNotFlagged(t *testing.T) {
 		evs = append(evs, event(evNoSvc, rNoSvc, "192.0.2.20", time.Duration(900+s)*time.Second, port(8443)))
 	}
 	slices.SortFunc(evs, func(a, b loader.Event) int { return int(a.Ts>>30) - int(b.Ts>>30) })
+	h.clientsIn = 1
 	h.feed(evs...)
 	for _, f := range h.d.Flags() {
 		if f.Prefix.IsValid() {
@@ -88,6 +91,10 @@ func TestBusyClientNotFlagged(t *testing.T) {
 	if len(h.bans.bans) != 0 {
 		t.Fatalf("bans %v", h.bans.bans)
 	}
+	// what is flagged is the service as a whole, over its total for minutes
+	if f := h.mustFlag("service 1 (many sources)", Flood); f.Ban.Skipped != "many sources: nothing to ban" {
+		t.Fatalf("service flag %+v", f)
+	}
 }
 
 func TestSYNFlood(t *testing.T) {
@@ -95,12 +102,12 @@ func TestSYNFlood(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
 		for i := 0; i < 5; i++ { // 50 refused SYNs a second
 			h.feed(event(evSyn, rCPS, "198.51.100.7", time.Duration(i)*time.Second, count(1+uint64(i)*50)))
-			if i < 4 && h.flag("198.51.100.7", SYNFlood) != nil {
+			if i < 2 && h.flag("198.51.100.7", SYNFlood) != nil {
 				t.Fatalf("flagged after %d s, %d refusals", i+1, 1+i*50)
 			}
 		}
 		f := h.mustFlag("198.51.100.7", SYNFlood)
-		if f.Evidence.Drops != 201 || !f.Ban.Banned {
+		if f.Evidence.Drops != 201 || !f.Ban.Banned || f.Episodes != 1 {
 			t.Fatalf("flag %+v", f)
 		}
 	})
@@ -113,12 +120,15 @@ func TestSYNFlood(t *testing.T) {
 	})
 	t.Run("random sources against the service total", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
-		for i := 0; i < 300; i++ {
-			src := fmt.Sprintf("10.%d.%d.7", i%200, i/200) // spread over 300 prefixes
-			h.feed(event(evSyn, rSvcCPS, src, time.Duration(i)*20*time.Millisecond, service(3)))
+		// the service bucket's event, about once a second on each of two CPUs
+		for i := 0; i < 12; i++ {
+			h.feed(event(evSyn, rSvcCPS, "0.0.0.0", time.Duration(i)*500*time.Millisecond, service(3), anon()))
+			if i < 10 && h.flag("service 3 (many sources)", SYNFlood) != nil {
+				t.Fatalf("flagged after %v", time.Duration(i)*500*time.Millisecond)
+			}
 		}
 		f := h.mustFlag("service 3 (many sources)", SYNFlood)
-		if f.Ban.Banned || f.Ban.Skipped != "many sources: nothing to ban" || f.Evidence.Events < 200 {
+		if f.Ban.Banned || f.Ban.Skipped != "many sources: nothing to ban" || f.Evidence.LimitedFor != 6*time.Second {
 			t.Fatalf("service flag %+v", f)
 		}
 		if len(h.d.Flags()) != 1 || len(h.bans.bans) != 0 {
@@ -132,12 +142,12 @@ func TestScan(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
 		for p := 0; p < 100; p++ { // 100 ports in one second
 			h.feed(event(evNoSvc, rNoSvc, "203.0.113.66", time.Duration(p)*10*time.Millisecond, port(uint16(1000-p))))
-			if p < 19 && h.flag("203.0.113.66", Scan) != nil {
+			if p < 20 && h.flag("203.0.113.66", Scan) != nil {
 				t.Fatalf("flagged after %d ports", p+1)
 			}
 		}
 		f := h.mustFlag("203.0.113.66", Scan)
-		if !f.Ban.Banned || f.Evidence.Ports != 20 || len(f.Evidence.PortSample) != 16 || f.Evidence.PortSample[0] != 981 {
+		if !f.Ban.Banned || f.Evidence.Ports != 21 || len(f.Evidence.PortSample) != 16 || f.Evidence.PortSample[0] != 980 {
 			t.Fatalf("scan flag when raised %+v", f)
 		}
 		// evidence follows at most once per second; the set stops growing at
@@ -161,17 +171,17 @@ func TestScan(t *testing.T) {
 		}
 		h.noFlags()
 	})
-	t.Run("19 ports", func(t *testing.T) {
+	t.Run("20 ports", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
-		for p := 0; p < 19; p++ {
-			h.feed(event(evNoSvc, rNoSvc, "203.0.113.68", time.Duration(p)*time.Second, port(uint16(100+p))))
+		for p := 0; p < 20; p++ {
+			h.feed(event(evNoSvc, rNoSvc, "203.0.113.68", time.Duration(p)*100*time.Millisecond, port(uint16(100+p))))
 		}
 		h.noFlags()
 	})
 	t.Run("slower than the window", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
-		for p := 0; p < 200; p++ { // one port every 5 s: 12 a minute
-			h.feed(event(evNoSvc, rNoSvc, "203.0.113.69", time.Duration(p)*5*time.Second, port(uint16(100+p))))
+		for p := 0; p < 200; p++ { // one port a second: 10 in any window
+			h.feed(event(evNoSvc, rNoSvc, "203.0.113.69", time.Duration(p)*time.Second, port(uint16(100+p))))
 		}
 		h.noFlags()
 	})
@@ -217,54 +227,70 @@ func TestDenyProbe(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 5; i++ {
 		h.feed(event(evBad, rTCPFlags, "192.0.2.77", time.Duration(i)*time.Second, flags(0x29)))
 	}
 	h.noFlags()
-	h.feed(event(evBad, rTCPFlags, "192.0.2.77", 4*time.Second, flags(0x00)))
+	h.feed(event(evBad, rTCPFlags, "192.0.2.77", 5*time.Second, flags(0x00)))
 	f := h.mustFlag("192.0.2.77", BadFlags)
-	if f.Evidence.Events != 5 || !strings.Contains(f.Evidence.Summary, "latest NULL") {
+	if f.Evidence.Events != 6 || !strings.Contains(f.Evidence.Summary, "latest NULL") {
 		t.Fatalf("bad-flags flag %+v", f)
 	}
 }
 
+// prefixOver is a prefix bucket over its limit: its event twice a second (two
+// CPUs), named by the prefix.
+func prefixOver(prefix string, from time.Duration, seconds int) []loader.Event {
+	var out []loader.Event
+	for i := 0; i < 2*seconds; i++ {
+		out = append(out, event(evLimit, rPrefix, prefix, from+time.Duration(i)*500*time.Millisecond))
+	}
+	return out
+}
+
+func byTime(evs []loader.Event) []loader.Event {
+	slices.SortStableFunc(evs, func(a, b loader.Event) int { return cmp.Compare(a.Ts, b.Ts) })
+	return evs
+}
+
 func TestAggregate(t *testing.T) {
-	t.Run("one /24 behind most prefix limiting", func(t *testing.T) {
+	t.Run("one /24 behind most of the limiting", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
-		var evs []loader.Event
-		for i := 0; i < 60; i++ { // 20 addresses, 3 events each, all under their own limit
-			src := fmt.Sprintf("203.0.113.%d", 10+i%20)
-			evs = append(evs, event(evLimit, rPrefix, src, time.Duration(i)*150*time.Millisecond))
-			if i%3 == 0 { // some background limiting from elsewhere
-				evs = append(evs, event(evLimit, rSvcPPS, fmt.Sprintf("198.51.100.%d", i), time.Duration(i)*150*time.Millisecond))
-			}
+		evs := prefixOver("203.0.113.0", 0, 15)
+		for i := 0; i < 15; i += 3 { // some other limiting: a client and the service
+			evs = append(evs, event(evLimit, rPPS, "198.51.100.1", time.Duration(i)*time.Second))
+			evs = append(evs, event(evLimit, rSvcPPS, "0.0.0.0", time.Duration(i)*time.Second, anon()))
 		}
-		h.feed(evs...)
+		h.feed(byTime(evs)...)
 		f := h.mustFlag("203.0.113.0/24", Aggregate)
-		if f.Evidence.Sources != 20 || f.Evidence.Share < 0.5 || f.Evidence.Events < 50 {
+		if f.Evidence.Clients != 10 || f.Evidence.Share < 0.5 || f.Evidence.Events < 20 || f.Evidence.LimitedFor < 10*time.Second {
 			t.Fatalf("aggregate evidence %+v", f.Evidence)
 		}
 		if f.Ban.Banned || len(h.bans.bans) != 0 {
 			t.Fatal("aggregate is flag-only by default")
 		}
-		for _, f := range h.d.Flags() {
-			if f.Reason != Aggregate {
-				t.Fatalf("an address of the prefix was flagged: %s", h.describe())
-			}
+		// the kernel's client table was walked once, not per event
+		if h.clientsAsks != 1 {
+			t.Fatalf("ClientsIn called %d times", h.clientsAsks)
+		}
+	})
+	t.Run("too few clients in the prefix", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.clientsIn = 3
+		h.feed(prefixOver("203.0.113.0", 0, 30)...)
+		h.noFlags()
+		// counted again only every clientsRecheck
+		if h.clientsAsks < 2 || h.clientsAsks > 3 {
+			t.Fatalf("ClientsIn called %d times in 30 s", h.clientsAsks)
 		}
 	})
 	t.Run("limiting spread over many prefixes", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
-		for i := 0; i < 300; i++ {
-			h.feed(event(evLimit, rPrefix, fmt.Sprintf("198.51.%d.%d", i%10, i%250), time.Duration(i)*100*time.Millisecond))
+		var evs []loader.Event
+		for p := 0; p < 4; p++ {
+			evs = append(evs, prefixOver(fmt.Sprintf("198.51.%d.0", p), 0, 40)...)
 		}
-		h.noFlags()
-	})
-	t.Run("one heavy address filling the service total", func(t *testing.T) {
-		h := newHarness(t, DefaultConfig())
-		for i := 0; i < 120; i++ {
-			h.feed(event(evLimit, rSvcPPS, "203.0.113.5", time.Duration(i)*500*time.Millisecond))
-		}
+		h.feed(byTime(evs)...)
 		h.noFlags()
 	})
 	t.Run("client-level limiting is flood's business", func(t *testing.T) {
@@ -273,26 +299,46 @@ func TestAggregate(t *testing.T) {
 			h.feed(event(evLimit, rBPS, fmt.Sprintf("203.0.113.%d", i%50), time.Duration(i)*50*time.Millisecond))
 		}
 		h.noFlags()
+		if h.d.Totals().Prefixes != 0 {
+			t.Fatal("client events made prefix state")
+		}
 	})
-	t.Run("ban action bans the prefix unless a source is allow-listed", func(t *testing.T) {
+	t.Run("connection limits count too", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		for i := 0; i < 30; i++ {
+			h.feed(event(evSyn, rPfxCPS, "2001:db8:77::", time.Duration(i)*500*time.Millisecond))
+		}
+		h.mustFlag("2001:db8:77::/48", Aggregate)
+	})
+	t.Run("ban action bans the prefix unless it is allow-listed", func(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.Aggregate.Action = ActionBan
 		for _, allowed := range []bool{false, true} {
 			var allow []string
 			if allowed {
-				allow = []string{"203.0.113.15"}
+				allow = []string{"203.0.113.255"}
 			}
 			h := newHarness(t, cfg, allow...)
-			for i := 0; i < 60; i++ {
-				h.feed(event(evLimit, rPrefix, fmt.Sprintf("203.0.113.%d", 10+i%20), time.Duration(i)*100*time.Millisecond))
-			}
+			h.feed(prefixOver("203.0.113.0", 0, 15)...)
 			f := h.mustFlag("203.0.113.0/24", Aggregate)
 			if allowed && (f.Ban.Banned || f.Ban.Skipped != "allow-listed") {
-				t.Fatalf("allowed source: %+v", f.Ban)
+				t.Fatalf("allowed prefix: %+v", f.Ban)
 			}
 			if !allowed && (!f.Ban.Banned || h.bans.bans[0].prefix != netip.MustParsePrefix("203.0.113.0/24")) {
 				t.Fatalf("ban: %+v %v", f.Ban, h.bans.bans)
 			}
+		}
+	})
+	t.Run("without a client count", func(t *testing.T) {
+		d, err := New(DefaultConfig(), Options{Logger: slog.New(slog.DiscardHandler), Wall: func(m uint64) time.Time { return wallBase.Add(time.Duration(m)) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range prefixOver("203.0.113.0", 0, 15) {
+			d.Observe(&ev)
+		}
+		if fs := d.Flags(); len(fs) != 1 || fs[0].Reason != Aggregate || fs[0].Evidence.Clients != 0 {
+			t.Fatalf("flags %+v", fs)
 		}
 	})
 }
@@ -379,15 +425,15 @@ func TestRebanWhenShortBanLapses(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Bans = BanPolicy{TTL: 20 * time.Second, Growth: 3, MaxTTL: time.Hour}
 	h := newHarness(t, cfg)
-	h.feed(flood("192.0.2.51", 0, 10, 100)...) // banned at 9 s until 29 s
+	h.feed(flood("192.0.2.51", 0, 11, 100)...) // banned at 10 s until 30 s
 	if len(h.bans.bans) != 1 {
 		t.Fatalf("bans %v", h.bans.bans)
 	}
-	h.feed(flood("192.0.2.51", 20*time.Second, 5, 100)...) // still banned: kernel drops; no ban again
+	h.feed(flood("192.0.2.51", 20*time.Second, 5, 100)...) // still banned: no ban again
 	if len(h.bans.bans) != 1 {
 		t.Fatalf("rebanned while the ban holds: %v", h.bans.bans)
 	}
-	h.feed(event(evLimit, rPPS, "192.0.2.51", 30*time.Second, count(5000)))
+	h.feed(event(evLimit, rPPS, "192.0.2.51", 31*time.Second, count(5000)))
 	if len(h.bans.bans) != 2 || h.bans.bans[1].ttl != time.Minute {
 		t.Fatalf("bans after lapse %v", h.bans.bans)
 	}
@@ -396,7 +442,7 @@ func TestRebanWhenShortBanLapses(t *testing.T) {
 func TestBanErrorIsRecorded(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
 	h.bans.err = errors.New("bans map full")
-	h.feed(flood("192.0.2.60", 0, 10, 10)...)
+	h.feed(flood("192.0.2.60", 0, 11, 10)...)
 	f := h.mustFlag("192.0.2.60", Flood)
 	if f.Ban.Banned || f.Ban.Error != "bans map full" || h.d.Totals().BanErrors != 1 {
 		t.Fatalf("ban error: %+v", f.Ban)
@@ -411,7 +457,7 @@ func TestNoBannerFlagsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ev := range flood("192.0.2.61", 0, 10, 10) {
+	for _, ev := range flood("192.0.2.61", 0, 11, 10) {
 		d.Observe(&ev)
 	}
 	fs := d.Flags()
@@ -452,7 +498,7 @@ func TestDropCountsSurviveReorderingAndResets(t *testing.T) {
 func TestMemoryBounded(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxClients, cfg.MaxPrefixes, cfg.MaxFlags = 100, 10, 5
-	cfg.Scan.Ports = 2
+	cfg.Scan.Ports = 1
 	h := newHarness(t, cfg)
 	for i := 0; i < 10000; i++ {
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -482,7 +528,7 @@ func TestMemoryBounded(t *testing.T) {
 
 func TestForget(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
-	h.feed(flood("192.0.2.80", 0, 10, 10)...)
+	h.feed(flood("192.0.2.80", 0, 11, 10)...)
 	p := netip.MustParsePrefix("192.0.2.80/32")
 	if err := h.d.Forget(p); err != nil {
 		t.Fatal(err)
@@ -494,7 +540,7 @@ func TestForget(t *testing.T) {
 		t.Fatalf("second forget: %v", err)
 	}
 	// the offence history went too: the next ban is a first one
-	h.feed(flood("192.0.2.80", 11*time.Minute, 10, 10)...)
+	h.feed(flood("192.0.2.80", 11*time.Minute, 11, 10)...)
 	if b := h.bans.bans[len(h.bans.bans)-1]; b.ttl != 10*time.Minute {
 		t.Fatalf("ttl after forget %v", b.ttl)
 	}
@@ -502,7 +548,7 @@ func TestForget(t *testing.T) {
 
 func TestFlagJSON(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
-	h.feed(flood("192.0.2.90", 0, 10, 10)...)
+	h.feed(flood("192.0.2.90", 0, 11, 10)...)
 	b, err := json.Marshal(h.d.Flags())
 	if err != nil {
 		t.Fatal(err)
@@ -515,7 +561,7 @@ func TestFlagJSON(t *testing.T) {
 	ev := f["evidence"].(map[string]any)
 	ban := f["ban"].(map[string]any)
 	if f["prefix"] != "192.0.2.90/32" || f["reason"] != "flood" || ev["window"] != "1m0s" ||
-		ev["limited_for"] != "10s" || ban["ttl"] != "10m0s" || ban["banned"] != true || ev["summary"] == "" {
+		ev["limited_for"] != "11s" || ban["ttl"] != "10m0s" || ban["banned"] != true || ev["summary"] == "" {
 		t.Fatalf("json %s", b)
 	}
 }
@@ -550,7 +596,7 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatal("SetConfig accepted a bad config")
 	}
 	// a reload keeps the flags
-	h.feed(flood("192.0.2.91", 0, 10, 10)...)
+	h.feed(flood("192.0.2.91", 0, 11, 10)...)
 	cfg := DefaultConfig()
 	cfg.Flood.Window = 2 * time.Minute
 	if err := h.d.SetConfig(cfg); err != nil {

@@ -49,14 +49,16 @@ type Evidence struct {
 	Events uint64 `json:"events,omitempty"`
 	// Drops is packets the kernel dropped for the client within the window
 	// (flood, syn-flood), from the running count the events carry.
-	Drops      uint64        `json:"drops,omitempty"`
+	Drops uint64 `json:"drops,omitempty"`
+	// LimitedFor is how long the bucket was over within the window (flood,
+	// service flags, aggregate).
 	LimitedFor time.Duration `json:"-"`
 	// Ports is the number of distinct closed ports (scan); PortSample the
 	// lowest of them.
 	Ports      int      `json:"ports,omitempty"`
 	PortSample []uint16 `json:"port_sample,omitempty"`
-	// Sources is distinct source addresses (aggregate; at most 64 are told apart).
-	Sources int `json:"sources,omitempty"`
+	// Clients is the prefix's active clients in the kernel's table (aggregate).
+	Clients int `json:"clients,omitempty"`
 	// Share is the prefix's part of all prefix/service-level limiting (aggregate).
 	Share float64 `json:"share,omitempty"`
 	// Kernel is the kernel's reason on the latest event: client_pps, deny, ...

@@ -41,11 +41,14 @@ type harness struct {
 	d     *Detector
 	bans  *recorder
 	clock time.Duration
+	// clientsIn answers ClientsIn; counts how often it was asked
+	clientsIn   int
+	clientsAsks int
 }
 
 func newHarness(t *testing.T, cfg Config, allowed ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, bans: &recorder{}, clock: t0}
+	h := &harness{t: t, bans: &recorder{}, clock: t0, clientsIn: 10}
 	allow := map[netip.Addr]bool{}
 	for _, a := range allowed {
 		allow[netip.MustParseAddr(a)] = true
@@ -56,6 +59,7 @@ func newHarness(t *testing.T, cfg Config, allowed ...string) *harness {
 		Now:       func() uint64 { return uint64(h.clock) },
 		Wall:      func(mono uint64) time.Time { return wallBase.Add(time.Duration(mono)) },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ClientsIn: func(netip.Prefix, time.Time) (int, error) { h.clientsAsks++; return h.clientsIn, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +75,10 @@ func port(p uint16) evOpt    { return func(e *loader.Event) { e.Dport = p } }
 func service(s uint32) evOpt { return func(e *loader.Event) { e.Service = s } }
 func flags(f uint8) evOpt    { return func(e *loader.Event) { e.TcpFlags = f } }
 func monitored() evOpt       { return func(e *loader.Event) { e.Action = uint8(loader.ActionMonitor) } }
+
+// anon is a service-level event: the kernel names no source for a bucket that
+// many sources fill.
+func anon() evOpt { return func(e *loader.Event) { e.Addr = [16]byte{} } }
 
 // event builds what the kernel would send at time at (relative to t0).
 func event(typ loader.GuardAgEventType, reason loader.GuardAgReason, src string, at time.Duration, opts ...evOpt) loader.Event {
@@ -106,6 +114,7 @@ const (
 	rBPS      = loader.GuardAgReasonAG_R_CLIENT_BPS
 	rCPS      = loader.GuardAgReasonAG_R_CLIENT_CPS
 	rPrefix   = loader.GuardAgReasonAG_R_PREFIX_PPS
+	rPfxCPS   = loader.GuardAgReasonAG_R_PREFIX_CPS
 	rSvcPPS   = loader.GuardAgReasonAG_R_SERVICE_PPS
 	rSvcCPS   = loader.GuardAgReasonAG_R_SERVICE_CPS
 	rNoSvc    = loader.GuardAgReasonAG_R_NO_SERVICE

@@ -95,7 +95,7 @@ func TestCollectorOnLoadedDatapath(t *testing.T) {
 		"apiguard_events_total{type=ban_hit}":                   1,
 		"apiguard_bans_active":                                  1,
 		"apiguard_map_entries{map=bans4}":                       2,
-		"apiguard_map_entries{map=deny4}":                       1,
+		"apiguard_map_entries{map=lists4}":                      1,
 		"apiguard_map_entries{map=clients}":                     1,
 		"apiguard_map_capacity{map=clients}":                    1 << 17,
 		"apiguard_map_inserts_total{map=clients}":               1,
