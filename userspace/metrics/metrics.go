@@ -71,9 +71,18 @@ type Collector struct {
 
 const ns = "apiguard"
 
+// names lists every metric the collector exports, for Names.
+var names []string
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
+	fq := prometheus.BuildFQName(ns, "", name)
+	names = append(names, fq)
+	return prometheus.NewDesc(fq, help, labels, nil)
 }
+
+// Names lists the metrics the collector exports (without the Go and process
+// collectors'), so that dashboards and alerting rules can be checked against them.
+func Names() []string { return append([]string(nil), names...) }
 
 var (
 	descPackets          = desc("packets_total", "Packets the datapath judged, by verdict and reason.", "action", "reason")
