@@ -13,7 +13,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables
 DEB_TOOLS := ip ethtool nft
 
-.PHONY: all build generate check-generate test bench lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-live lint deps demo clean
 
 all: build
 
@@ -45,6 +45,10 @@ test: deps
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
 	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+
+# The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
+bench-live: deps
+	$(GO) run ./test/bench/live --runs 3 --duration 2s --out docs/bench-live-latest.md
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
