@@ -81,7 +81,7 @@ func (p *parser) readList(data []byte, kind listKind, src int32) {
 	s := p.sources[src]
 	// one conversion for the whole file: each line is then a substring, so a
 	// 100,000-line list costs no allocation per line
-	text := string(data)
+	text := strings.TrimPrefix(string(data), "\ufeff") // a byte order mark from Windows editors
 	p.entries = slices.Grow(p.entries, strings.Count(text, "\n")+1)
 	bad := 0
 	line := int32(0)
