@@ -56,7 +56,7 @@ func BenchmarkDecodeDetect(b *testing.B) {
 	raw := mixedStream(1 << 16)
 	bans := 0
 	d, err := detect.New(detect.DefaultConfig(), detect.Options{
-		Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason) error { bans++; return nil }),
+		Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason, string) error { bans++; return nil }),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Wall:   func(mono uint64) time.Time { return time.Unix(0, int64(mono)) },
 	})

@@ -24,17 +24,18 @@ import (
 )
 
 // Banner applies a ban. The daemon decides how (loader.Datapath.Ban with an
-// expiry and reason.Code()); it must not call back into the Detector.
+// expiry, and a record of the reason and evidence); it must not call back into
+// the Detector.
 type Banner interface {
-	Ban(p netip.Prefix, ttl time.Duration, reason Reason) error
+	Ban(p netip.Prefix, ttl time.Duration, reason Reason, evidence string) error
 }
 
 // BanFunc adapts a function to Banner.
-type BanFunc func(p netip.Prefix, ttl time.Duration, reason Reason) error
+type BanFunc func(p netip.Prefix, ttl time.Duration, reason Reason, evidence string) error
 
 // Ban calls f.
-func (f BanFunc) Ban(p netip.Prefix, ttl time.Duration, reason Reason) error {
-	return f(p, ttl, reason)
+func (f BanFunc) Ban(p netip.Prefix, ttl time.Duration, reason Reason, evidence string) error {
+	return f(p, ttl, reason, evidence)
 }
 
 // Options are the Detector's collaborators. Zero values take the defaults.
@@ -719,7 +720,7 @@ func (d *Detector) decide(fs *flagState, rule Rule, ev *loader.Event, now int64,
 		o.bans = 0
 	}
 	ttl := d.ttl(o.bans)
-	if err := d.opts.Banner.Ban(p, ttl, fs.flag.Reason); err != nil {
+	if err := d.opts.Banner.Ban(p, ttl, fs.flag.Reason, fs.flag.Evidence.Summary); err != nil {
 		d.banErrors++
 		return BanInfo{Error: err.Error()}
 	}

@@ -566,6 +566,28 @@ func TestFlagJSON(t *testing.T) {
 	}
 }
 
+func TestFlagJSONRoundTrip(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	h.feed(flood("192.0.2.92", 0, 12, 10)...)
+	want := h.d.Flags()
+	b, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Flag
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Evidence.Window != time.Minute || got[0].Evidence.LimitedFor != 12*time.Second ||
+		got[0].Ban.TTL != 10*time.Minute || !got[0].Ban.Expires.Equal(want[0].Ban.Expires) || got[0].Evidence.Summary != want[0].Evidence.Summary {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+	var bad Flag
+	if err := json.Unmarshal([]byte(`{"evidence":{"window":"soon"}}`), &bad); err == nil {
+		t.Fatal("a bad duration decoded")
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)

@@ -81,6 +81,34 @@ func (e Evidence) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (e *Evidence) UnmarshalJSON(b []byte) error {
+	type plain Evidence
+	in := struct {
+		*plain
+		Window     string `json:"window"`
+		LimitedFor string `json:"limited_for"`
+	}{plain: (*plain)(e)}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	var err error
+	if e.Window, err = parseDuration(in.Window); err != nil {
+		return fmt.Errorf("evidence window: %w", err)
+	}
+	if e.LimitedFor, err = parseDuration(in.LimitedFor); err != nil {
+		return fmt.Errorf("evidence limited_for: %w", err)
+	}
+	return nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(s)
+}
+
 // BanInfo is what happened about a ban when the flag was last raised.
 type BanInfo struct {
 	Banned  bool          `json:"banned"`
@@ -102,6 +130,24 @@ func (b BanInfo) MarshalJSON() ([]byte, error) {
 		out.TTL = b.TTL.String()
 	}
 	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (b *BanInfo) UnmarshalJSON(data []byte) error {
+	type plain BanInfo
+	in := struct {
+		*plain
+		TTL string `json:"ttl"`
+	}{plain: (*plain)(b)}
+	if err := json.Unmarshal(data, &in); err != nil {
+		return err
+	}
+	ttl, err := parseDuration(in.TTL)
+	if err != nil {
+		return fmt.Errorf("ban ttl: %w", err)
+	}
+	b.TTL = ttl
+	return nil
 }
 
 // String is the outcome in a few words, for tables.

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,7 +28,10 @@ type recorder struct {
 	err  error
 }
 
-func (r *recorder) Ban(p netip.Prefix, ttl time.Duration, reason Reason) error {
+func (r *recorder) Ban(p netip.Prefix, ttl time.Duration, reason Reason, evidence string) error {
+	if evidence == "" {
+		return errors.New("a ban without evidence")
+	}
 	if r.err != nil {
 		return r.err
 	}

@@ -45,7 +45,7 @@ func BenchmarkRingToDetector(b *testing.B) {
 	}
 	b.Cleanup(func() { r.Close() })
 	det, err := detect.New(detect.DefaultConfig(), detect.Options{
-		Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason) error { return nil }),
+		Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason, string) error { return nil }),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
