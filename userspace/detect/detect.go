@@ -9,6 +9,7 @@
 package detect
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,6 +156,8 @@ type Detector struct {
 	flags     *lru[flagKey, *flagState]
 	offenders *lru[netip.Prefix, *offender]
 
+	first []sighting
+
 	clock, lastPrune int64
 
 	flagged                           [6]uint64
@@ -184,6 +187,7 @@ func New(cfg Config, opts Options) (*Detector, error) {
 		services:  map[uint32]*serviceState{},
 		flags:     newLRU[flagKey, *flagState](),
 		offenders: newLRU[netip.Prefix, *offender](),
+		first:     make([]sighting, firstSightSlots),
 	}
 	if d.log == nil {
 		d.log = slog.Default()
@@ -226,6 +230,7 @@ func (d *Detector) setConfig(cfg Config) {
 		d.prefixes = newLRU[addrKey, *prefixState]()
 		d.services = map[uint32]*serviceState{}
 		d.aggTotal = ring{}
+		clear(d.first)
 	}
 	d.floodSpan, d.synSpan, d.scanSpan, d.denySpan, d.badSpan, d.aggSpan =
 		spans[0], spans[1], spans[2], spans[3], spans[4], spans[5]
@@ -277,46 +282,101 @@ func (d *Detector) Observe(ev *loader.Event) {
 	d.seen++
 	now := int64(ev.Ts)
 	d.clock = max(d.clock, now)
-	cfg := &d.cfg
 	switch ev.Type {
 	case evLimited, evSynLimited:
 		d.limited(ev, now)
-	case evDenyHit, evBanHit:
-		if cfg.DenyProbe.Enabled {
-			c := d.client(ev, now)
-			r := lazyRing(&c.deny)
-			r.add(d.denySpan, now, 1)
-			if r.sum > cfg.DenyProbe.Hits {
-				d.raise(DenyProbe, cfg.DenyProbe.Rule, d.denySpan, c.prefix, 0, ev, now, func() Evidence {
-					return Evidence{
-						Events: r.sum, Kernel: kernelReason(ev),
-						Summary: fmt.Sprintf("%d deny-list or ban hits in %v", r.sum, cfg.DenyProbe.Window),
-					}
-				}, d.clientAllowed(ev, c.prefix))
-			}
-		}
-	case evBadFlags:
-		if cfg.BadFlags.Enabled {
-			c := d.client(ev, now)
-			r := lazyRing(&c.bad)
-			r.add(d.badSpan, now, 1)
-			if r.sum > cfg.BadFlags.Packets {
-				d.raise(BadFlags, cfg.BadFlags.Rule, d.badSpan, c.prefix, 0, ev, now, func() Evidence {
-					return Evidence{
-						Events: r.sum, Kernel: kernelReason(ev),
-						Summary: fmt.Sprintf("%d packets with invalid TCP flags (latest %s) in %v", r.sum, events.TCPFlagString(ev.TcpFlags), cfg.BadFlags.Window),
-					}
-				}, d.clientAllowed(ev, c.prefix))
-			}
-		}
-	case evNoService:
-		if cfg.Scan.Enabled {
-			d.scan(ev, now)
-		}
+	case evDenyHit, evBanHit, evBadFlags, evNoService:
+		d.sighted(ev, now)
 	}
 	if now-d.lastPrune >= int64(time.Second) {
 		d.prune(now)
 		d.lastPrune = now
+	}
+}
+
+// firstSight is a direct-mapped table of sources seen once. Deny and ban hits,
+// invalid flags and SYNs to closed ports need more than one event to fire, and
+// a random-source flood sends one per source: such sources stay here, costing
+// neither an allocation nor a client entry. A source's second event makes it
+// a client and replays the first.
+const firstSightSlots = 1 << 15
+
+type sighting struct {
+	key addrKey
+	at  int64 // 0: empty
+	ev  loader.Event
+}
+
+func (k *addrKey) hash() uint64 {
+	a := binary.LittleEndian.Uint64(k[:8])
+	b := binary.LittleEndian.Uint64(k[8:])
+	h := a*0x9e3779b97f4a7c15 ^ b*0xc2b2ae3d27d4eb4f
+	return h ^ h>>31
+}
+
+func (d *Detector) sighted(ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	switch ev.Type {
+	case evDenyHit, evBanHit:
+		if !cfg.DenyProbe.Enabled {
+			return
+		}
+	case evBadFlags:
+		if !cfg.BadFlags.Enabled {
+			return
+		}
+	case evNoService:
+		if !cfg.Scan.Enabled {
+			return
+		}
+	}
+	k, pfx := d.key(ev, cfg.ClientBits4, cfg.ClientBits6)
+	if c, ok := d.clients.get(k); ok {
+		c.last = max(c.last, now)
+		d.perClient(c, ev, now)
+		return
+	}
+	slot := &d.first[k.hash()&(firstSightSlots-1)]
+	if slot.at == 0 || slot.key != k || now-slot.at >= d.idle {
+		*slot = sighting{key: k, at: now, ev: *ev}
+		return
+	}
+	prev := slot.ev
+	slot.at = 0
+	c := d.newClient(k, pfx, now)
+	d.perClient(c, &prev, int64(prev.Ts))
+	d.perClient(c, ev, now)
+}
+
+// perClient counts a deny/ban hit, an invalid-flags event or a SYN to a
+// closed port for client c.
+func (d *Detector) perClient(c *client, ev *loader.Event, now int64) {
+	cfg := &d.cfg
+	switch ev.Type {
+	case evDenyHit, evBanHit:
+		r := lazyRing(&c.deny)
+		r.add(d.denySpan, now, 1)
+		if r.sum > cfg.DenyProbe.Hits {
+			d.raise(DenyProbe, cfg.DenyProbe.Rule, d.denySpan, c.prefix, 0, ev, now, func() Evidence {
+				return Evidence{
+					Events: r.sum, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("%d deny-list or ban hits in %v", r.sum, cfg.DenyProbe.Window),
+				}
+			}, d.clientAllowed(ev, c.prefix))
+		}
+	case evBadFlags:
+		r := lazyRing(&c.bad)
+		r.add(d.badSpan, now, 1)
+		if r.sum > cfg.BadFlags.Packets {
+			d.raise(BadFlags, cfg.BadFlags.Rule, d.badSpan, c.prefix, 0, ev, now, func() Evidence {
+				return Evidence{
+					Events: r.sum, Kernel: kernelReason(ev),
+					Summary: fmt.Sprintf("%d packets with invalid TCP flags (latest %s) in %v", r.sum, events.TCPFlagString(ev.TcpFlags), cfg.BadFlags.Window),
+				}
+			}, d.clientAllowed(ev, c.prefix))
+		}
+	case evNoService:
+		d.scan(c, ev, now)
 	}
 }
 
@@ -456,9 +516,8 @@ func (c *client) dropDelta(ev *loader.Event, now, fresh int64) uint64 {
 	return delta
 }
 
-func (d *Detector) scan(ev *loader.Event, now int64) {
+func (d *Detector) scan(c *client, ev *loader.Event, now int64) {
 	cfg := &d.cfg
-	c := d.client(ev, now)
 	limit := int(min(max(2*cfg.Scan.Ports, 64), maxScanPorts))
 	threshold := int(cfg.Scan.Ports) // more than this many ports
 	if c.ports == nil {
@@ -600,22 +659,30 @@ func (d *Detector) client(ev *loader.Event, now int64) *client {
 	k, pfx := d.key(ev, d.cfg.ClientBits4, d.cfg.ClientBits6)
 	c, ok := d.clients.get(k)
 	if !ok {
-		if d.clients.len() >= d.cfg.MaxClients {
-			// At the cap (a random-source flood): the oldest entry's memory
-			// becomes the new client's, so a flood allocates nothing.
-			_, old, _ := d.clients.oldest()
-			if now-old.last < d.idle {
-				d.evicted++
-			}
-			old.reset(pfx)
-			d.clients.recycle(k, old)
-			c = old
-		} else {
-			c = &client{prefix: pfx}
-			d.clients.put(k, c)
-		}
+		return d.newClient(k, pfx, now)
 	}
 	c.last = max(c.last, now)
+	return c
+}
+
+// newClient adds a client that is not tracked yet.
+func (d *Detector) newClient(k addrKey, pfx netip.Prefix, now int64) *client {
+	var c *client
+	if d.clients.len() >= d.cfg.MaxClients {
+		// At the cap: the oldest entry's memory becomes the new client's,
+		// so churn allocates nothing.
+		_, old, _ := d.clients.oldest()
+		if now-old.last < d.idle {
+			d.evicted++
+		}
+		old.reset(pfx)
+		d.clients.recycle(k, old)
+		c = old
+	} else {
+		c = &client{prefix: pfx}
+		d.clients.put(k, c)
+	}
+	c.last = now
 	return c
 }
 

@@ -526,6 +526,34 @@ func TestMemoryBounded(t *testing.T) {
 	}
 }
 
+// A source seen once (a random-source flood of SYNs to closed ports, deny
+// hits, invalid flags) costs no client entry; its second event counts both.
+func TestOneEventSourcesStayOutOfTheClientTable(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	for i := 0; i < 20000; i++ {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+		typ, reason := []loader.GuardAgEventType{evNoSvc, evDeny, evBad}[i%3], []loader.GuardAgReason{rNoSvc, rDeny, rTCPFlags}[i%3]
+		h.feed(event(typ, reason, src, time.Duration(i)*time.Microsecond, port(uint16(i))))
+	}
+	if tot := h.d.Totals(); tot.Clients != 0 || tot.Flags != 0 {
+		t.Fatalf("one-event sources tracked: %+v", tot)
+	}
+	// 21 ports from one source, interleaved with that flood: the first port
+	// is replayed when the second arrives, so the scan counts all 21
+	for p := 0; p < 21; p++ {
+		h.feed(event(evNoSvc, rNoSvc, "203.0.113.70", 20*time.Millisecond+time.Duration(p)*time.Millisecond, port(uint16(5000+p))))
+		src := netip.AddrFrom4([4]byte{10, 9, 0, byte(p)}).String()
+		h.feed(event(evNoSvc, rNoSvc, src, 20*time.Millisecond+time.Duration(p)*time.Millisecond, port(1)))
+	}
+	f := h.mustFlag("203.0.113.70", Scan)
+	if f.Evidence.Ports != 21 || f.Evidence.PortSample[0] != 5000 {
+		t.Fatalf("scan evidence %+v", f.Evidence)
+	}
+	if tot := h.d.Totals(); tot.Clients != 1 {
+		t.Fatalf("clients %d, want the scanner only", tot.Clients)
+	}
+}
+
 func TestForget(t *testing.T) {
 	h := newHarness(t, DefaultConfig())
 	h.feed(flood("192.0.2.80", 0, 11, 10)...)
