@@ -64,7 +64,7 @@ var (
 )
 
 // buildBinary compiles cmd/apiguard, once per test binary run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "apiguard-e2e-bin-")
@@ -97,7 +97,7 @@ func TestMain(m *testing.M) {
 
 // env is one daemon's world: its binary, files, pins and lab.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	bin      string
 	dir      string // policy files and daemon logs
 	socket   string
@@ -109,7 +109,7 @@ type env struct {
 	starts   int
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, bin: buildBinary(t), dir: t.TempDir(), lab: newLab(t)}
 	e.socket = filepath.Join(e.dir, "ctl.sock")

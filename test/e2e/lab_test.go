@@ -21,7 +21,7 @@ type lab struct {
 
 const labPort = 9000
 
-func randomSuffix(t *testing.T) string {
+func randomSuffix(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
@@ -31,7 +31,7 @@ func randomSuffix(t *testing.T) string {
 }
 
 // newLab creates the namespaces and veth pair, removed when the test ends.
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	l := &lab{}
 	for _, ns := range []**netns.Namespace{&l.guarded, &l.peer} {
@@ -61,7 +61,7 @@ type receiver struct {
 	n    atomic.Int64
 }
 
-func (l *lab) listen(t *testing.T) *receiver {
+func (l *lab) listen(t testing.TB) *receiver {
 	t.Helper()
 	r := &receiver{}
 	err := l.guarded.Do(func() error {
@@ -95,7 +95,7 @@ type sender struct {
 	conn *net.UDPConn
 }
 
-func (l *lab) sender(t *testing.T) *sender {
+func (l *lab) sender(t testing.TB) *sender {
 	t.Helper()
 	s := &sender{}
 	err := l.peer.Do(func() error {
@@ -110,7 +110,7 @@ func (l *lab) sender(t *testing.T) *sender {
 	return s
 }
 
-func (s *sender) send(t *testing.T, n int) {
+func (s *sender) send(t testing.TB, n int) {
 	t.Helper()
 	payload := bytes.Repeat([]byte{'a'}, 64)
 	for range n {
