@@ -10,10 +10,11 @@ BIN     := bin/apiguard
 GEN_PKGS := ./loader ./test/bench/trafgen
 GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 ethtool nftables
-DEB_TOOLS := ip ethtool nft
+# prometheus brings promtool: metrics and alert rules are checked with it.
+DEB_PKGS := iproute2 ethtool nftables prometheus
+DEB_TOOLS := ip ethtool nft promtool
 
-.PHONY: all build generate check-generate test bench bench-live lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-events bench-live lint deps demo clean
 
 all: build
 
@@ -45,6 +46,13 @@ test: deps
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
 	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+
+# The event pipeline (ring buffer -> reader -> detector) and the daemon's CPU
+# under random-source floods (docs/benchmarks.md).
+bench-events:
+	$(GO) test -run '^$$' -bench 'DecodeDetect' -benchtime 3000000x -count 1 ./userspace/detect/
+	$(GO) test -run '^$$' -bench 'RingDrain|RingToDetector' -benchtime 2000000x -count 1 ./userspace/events/
+	$(GO) test -run '^$$' -bench 'DaemonUnderRandomSourceFlood' -benchtime 10x -count 1 ./test/e2e/
 
 # The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
 bench-live: deps
