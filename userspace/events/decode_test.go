@@ -105,7 +105,7 @@ func TestDescribe(t *testing.T) {
 	if got := Describe(&svc, func(uint64) time.Time { return base }).Client; got != "::" {
 		t.Fatalf("IPv6 service-total event client %q", got)
 	}
-		if TCPFlagString(0) != "NULL" || TCPFlagString(0x29) != "FIN|PSH|URG" {
+	if TCPFlagString(0) != "NULL" || TCPFlagString(0x29) != "FIN|PSH|URG" {
 		t.Fatalf("flag names: %q %q", TCPFlagString(0), TCPFlagString(0x29))
 	}
 }
