@@ -35,7 +35,7 @@ deps:
 	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing tools ($(DEB_TOOLS)); run as root or install $(DEB_PKGS)"; exit 1; fi; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
 	fi
 
 # Packages run one at a time: the kernel tests measure rates and share the CPUs.
