@@ -42,8 +42,11 @@ type Config struct {
 	MetricsAddr string
 	// SweepEvery is how often expired bans are removed from the kernel's map.
 	SweepEvery time.Duration
-	Version    string
-	Log        *slog.Logger
+	// FlowSweepEvery is how often idle and closed connections are swept from
+	// the flow table (flows.go).
+	FlowSweepEvery time.Duration
+	Version        string
+	Log            *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +67,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepEvery == 0 {
 		c.SweepEvery = DefaultSweepEvery
+	}
+	if c.FlowSweepEvery == 0 {
+		c.FlowSweepEvery = DefaultFlowSweepEvery
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -104,6 +110,9 @@ func (c *Config) validate() error {
 	}
 	if c.SweepEvery < 0 {
 		errs = append(errs, fmt.Errorf("ban sweep interval %v is negative", c.SweepEvery))
+	}
+	if c.FlowSweepEvery < 0 {
+		errs = append(errs, fmt.Errorf("flow sweep interval %v is negative", c.FlowSweepEvery))
 	}
 	return errors.Join(errs...)
 }
@@ -225,6 +234,7 @@ func (d *Daemon) components(ln net.Listener, hup <-chan os.Signal) []component {
 	return []component{
 		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
 		{"ban-sweeper", d.sweepBans},
+		{"flow-sweeper", d.sweepFlows},
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 	}
 }
