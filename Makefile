@@ -41,7 +41,7 @@ test: deps
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
-	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Datapath|Conntrack' -benchtime 10000000x -count 1 ./loader/
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
