@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -20,16 +21,22 @@ import (
 // following connections adds. docs/conntrack.md has the figures.
 
 // connBenchPolicy: tcp 8443 with caps no benchmark reaches, tcp 8080 without,
-// both with the high limits of benchPolicy's service 1 (so the guard does the
-// same limiter work on both).
+// tcp 9443 with an ACL of 1,000 prefixes and 10.0.0.0/8, all with the high
+// limits of benchPolicy's service 1 (so the guard does the same limiter work
+// on each).
 func connBenchPolicy() *Policy {
 	p := benchPolicy()
 	high := Rate{PerSecond: 1 << 40, Burst: 1 << 40}
 	lim := Limits{Packets: high, Bytes: high}
+	acl := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for i := 0; i < 1000; i++ {
+		acl = append(acl, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(i >> 8), byte(i), 0}), 24))
+	}
 	p.Services = append(p.Services,
 		Service{ID: 3, Name: "tracked", Proto: ProtoTCP, Ports: []PortRange{{8443, 8443}}, Client: lim,
 			MaxConns: ConnLimits{ClientEstablished: 1 << 30, TotalEstablished: 1 << 30}},
-		Service{ID: 4, Name: "untracked", Proto: ProtoTCP, Ports: []PortRange{{8080, 8080}}, Client: lim})
+		Service{ID: 4, Name: "untracked", Proto: ProtoTCP, Ports: []PortRange{{8080, 8080}}, Client: lim},
+		Service{ID: 5, Name: "acl", Proto: ProtoTCP, Ports: []PortRange{{9443, 9443}}, Client: lim, ACL: acl})
 	return p
 }
 
@@ -96,6 +103,18 @@ func BenchmarkConntrack(b *testing.B) {
 		if f := flowOf(b, d, c); f.State != stEst {
 			b.Fatalf("flow %v after the benchmark, want established", f.State)
 		}
+	})
+
+	// A packet from inside a service's ACL, against the same service without one.
+	b.Run("acl_inside", func(b *testing.B) {
+		d := newDatapath(b, Options{})
+		mustApply(b, d, connBenchPolicy())
+		n := max(b.N/benchRounds, 1)
+		b.ResetTimer()
+		withACL := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 9443).in(fPSH, 1, 1), n, nil)
+		without := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 8080).in(fPSH, 1, 1), n, nil)
+		b.StopTimer()
+		reportConn(b, withACL, without)
 	})
 
 	// Every SYN from a new source (16M drawn): a new client, a new flow. The
