@@ -3,6 +3,7 @@ package loader
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -661,4 +662,39 @@ func TestServiceACL(t *testing.T) {
 	p.Services[3].ACL = nil
 	mustApply(t, d, p)
 	checkVerdicts(t, d, []verdictCase{vc("ACL removed", syn("10.52.0.1", 9443), pass, rOK)})
+}
+
+// A restarted loader adopts the flow table, the counts and the policy slots'
+// ACLs and caps: applying the same policy writes nothing, and the connections
+// followed before the restart are released by what comes after it.
+func TestConnStateSurvivesRestart(t *testing.T) {
+	dir := tempPinDir(t)
+	d := newDatapath(t, Options{PinDir: dir})
+	mustApply(t, d, ctPolicy())
+	c := newConn("10.4.0.1", 8443)
+	run := func(d *Datapath) func([]byte) uint32 { return func(b []byte) uint32 { return runXDP(t, d, b) } }
+	runSteps(t, d, svcCapped, run(d), handshake(c))
+	d.Close()
+
+	d2 := newDatapath(t, Options{PinDir: dir})
+	if !d2.Adopted() {
+		t.Fatal("pinned maps not adopted")
+	}
+	res, err := d2.Apply(ctPolicy())
+	if err != nil || res.Changed || res.ConnWrites != 0 {
+		t.Fatalf("the same policy after a restart: %+v %v", res, err)
+	}
+	checkVerdicts(t, d2, []verdictCase{
+		vc("the ACL is still in force", newConn("10.51.0.1", 9443).in(fSYN, 1, 0), drop, Reason(GuardAgReasonAG_R_ACL)),
+	})
+	runSteps(t, d2, svcCapped, run(d2), []ctStep{
+		in("data on the connection", c, fPSH, 101, 5001, stEst, est1),
+		in("a second connection", c.port(2), fSYN, 100, 0, stSynSent, ConnCount{1, 1}),
+		refused("a third", c.port(3), GuardAgReasonAG_R_CONN_CLIENT_ESTABLISHED, noFlow, ConnCount{1, 1}),
+		out("the server closes the first", c, fFIN, 5001, 101, stClosed, half1),
+	})
+	// a different flow table size does not fit the pinned one
+	if _, err := Load(Options{PinDir: dir, FlowCapacity: 1024}); err == nil || !strings.Contains(err.Error(), "does not match this build") {
+		t.Fatalf("a resized flow table over pinned state: %v", err)
+	}
 }
