@@ -45,8 +45,11 @@ type Config struct {
 	// FlowSweepEvery is how often idle and closed connections are swept from
 	// the flow table (flows.go).
 	FlowSweepEvery time.Duration
-	Version        string
-	Log            *slog.Logger
+	// FlowCapacity sizes the flow table (loader.Options.FlowCapacity). It is
+	// fixed while the maps stay pinned.
+	FlowCapacity uint32
+	Version      string
+	Log          *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -70,6 +73,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FlowSweepEvery == 0 {
 		c.FlowSweepEvery = DefaultFlowSweepEvery
+	}
+	if c.FlowCapacity == 0 {
+		c.FlowCapacity = DefaultFlowCapacity
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -113,6 +119,9 @@ func (c *Config) validate() error {
 	}
 	if c.FlowSweepEvery < 0 {
 		errs = append(errs, fmt.Errorf("flow sweep interval %v is negative", c.FlowSweepEvery))
+	}
+	if c.FlowCapacity < MinFlowCapacity || c.FlowCapacity > MaxFlowCapacity {
+		errs = append(errs, fmt.Errorf("--flow-capacity %d: want %d to %d connections", c.FlowCapacity, MinFlowCapacity, MaxFlowCapacity))
 	}
 	return errors.Join(errs...)
 }
@@ -284,7 +293,7 @@ func (d *Daemon) prepareDirs() (unlock func(), err error) {
 }
 
 func (d *Daemon) load() error {
-	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir})
+	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir, FlowCapacity: d.cfg.FlowCapacity})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,14 @@ import (
 // 10s by default, so a sweep a second keeps the table close to what is live.
 const DefaultFlowSweepEvery = time.Second
 
+// Flow table sizes (docs/conntrack.md: about 216 bytes per connection at most,
+// and 32 bytes per slot allocated at load).
+const (
+	DefaultFlowCapacity = 1 << 18
+	MinFlowCapacity     = 1 << 10
+	MaxFlowCapacity     = 1 << 24
+)
+
 // sweepFlows runs the kernel's flow sweeper (loader.SweepFlows): it releases
 // the connection-cap slots of flows idle past their timeout that no packet came
 // back to, and deletes closed flows after their linger. Without it the
