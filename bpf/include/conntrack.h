@@ -387,17 +387,20 @@ static __always_inline void flow_client_key(struct ag_client_key *ck, const stru
 }
 
 /* Moves a counted flow to an uncounted state and gives its slot back, if this
- * CPU wins the CAS from old. */
+ * CPU wins the CAS from old. The count's key is read first: a counted flow's
+ * fields do not change, and once it is uncounted a reuse may rewrite them. */
 static __always_inline int flow_release(const struct ag_flow_key *key, struct ag_flow *f,
 					__u32 old, __u32 to, __u32 seq, __u64 linger_until,
 					struct ag_client_key *ck)
 {
+	__u32 svc = f->service & (AG_MAX_SERVICES - 1);
+
+	flow_client_key(ck, key, f);
 	if (__sync_val_compare_and_swap(&f->state, old, to) != old)
 		return 0;
 	f->deadline = linger_until;
 	f->seq = seq;
-	flow_client_key(ck, key, f);
-	conn_put(ck, f->service & (AG_MAX_SERVICES - 1), flow_unit(old));
+	conn_put(ck, svc, flow_unit(old));
 	return 1;
 }
 
@@ -405,17 +408,18 @@ static __always_inline int flow_release(const struct ag_flow_key *key, struct ag
 static __always_inline int flow_promote(const struct ag_flow_key *key, struct ag_flow *f,
 					__u32 old, __u32 to, struct ag_client_key *ck)
 {
+	__u32 svc = f->service & (AG_MAX_SERVICES - 1);
 	__u64 *w;
 
+	flow_client_key(ck, key, f);
 	if (__sync_val_compare_and_swap(&f->state, old, to) != old)
 		return 0;
-	flow_client_key(ck, key, f);
 	w = bpf_map_lookup_elem(&conn_clients, ck);
 	if (w)
 		__sync_fetch_and_add(w, 1 - AG_HALF_ONE);
 	else
 		stat_inc(AG_STAT_FLOW_COUNT_MISSING);
-	total_add(f->service & (AG_MAX_SERVICES - 1), 1 - AG_HALF_ONE);
+	total_add(svc, 1 - AG_HALF_ONE);
 	return 1;
 }
 
