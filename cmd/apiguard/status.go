@@ -55,6 +55,8 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "datapath:\tclient inserts %d (%d failed), prefix inserts %d (%d failed)\n",
 		d.ClientInserts, d.ClientInsertFailures, d.PrefixInserts, d.PrefixInsertFailures)
 	fmt.Fprintf(tw, "events:\t%d sent, %d suppressed, %d lost\n", d.EventsSent, d.EventsSuppressed, d.EventsLost)
+	fmt.Fprintf(tw, "connections:\t%d established, %d half-open to capped services; flows %d new, %d picked up, %d timed out, %d refused for room\n",
+		d.ConnsEstablished, d.ConnsHalfOpen, d.FlowsNew, d.FlowsAdopted, d.FlowsExpired, d.FlowTableFull)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -119,6 +119,15 @@ type DatapathStats struct {
 	EventsSent           uint64 `json:"events_sent"`
 	EventsSuppressed     uint64 `json:"events_suppressed"`
 	EventsLost           uint64 `json:"events_lost"`
+	// Connections held to services with connection caps, and what the flow
+	// table did: followed from a SYN, picked up from the server's packets,
+	// released after an idle timeout, refused for want of room.
+	ConnsEstablished uint64 `json:"conns_established"`
+	ConnsHalfOpen    uint64 `json:"conns_half_open"`
+	FlowsNew         uint64 `json:"flows_new"`
+	FlowsAdopted     uint64 `json:"flows_adopted"`
+	FlowsExpired     uint64 `json:"flows_expired"`
+	FlowTableFull    uint64 `json:"flow_table_full"`
 }
 
 // PolicyInfo is the policy in force with its source text.

@@ -42,8 +42,14 @@ type Config struct {
 	MetricsAddr string
 	// SweepEvery is how often expired bans are removed from the kernel's map.
 	SweepEvery time.Duration
-	Version    string
-	Log        *slog.Logger
+	// FlowSweepEvery is how often idle and closed connections are swept from
+	// the flow table (flows.go).
+	FlowSweepEvery time.Duration
+	// FlowCapacity sizes the flow table (loader.Options.FlowCapacity). It is
+	// fixed while the maps stay pinned.
+	FlowCapacity uint32
+	Version      string
+	Log          *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +70,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepEvery == 0 {
 		c.SweepEvery = DefaultSweepEvery
+	}
+	if c.FlowSweepEvery == 0 {
+		c.FlowSweepEvery = DefaultFlowSweepEvery
+	}
+	if c.FlowCapacity == 0 {
+		c.FlowCapacity = DefaultFlowCapacity
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -104,6 +116,12 @@ func (c *Config) validate() error {
 	}
 	if c.SweepEvery < 0 {
 		errs = append(errs, fmt.Errorf("ban sweep interval %v is negative", c.SweepEvery))
+	}
+	if c.FlowSweepEvery < 0 {
+		errs = append(errs, fmt.Errorf("flow sweep interval %v is negative", c.FlowSweepEvery))
+	}
+	if c.FlowCapacity < MinFlowCapacity || c.FlowCapacity > MaxFlowCapacity {
+		errs = append(errs, fmt.Errorf("--flow-capacity %d: want %d to %d connections", c.FlowCapacity, MinFlowCapacity, MaxFlowCapacity))
 	}
 	return errors.Join(errs...)
 }
@@ -236,6 +254,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 	return []component{
 		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
 		{"ban-sweeper", d.sweepBans},
+		{"flow-sweeper", d.sweepFlows},
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 		{"events", d.consumeEvents},
 		{"detector-pruner", d.pruneDetector},
@@ -291,7 +310,7 @@ func (d *Daemon) prepareDirs() (unlock func(), err error) {
 }
 
 func (d *Daemon) load() error {
-	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir})
+	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir, FlowCapacity: d.cfg.FlowCapacity})
 	if err != nil {
 		return err
 	}

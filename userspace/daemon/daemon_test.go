@@ -38,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"attach", func(c *Config) { c.Attach = "fast" }, `unknown attach mode "fast"`},
 		{"relative bpffs", func(c *Config) { c.PinDir = "pins" }, `--bpffs "pins": want an absolute path`},
 		{"metrics", func(c *Config) { c.MetricsAddr = "9470" }, `--metrics-addr "9470"`},
+		{"tiny flow table", func(c *Config) { c.FlowCapacity = 10 }, "--flow-capacity 10: want 1024 to 16777216 connections"},
+		{"flow sweep", func(c *Config) { c.FlowSweepEvery = -time.Second }, "flow sweep interval -1s is negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good()
