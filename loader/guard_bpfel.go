@@ -136,6 +136,7 @@ const (
 	GuardAgEventTypeAG_EV_ACL_HIT         GuardAgEventType = 8
 	GuardAgEventTypeAG_EV_CONN_LIMITED    GuardAgEventType = 9
 	GuardAgEventTypeAG_EV_FLOW_TABLE_FULL GuardAgEventType = 10
+	GuardAgEventTypeAG_EV_MAX             GuardAgEventType = 11
 )
 
 type GuardAgFlow struct {

@@ -82,6 +82,7 @@ enum ag_event_type {
 	AG_EV_ACL_HIT,		/* a source outside a service's allowFrom CIDRs */
 	AG_EV_CONN_LIMITED,	/* a SYN over a connection cap; reason says which */
 	AG_EV_FLOW_TABLE_FULL,	/* the flow table refused a new connection */
+	AG_EV_MAX,		/* not a type: one past the last */
 };
 
 /* Values of the allow/deny tries. */
