@@ -78,6 +78,7 @@ type Spec struct {
 	Services   []Service
 	Detection  Detection
 	Bans       Bans
+	CrowdSec   CrowdSec
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
