@@ -122,6 +122,9 @@ func crowdSecText(tw io.Writer, cs *control.CrowdSec, now time.Time) {
 	} else {
 		fmt.Fprintf(tw, "crowdsec:\t%s (reporting only)\n", cs.LAPI)
 	}
+	if cs.MapFull > 0 {
+		fmt.Fprintf(tw, "crowdsec:\t%d decisions NOT ENFORCED: the kernel's ban map is full\n", cs.MapFull)
+	}
 	if r := cs.Reporter; r != nil {
 		line := fmt.Sprintf("%d sent, %d queued, %d dropped, %d errors as machine %s", r.Sent, r.Queued, r.Dropped, r.Errors, r.MachineID)
 		if r.LastError != "" {

@@ -92,6 +92,8 @@ type CrowdSec struct {
 	Error    string                  `json:"error,omitempty"`
 	Bouncer  *crowdsec.BouncerStats  `json:"bouncer,omitempty"`
 	Reporter *crowdsec.ReporterStats `json:"reporter,omitempty"`
+	// MapFull counts decisions the kernel refused: its ban map was full.
+	MapFull uint64 `json:"map_full,omitempty"`
 }
 
 // Interface is one attachment of the guard.

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
@@ -37,6 +38,11 @@ type csLink struct {
 	err      string // why the configuration could not start
 	stop     context.CancelFunc
 	done     chan struct{}
+
+	// full counts decisions refused because the kernel's ban map is full;
+	// fullWarned makes that a single log line.
+	full       atomic.Uint64
+	fullWarned atomic.Bool
 }
 
 // configureCrowdSec tells the crowdsec component to look at the policy in force.
@@ -53,20 +59,22 @@ func (d *Daemon) configureCrowdSec() {
 // runCrowdSec follows the policy's crowdsec section until ctx ends. A LAPI
 // that is down, or credentials that are wrong, never stop the daemon: the
 // failure is logged and shown in `apiguard status`, and the local policy keeps
-// enforcing.
+// enforcing. Credentials are read again on every policy change (SIGHUP), so a
+// rotated key takes effect without a restart.
 func (d *Daemon) runCrowdSec(ctx context.Context) error {
 	defer d.stopCrowdSec()
+	running := "" // what the link runs with: the section and the credentials read
 	for {
 		var want policy.CrowdSec
 		if pol := d.CurrentPolicy(); pol != nil {
 			want = pol.Spec.CrowdSec
 		}
-		d.cs.mu.Lock()
-		same := reflect.DeepEqual(want, d.cs.cfg) && (d.cs.stop != nil || d.cs.err != "" || !want.Enabled)
-		d.cs.mu.Unlock()
-		if !same {
+		creds, err := readCredentials(want)
+		key := fmt.Sprintf("%#v|%#v|%v", want, creds, err)
+		if key != running {
 			d.stopCrowdSec()
-			d.startCrowdSec(ctx, want)
+			d.startCrowdSec(ctx, want, creds, err)
+			running = key
 		}
 		select {
 		case <-ctx.Done():
@@ -88,7 +96,29 @@ func (d *Daemon) stopCrowdSec() {
 	}
 }
 
-func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec) {
+// credentials are the secrets a crowdsec section names, once read.
+type credentials struct{ key, machine, password string }
+
+func readCredentials(c policy.CrowdSec) (credentials, error) {
+	var cr credentials
+	var err error
+	if !c.Enabled {
+		return cr, nil
+	}
+	if c.Report.Enabled {
+		if cr.machine, cr.password, err = machineCredentials(c.Report); err != nil {
+			return cr, err
+		}
+	}
+	if c.Bouncer.Enabled {
+		if cr.key, err = readSecret(c.Bouncer.APIKey, "bouncer API key"); err != nil {
+			return cr, err
+		}
+	}
+	return cr, nil
+}
+
+func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec, cr credentials, credErr error) {
 	d.cs.mu.Lock()
 	defer d.cs.mu.Unlock()
 	d.cs.cfg = c
@@ -96,7 +126,10 @@ func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec) {
 		return
 	}
 	log := d.log.With("component", "crowdsec")
-	b, r, err := d.newCrowdSec(c)
+	b, r, err := d.newCrowdSec(c, cr)
+	if credErr != nil {
+		err = credErr
+	}
 	if err != nil {
 		d.cs.err = err.Error()
 		log.Error("CrowdSec link not started; the local policy keeps enforcing", "err", err)
@@ -116,27 +149,20 @@ func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec) {
 	log.Info("CrowdSec link started", "lapi", c.LAPI, "bouncer", b != nil, "report", r != nil)
 }
 
-func (d *Daemon) newCrowdSec(c policy.CrowdSec) (*crowdsec.Bouncer, *crowdsec.Reporter, error) {
+func (d *Daemon) newCrowdSec(c policy.CrowdSec, cr credentials) (*crowdsec.Bouncer, *crowdsec.Reporter, error) {
 	log := d.log.With("component", "crowdsec")
 	var r *crowdsec.Reporter
-	if c.Report.Enabled {
-		id, pw, err := machineCredentials(c.Report)
-		if err != nil {
-			return nil, nil, err
-		}
-		r, err = crowdsec.NewReporter(crowdsec.ReporterConfig{URL: c.LAPI, MachineID: id, Password: pw,
+	var err error
+	if c.Report.Enabled && cr.machine != "" {
+		r, err = crowdsec.NewReporter(crowdsec.ReporterConfig{URL: c.LAPI, MachineID: cr.machine, Password: cr.password,
 			BanDuration: c.Report.BanDuration, Version: d.cfg.Version, Logger: log})
 		if err != nil {
 			return nil, nil, err
 		}
 	}
 	var b *crowdsec.Bouncer
-	if c.Bouncer.Enabled {
-		key, err := readSecret(c.Bouncer.APIKey, "bouncer API key")
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg := crowdsec.BouncerConfig{URL: c.LAPI, APIKey: key, Interval: c.Bouncer.PollInterval,
+	if c.Bouncer.Enabled && cr.key != "" {
+		cfg := crowdsec.BouncerConfig{URL: c.LAPI, APIKey: cr.key, Interval: c.Bouncer.PollInterval,
 			Scopes: c.Bouncer.Scopes, Origins: c.Bouncer.Origins, Version: d.cfg.Version, Logger: log}
 		if r != nil {
 			cfg.Own = r.Own
@@ -244,6 +270,15 @@ next:
 			}
 		}
 		if err := d.dp.Ban(loader.Ban{Prefix: b.Prefix, Expires: b.Expires, Reason: code}); err != nil {
+			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.E2BIG) {
+				// a full map refuses this ban, not the rest: the others still apply
+				d.cs.full.Add(1)
+				if !d.cs.fullWarned.Swap(true) {
+					d.log.Warn("the kernel's ban map is full; CrowdSec decisions beyond its capacity are not enforced",
+						"family", map[bool]string{true: "IPv4", false: "IPv6"}[b.Prefix.Addr().Is4()], "err", err)
+				}
+				continue
+			}
 			return err
 		}
 	}
@@ -299,7 +334,7 @@ func (d *Daemon) crowdSecStatus() *control.CrowdSec {
 		return nil
 	}
 	b, r := d.CrowdSecStats()
-	return &control.CrowdSec{LAPI: cfg.LAPI, Error: errText, Bouncer: b, Reporter: r}
+	return &control.CrowdSec{LAPI: cfg.LAPI, Error: errText, Bouncer: b, Reporter: r, MapFull: d.cs.full.Load()}
 }
 
 // crowdSecOrigin names the LAPI origin of a crowdsec ban, for `ban ls`.
