@@ -14,7 +14,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables prometheus
 DEB_TOOLS := ip ethtool nft promtool
 
-.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply bench-crowdsec lint deps demo clean
 
 all: build
 
@@ -48,6 +48,10 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 ./...
+
+# A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans.
+bench-crowdsec:
+	$(GO) test -run '^$$' -bench 'CrowdSecStartup100k' -benchtime 5x -count 1 ./userspace/daemon/
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
