@@ -49,9 +49,11 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 ./...
 
-# A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans.
+# A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans;
+# a real LAPI's decision to the first dropped packet.
 bench-crowdsec:
 	$(GO) test -run '^$$' -bench 'CrowdSecStartup100k' -benchtime 5x -count 1 ./userspace/daemon/
+	$(GO) test -run '^$$' -bench 'RealLAPIAddToDrop' -benchtime 20x -count 1 ./userspace/crowdsec/
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:

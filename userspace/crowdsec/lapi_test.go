@@ -30,7 +30,7 @@ type realLAPI struct {
 
 // needCrowdSec finds the crowdsec binaries: skipped without them, a failure
 // under CI=true (.ci/run installs them).
-func needCrowdSec(t *testing.T) {
+func needCrowdSec(t testing.TB) {
 	t.Helper()
 	for _, bin := range []string{"crowdsec", "cscli"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -42,7 +42,7 @@ func needCrowdSec(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +52,7 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startLAPI(t *testing.T) *realLAPI {
+func startLAPI(t testing.TB) *realLAPI {
 	t.Helper()
 	needCrowdSec(t)
 	dir := t.TempDir()
@@ -148,7 +148,7 @@ prometheus:
 	return l
 }
 
-func (l *realLAPI) cscli(t *testing.T, args ...string) string {
+func (l *realLAPI) cscli(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
