@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/apiguard/apiguard/test/lapi"
 )
 
 // BenchmarkRealLAPIAddToDrop: from `cscli decisions add` returning to the
@@ -15,8 +17,8 @@ import (
 // average). cscli's own run (a process, a machine login) is reported apart.
 func BenchmarkRealLAPIAddToDrop(b *testing.B) {
 	d := loadDatapath(b)
-	l := startLAPI(b)
-	bo, err := NewBouncer(BouncerConfig{URL: l.url, APIKey: l.key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, dpKernel{d})
+	l := lapi.Start(b)
+	bo, err := NewBouncer(BouncerConfig{URL: l.URL, APIKey: l.Key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, dpKernel{d})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,7 +38,7 @@ func BenchmarkRealLAPIAddToDrop(b *testing.B) {
 			b.Fatalf("%v dropped before its decision", addr)
 		}
 		start := time.Now()
-		l.cscli(b, "decisions", "add", "--ip", addr.String(), "--duration", "5m")
+		l.CSCLI(b, "decisions", "add", "--ip", addr.String(), "--duration", "5m")
 		cscliTime += time.Since(start)
 		b.StartTimer()
 		for n := 0; ; n++ {
