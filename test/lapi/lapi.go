@@ -31,6 +31,8 @@ type LAPI struct {
 	Password string // ... and its password
 	Key      string // a registered bouncer's API key
 
+	extra map[string]string // more bouncers: name → key
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	out    *bytes.Buffer
@@ -139,7 +141,26 @@ prometheus:
 	}
 	l.CSCLI(tb, "machines", "add", l.Machine, "--password", l.Password, "-f", filepath.Join(l.Dir, "local_api_credentials.yaml"), "--url", l.URL)
 	l.CSCLI(tb, "bouncers", "add", "apiguard-test", "-k", l.Key)
+	for name, key := range l.extra {
+		l.CSCLI(tb, "bouncers", "add", name, "-k", key)
+	}
 }
+
+// AddBouncer registers another bouncer and returns its key. Each bouncer has
+// its own place in the decision stream: two hosts need two.
+func (l *LAPI) AddBouncer(tb testing.TB, name string) string {
+	tb.Helper()
+	key := fmt.Sprintf("test-key-%s-%d", name, os.Getpid())
+	l.CSCLI(tb, "bouncers", "add", name, "-k", key)
+	if l.extra == nil {
+		l.extra = map[string]string{}
+	}
+	l.extra[name] = key
+	return key
+}
+
+// Credentials is the machine's credentials file, as cscli machines add -f wrote it.
+func (l *LAPI) Credentials() string { return filepath.Join(l.Dir, "local_api_credentials.yaml") }
 
 // Run starts the LAPI process and waits until /health answers.
 func (l *LAPI) Run(tb testing.TB) {
