@@ -95,7 +95,9 @@ type Bouncer struct {
 	kernel Kernel
 	log    *slog.Logger
 
-	// mu serialises pulls and guards everything below.
+	// pullMu serialises pulls; mu guards everything below. The request to the
+	// LAPI runs without mu, so status and metrics never wait on a slow LAPI.
+	pullMu   sync.Mutex
 	mu       sync.Mutex
 	byID     map[int64]netip.Prefix
 	byPrefix map[netip.Prefix]*held
@@ -183,12 +185,16 @@ func (b *Bouncer) Origin(p netip.Prefix) string {
 // Pull makes one pull: the full set (startup) the first time and after a
 // failure, the changes since the last pull otherwise.
 func (b *Bouncer) Pull(ctx context.Context) error {
+	b.pullMu.Lock()
+	defer b.pullMu.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	startup := b.startup
 	b.st.Pulls++
 	b.st.LastPull = b.cfg.Now()
+	b.mu.Unlock()
 	ans, err := b.c.stream(ctx, b.cfg.APIKey, startup, b.cfg.Scopes, b.cfg.Origins)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
 			return err // shutting down, not an outage

@@ -3,9 +3,11 @@ package crowdsec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -278,5 +280,33 @@ func TestNewBouncerErrors(t *testing.T) {
 		if _, err := NewBouncer(tc.cfg, newMemKernel()); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// Status and metrics read the bouncer while a pull waits on a slow LAPI.
+func TestStatsDuringSlowPull(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		fmt.Fprint(w, `{"new":null,"deleted":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	b, err := NewBouncer(BouncerConfig{URL: srv.URL, APIKey: "k", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, newMemKernel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Pull(context.Background()) }()
+	<-entered
+	if st := b.Stats(); st.Pulls != 1 || st.Reachable {
+		t.Fatalf("stats during the pull %+v", st)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !b.Stats().Reachable {
+		t.Fatal("not reachable after the pull")
 	}
 }
