@@ -81,12 +81,22 @@ type BouncerStats struct {
 	Ignored uint64 `json:"ignored"`
 }
 
-// held is one banned prefix: how many live decisions stand behind it.
+// held is one banned prefix: how many live decisions stand behind it, the
+// latest expiry (Unix nanoseconds) and the origin (an index into origins).
+// 16 bytes a prefix keeps 100k decisions' bookkeeping small.
 type held struct {
+	expires int64
 	n       int32
-	expires time.Time
-	origin  string
+	origin  uint16
 }
+
+func (h held) ban(p netip.Prefix, origins []string) Ban {
+	return Ban{Prefix: p, Expires: time.Unix(0, h.expires), Origin: origins[h.origin]}
+}
+
+// maxOrigins bounds the origin table: origins are a handful, and a hostile
+// LAPI must not grow it; the rest share one name.
+const maxOrigins = 1024
 
 // Bouncer pulls the LAPI's decision stream into the kernel's bans.
 type Bouncer struct {
@@ -100,8 +110,9 @@ type Bouncer struct {
 	pullMu   sync.Mutex
 	mu       sync.Mutex
 	byID     map[int64]netip.Prefix
-	byPrefix map[netip.Prefix]*held
-	origins  map[string]string // interned origin strings
+	byPrefix map[netip.Prefix]held
+	origins  []string          // origin names by index
+	originIx map[string]uint16 // and their indexes
 	// startup says the next pull asks for the full set: at start, and after
 	// an outage or a failed kernel write, when changes may have been missed.
 	startup bool
@@ -141,7 +152,8 @@ func NewBouncer(cfg BouncerConfig, k Kernel) (*Bouncer, error) {
 	}
 	return &Bouncer{
 		cfg: cfg, c: c, kernel: k, log: cfg.Logger,
-		byID: map[int64]netip.Prefix{}, byPrefix: map[netip.Prefix]*held{}, origins: map[string]string{},
+		byID: map[int64]netip.Prefix{}, byPrefix: map[netip.Prefix]held{},
+		origins: []string{"other"}, originIx: map[string]uint16{},
 		startup: true, st: BouncerStats{URL: cfg.URL},
 	}, nil
 }
@@ -176,8 +188,8 @@ func (b *Bouncer) Stats() BouncerStats {
 func (b *Bouncer) Origin(p netip.Prefix) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if h := b.byPrefix[p]; h != nil {
-		return h.origin
+	if h, ok := b.byPrefix[p]; ok {
+		return b.origins[h.origin]
 	}
 	return ""
 }
@@ -239,14 +251,17 @@ func (b *Bouncer) failLocked(err error) {
 	}
 }
 
-func (b *Bouncer) intern(s string) string {
-	if v, ok := b.origins[s]; ok {
-		return v
+func (b *Bouncer) intern(s string) uint16 {
+	if i, ok := b.originIx[s]; ok {
+		return i
 	}
-	if len(b.origins) < 1024 { // origins are a handful; never let a hostile LAPI grow this
-		b.origins[s] = s
+	if len(b.origins) >= maxOrigins {
+		return 0 // "other"
 	}
-	return s
+	i := uint16(len(b.origins))
+	b.origins = append(b.origins, s)
+	b.originIx[s] = i
+	return i
 }
 
 // addLocked tracks a new decision; it reports whether it is enforced.
@@ -267,8 +282,9 @@ func (b *Bouncer) addLocked(d *Decision, now time.Time, dirty map[netip.Prefix]s
 		} else {
 			// the same decision again (a startup pull after an outage): refresh
 			h := b.byPrefix[t.prefix]
-			if t.expires.After(h.expires) {
-				h.expires = t.expires
+			if exp := t.expires.UnixNano(); exp > h.expires {
+				h.expires = exp
+				b.byPrefix[t.prefix] = h
 				dirty[t.prefix] = struct{}{}
 			}
 			return true
@@ -276,15 +292,12 @@ func (b *Bouncer) addLocked(d *Decision, now time.Time, dirty map[netip.Prefix]s
 	}
 	b.byID[d.ID] = t.prefix
 	h := b.byPrefix[t.prefix]
-	if h == nil {
-		h = &held{origin: b.intern(d.Origin)}
-		b.byPrefix[t.prefix] = h
-	}
 	h.n++
-	if t.expires.After(h.expires) {
-		h.expires = t.expires
+	if exp := t.expires.UnixNano(); exp > h.expires {
+		h.expires = exp
 		h.origin = b.intern(d.Origin)
 	}
+	b.byPrefix[t.prefix] = h
 	dirty[t.prefix] = struct{}{}
 	return true
 }
@@ -296,9 +309,11 @@ func (b *Bouncer) dropLocked(id int64, dirty map[netip.Prefix]struct{}) {
 		return
 	}
 	delete(b.byID, id)
-	if h := b.byPrefix[p]; h != nil {
+	if h, ok := b.byPrefix[p]; ok {
 		if h.n--; h.n <= 0 {
 			delete(b.byPrefix, p)
+		} else {
+			b.byPrefix[p] = h
 		}
 	}
 	dirty[p] = struct{}{}
@@ -319,8 +334,8 @@ func (b *Bouncer) changesLocked(ans *streamAnswer, now time.Time) error {
 	var add []Ban
 	var remove []netip.Prefix
 	for p := range dirty {
-		if h := b.byPrefix[p]; h != nil {
-			add = append(add, Ban{Prefix: p, Expires: h.expires, Origin: h.origin})
+		if h, ok := b.byPrefix[p]; ok {
+			add = append(add, h.ban(p, b.origins))
 		} else {
 			remove = append(remove, p)
 		}
@@ -332,7 +347,7 @@ func (b *Bouncer) changesLocked(ans *streamAnswer, now time.Time) error {
 // the crowdsec bans in the kernel that no decision holds any more.
 func (b *Bouncer) reconcileLocked(ans *streamAnswer, now time.Time) error {
 	b.byID = make(map[int64]netip.Prefix, len(ans.New))
-	b.byPrefix = make(map[netip.Prefix]*held, len(ans.New))
+	b.byPrefix = make(map[netip.Prefix]held, len(ans.New))
 	dirty := make(map[netip.Prefix]struct{}, len(ans.New))
 	for i := range ans.New {
 		if !b.addLocked(&ans.New[i], now, dirty) {
@@ -345,13 +360,13 @@ func (b *Bouncer) reconcileLocked(ans *streamAnswer, now time.Time) error {
 	}
 	var remove []netip.Prefix
 	for _, p := range inKernel {
-		if b.byPrefix[p] == nil {
+		if _, ok := b.byPrefix[p]; !ok {
 			remove = append(remove, p)
 		}
 	}
 	add := make([]Ban, 0, len(b.byPrefix))
 	for p, h := range b.byPrefix {
-		add = append(add, Ban{Prefix: p, Expires: h.expires, Origin: h.origin})
+		add = append(add, h.ban(p, b.origins))
 	}
 	return b.writeLocked(add, remove)
 }
@@ -360,12 +375,12 @@ func (b *Bouncer) reconcileLocked(ans *streamAnswer, now time.Time) error {
 // bans already and the sweeper frees them.
 func (b *Bouncer) pruneLocked(now time.Time) {
 	for p, h := range b.byPrefix {
-		if !h.expires.After(now) {
+		if h.expires <= now.UnixNano() {
 			delete(b.byPrefix, p)
 		}
 	}
 	for id, p := range b.byID {
-		if b.byPrefix[p] == nil {
+		if _, ok := b.byPrefix[p]; !ok {
 			delete(b.byID, id)
 		}
 	}
