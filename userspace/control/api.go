@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -79,6 +81,19 @@ type Status struct {
 	Counters   []Counter     `json:"counters"` // only those that counted something
 	Maps       []MapUsage    `json:"maps"`
 	Datapath   DatapathStats `json:"datapath"`
+	// CrowdSec is the link to a CrowdSec LAPI; nil when the policy has none.
+	CrowdSec *CrowdSec `json:"crowdsec,omitempty"`
+}
+
+// CrowdSec is the state of the link to a CrowdSec Local API.
+type CrowdSec struct {
+	LAPI string `json:"lapi"`
+	// Error says why the link could not start (unreadable credentials).
+	Error    string                  `json:"error,omitempty"`
+	Bouncer  *crowdsec.BouncerStats  `json:"bouncer,omitempty"`
+	Reporter *crowdsec.ReporterStats `json:"reporter,omitempty"`
+	// MapFull counts decisions the kernel refused: its ban map was full.
+	MapFull uint64 `json:"map_full,omitempty"`
 }
 
 // Interface is one attachment of the guard.

@@ -73,6 +73,7 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		return nil, err
 	}
 	st.Bans = len(bans)
+	st.CrowdSec = d.crowdSecStatus()
 	return st, nil
 }
 

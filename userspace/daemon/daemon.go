@@ -162,6 +162,9 @@ type Daemon struct {
 	// tel is the event reader, the detector and the counters the metrics
 	// report (telemetry.go).
 	tel telemetry
+
+	// cs is the link to a CrowdSec LAPI (crowdsec.go).
+	cs csLink
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -170,7 +173,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log}, nil
+	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)}}, nil
 }
 
 // Config returns the daemon's configuration with defaults filled in.
@@ -259,6 +262,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 		{"events", d.consumeEvents},
 		{"detector-pruner", d.pruneDetector},
 		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
+		{"crowdsec", d.runCrowdSec},
 	}
 }
 

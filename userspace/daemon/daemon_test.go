@@ -179,7 +179,7 @@ func TestLockPinDir(t *testing.T) {
 
 // testPinDir is a fresh bpffs directory that is detached and removed when the
 // test ends.
-func testPinDir(t *testing.T) string {
+func testPinDir(t testing.TB) string {
 	t.Helper()
 	dir := fmt.Sprintf("/sys/fs/bpf/apiguard-daemon-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() {
@@ -192,7 +192,7 @@ func testPinDir(t *testing.T) string {
 
 // startBans loads (or adopts) the datapath at pinDir and opens the ban book in
 // stateDir, as Run does, without attaching anywhere.
-func startBans(t *testing.T, pinDir, stateDir string) *Daemon {
+func startBans(t testing.TB, pinDir, stateDir string) *Daemon {
 	t.Helper()
 	d, err := New(Config{Ifaces: []string{"lo"}, PolicyPath: "unused.yaml", PinDir: pinDir, StateDir: stateDir,
 		Log: slog.New(slog.DiscardHandler)})

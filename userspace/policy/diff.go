@@ -40,6 +40,7 @@ func Diff(old, new *Policy) []string {
 	d.change("bans maxTTL", durationString(o.Bans.MaxTTL), durationString(n.Bans.MaxTTL))
 	d.change("bans growth", floatString(o.Bans.Growth), floatString(n.Bans.Growth))
 	d.change("bans forgetAfter", durationString(o.Bans.ForgetAfter), durationString(n.Bans.ForgetAfter))
+	d.change("crowdsec", o.CrowdSec.summary(), n.CrowdSec.summary())
 	return d.lines
 }
 

@@ -157,7 +157,7 @@ func (p *parser) metadata(n *yaml.Node) string {
 
 func (p *parser) spec(n *yaml.Node, s *Spec) {
 	o, ok := p.mapping(n, "spec", "mode", "defaultAction", "tcpFlagSanity", "clientKey", "prefixKey",
-		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections")
+		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec")
 	if !ok {
 		return
 	}
@@ -233,6 +233,9 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 	}
 	if v := o.get("bans"); v != nil {
 		p.bans(v, &s.Bans)
+	}
+	if v := o.get("crowdsec"); v != nil {
+		p.crowdsec(v, &s.CrowdSec)
 	}
 }
 

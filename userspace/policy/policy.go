@@ -81,6 +81,8 @@ type Spec struct {
 	// Connections is how the kernel follows connections to services with
 	// maxConnections (conn.go).
 	Connections Connections
+	// CrowdSec links the daemon to a CrowdSec Local API (crowdsec.go).
+	CrowdSec CrowdSec
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
