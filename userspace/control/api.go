@@ -79,6 +79,8 @@ type Status struct {
 	Counters   []Counter     `json:"counters"` // only those that counted something
 	Maps       []MapUsage    `json:"maps"`
 	Datapath   DatapathStats `json:"datapath"`
+	// AccessLogs are the logs followed for the API detectors.
+	AccessLogs []AccessLogStatus `json:"access_logs,omitempty"`
 }
 
 // Interface is one attachment of the guard.
