@@ -64,6 +64,7 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		return nil, err
 	}
 	st.Bans = len(bans)
+	st.AccessLogs = accessLogStatus(d.accessLogStats())
 	return st, nil
 }
 

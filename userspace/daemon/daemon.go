@@ -144,6 +144,8 @@ type Daemon struct {
 	// tel is the event reader, the detector and the counters the metrics
 	// report (telemetry.go).
 	tel telemetry
+	// sig follows the access logs the policy names (apilogs.go).
+	sig apiSignals
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -239,6 +241,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 		{"events", d.consumeEvents},
 		{"detector-pruner", d.pruneDetector},
+		{"access-logs", d.followAccessLogs},
 		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
 	}
 }

@@ -51,6 +51,19 @@ type Daemon interface {
 	Attachments() []loader.Attachment
 }
 
+// AccessLog is one followed access log's counters.
+type AccessLog struct {
+	Path                        string
+	Lines, ParseErrors, Signals uint64
+	LagBytes                    int64
+}
+
+// Signals is the API layer's input: access logs and the application's reports.
+type Signals interface {
+	AccessLogs() []AccessLog
+	Reports() uint64
+}
+
 // Sources are the collector's inputs. Only Datapath is required: a missing
 // source leaves its metrics out rather than reporting made-up zeros.
 type Sources struct {
@@ -59,6 +72,7 @@ type Sources struct {
 	Fanout   Fanout
 	Detector Detector
 	Daemon   Daemon
+	Signals  Signals
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
 }
@@ -107,6 +121,12 @@ var (
 	descReloadErrors     = desc("policy_reload_errors_total", "Policy reloads refused (the policy in force stayed).")
 	descAttach           = desc("attach_info", "The guard's attachments: 1 per interface and mode.", "iface", "mode")
 	descScrapeErrors     = desc("scrape_errors_total", "Reads from the datapath that failed during a scrape.")
+	// The access logs are the policy's (at most 64): the path is a bounded label.
+	descLogLines       = desc("access_log_lines_total", "Lines read from an access log.", "path")
+	descLogParseErrors = desc("access_log_parse_errors_total", "Access log lines skipped as malformed or too long.", "path")
+	descLogSignals     = desc("access_log_signals_total", "Access log lines that counted for an API detector.", "path")
+	descLogLag         = desc("access_log_lag_bytes", "What an access log holds beyond what was read.", "path")
+	descReports        = desc("reports_total", "Reports received from the application on the control socket.")
 )
 
 // NewCollector checks the sources and returns the collector.
@@ -127,6 +147,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
 		descCASContended, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
+		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descReports,
 	} {
 		ch <- d
 	}
@@ -230,6 +251,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[a] = true
 			gauge(ch, descAttach, 1, a.Iface, string(a.Mode))
+		}
+	}
+	if sg := c.src.Signals; sg != nil {
+		counter(ch, descReports, sg.Reports())
+		for _, l := range sg.AccessLogs() {
+			counter(ch, descLogLines, l.Lines, l.Path)
+			counter(ch, descLogParseErrors, l.ParseErrors, l.Path)
+			counter(ch, descLogSignals, l.Signals, l.Path)
+			gauge(ch, descLogLag, float64(l.LagBytes), l.Path)
 		}
 	}
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
