@@ -152,6 +152,8 @@ func (f *fakeDaemon) Status(context.Context) (*control.Status, error) {
 		Bans:       1,
 		Counters:   []control.Counter{{Action: "pass", Reason: "ok", Packets: 1000, Bytes: 1 << 20}, {Action: "drop", Reason: "ban", Packets: 7, Bytes: 420}},
 		Maps:       []control.MapUsage{{Name: "clients", Entries: 32768, Capacity: 131072}},
+		AccessLogs: []control.AccessLogStatus{{Path: "/var/log/nginx/access.log", Format: "combined", Lines: 1200, ParseErrors: 2,
+			Signals: 40, LagBytes: 2048, LastLine: f.now.Add(-3 * time.Second)}},
 	}, nil
 }
 
@@ -215,7 +217,8 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"apiguard v9, pid 4242", "(adopted from an earlier run)", `"default", generation 3`,
-		"eth0       native  yes", "pass    ok      1000     1.0 MiB", "drop    ban     7        420 B", "clients  32768    131072    25.0%"} {
+		"eth0       native  yes", "pass    ok      1000     1.0 MiB", "drop    ban     7        420 B", "clients  32768    131072    25.0%",
+		"/var/log/nginx/access.log  combined  1200   2             40       2.0 KiB  3s ago"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
