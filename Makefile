@@ -11,9 +11,10 @@ GEN_PKGS := ./loader ./test/bench/trafgen
 GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
-# nginx writes the access log the API-signal end-to-end test follows.
-DEB_PKGS := iproute2 ethtool nftables prometheus nginx
-DEB_TOOLS := ip ethtool nft promtool nginx
+# nginx writes the access log the API-signal end-to-end test follows; curl
+# sends a report as docs/control-api.md shows.
+DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl
+DEB_TOOLS := ip ethtool nft promtool nginx curl
 
 .PHONY: all build generate check-generate test bench bench-events bench-apisignals bench-live bench-apply lint deps demo clean
 

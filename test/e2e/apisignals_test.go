@@ -341,6 +341,23 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 	}
 	t.Logf("enumeration: banned after %d objects", walked)
 
+	// a report on the control socket, made with curl as docs/control-api.md
+	// shows, bans a client the log never saw
+	reported := e.peerAddr(t, 13)
+	repProbe := e.udpProbe(t, reported)
+	banDrops = e.dropped("ban")
+	curl := testenv.RequireTool(t, "curl")
+	out, err := exec.Command(curl, "-sS", "--fail-with-body", "--unix-socket", e.socket, "-X", "POST", "http://apiguard/v1/report",
+		"-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"client":%q,"reason":"failed-login","weight":21}`, reported)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"counted":true`) {
+		t.Fatalf("curl report: %v\n%s", err, out)
+	}
+	upper, _ = e.timeToDrop(t, repProbe, time.Now(), banDrops)
+	t.Logf("report: the first probe sent after curl returned was dropped %v later (the ban is in force when the report is answered)", upper.Round(time.Millisecond))
+	if fl := e.flagFor(t, reported.String(), "auth-failures"); fl == nil || !fl.Ban.Banned {
+		t.Fatalf("reported client not flagged and banned: %+v", fl)
+	}
+
 	// the legitimate client is still served and was never flagged
 	if code, err := get(legit, "/items/1", ""); err != nil || code != 200 {
 		t.Fatalf("legitimate client after the attacks: %d %v", code, err)
@@ -352,8 +369,8 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 			t.Fatalf("legitimate client flagged: %+v", f)
 		}
 	}
-	out := e.mustCLI("status")
-	if !strings.Contains(out, logPath) {
+	out = []byte(e.mustCLI("status"))
+	if !strings.Contains(string(out), logPath) {
 		t.Fatalf("status does not list the access log:\n%s", out)
 	}
 	body := e.scrape(t)
