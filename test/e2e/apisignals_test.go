@@ -358,6 +358,11 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 		t.Fatalf("reported client not flagged and banned: %+v", fl)
 	}
 
+	// and the CLI's report
+	if out := e.mustCLI("report", e.peerAddr(t, 14).String(), "throttled", "--weight", "3"); !strings.Contains(out, "counts for app-throttled") {
+		t.Fatalf("apiguard report: %s", out)
+	}
+
 	// the legitimate client is still served and was never flagged
 	if code, err := get(legit, "/items/1", ""); err != nil || code != 200 {
 		t.Fatalf("legitimate client after the attacks: %d %v", code, err)
