@@ -171,7 +171,8 @@ func checkTemplate(t string) error {
 type apiClient struct {
 	prefix        netip.Prefix
 	last          int64
-	auth, th, err ring
+	// made on first use: most clients trip one rule, if any
+	auth, th, err *ring
 	objects       map[uint64]int64 // path hash → last 403/404
 	pruned        int64
 }
@@ -254,29 +255,32 @@ func (d *Detector) ObserveSignal(s Signal) bool {
 	allowed := func() bool { return d.opts.IsAllowed(s.Client) || d.opts.IsAllowed(c.prefix.Addr()) }
 	switch {
 	case auth:
-		c.auth.add(d.api.authSpan, now, weight)
-		if c.auth.sum > a.AuthFailures.Failures {
+		r := lazyRing(&c.auth)
+		r.add(d.api.authSpan, now, weight)
+		if r.sum > a.AuthFailures.Failures {
 			d.raise(AuthFailures, a.AuthFailures.Rule, d.api.authSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: c.auth.sum,
-					Summary: fmt.Sprintf("%d failed logins in %v (latest %s)", c.auth.sum, a.AuthFailures.Window, describe(s))}
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("%d failed logins in %v (latest %s)", r.sum, a.AuthFailures.Window, describe(s))}
 			}, allowed)
 		}
 	case enum:
 		d.enumerate(c, s, weight, now, allowed)
 	case th:
-		c.th.add(d.api.thSpan, now, weight)
-		if c.th.sum > a.AppThrottled.Responses {
+		r := lazyRing(&c.th)
+		r.add(d.api.thSpan, now, weight)
+		if r.sum > a.AppThrottled.Responses {
 			d.raise(AppThrottled, a.AppThrottled.Rule, d.api.thSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: c.th.sum,
-					Summary: fmt.Sprintf("the application throttled it (429) %d times in %v (latest %s)", c.th.sum, a.AppThrottled.Window, describe(s))}
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("the application throttled it (429) %d times in %v (latest %s)", r.sum, a.AppThrottled.Window, describe(s))}
 			}, allowed)
 		}
 	case burst:
-		c.err.add(d.api.errSpan, now, weight)
-		if c.err.sum > a.ErrorBurst.Responses {
+		r := lazyRing(&c.err)
+		r.add(d.api.errSpan, now, weight)
+		if r.sum > a.ErrorBurst.Responses {
 			d.raise(ErrorBurst, a.ErrorBurst.Rule, d.api.errSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: c.err.sum,
-					Summary: fmt.Sprintf("%d server errors (5xx) answering it in %v (latest %s)", c.err.sum, a.ErrorBurst.Window, describe(s))}
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("%d server errors (5xx) answering it in %v (latest %s)", r.sum, a.ErrorBurst.Window, describe(s))}
 			}, allowed)
 		}
 	}
