@@ -169,8 +169,8 @@ func checkTemplate(t string) error {
 
 // apiClient is one client key's API windows.
 type apiClient struct {
-	prefix        netip.Prefix
-	last          int64
+	prefix netip.Prefix
+	last   int64
 	// made on first use: most clients trip one rule, if any
 	auth, th, err *ring
 	objects       map[uint64]int64 // path hash → last 403/404
