@@ -308,7 +308,7 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 	banDrops := e.dropped("ban")
 	offence := e.bruteForce(t, brute, 21)
 	upper, lower := e.timeToDrop(t, probe, offence, banDrops)
-	t.Logf("offending request to first dropped packet: between %v and %v", lower.Round(time.Millisecond), upper.Round(time.Millisecond))
+	t.Logf("offending request to first dropped packet: between %v and %v", lower.Round(10*time.Microsecond), upper.Round(10*time.Microsecond))
 	if upper > time.Second {
 		t.Errorf("the first packet dropped %v after the offending request; want within 1s", upper)
 	}
@@ -353,7 +353,7 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 		t.Fatalf("curl report: %v\n%s", err, out)
 	}
 	upper, _ = e.timeToDrop(t, repProbe, time.Now(), banDrops)
-	t.Logf("report: the first probe sent after curl returned was dropped %v later (the ban is in force when the report is answered)", upper.Round(time.Millisecond))
+	t.Logf("report: the first probe sent after curl returned was dropped %v later (the ban is in force when the report is answered)", upper.Round(10*time.Microsecond))
 	if fl := e.flagFor(t, reported.String(), "auth-failures"); fl == nil || !fl.Ban.Banned {
 		t.Fatalf("reported client not flagged and banned: %+v", fl)
 	}

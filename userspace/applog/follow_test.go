@@ -276,3 +276,27 @@ func TestFollowOptionsChecked(t *testing.T) {
 		t.Error("maxLine 10 accepted")
 	}
 }
+
+// Writes, rotation and new files wake the follower (inotify): with polling
+// all but off, every line still arrives.
+func TestFollowWokenByWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := follow(t, FollowOptions{Path: path, Poll: time.Hour})
+	c.waitStat("opened", func(s FollowStats) bool { return s.Inode != 0 })
+	appendLines(t, path, 0, 3)
+	c.waitLines(3)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendLines(t, path+".1", 3, 5) // the server still writes to the old file
+	appendLines(t, path, 5, 8)      // then to the new one
+	got := c.waitLines(8)
+	slices.Sort(got)
+	if !slices.Equal(got, want(0, 8)) {
+		t.Fatalf("got %q", got)
+	}
+}
