@@ -335,8 +335,12 @@ func (d *Detector) enumerate(c *apiClient, s Signal, weight uint64, now int64, a
 		if len(c.objects) >= limit {
 			n = "at least " + n
 		}
+		latest := describe(s)
+		if s.Path != "" {
+			latest += ", template " + Template(s.Path)
+		}
 		return Evidence{Events: uint64(len(c.objects)),
-			Summary: fmt.Sprintf("%s distinct object paths answered 403/404 in %v (latest %s)", n, a.Enumeration.Window, describe(s))}
+			Summary: fmt.Sprintf("%s distinct object paths answered 403/404 in %v (latest %.160s)", n, a.Enumeration.Window, latest)}
 	}, allowed)
 }
 

@@ -78,6 +78,9 @@ func TestEnumerationWalk(t *testing.T) {
 	if f.Episodes != 1 || len(h.bans.bans) != 1 {
 		t.Fatalf("one walk is one episode and one ban: %d episodes, bans %v", f.Episodes, h.bans.bans)
 	}
+	if !contains(f.Evidence.Summary, "at least 100 distinct object paths answered 403/404 in 1m0s") || !contains(f.Evidence.Summary, "template /items/{id}") {
+		t.Fatalf("evidence %q", f.Evidence.Summary)
+	}
 }
 
 func TestEnumerationSamePathRepeatedNotFlagged(t *testing.T) {
