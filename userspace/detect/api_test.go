@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,7 +79,7 @@ func TestEnumerationWalk(t *testing.T) {
 	if f.Episodes != 1 || len(h.bans.bans) != 1 {
 		t.Fatalf("one walk is one episode and one ban: %d episodes, bans %v", f.Episodes, h.bans.bans)
 	}
-	if !contains(f.Evidence.Summary, "at least 100 distinct object paths answered 403/404 in 1m0s") || !contains(f.Evidence.Summary, "template /items/{id}") {
+	if !strings.Contains(f.Evidence.Summary, "at least 100 distinct object paths answered 403/404 in 1m0s") || !strings.Contains(f.Evidence.Summary, "template /items/{id}") {
 		t.Fatalf("evidence %q", f.Evidence.Summary)
 	}
 }
@@ -235,19 +236,10 @@ func TestAPIConfigValidation(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{`template "items/{id}"`, `template "/items/{id"`, `template "/items/list"`, `login path "login"`, `error-burst: action "kill"`} {
-		if !contains(err.Error(), want) {
+		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 func TestReportReason(t *testing.T) {
