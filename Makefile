@@ -11,10 +11,12 @@ GEN_PKGS := ./loader ./test/bench/trafgen
 GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
-DEB_PKGS := iproute2 ethtool nftables prometheus
-DEB_TOOLS := ip ethtool nft promtool
+# nginx writes the access log the API-signal end-to-end test follows; curl
+# sends a report as docs/control-api.md shows.
+DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl
+DEB_TOOLS := ip ethtool nft promtool nginx curl
 
-.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply bench-crowdsec lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply bench-crowdsec bench-apisignals lint deps demo clean
 
 all: build
 
@@ -70,6 +72,12 @@ bench-events:
 	$(GO) test -run '^$$' -bench 'DecodeDetect' -benchtime 3000000x -count 1 ./userspace/detect/
 	$(GO) test -run '^$$' -bench 'RingDrain|RingToDetector' -benchtime 2000000x -count 1 ./userspace/events/
 	$(GO) test -run '^$$' -bench 'DaemonUnderRandomSourceFlood' -benchtime 10x -count 1 ./test/e2e/
+
+# API-layer signals: access log lines parsed per second on one core, and the
+# time from an offending request (through nginx) to the first dropped packet.
+bench-apisignals: deps
+	$(GO) test -run '^$$' -bench 'Combined|JSONLines' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
+	$(GO) test -run '^$$' -bench 'OffendingRequestToDrop' -benchtime 20x -count 1 ./test/e2e/
 
 # The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
 bench-live: deps

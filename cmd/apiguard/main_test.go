@@ -118,6 +118,10 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"ban", "add", "192.0.2.300"}, `"192.0.2.300" is not an address or CIDR`},
 		{[]string{"ban", "rm", "2001:db8::/129"}, `"2001:db8::/129" is not an address or CIDR`},
 		{[]string{"status", "-o", "yaml"}, `-o "yaml": want text or json`},
+		{[]string{"report", "192.0.2.1"}, "accepts 2 arg(s), received 1"},
+		{[]string{"report", "nobody", "failed-login"}, `client "nobody" is not an IP address`},
+		{[]string{"report", "192.0.2.1", "bored"}, `unknown report reason "bored"`},
+		{[]string{"report", "192.0.2.1", "failed-login", "--weight", "5000"}, "weight 5000 is above 1000"},
 		{[]string{"clients", "top", "-n", "0"}, "-n 0: want 1 to"},
 		{[]string{"clients", "top", "--by", "age"}, `cannot sort clients by "age"`},
 		{[]string{"daemon", "--policy", "p.yaml"}, `required flag(s) "iface" not set`},
@@ -156,6 +160,8 @@ func (f *fakeDaemon) Status(context.Context) (*control.Status, error) {
 		CrowdSec: &control.CrowdSec{LAPI: "http://127.0.0.1:8080",
 			Bouncer:  &crowdsec.BouncerStats{Pulls: 9, PullErrors: 3, Outages: 1, LastError: "pull decisions: connection refused", LastSuccess: f.now.Add(-time.Minute), Active: 4, Decisions: 5},
 			Reporter: &crowdsec.ReporterStats{MachineID: "host-a", Sent: 6, Queued: 2}},
+		AccessLogs: []control.AccessLogStatus{{Path: "/var/log/nginx/access.log", Format: "combined", Lines: 1200, ParseErrors: 2,
+			Signals: 40, LagBytes: 2048, LastLine: f.now.Add(-3 * time.Second)}},
 	}, nil
 }
 
@@ -222,7 +228,8 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 	for _, want := range []string{"apiguard v9, pid 4242", "(adopted from an earlier run)", `"default", generation 3`,
 		"eth0       native  yes", "pass    ok      1000     1.0 MiB",
 		"http://127.0.0.1:8080 UNREACHABLE (bans in the kernel stay until they expire): pull decisions: connection refused; last good pull 1m0s ago; 5 decisions on 4 prefixes; 3 pull errors, 1 outages",
-		"6 sent, 2 queued, 0 dropped, 0 errors as machine host-a", "drop    ban     7        420 B", "clients  32768    131072    25.0%"} {
+		"6 sent, 2 queued, 0 dropped, 0 errors as machine host-a", "drop    ban     7        420 B", "clients  32768    131072    25.0%",
+		"/var/log/nginx/access.log  combined  1200   2             40       2.0 KiB  3s ago"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

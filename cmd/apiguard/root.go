@@ -57,6 +57,7 @@ commands change policy and bans on the running daemon through its control socket
 		newBanCmd(g),
 		newClientsCmd(g),
 		newEventsCmd(g),
+		newReportCmd(g),
 		newStatusCmd(g),
 		newVersionCmd(g),
 	)

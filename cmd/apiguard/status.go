@@ -98,6 +98,27 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f%%\n", m.Name, m.Entries, m.Capacity, fill)
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.AccessLogs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCESS LOG\tFORMAT\tLINES\tPARSE ERRORS\tSIGNALS\tLAG\tLAST LINE\tPROBLEM")
+	for _, l := range st.AccessLogs {
+		last := "never"
+		if !l.LastLine.IsZero() {
+			last = ago(now, l.LastLine).String() + " ago"
+		}
+		problem := l.Error
+		if problem == "" {
+			problem = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", l.Path, l.Format, l.Lines, l.ParseErrors, l.Signals,
+			humanBytes(uint64(max(l.LagBytes, 0))), last, problem)
+	}
 	return tw.Flush()
 }
 

@@ -79,7 +79,7 @@ func (e *env) countBySource(t *testing.T) *sourceCounter {
 }
 
 // peerAddr adds another address to the peer's end and returns it.
-func (e *env) peerAddr(t *testing.T, last byte) netip.Addr {
+func (e *env) peerAddr(t testing.TB, last byte) netip.Addr {
 	t.Helper()
 	a := netip.AddrFrom4([4]byte{10, 61, 0, last})
 	if err := e.lab.peer.IP("addr", "add", a.String()+"/24", "dev", e.lab.peerEnd.Name); err != nil {

@@ -81,6 +81,8 @@ type Status struct {
 	Counters   []Counter     `json:"counters"` // only those that counted something
 	Maps       []MapUsage    `json:"maps"`
 	Datapath   DatapathStats `json:"datapath"`
+	// AccessLogs are the logs followed for the API detectors.
+	AccessLogs []AccessLogStatus `json:"access_logs,omitempty"`
 	// CrowdSec is the link to a CrowdSec LAPI; nil when the policy has none.
 	CrowdSec *CrowdSec `json:"crowdsec,omitempty"`
 }

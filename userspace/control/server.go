@@ -42,6 +42,8 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 		// FlagSource (telemetry.go)
 		PathEvents:         {http.MethodGet: s.events},
 		PathClientsFlagged: {http.MethodGet: s.flagged},
+		// reports from the application (signals.go), for a SignalSink
+		PathReport: {http.MethodPost: s.report},
 	}
 	return s
 }

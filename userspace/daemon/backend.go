@@ -74,6 +74,7 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 	}
 	st.Bans = len(bans)
 	st.CrowdSec = d.crowdSecStatus()
+	st.AccessLogs = accessLogStatus(d.accessLogStats())
 	return st, nil
 }
 

@@ -165,6 +165,8 @@ type Daemon struct {
 
 	// cs is the link to a CrowdSec LAPI (crowdsec.go).
 	cs csLink
+	// sig follows the access logs the policy names (apilogs.go).
+	sig apiSignals
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -261,6 +263,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 		{"events", d.consumeEvents},
 		{"detector-pruner", d.pruneDetector},
+		{"access-logs", d.followAccessLogs},
 		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
 		{"crowdsec", d.runCrowdSec},
 	}

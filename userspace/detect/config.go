@@ -27,9 +27,24 @@ const (
 	// service-level limiting, even though each of its addresses stays under its
 	// own limit.
 	Aggregate Reason = "aggregate"
+
+	// The API-layer reasons come from what the API server knows (its access
+	// log, or reports it makes on the control socket), not from packets.
+
+	// AuthFailures: many 401s on login paths, or reported failed logins.
+	AuthFailures Reason = "auth-failures"
+	// Enumeration: many distinct object paths (/items/{id}) answered 403 or 404.
+	Enumeration Reason = "enumeration"
+	// AppThrottled: the application's own rate limiting (429) kept refusing
+	// the client.
+	AppThrottled Reason = "app-throttled"
+	// ErrorBurst: many 5xx answers to one client's requests.
+	ErrorBurst Reason = "error-burst"
 )
 
-var reasons = []Reason{Flood, SYNFlood, Scan, DenyProbe, BadFlags, Aggregate}
+// New reasons go at the end: a reason's position is its ban code (Code).
+var reasons = []Reason{Flood, SYNFlood, Scan, DenyProbe, BadFlags, Aggregate,
+	AuthFailures, Enumeration, AppThrottled, ErrorBurst}
 
 // Reasons lists every reason, in a fixed order.
 func Reasons() []Reason { return append([]Reason(nil), reasons...) }
@@ -172,6 +187,8 @@ type Config struct {
 	BadFlags  BadFlagsRule
 	Aggregate AggregateRule
 	Bans      BanPolicy
+	// API holds the API-layer rules (ObserveSignal).
+	API APIRules
 
 	// Monitor is the policy's monitor mode: every rule flags, none bans.
 	Monitor bool
@@ -224,6 +241,7 @@ func DefaultConfig() Config {
 		// over), from at least 4 clients.
 		Aggregate: AggregateRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Share: 0.5, MinClients: 4, MinEvents: 20},
 		Bans:      BanPolicy{TTL: 10 * time.Minute, MaxTTL: 24 * time.Hour, Growth: 2, ForgetAfter: 24 * time.Hour},
+		API:       DefaultAPIRules(),
 
 		ClientBits4: 32, ClientBits6: 64, PrefixBits4: 24, PrefixBits6: 48,
 		EventInterval: time.Second,
@@ -259,6 +277,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.Aggregate.Share, def.Aggregate.Share)
 	setZero(&c.Aggregate.MinEvents, def.Aggregate.MinEvents)
 	setZero(&c.Aggregate.MinClients, def.Aggregate.MinClients)
+	c.API = c.API.withDefaults(def.API)
 	setZero(&c.Bans.TTL, def.Bans.TTL)
 	setZero(&c.Bans.MaxTTL, max(def.Bans.MaxTTL, c.Bans.TTL))
 	setZero(&c.Bans.Growth, def.Bans.Growth)
@@ -307,6 +326,7 @@ func (c Config) Validate() error {
 			add("%s: window %v is longer than 24h", r.name, r.rule.Window)
 		}
 	}
+	errs = append(errs, c.API.validate(c.EventInterval)...)
 	if c.Flood.LimitedFor < 0 || c.Flood.LimitedFor > c.Flood.Window {
 		add("flood: limitedFor %v must be between 0 and the window %v", c.Flood.LimitedFor, c.Flood.Window)
 	}

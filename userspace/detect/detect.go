@@ -157,10 +157,11 @@ type Detector struct {
 	offenders *lru[netip.Prefix, *offender]
 
 	first []sighting
+	api   apiState
 
 	clock, lastPrune int64
 
-	flagged                           [6]uint64
+	flagged                           [10]uint64
 	bans, banErrors, banSkipped, seen uint64
 	evicted                           uint64
 }
@@ -232,6 +233,7 @@ func (d *Detector) setConfig(cfg Config) {
 		d.aggTotal = ring{}
 		clear(d.first)
 	}
+	d.setAPIConfig(cfg)
 	d.floodSpan, d.synSpan, d.scanSpan, d.denySpan, d.badSpan, d.aggSpan =
 		spans[0], spans[1], spans[2], spans[3], spans[4], spans[5]
 	d.idle = 0
@@ -821,6 +823,7 @@ func (d *Detector) Prune() {
 }
 
 func (d *Detector) prune(now int64) {
+	d.pruneAPI(now)
 	for {
 		k, c, ok := d.clients.oldest()
 		if !ok || now-c.last < d.idle {

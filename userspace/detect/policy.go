@@ -25,6 +25,11 @@ func FromPolicy(spec *policy.Spec, eventInterval time.Duration) Config {
 	cfg.BadFlags = BadFlagsRule{Rule: rule(d.BadFlags.Detector), Packets: d.BadFlags.Packets}
 	cfg.Aggregate = AggregateRule{Rule: rule(d.Aggregate.Detector), Share: d.Aggregate.Share,
 		MinClients: d.Aggregate.MinClients, MinEvents: d.Aggregate.MinEvents}
+	cfg.API.AuthFailures = AuthFailuresRule{Rule: rule(d.AuthFailures.Detector), Failures: d.AuthFailures.Failures, LoginPaths: d.AuthFailures.LoginPaths}
+	cfg.API.Enumeration = EnumerationRule{Rule: rule(d.Enumeration.Detector), Objects: d.Enumeration.Objects,
+		Templates: d.Enumeration.Templates, Learn: d.Enumeration.Learn}
+	cfg.API.AppThrottled = CountRule{Rule: rule(d.AppThrottled.Detector), Responses: d.AppThrottled.Responses}
+	cfg.API.ErrorBurst = CountRule{Rule: rule(d.ErrorBurst.Detector), Responses: d.ErrorBurst.Responses}
 	cfg.Bans = BanPolicy{TTL: spec.Bans.TTL, MaxTTL: spec.Bans.MaxTTL, Growth: spec.Bans.Growth, ForgetAfter: spec.Bans.ForgetAfter}
 	cfg.Monitor = spec.Mode == policy.Monitor
 	cfg.ClientBits4, cfg.ClientBits6 = spec.ClientKey.IPv4, spec.ClientKey.IPv6

@@ -3,6 +3,7 @@ package detect
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 // The policy's defaults and the detector's are one set of numbers.
 func TestFromPolicyDefaults(t *testing.T) {
 	spec := policy.Defaults()
-	if got, want := FromPolicy(&spec, 0), DefaultConfig(); got != want {
+	if got, want := FromPolicy(&spec, 0), DefaultConfig(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("policy defaults give\n%+v\nthe detector's are\n%+v", got, want)
 	}
 }
@@ -55,7 +56,7 @@ spec:
 	want.Monitor = true
 	want.ClientBits6, want.PrefixBits4, want.PrefixBits6 = 56, 20, 40
 	want.EventInterval = 2 * time.Second
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", cfg, want)
 	}
 	if err := cfg.Validate(); err != nil {

@@ -58,6 +58,19 @@ type CrowdSec interface {
 	CrowdSecStats() (*crowdsec.BouncerStats, *crowdsec.ReporterStats)
 }
 
+// AccessLog is one followed access log's counters.
+type AccessLog struct {
+	Path                        string
+	Lines, ParseErrors, Signals uint64
+	LagBytes                    int64
+}
+
+// Signals is the API layer's input: access logs and the application's reports.
+type Signals interface {
+	AccessLogs() []AccessLog
+	Reports() uint64
+}
+
 // Sources are the collector's inputs. Only Datapath is required: a missing
 // source leaves its metrics out rather than reporting made-up zeros.
 type Sources struct {
@@ -67,6 +80,7 @@ type Sources struct {
 	Detector Detector
 	Daemon   Daemon
 	CrowdSec CrowdSec
+	Signals  Signals
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
 }
@@ -126,6 +140,12 @@ var (
 	descCSReports     = desc("crowdsec_reports_total", "Detector bans reported to the CrowdSec LAPI, by result (sent; dropped: the queue was full or the ban ran out first).", "result")
 	descCSReportErrs  = desc("crowdsec_report_errors_total", "Failed attempts to send reports (retried with back-off).")
 	descCSQueue       = desc("crowdsec_report_queue", "Reports waiting for the CrowdSec LAPI.")
+	// The access logs are the policy's (at most 64): the path is a bounded label.
+	descLogLines       = desc("access_log_lines_total", "Lines read from an access log.", "path")
+	descLogParseErrors = desc("access_log_parse_errors_total", "Access log lines skipped as malformed or too long.", "path")
+	descLogSignals     = desc("access_log_signals_total", "Access log lines that counted for an API detector.", "path")
+	descLogLag         = desc("access_log_lag_bytes", "What an access log holds beyond what was read.", "path")
+	descReports        = desc("reports_total", "Reports received from the application on the control socket.")
 )
 
 // NewCollector checks the sources and returns the collector.
@@ -148,6 +168,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCASContended, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges,
 		descCSReports, descCSReportErrs, descCSQueue,
+		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descReports,
 	} {
 		ch <- d
 	}
@@ -255,6 +276,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if cs := c.src.CrowdSec; cs != nil {
 		collectCrowdSec(ch, cs)
+	}
+	if sg := c.src.Signals; sg != nil {
+		counter(ch, descReports, sg.Reports())
+		for _, l := range sg.AccessLogs() {
+			counter(ch, descLogLines, l.Lines, l.Path)
+			counter(ch, descLogParseErrors, l.ParseErrors, l.Path)
+			counter(ch, descLogSignals, l.Signals, l.Path)
+			gauge(ch, descLogLag, float64(l.LagBytes), l.Path)
+		}
 	}
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
 }

@@ -36,6 +36,7 @@ func Diff(old, new *Policy) []string {
 	d.services(o.Services, n.Services)
 	d.connections(o.Connections, n.Connections)
 	d.detection(&o.Detection, &n.Detection)
+	d.change("access logs", accessLogsString(o.AccessLogs), accessLogsString(n.AccessLogs))
 	d.change("bans ttl", durationString(o.Bans.TTL), durationString(n.Bans.TTL))
 	d.change("bans maxTTL", durationString(o.Bans.MaxTTL), durationString(n.Bans.MaxTTL))
 	d.change("bans growth", floatString(o.Bans.Growth), floatString(n.Bans.Growth))
@@ -216,6 +217,17 @@ func (d *differ) detection(o, n *Detection) {
 	d.change("detection aggregate share", floatString(o.Aggregate.Share), floatString(n.Aggregate.Share))
 	num("aggregate minClients", o.Aggregate.MinClients, n.Aggregate.MinClients)
 	num("aggregate minEvents", o.Aggregate.MinEvents, n.Aggregate.MinEvents)
+	det("auth-failures", o.AuthFailures.Detector, n.AuthFailures.Detector)
+	num("auth-failures failures", o.AuthFailures.Failures, n.AuthFailures.Failures)
+	d.change("detection auth-failures loginPaths", strings.Join(o.AuthFailures.LoginPaths, ","), strings.Join(n.AuthFailures.LoginPaths, ","))
+	det("enumeration", o.Enumeration.Detector, n.Enumeration.Detector)
+	num("enumeration objects", o.Enumeration.Objects, n.Enumeration.Objects)
+	d.change("detection enumeration templates", strings.Join(o.Enumeration.Templates, ","), strings.Join(n.Enumeration.Templates, ","))
+	d.change("detection enumeration learn", strconv.FormatBool(o.Enumeration.Learn), strconv.FormatBool(n.Enumeration.Learn))
+	det("app-throttled", o.AppThrottled.Detector, n.AppThrottled.Detector)
+	num("app-throttled responses", o.AppThrottled.Responses, n.AppThrottled.Responses)
+	det("error-burst", o.ErrorBurst.Detector, n.ErrorBurst.Detector)
+	num("error-burst responses", o.ErrorBurst.Responses, n.ErrorBurst.Responses)
 }
 
 // durationString prints 10m rather than 10m0s.
@@ -241,4 +253,12 @@ func floatString(f float64) string {
 		return ""
 	}
 	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
+func accessLogsString(ls []AccessLog) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		parts[i] = l.Path + " (" + l.Format + ")"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -157,7 +157,7 @@ func (p *parser) metadata(n *yaml.Node) string {
 
 func (p *parser) spec(n *yaml.Node, s *Spec) {
 	o, ok := p.mapping(n, "spec", "mode", "defaultAction", "tcpFlagSanity", "clientKey", "prefixKey",
-		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec")
+		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec", "accessLogs")
 	if !ok {
 		return
 	}
@@ -236,6 +236,9 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 	}
 	if v := o.get("crowdsec"); v != nil {
 		p.crowdsec(v, &s.CrowdSec)
+	}
+	if v := o.get("accessLogs"); v != nil {
+		s.AccessLogs = p.accessLogs(v, o.field("accessLogs"))
 	}
 }
 
@@ -655,10 +658,12 @@ func (p *parser) rate(n *yaml.Node, field string, k unitKind) (Rate, bool) {
 }
 
 func (p *parser) detection(n *yaml.Node, d *Detection) {
-	o, ok := p.mapping(n, "spec.detection", "flood", "syn-flood", "scan", "deny-probe", "bad-flags", "aggregate")
+	o, ok := p.mapping(n, "spec.detection", "flood", "syn-flood", "scan", "deny-probe", "bad-flags", "aggregate",
+		"auth-failures", "enumeration", "app-throttled", "error-burst")
 	if !ok {
 		return
 	}
+	p.apiDetection(o, d)
 	if v := o.get("flood"); v != nil {
 		f := o.field("flood")
 		if do, ok := p.detector(v, f, &d.Flood.Detector, "limitedFor"); ok {

@@ -83,6 +83,9 @@ type Spec struct {
 	Connections Connections
 	// CrowdSec links the daemon to a CrowdSec Local API (crowdsec.go).
 	CrowdSec CrowdSec
+	// AccessLogs are the API servers' logs the daemon follows for the API
+	// detectors (auth-failures, enumeration, app-throttled, error-burst).
+	AccessLogs []AccessLog
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
@@ -195,6 +198,65 @@ type Detection struct {
 	DenyProbe DenyProbeDetection
 	BadFlags  BadFlagsDetection
 	Aggregate AggregateDetection
+
+	// The API detectors count what the API layer knows: access log lines
+	// and the application's reports.
+	AuthFailures AuthFailuresDetection
+	Enumeration  EnumerationDetection
+	AppThrottled CountDetection
+	ErrorBurst   CountDetection
+}
+
+// AuthFailuresDetection (reason "auth-failures") fires after more than
+// Failures 401 answers on LoginPaths (path prefixes; none means every path),
+// or reported failed logins, from one client within Window.
+type AuthFailuresDetection struct {
+	Detector
+	Failures   uint64
+	LoginPaths []string
+}
+
+// EnumerationDetection (reason "enumeration") fires when more than Objects
+// distinct object paths answered 403 or 404 to one client within Window. An
+// object path matches one of Templates ("/items/{id}") or, with Learn, has an
+// identifier-looking segment (digits, a UUID, 16+ hex digits).
+type EnumerationDetection struct {
+	Detector
+	Objects   uint64
+	Templates []string
+	Learn     bool
+}
+
+// CountDetection fires after more than Responses answers of its kind to one
+// client within Window: 429 ("app-throttled"), 5xx ("error-burst").
+type CountDetection struct {
+	Detector
+	Responses uint64
+}
+
+// AccessLog is one log to follow.
+type AccessLog struct {
+	Path string
+	// Format is "combined" (nginx's default) or "json" (one object a line).
+	Format string
+	// Fields maps JSON keys to a request's parts; keys left empty take the
+	// daemon's defaults (nginx's variable names).
+	Fields LogFields
+	// Forwarded: a combined line ends with a quoted X-Forwarded-For field.
+	Forwarded bool
+	// TrustedProxies are the peers whose forwarded field is believed.
+	TrustedProxies []netip.Prefix
+	// FromStart reads a file met for the first time from its beginning.
+	FromStart bool
+	// MaxLineLength bounds a line; longer ones are skipped and counted.
+	MaxLineLength uint64
+}
+
+// LogFields are JSON keys (a dotted key walks nested objects).
+type LogFields struct {
+	Client, Method, Path, Request, Status, Latency, Forwarded string
+	// LatencyUnit is what a numeric latency counts: s, ms, us or ns.
+	LatencyUnit string
 }
 
 // Bans configures the bans the detector makes. A client banned again within
@@ -218,6 +280,10 @@ func Defaults() Spec {
 	d.DenyProbe = DenyProbeDetection{Detector{true, ActionFlag, time.Minute}, 10}
 	d.BadFlags = BadFlagsDetection{Detector{true, ActionFlag, time.Minute}, 5}
 	d.Aggregate = AggregateDetection{Detector{true, ActionFlag, time.Minute}, 0.5, 4, 20}
+	d.AuthFailures = AuthFailuresDetection{Detector: Detector{true, ActionBan, time.Minute}, Failures: 20}
+	d.Enumeration = EnumerationDetection{Detector: Detector{true, ActionBan, time.Minute}, Objects: 50, Learn: true}
+	d.AppThrottled = CountDetection{Detector{true, ActionBan, time.Minute}, 100}
+	d.ErrorBurst = CountDetection{Detector{true, ActionFlag, time.Minute}, 50}
 	return Spec{
 		Mode:          Enforce,
 		DefaultAction: Pass,

@@ -1,0 +1,20 @@
+package testenv
+
+import (
+	"os/exec"
+	"testing"
+)
+
+// RequireTool returns the path of a program the test drives (nginx...), or
+// stops the test: it skips without it, but under CI=true (where .ci/run
+// installs it) its absence is a failure.
+func RequireTool(tb testing.TB, name string) string {
+	tb.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name, "/sbin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	missing(tb, name+" is not installed (apt-get install "+name+")")
+	return ""
+}

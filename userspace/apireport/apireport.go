@@ -1,0 +1,252 @@
+// Package apireport lets a Go API tell apiguard about its clients: failed
+// logins, authorization failures, its own throttling. apiguard counts them per
+// client like the access log's lines and bans an offender at the NIC within a
+// second.
+//
+// One line in a handler:
+//
+//	rep := apireport.New(apireport.DefaultSocket)
+//	defer rep.Close()
+//	...
+//	if !passwordOK {
+//		rep.FailedLogin(r) // the client is r.RemoteAddr
+//		http.Error(w, "wrong credentials", http.StatusUnauthorized)
+//	}
+//
+// Or every 401, 403, 404 and 429 the API answers, through middleware:
+//
+//	http.ListenAndServe(addr, rep.Middleware(mux))
+//
+// Reports are sent in the background and never block or fail the request: if
+// apiguard is down or slow, they are dropped and counted (Dropped). The
+// control socket is root-only, so the API must run as root or be given the
+// socket another way (apiguard refuses every other user).
+package apireport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultSocket is the apiguard daemon's control socket.
+const DefaultSocket = "/run/apiguard/apiguard.sock"
+
+// Reasons a report can give (the daemon also takes its rule names).
+const (
+	FailedLogin  = "failed-login"  // counts for auth-failures
+	AuthzFailure = "authz-failure" // counts for enumeration (give the path)
+	Throttled    = "throttled"     // counts for app-throttled
+	ServerError  = "server-error"  // counts for error-burst
+)
+
+// Report is one report.
+type Report struct {
+	Client string `json:"client"`
+	Reason string `json:"reason"`
+	Weight uint32 `json:"weight,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Reporter sends reports to the daemon. It is safe for concurrent use.
+type Reporter struct {
+	// ClientIP finds the client of a request; the default is the
+	// RemoteAddr's address. Behind a proxy, set it to read the header the
+	// proxy sets, and only from the proxy.
+	ClientIP func(*http.Request) (netip.Addr, bool)
+
+	socket  string
+	http    *http.Client
+	queue   chan Report
+	done    chan struct{}
+	once    sync.Once
+	sent    atomic.Uint64
+	dropped atomic.Uint64
+	failed  atomic.Uint64
+}
+
+// queueLen bounds the reports waiting to be sent.
+const queueLen = 4096
+
+// New returns a Reporter for the daemon at socket and starts its sender.
+func New(socket string) *Reporter {
+	r := &Reporter{
+		ClientIP: RemoteIP,
+		socket:   socket,
+		queue:    make(chan Report, queueLen),
+		done:     make(chan struct{}),
+	}
+	r.http = &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+			MaxIdleConns: 2, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute,
+		},
+	}
+	go r.send()
+	return r
+}
+
+// RemoteIP is the address of the request's peer.
+func RemoteIP(req *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(req.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+// Send queues a report; it never blocks. It reports false when the report
+// was dropped (the queue is full or the Reporter closed).
+func (r *Reporter) Send(rep Report) bool {
+	select {
+	case <-r.done:
+		r.dropped.Add(1)
+		return false
+	default:
+	}
+	select {
+	case r.queue <- rep:
+		return true
+	default:
+		r.dropped.Add(1)
+		return false
+	}
+}
+
+// FailedLogin reports a failed login by req's client.
+func (r *Reporter) FailedLogin(req *http.Request) bool {
+	return r.about(req, FailedLogin, "")
+}
+
+// AuthzFailure reports that req's client was refused the object at req's
+// path (403, or a 404 hiding one).
+func (r *Reporter) AuthzFailure(req *http.Request) bool {
+	return r.about(req, AuthzFailure, req.URL.Path)
+}
+
+func (r *Reporter) about(req *http.Request, reason, path string) bool {
+	a, ok := r.ClientIP(req)
+	if !ok {
+		r.dropped.Add(1)
+		return false
+	}
+	return r.Send(Report{Client: a.String(), Reason: reason, Path: path})
+}
+
+// Middleware reports the answers next gives: 401 as a failed login, 403 and
+// 404 as authorization failures (with the path), 429 as throttling. 5xx are
+// left to the access log: they are often the server's fault.
+func (r *Reporter) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, req)
+		switch sw.code {
+		case http.StatusUnauthorized:
+			r.about(req, FailedLogin, "")
+		case http.StatusForbidden, http.StatusNotFound:
+			r.about(req, AuthzFailure, req.URL.Path)
+		case http.StatusTooManyRequests:
+			r.about(req, Throttled, "")
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Stats are the reports sent, dropped (queue full, no client, closed) and
+// failed (the daemon refused or was unreachable).
+func (r *Reporter) Stats() (sent, dropped, failed uint64) {
+	return r.sent.Load(), r.dropped.Load(), r.failed.Load()
+}
+
+// Close stops the sender after the reports queued so far are sent (at most
+// a few seconds).
+func (r *Reporter) Close() {
+	r.once.Do(func() { close(r.done) })
+}
+
+func (r *Reporter) send() {
+	for {
+		select {
+		case rep := <-r.queue:
+			r.post(rep)
+		case <-r.done:
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) {
+				select {
+				case rep := <-r.queue:
+					r.post(rep)
+				default:
+					r.http.CloseIdleConnections()
+					return
+				}
+			}
+			r.http.CloseIdleConnections()
+			return
+		}
+	}
+}
+
+func (r *Reporter) post(rep Report) {
+	if err := r.Post(context.Background(), rep); err != nil {
+		r.failed.Add(1)
+		return
+	}
+	r.sent.Add(1)
+}
+
+// Post sends one report now and waits for the daemon's answer.
+func (r *Reporter) Post(ctx context.Context, rep Report) error {
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://apiguard/v1/report", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("build report: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("report to apiguard at %s: %w", r.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&eb)
+		return fmt.Errorf("apiguard refused the report (%s): %s", resp.Status, eb.Error)
+	}
+	return nil
+}

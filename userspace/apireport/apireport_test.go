@@ -1,0 +1,150 @@
+package apireport_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apiguard/apiguard/test/testenv"
+	"github.com/apiguard/apiguard/userspace/apireport"
+	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/detect"
+)
+
+// sink is a control backend that records reports.
+type sink struct {
+	control.Backend
+	mu  sync.Mutex
+	got []detect.Signal
+}
+
+func (s *sink) Report(_ context.Context, sig detect.Signal) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, sig)
+	return true, nil
+}
+
+func (s *sink) wait(t *testing.T, n int) []detect.Signal {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := slices.Clone(s.got)
+		s.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports after 10s, want %d: %+v", len(got), n, got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// daemon serves the real control server (root only: the test runs as root
+// on this project's machines) on a temporary socket.
+func daemon(t *testing.T) (*sink, string) {
+	t.Helper()
+	s := &sink{}
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := control.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- control.NewServer(s, nil).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, path
+}
+
+func TestMiddlewareReportsFailures(t *testing.T) {
+	// the control socket answers root only
+	testenv.RequireRoot(t)
+	s, path := daemon(t)
+	rep := apireport.New(path)
+	defer rep.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	})
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "1" {
+			w.Write([]byte("mine"))
+			return
+		}
+		http.Error(w, "not yours", http.StatusForbidden)
+	})
+	mux.HandleFunc("GET /search", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	h := rep.Middleware(mux)
+	do := func(method, target string) int {
+		req := httptest.NewRequest(method, target, nil)
+		req.RemoteAddr = "198.51.100.7:40000"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	codes := []int{do("POST", "/login"), do("GET", "/items/1"), do("GET", "/items/2"), do("GET", "/search"), do("GET", "/nothing")}
+	if !slices.Equal(codes, []int{401, 200, 403, 429, 404}) {
+		t.Fatalf("codes %v", codes)
+	}
+	got := s.wait(t, 4)
+	c := netip.MustParseAddr("198.51.100.7")
+	want := []detect.Signal{
+		{Client: c, Report: detect.AuthFailures},
+		{Client: c, Report: detect.Enumeration, Path: "/items/2"},
+		{Client: c, Report: detect.AppThrottled},
+		{Client: c, Report: detect.Enumeration, Path: "/nothing"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	// one line in a handler
+	req := httptest.NewRequest("POST", "/login", nil)
+	req.RemoteAddr = "[2001:db8::9]:5000"
+	if !rep.FailedLogin(req) {
+		t.Fatal("dropped")
+	}
+	if got := s.wait(t, 5); got[4] != (detect.Signal{Client: netip.MustParseAddr("2001:db8::9"), Report: detect.AuthFailures}) {
+		t.Fatalf("got %+v", got[4])
+	}
+	if sent, dropped, failed := rep.Stats(); sent != 5 || dropped != 0 || failed != 0 {
+		t.Fatalf("stats sent %d dropped %d failed %d", sent, dropped, failed)
+	}
+}
+
+// With no daemon, reports fail in the background; the request does not.
+func TestNoDaemonNeverFailsTheRequest(t *testing.T) {
+	rep := apireport.New(filepath.Join(t.TempDir(), "none.sock"))
+	h := rep.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	req := httptest.NewRequest("POST", "/login", nil)
+	req.RemoteAddr = "192.0.2.1:1"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 401 {
+		t.Fatalf("code %d", w.Code)
+	}
+	if err := rep.Post(context.Background(), apireport.Report{Client: "192.0.2.1", Reason: apireport.FailedLogin}); err == nil {
+		t.Fatal("no error without a daemon")
+	}
+	rep.Close()
+	if rep.Send(apireport.Report{Client: "192.0.2.1", Reason: apireport.FailedLogin}) {
+		t.Fatal("accepted after Close")
+	}
+}

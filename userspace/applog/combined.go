@@ -1,0 +1,164 @@
+package applog
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+)
+
+// Combined parses nginx's `combined` log format:
+//
+//	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
+//
+// With Forwarded set, the line carries one more quoted field, as nginx's
+// sample `main` format does: "$http_x_forwarded_for". nginx escapes quotes
+// inside fields as \x22, so a quote always ends a field. The time is not
+// parsed: a signal is dated when it is read.
+type Combined struct {
+	Forwarded bool
+}
+
+func malformed(what string) error { return fmt.Errorf("%w: %s", ErrMalformed, what) }
+
+var (
+	errNoRemote  = malformed("no client address")
+	errBadRemote = malformed("client address does not parse")
+	errNoTime    = malformed("no [time]")
+	errNoRequest = malformed(`no "request"`)
+	errNoStatus  = malformed("no 3-digit status")
+	errNoBytes   = malformed("no body bytes")
+	errNoXFF     = malformed(`no "forwarded-for" field after the user agent`)
+)
+
+// Parse implements Parser.
+func (c Combined) Parse(line []byte, e *Entry) error {
+	*e = Entry{}
+	i := bytes.IndexByte(line, ' ')
+	if i <= 0 {
+		return errNoRemote
+	}
+	addr, ok := parseAddr(line[:i])
+	if !ok {
+		return errBadRemote
+	}
+	e.Remote = addr
+	// " - $remote_user [": the time starts at the first " [".
+	rest := line[i:]
+	j := bytes.Index(rest, []byte(" ["))
+	if j < 0 {
+		return errNoTime
+	}
+	rest = rest[j+2:]
+	j = bytes.IndexByte(rest, ']')
+	if j < 0 {
+		return errNoTime
+	}
+	rest = rest[j+1:]
+	if len(rest) < 2 || rest[0] != ' ' || rest[1] != '"' {
+		return errNoRequest
+	}
+	rest = rest[2:]
+	j = bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return errNoRequest
+	}
+	splitRequest(rest[:j], e)
+	rest = rest[j+1:]
+	// " 404 "
+	if len(rest) < 5 || rest[0] != ' ' || rest[4] != ' ' {
+		return errNoStatus
+	}
+	s0, s1, s2 := rest[1]-'0', rest[2]-'0', rest[3]-'0'
+	if s0 > 9 || s1 > 9 || s2 > 9 {
+		return errNoStatus
+	}
+	e.Status = int(s0)*100 + int(s1)*10 + int(s2)
+	rest = rest[5:]
+	j = 0
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	if j == 0 && !(len(rest) > 0 && rest[0] == '-') {
+		return errNoBytes
+	}
+	if !c.Forwarded {
+		// referer and user agent are not needed
+		return nil
+	}
+	// the forwarded-for field is the third quoted field from here
+	rest = rest[j:]
+	for f := 0; f < 3; f++ {
+		k := bytes.IndexByte(rest, '"')
+		if k < 0 {
+			return errNoXFF
+		}
+		rest = rest[k+1:]
+		k = bytes.IndexByte(rest, '"')
+		if k < 0 {
+			return errNoXFF
+		}
+		if f == 2 {
+			if v := rest[:k]; !(len(v) == 1 && v[0] == '-') {
+				e.Forwarded = v
+			}
+		}
+		rest = rest[k+1:]
+	}
+	return nil
+}
+
+// splitRequest takes "GET /path?q HTTP/1.1". A request nginx could not parse
+// (a TLS handshake on a plain port, "-") leaves Method and Path empty: the
+// line is still a client's request and its status (400) counts.
+func splitRequest(r []byte, e *Entry) {
+	sp := bytes.IndexByte(r, ' ')
+	if sp <= 0 {
+		return
+	}
+	e.Method = r[:sp]
+	target := r[sp+1:]
+	if k := bytes.IndexByte(target, ' '); k >= 0 {
+		target = target[:k]
+	}
+	if k := bytes.IndexByte(target, '?'); k >= 0 {
+		target = target[:k]
+	}
+	e.Path = target
+}
+
+// parseAddr parses an IPv4 address without allocating; anything else goes
+// through netip.
+func parseAddr(b []byte) (netip.Addr, bool) {
+	var v4 [4]byte
+	n, dots, digits := 0, 0, 0
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			if digits > 0 && n == 0 {
+				goto slow // a leading zero
+			}
+			n = n*10 + int(c-'0')
+			digits++
+			if n > 255 {
+				goto slow // IPv6 starts with digits too
+			}
+		case c == '.' && digits > 0 && dots < 3:
+			v4[dots] = byte(n)
+			dots++
+			n, digits = 0, 0
+		default:
+			goto slow
+		}
+	}
+	if dots == 3 && digits > 0 {
+		v4[3] = byte(n)
+		return netip.AddrFrom4(v4), true
+	}
+	return netip.Addr{}, false
+slow:
+	a, err := netip.ParseAddr(string(b))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}

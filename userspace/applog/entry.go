@@ -1,0 +1,36 @@
+// Package applog reads what an API server writes about its clients: it follows
+// access logs (rotation, truncation, restarts) and parses their lines (nginx
+// `combined`, or JSON lines with a field mapping) into entries the API rules
+// of userspace/detect count.
+//
+// Parsing is hand-written and allocation-free on the hot path: an Entry's
+// byte slices point into the line and are valid until the next line is read.
+package applog
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Entry is one parsed request.
+type Entry struct {
+	// Remote is the connection's peer as logged ($remote_addr).
+	Remote netip.Addr
+	// Forwarded is the raw X-Forwarded-For-style value, if the format has one.
+	Forwarded []byte
+	Method    []byte
+	// Path is the request target without its query.
+	Path   []byte
+	Status int
+	// Latency is the time the server took; 0 when the format has none.
+	Latency time.Duration
+}
+
+// Parser turns one line (without its newline) into an Entry.
+type Parser interface {
+	Parse(line []byte, e *Entry) error
+}
+
+// ErrMalformed wraps every parse error: the line is counted and skipped.
+var ErrMalformed = errors.New("malformed line")

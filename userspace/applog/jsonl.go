@@ -1,0 +1,228 @@
+package applog
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Fields maps an Entry's parts to the keys of a JSON log line. Client and
+// Status are required; Request ("GET /x HTTP/1.1") may stand for Method and
+// Path. Keys are top-level; a dotted key ("http.status") walks nested objects.
+type Fields struct {
+	Client    string `json:"client"`
+	Method    string `json:"method"`
+	Path      string `json:"path"`
+	Request   string `json:"request"`
+	Status    string `json:"status"`
+	Latency   string `json:"latency"`
+	Forwarded string `json:"forwarded"`
+	// LatencyUnit is what a numeric latency counts: "s" (nginx's
+	// $request_time, the default), "ms", "us" or "ns". A string latency is
+	// a Go duration ("12ms").
+	LatencyUnit string `json:"latencyUnit"`
+}
+
+// DefaultFields fit a common nginx JSON log_format (escape=json).
+func DefaultFields() Fields {
+	return Fields{Client: "remote_addr", Request: "request", Status: "status", Latency: "request_time",
+		Forwarded: "http_x_forwarded_for", LatencyUnit: "s"}
+}
+
+// Check reports a mapping that cannot give an Entry.
+func (f Fields) Check() error {
+	var errs []string
+	if f.Client == "" {
+		errs = append(errs, "client: a field must name the client address")
+	}
+	if f.Status == "" {
+		errs = append(errs, "status: a field must name the status")
+	}
+	if f.Path == "" && f.Request == "" {
+		errs = append(errs, "path: a field must name the path (or request)")
+	}
+	switch f.LatencyUnit {
+	case "", "s", "ms", "us", "ns":
+	default:
+		errs = append(errs, fmt.Sprintf("latencyUnit: %q is none of s, ms, us, ns", f.LatencyUnit))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("json fields: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// JSONLines parses one JSON object per line. It keeps the strings of the last
+// line it parsed: its Entries are valid until the next Parse, like Combined's.
+type JSONLines struct {
+	Fields Fields
+	obj    map[string]json.RawMessage
+	strs   [4][]byte
+}
+
+// NewJSONLines returns a parser for the mapping (checked).
+func NewJSONLines(f Fields) (*JSONLines, error) {
+	if err := f.Check(); err != nil {
+		return nil, err
+	}
+	if f.LatencyUnit == "" {
+		f.LatencyUnit = "s"
+	}
+	return &JSONLines{Fields: f}, nil
+}
+
+// Parse implements Parser.
+func (p *JSONLines) Parse(line []byte, e *Entry) error {
+	*e = Entry{}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return malformed("not a JSON object")
+	}
+	clear(p.obj)
+	if p.obj == nil {
+		p.obj = map[string]json.RawMessage{}
+	}
+	if err := json.Unmarshal(line, &p.obj); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	f := &p.Fields
+	client, ok, err := p.str(f.Client, 0)
+	if err != nil || !ok {
+		return malformed("no client field " + strconv.Quote(f.Client))
+	}
+	addr, ok := parseAddr(client)
+	if !ok {
+		return errBadRemote
+	}
+	e.Remote = addr
+	if e.Status, err = p.status(); err != nil {
+		return err
+	}
+	if f.Request != "" {
+		if r, ok, err := p.str(f.Request, 1); err != nil {
+			return err
+		} else if ok {
+			splitRequest(r, e)
+		}
+	}
+	if f.Method != "" {
+		if m, ok, err := p.str(f.Method, 2); err != nil {
+			return err
+		} else if ok {
+			e.Method = m
+		}
+	}
+	if f.Path != "" {
+		if v, ok, err := p.str(f.Path, 3); err != nil {
+			return err
+		} else if ok {
+			if k := bytes.IndexByte(v, '?'); k >= 0 {
+				v = v[:k]
+			}
+			e.Path = v
+		}
+	}
+	if f.Forwarded != "" {
+		// the forwarded value may share slot 0 with the client: the client
+		// address is parsed already
+		if v, ok, err := p.str(f.Forwarded, 0); err != nil {
+			return err
+		} else if ok && !(len(v) == 1 && v[0] == '-') {
+			e.Forwarded = v
+		}
+	}
+	if f.Latency != "" {
+		if e.Latency, err = p.latency(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lookup finds a (possibly dotted) key.
+func (p *JSONLines) lookup(key string) (json.RawMessage, bool, error) {
+	if v, ok := p.obj[key]; ok {
+		return v, true, nil
+	}
+	head, rest, dotted := strings.Cut(key, ".")
+	if !dotted {
+		return nil, false, nil
+	}
+	v, ok := p.obj[head]
+	for ok {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(v, &m); err != nil {
+			return nil, false, fmt.Errorf("%w: field %q is not an object", ErrMalformed, head)
+		}
+		if v, ok = m[rest]; ok {
+			return v, true, nil
+		}
+		head, rest, dotted = strings.Cut(rest, ".")
+		if !dotted {
+			return nil, false, nil
+		}
+		v, ok = m[head]
+	}
+	return nil, false, nil
+}
+
+func (p *JSONLines) str(key string, slot int) ([]byte, bool, error) {
+	raw, ok, err := p.lookup(key)
+	if err != nil || !ok || string(raw) == "null" {
+		return nil, false, err
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, false, fmt.Errorf("%w: field %q is not a string", ErrMalformed, key)
+	}
+	p.strs[slot] = append(p.strs[slot][:0], s...)
+	return p.strs[slot], true, nil
+}
+
+func (p *JSONLines) status() (int, error) {
+	key := p.Fields.Status
+	raw, ok, err := p.lookup(key)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, malformed("no status field " + strconv.Quote(key))
+	}
+	s := string(bytes.Trim(raw, `"`))
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 100 || n > 999 {
+		return 0, malformed(fmt.Sprintf("status %s is not an HTTP status", raw))
+	}
+	return n, nil
+}
+
+func (p *JSONLines) latency() (time.Duration, error) {
+	key := p.Fields.Latency
+	raw, ok, err := p.lookup(key)
+	if err != nil || !ok || string(raw) == "null" {
+		return 0, err
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, fmt.Errorf("%w: latency %s", ErrMalformed, raw)
+		}
+		if d, err := time.ParseDuration(s); err == nil {
+			return d, nil
+		}
+		raw = []byte(s) // nginx writes $request_time as a number in a string
+	}
+	v, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("%w: latency %s is not a duration", ErrMalformed, raw)
+	}
+	unit := map[string]float64{"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1}[p.Fields.LatencyUnit]
+	if v*unit > math.MaxInt64 {
+		return 0, fmt.Errorf("%w: latency %s is too long", ErrMalformed, raw)
+	}
+	return time.Duration(v * unit), nil
+}

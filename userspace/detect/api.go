@@ -1,0 +1,520 @@
+package detect
+
+import (
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+)
+
+// Signal is one thing the API layer knows about a client: an answered request
+// (from an access log) or a report the application made on the control socket.
+// The four API rules count them per client key, like the packet rules count
+// kernel events, and raise flags through the same flag → ban flow.
+type Signal struct {
+	Client netip.Addr
+	// At is CLOCK_MONOTONIC ns (the kernel events' clock); 0 means now.
+	At int64
+
+	// A request: its path (without the query) and the status answered.
+	Method string
+	Path   string
+	Status int
+
+	// A report names the rule it counts for (Status is then ignored) and a
+	// weight (0 counts as 1): "5 failed logins" is one report of weight 5.
+	Report Reason
+	Weight uint32
+}
+
+// AuthFailuresRule fires after more than Failures 401 answers on a login path,
+// or reported failed logins, within Window. LoginPaths are path prefixes; an
+// empty list counts every 401 (guessing tokens is guessing credentials).
+type AuthFailuresRule struct {
+	Rule
+	Failures   uint64
+	LoginPaths []string
+}
+
+// EnumerationRule fires when more than Objects distinct object paths were
+// answered 403 or 404 within Window. An object path matches one of Templates
+// ("/items/{id}": a {name} segment matches any one segment) or, with Learn,
+// has a segment that looks like an identifier (all digits, a UUID, or 16+ hex
+// digits), which is how templates are learned without configuration.
+type EnumerationRule struct {
+	Rule
+	Objects   uint64
+	Templates []string
+	Learn     bool
+}
+
+// CountRule fires after more than Responses matching answers within Window
+// (app-throttled: 429; error-burst: 5xx).
+type CountRule struct {
+	Rule
+	Responses uint64
+}
+
+// APIRules are the API-layer rules.
+type APIRules struct {
+	AuthFailures AuthFailuresRule
+	Enumeration  EnumerationRule
+	AppThrottled CountRule
+	ErrorBurst   CountRule
+	// MaxClients bounds the clients tracked by these rules.
+	MaxClients int
+}
+
+// DefaultAPIRules are the policy's defaults for the API rules. A person mistyping
+// a password does it a handful of times; credential stuffing does it hundreds
+// of times a minute. A browsing client meets a few 404s; walking /items/1…N
+// meets hundreds. 429s mean the application already refuses the client: a
+// hundred in a minute is a client ignoring it. 5xx may well be the server's
+// fault, so error-burst only flags.
+func DefaultAPIRules() APIRules {
+	minute := time.Minute
+	return APIRules{
+		AuthFailures: AuthFailuresRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Failures: 20},
+		Enumeration:  EnumerationRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Objects: 50, Learn: true},
+		AppThrottled: CountRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Responses: 100},
+		ErrorBurst:   CountRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Responses: 50},
+		MaxClients:   1 << 16,
+	}
+}
+
+func (a APIRules) withDefaults(def APIRules) APIRules {
+	rule := func(r *Rule, d Rule) {
+		if r.Action == "" {
+			r.Action = d.Action
+		}
+		if r.Window == 0 {
+			r.Window = d.Window
+		}
+	}
+	rule(&a.AuthFailures.Rule, def.AuthFailures.Rule)
+	rule(&a.Enumeration.Rule, def.Enumeration.Rule)
+	rule(&a.AppThrottled.Rule, def.AppThrottled.Rule)
+	rule(&a.ErrorBurst.Rule, def.ErrorBurst.Rule)
+	setZero(&a.AuthFailures.Failures, def.AuthFailures.Failures)
+	setZero(&a.Enumeration.Objects, def.Enumeration.Objects)
+	setZero(&a.AppThrottled.Responses, def.AppThrottled.Responses)
+	setZero(&a.ErrorBurst.Responses, def.ErrorBurst.Responses)
+	setZero(&a.MaxClients, def.MaxClients)
+	return a
+}
+
+// maxEnumObjects bounds one client's set of distinct paths.
+const maxEnumObjects = 1 << 14
+
+func (a APIRules) validate(res time.Duration) []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, r := range []struct {
+		name Reason
+		rule Rule
+	}{
+		{AuthFailures, a.AuthFailures.Rule}, {Enumeration, a.Enumeration.Rule},
+		{AppThrottled, a.AppThrottled.Rule}, {ErrorBurst, a.ErrorBurst.Rule},
+	} {
+		if r.rule.Action != ActionFlag && r.rule.Action != ActionBan {
+			add("%s: action %q is neither %q nor %q", r.name, r.rule.Action, ActionFlag, ActionBan)
+		}
+		if r.rule.Window < 0 {
+			add("%s: window %v is negative", r.name, r.rule.Window)
+		}
+		if r.rule.Window > 24*time.Hour {
+			add("%s: window %v is longer than 24h", r.name, r.rule.Window)
+		}
+	}
+	if a.Enumeration.Objects >= maxEnumObjects {
+		add("enumeration: objects %d: at most %d are tracked per client", a.Enumeration.Objects, maxEnumObjects-1)
+	}
+	for _, t := range a.Enumeration.Templates {
+		if err := checkTemplate(t); err != nil {
+			add("enumeration: template %q: %v", t, err)
+		}
+	}
+	for _, p := range a.AuthFailures.LoginPaths {
+		if !strings.HasPrefix(p, "/") {
+			add("auth-failures: login path %q does not start with /", p)
+		}
+	}
+	if a.MaxClients < 0 {
+		add("api: maxClients %d is negative", a.MaxClients)
+	}
+	return errs
+}
+
+func checkTemplate(t string) error {
+	if !strings.HasPrefix(t, "/") {
+		return fmt.Errorf("does not start with /")
+	}
+	hasVar := false
+	for seg := range strings.SplitSeq(t[1:], "/") {
+		if strings.HasPrefix(seg, "{") != strings.HasSuffix(seg, "}") {
+			return fmt.Errorf("segment %q: a variable is {name}, the whole segment", seg)
+		}
+		if strings.HasPrefix(seg, "{") {
+			hasVar = true
+		}
+	}
+	if !hasVar {
+		return fmt.Errorf("no {variable} segment: it names no object")
+	}
+	return nil
+}
+
+// apiClient is one client key's API windows.
+type apiClient struct {
+	prefix netip.Prefix
+	last   int64
+	// made on first use: most clients trip one rule, if any
+	auth, th, err *ring
+	objects       map[uint64]int64 // path hash → last 403/404
+	pruned        int64
+}
+
+// apiState is the Detector's API side, kept apart from the packet side: its
+// windows start and stop with its own rules.
+type apiState struct {
+	authSpan, enumSpan, thSpan, errSpan span
+	idle                                int64
+	clients                             *lru[addrKey, *apiClient]
+	seed                                maphash.Seed
+	signals                             uint64
+}
+
+func (d *Detector) setAPIConfig(cfg Config) {
+	a := cfg.API
+	res := cfg.EventInterval
+	spans := [...]span{newSpan(a.AuthFailures.Window, res), newSpan(a.Enumeration.Window, res),
+		newSpan(a.AppThrottled.Window, res), newSpan(a.ErrorBurst.Window, res)}
+	old := [...]span{d.api.authSpan, d.api.enumSpan, d.api.thSpan, d.api.errSpan}
+	keys := cfg.ClientBits4 != d.cfg.ClientBits4 || cfg.ClientBits6 != d.cfg.ClientBits6
+	if d.api.clients == nil || spans != old || keys {
+		d.api.clients = newLRU[addrKey, *apiClient]()
+		d.api.seed = maphash.MakeSeed()
+	}
+	d.api.authSpan, d.api.enumSpan, d.api.thSpan, d.api.errSpan = spans[0], spans[1], spans[2], spans[3]
+	d.api.idle = 0
+	for _, s := range spans {
+		d.api.idle = max(d.api.idle, int64(s.window)+s.bucket)
+	}
+}
+
+// signalEvent stands in for the kernel event the flag flow takes: a signal has
+// no service, so the service's monitor mode does not apply (the policy's does).
+var signalEvent = loader.Event{Action: uint8(loader.ActionPass)}
+
+// ObserveSignal counts one API-layer signal. It reports whether the signal
+// counted for any rule (a 200 counts for none).
+func (d *Detector) ObserveSignal(s Signal) bool {
+	if !s.Client.IsValid() {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := s.At
+	if now == 0 {
+		now = int64(d.opts.Now())
+	}
+	d.api.signals++
+	a := &d.cfg.API
+	auth, enum, th, burst := false, false, false, false
+	if s.Report != "" {
+		switch s.Report {
+		case AuthFailures:
+			auth = a.AuthFailures.Enabled
+		case Enumeration:
+			enum = a.Enumeration.Enabled
+		case AppThrottled:
+			th = a.AppThrottled.Enabled
+		case ErrorBurst:
+			burst = a.ErrorBurst.Enabled
+		}
+	} else {
+		switch {
+		case s.Status == 401:
+			auth = a.AuthFailures.Enabled && loginPath(a.AuthFailures.LoginPaths, s.Path)
+		case s.Status == 403 || s.Status == 404:
+			enum = a.Enumeration.Enabled && objectPath(&a.Enumeration, s.Path)
+		case s.Status == 429:
+			th = a.AppThrottled.Enabled
+		case s.Status >= 500 && s.Status <= 599:
+			burst = a.ErrorBurst.Enabled
+		}
+	}
+	if !auth && !enum && !th && !burst {
+		return false
+	}
+	weight := uint64(max(s.Weight, 1))
+	c := d.apiClient(s.Client, now)
+	allowed := func() bool { return d.opts.IsAllowed(s.Client) || d.opts.IsAllowed(c.prefix.Addr()) }
+	switch {
+	case auth:
+		r := lazyRing(&c.auth)
+		r.add(d.api.authSpan, now, weight)
+		if r.sum > a.AuthFailures.Failures {
+			d.raise(AuthFailures, a.AuthFailures.Rule, d.api.authSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("%d failed logins in %v (latest %s)", r.sum, a.AuthFailures.Window, describe(s))}
+			}, allowed)
+		}
+	case enum:
+		d.enumerate(c, s, weight, now, allowed)
+	case th:
+		r := lazyRing(&c.th)
+		r.add(d.api.thSpan, now, weight)
+		if r.sum > a.AppThrottled.Responses {
+			d.raise(AppThrottled, a.AppThrottled.Rule, d.api.thSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("the application throttled it (429) %d times in %v (latest %s)", r.sum, a.AppThrottled.Window, describe(s))}
+			}, allowed)
+		}
+	case burst:
+		r := lazyRing(&c.err)
+		r.add(d.api.errSpan, now, weight)
+		if r.sum > a.ErrorBurst.Responses {
+			d.raise(ErrorBurst, a.ErrorBurst.Rule, d.api.errSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
+				return Evidence{Events: r.sum,
+					Summary: fmt.Sprintf("%d server errors (5xx) answering it in %v (latest %s)", r.sum, a.ErrorBurst.Window, describe(s))}
+			}, allowed)
+		}
+	}
+	return true
+}
+
+func describe(s Signal) string {
+	if s.Report != "" {
+		return "a report from the application"
+	}
+	return fmt.Sprintf("%d to %s %.64s", s.Status, s.Method, s.Path)
+}
+
+func (d *Detector) enumerate(c *apiClient, s Signal, weight uint64, now int64, allowed func() bool) {
+	a := &d.cfg.API
+	threshold := int(a.Enumeration.Objects)
+	limit := min(max(2*threshold, 64), maxEnumObjects)
+	if c.objects == nil {
+		c.objects = map[uint64]int64{}
+	}
+	if len(c.objects) >= threshold && now-c.pruned >= d.api.enumSpan.bucket {
+		cutoff := now - int64(a.Enumeration.Window)
+		for k, t := range c.objects {
+			if t <= cutoff {
+				delete(c.objects, k)
+			}
+		}
+		c.pruned = now
+	}
+	// A report without a path names weight objects the application saw
+	// denied; each counts as its own.
+	for i := range weight {
+		if len(c.objects) >= limit {
+			break
+		}
+		var h uint64
+		if s.Report != "" && s.Path == "" {
+			h = maphash.Comparable(d.api.seed, [2]int64{now, int64(i)})
+		} else {
+			h = maphash.String(d.api.seed, s.Path)
+		}
+		c.objects[h] = max(c.objects[h], now)
+		if s.Path != "" {
+			break
+		}
+	}
+	if len(c.objects) <= threshold {
+		return
+	}
+	d.raise(Enumeration, a.Enumeration.Rule, d.api.enumSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
+		n := fmt.Sprint(len(c.objects))
+		if len(c.objects) >= limit {
+			n = "at least " + n
+		}
+		latest := describe(s)
+		if s.Path != "" {
+			latest += ", template " + Template(s.Path)
+		}
+		return Evidence{Events: uint64(len(c.objects)),
+			Summary: fmt.Sprintf("%s distinct object paths answered 403/404 in %v (latest %.160s)", n, a.Enumeration.Window, latest)}
+	}, allowed)
+}
+
+func (d *Detector) apiClient(addr netip.Addr, now int64) *apiClient {
+	addr = addr.Unmap()
+	bits := int(d.cfg.ClientBits6)
+	if addr.Is4() {
+		bits = int(d.cfg.ClientBits4)
+	}
+	pfx, _ := addr.Prefix(bits)
+	k := addrKey(pfx.Addr().As16())
+	c, ok := d.api.clients.get(k)
+	if ok {
+		c.last = max(c.last, now)
+		return c
+	}
+	if d.api.clients.len() >= d.cfg.API.MaxClients {
+		old, oc, _ := d.api.clients.oldest()
+		if now-oc.last < d.api.idle {
+			d.evicted++
+		}
+		d.api.clients.remove(old)
+	}
+	c = &apiClient{prefix: pfx, last: now}
+	d.api.clients.put(k, c)
+	return c
+}
+
+func (d *Detector) pruneAPI(now int64) {
+	for {
+		k, c, ok := d.api.clients.oldest()
+		if !ok || now-c.last < d.api.idle {
+			break
+		}
+		d.api.clients.remove(k)
+	}
+}
+
+// loginPath reports whether p is under one of prefixes (every path when there
+// are none).
+func loginPath(prefixes []string, p string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, x := range prefixes {
+		if strings.HasPrefix(p, x) && (len(p) == len(x) || strings.HasSuffix(x, "/") || p[len(x)] == '/' || p[len(x)] == '?') {
+			return true
+		}
+	}
+	return false
+}
+
+// objectPath reports whether p names an object: it matches a template, or
+// (learning) one of its segments looks like an identifier.
+func objectPath(r *EnumerationRule, p string) bool {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	for _, t := range r.Templates {
+		if matchTemplate(t, p) {
+			return true
+		}
+	}
+	if !r.Learn {
+		return false
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if IsIDSegment(seg) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchTemplate(t, p string) bool {
+	for {
+		ts, trest, tmore := strings.Cut(t, "/")
+		ps, prest, pmore := strings.Cut(p, "/")
+		if strings.HasPrefix(ts, "{") {
+			if ps == "" {
+				return false
+			}
+		} else if ts != ps {
+			return false
+		}
+		if tmore != pmore {
+			return false
+		}
+		if !tmore {
+			return true
+		}
+		t, p = trest, prest
+	}
+}
+
+// IsIDSegment reports whether a path segment looks like an object identifier:
+// all digits, a UUID, or at least 16 hex digits. Templates are learned by
+// collapsing such segments to {id}.
+func IsIDSegment(s string) bool {
+	if s == "" {
+		return false
+	}
+	digits, hex := true, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		isDigit := c >= '0' && c <= '9'
+		isHex := isDigit || (c|0x20) >= 'a' && (c|0x20) <= 'f'
+		digits = digits && isDigit
+		hex = hex && isHex
+	}
+	if digits || (hex && len(s) >= 16) {
+		return true
+	}
+	// 8-4-4-4-12
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if !(c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Template collapses a path's identifier segments to {id}: /items/42/tags →
+// /items/{id}/tags.
+func Template(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if IsIDSegment(s) {
+			segs[i] = "{id}"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// Signals is how many API signals ObserveSignal was given.
+func (d *Detector) Signals() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.api.signals
+}
+
+// APIClients is how many clients the API rules track now.
+func (d *Detector) APIClients() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.api.clients.len()
+}
+
+// ReportReason maps the reason of an application's report to its rule. The
+// rule names are accepted, and the words an application would use.
+func ReportReason(s string) (Reason, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "auth-failures", "auth-failure", "failed-login", "login-failed":
+		return AuthFailures, nil
+	case "enumeration", "authz-failure", "forbidden", "not-found":
+		return Enumeration, nil
+	case "app-throttled", "throttled", "rate-limited":
+		return AppThrottled, nil
+	case "error-burst", "server-error":
+		return ErrorBurst, nil
+	}
+	return "", fmt.Errorf("unknown report reason %q (want failed-login, authz-failure, throttled or server-error, or a rule name: %s, %s, %s, %s)",
+		s, AuthFailures, Enumeration, AppThrottled, ErrorBurst)
+}

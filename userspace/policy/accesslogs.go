@@ -1,0 +1,233 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxAccessLogs bounds the logs one daemon follows.
+const maxAccessLogs = 64
+
+func (p *parser) apiDetection(o object, d *Detection) {
+	if v := o.get("auth-failures"); v != nil {
+		a := &d.AuthFailures
+		if do, ok := p.detector(v, o.field("auth-failures"), &a.Detector, "failures", "loginPaths"); ok {
+			if x := do.get("failures"); x != nil {
+				if c, ok := p.count(x, do.field("failures"), 1, math.MaxUint32); ok {
+					a.Failures = c
+				}
+			}
+			if x := do.get("loginPaths"); x != nil {
+				a.LoginPaths = p.paths(x, do.field("loginPaths"), false)
+			}
+		}
+	}
+	if v := o.get("enumeration"); v != nil {
+		e := &d.Enumeration
+		if do, ok := p.detector(v, o.field("enumeration"), &e.Detector, "objects", "templates", "learn"); ok {
+			if x := do.get("objects"); x != nil {
+				// the detector keeps at most 16383 paths per client
+				if c, ok := p.count(x, do.field("objects"), 1, 1<<14-1); ok {
+					e.Objects = c
+				}
+			}
+			if x := do.get("templates"); x != nil {
+				e.Templates = p.paths(x, do.field("templates"), true)
+			}
+			if x := do.get("learn"); x != nil {
+				if b, ok := p.boolean(x, do.field("learn")); ok {
+					e.Learn = b
+				}
+			}
+			if !e.Learn && len(e.Templates) == 0 && e.Enabled {
+				p.errAt(p.nodeOr(do, "learn"), do.field("learn"), "false with no templates: no path would ever count; give templates or disable the detector")
+			}
+		}
+	}
+	p.thresholdDetector(o, "app-throttled", &d.AppThrottled.Detector, "responses", &d.AppThrottled.Responses)
+	p.thresholdDetector(o, "error-burst", &d.ErrorBurst.Detector, "responses", &d.ErrorBurst.Responses)
+}
+
+// paths reads a list of URL paths; templates must name a {variable} segment.
+func (p *parser) paths(n *yaml.Node, field string, templates bool) []string {
+	items, ok := p.list(n, field)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for i, it := range items {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		s, ok := p.str(it, f)
+		if !ok {
+			continue
+		}
+		if !strings.HasPrefix(s, "/") {
+			p.errAt(resolve(it), f, "%q does not start with /", s)
+			continue
+		}
+		if templates {
+			if msg := templateProblem(s); msg != "" {
+				p.errAt(resolve(it), f, "%q: %s", s, msg)
+				continue
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func templateProblem(t string) string {
+	hasVar := false
+	for _, seg := range strings.Split(t[1:], "/") {
+		if strings.HasPrefix(seg, "{") != strings.HasSuffix(seg, "}") || strings.Count(seg, "{") > 1 {
+			return fmt.Sprintf("segment %q: a variable is a whole segment, {name}", seg)
+		}
+		if strings.HasPrefix(seg, "{") {
+			hasVar = true
+		}
+	}
+	if !hasVar {
+		return "no {variable} segment, so it names no object (such as /items/{id})"
+	}
+	return ""
+}
+
+func (p *parser) accessLogs(n *yaml.Node, field string) []AccessLog {
+	items, ok := p.list(n, field)
+	if !ok {
+		return nil
+	}
+	if len(items) > maxAccessLogs {
+		p.errAt(resolve(n), field, "%d logs; at most %d", len(items), maxAccessLogs)
+		return nil
+	}
+	var out []AccessLog
+	seen := map[string]int{}
+	for i, it := range items {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		o, ok := p.mapping(it, f, "path", "format", "fields", "forwarded", "trustedProxies", "fromStart", "maxLineLength")
+		if !ok {
+			continue
+		}
+		l := AccessLog{Format: "combined"}
+		if v := o.get("path"); v == nil {
+			p.errAt(o.node, o.field("path"), "missing; which file to follow")
+		} else if s, ok := p.str(v, o.field("path")); ok {
+			switch {
+			case !filepath.IsAbs(s):
+				p.errAt(resolve(v), o.field("path"), "%q is not an absolute path", s)
+			case seen[filepath.Clean(s)] != 0:
+				p.errAt(resolve(v), o.field("path"), "%s is followed twice (first at line %d)", s, seen[filepath.Clean(s)])
+			default:
+				l.Path = filepath.Clean(s)
+				seen[l.Path] = resolve(v).Line
+			}
+		}
+		if v := o.get("format"); v != nil {
+			if s, ok := p.enum(v, o.field("format"), "combined", "json"); ok {
+				l.Format = s
+			}
+		}
+		if v := o.get("fields"); v != nil {
+			if l.Format != "json" {
+				p.errAt(resolve(v), o.field("fields"), "only a json log has fields (format is %s)", l.Format)
+			} else {
+				l.Fields = p.logFields(v, o.field("fields"))
+			}
+		}
+		if v := o.get("forwarded"); v != nil {
+			if b, ok := p.boolean(v, o.field("forwarded")); ok {
+				if b && l.Format != "combined" {
+					p.errAt(resolve(v), o.field("forwarded"), "a json log names its forwarded field in fields.forwarded")
+				}
+				l.Forwarded = b
+			}
+		}
+		if v := o.get("trustedProxies"); v != nil {
+			l.TrustedProxies = p.prefixes(v, o.field("trustedProxies"))
+		}
+		if v := o.get("fromStart"); v != nil {
+			if b, ok := p.boolean(v, o.field("fromStart")); ok {
+				l.FromStart = b
+			}
+		}
+		if v := o.get("maxLineLength"); v != nil {
+			if c, ok := p.count(v, o.field("maxLineLength"), 64, 1<<20); ok {
+				l.MaxLineLength = c
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func (p *parser) logFields(n *yaml.Node, field string) LogFields {
+	var lf LogFields
+	keys := []struct {
+		key string
+		v   *string
+	}{{"client", &lf.Client}, {"method", &lf.Method}, {"path", &lf.Path}, {"request", &lf.Request},
+		{"status", &lf.Status}, {"latency", &lf.Latency}, {"forwarded", &lf.Forwarded}}
+	known := []string{"latencyUnit"}
+	for _, k := range keys {
+		known = append(known, k.key)
+	}
+	o, ok := p.mapping(n, field, known...)
+	if !ok {
+		return lf
+	}
+	for _, k := range keys {
+		if v := o.get(k.key); v != nil {
+			if s, ok := p.str(v, o.field(k.key)); ok {
+				if s == "" {
+					p.errAt(resolve(v), o.field(k.key), "empty key")
+					continue
+				}
+				*k.v = s
+			}
+		}
+	}
+	if v := o.get("latencyUnit"); v != nil {
+		if s, ok := p.enum(v, o.field("latencyUnit"), "s", "ms", "us", "ns"); ok {
+			lf.LatencyUnit = s
+		}
+	}
+	return lf
+}
+
+// prefixes reads a list of addresses or CIDRs.
+func (p *parser) prefixes(n *yaml.Node, field string) []netip.Prefix {
+	items, ok := p.list(n, field)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for i, it := range items {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		s, ok := p.str(it, f)
+		if !ok {
+			continue
+		}
+		var pfx netip.Prefix
+		var err error
+		if strings.Contains(s, "/") {
+			pfx, err = netip.ParsePrefix(s)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(s); err == nil {
+				pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+			}
+		}
+		if err != nil {
+			p.errAt(resolve(it), f, "%q is not an address or CIDR", s)
+			continue
+		}
+		out = append(out, pfx.Masked())
+	}
+	return out
+}

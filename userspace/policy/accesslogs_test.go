@@ -1,0 +1,100 @@
+package policy
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAccessLogsAndAPIDetection(t *testing.T) {
+	src := `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: api}
+spec:
+  detection:
+    auth-failures: {failures: 5, window: 30s, loginPaths: [/login, /oauth/token]}
+    enumeration: {objects: 20, templates: ["/items/{id}", "/users/{user}/orders/{id}"], learn: false}
+    app-throttled: {responses: 10, action: flag}
+    error-burst: {enabled: false}
+  accessLogs:
+    - path: /var/log/nginx/access.log
+      forwarded: true
+      trustedProxies: [10.0.0.0/8, 192.0.2.1]
+    - path: /var/log/api/access.json
+      format: json
+      fields: {client: client.ip, path: http.path, status: http.status, latency: ms, latencyUnit: ms}
+      fromStart: true
+      maxLineLength: 4096
+`
+	pol, err := Parse("api.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := pol.Spec.Detection
+	if d.AuthFailures.Failures != 5 || d.AuthFailures.Window != 30*time.Second || !reflect.DeepEqual(d.AuthFailures.LoginPaths, []string{"/login", "/oauth/token"}) {
+		t.Errorf("auth-failures %+v", d.AuthFailures)
+	}
+	if d.Enumeration.Objects != 20 || d.Enumeration.Learn || len(d.Enumeration.Templates) != 2 || d.Enumeration.Action != ActionBan {
+		t.Errorf("enumeration %+v", d.Enumeration)
+	}
+	if d.AppThrottled.Responses != 10 || d.AppThrottled.Action != ActionFlag || d.ErrorBurst.Enabled || d.ErrorBurst.Responses != 50 {
+		t.Errorf("app-throttled %+v error-burst %+v", d.AppThrottled, d.ErrorBurst)
+	}
+	want := []AccessLog{
+		{Path: "/var/log/nginx/access.log", Format: "combined", Forwarded: true,
+			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}},
+		{Path: "/var/log/api/access.json", Format: "json", FromStart: true, MaxLineLength: 4096,
+			Fields: LogFields{Client: "client.ip", Path: "http.path", Status: "http.status", Latency: "ms", LatencyUnit: "ms"}},
+	}
+	if !reflect.DeepEqual(pol.Spec.AccessLogs, want) {
+		t.Errorf("access logs\n%+v\nwant\n%+v", pol.Spec.AccessLogs, want)
+	}
+}
+
+func TestAccessLogErrorsHaveLines(t *testing.T) {
+	src := `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: bad}
+spec:
+  detection:
+    auth-failures: {failures: 0, loginPaths: [login]}
+    enumeration: {templates: ["/items/list", "/a/{b"], objects: 100000}
+  accessLogs:
+    - path: relative.log
+    - path: /var/log/a.log
+      format: xml
+    - path: /var/log/a.log
+      fields: {client: ip}
+      trustedProxies: [not-an-address]
+      maxLineLength: 10
+    - format: json
+      fields: {client: "", latencyUnit: h, colour: red}
+`
+	_, err := Parse("bad.yaml", []byte(src), nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"bad.yaml:6: spec.detection.auth-failures.failures: 0 is outside",
+		`bad.yaml:6: spec.detection.auth-failures.loginPaths[0]: "login" does not start with /`,
+		`bad.yaml:7: spec.detection.enumeration.templates[0]: "/items/list": no {variable} segment`,
+		`bad.yaml:7: spec.detection.enumeration.templates[1]: "/a/{b": segment "{b"`,
+		"bad.yaml:7: spec.detection.enumeration.objects: 100000 is outside 1–16383",
+		`bad.yaml:9: spec.accessLogs[0].path: "relative.log" is not an absolute path`,
+		`bad.yaml:11: spec.accessLogs[1].format: "xml" is not one of combined, json`,
+		"bad.yaml:12: spec.accessLogs[2].path: /var/log/a.log is followed twice (first at line 10)",
+		"bad.yaml:13: spec.accessLogs[2].fields: only a json log has fields",
+		`bad.yaml:14: spec.accessLogs[2].trustedProxies[0]: "not-an-address" is not an address or CIDR`,
+		"bad.yaml:15: spec.accessLogs[2].maxLineLength: 10 is outside 64–1048576",
+		"bad.yaml:16: spec.accessLogs[3].path: missing",
+		"bad.yaml:17: spec.accessLogs[3].fields.client: empty key",
+		`bad.yaml:17: spec.accessLogs[3].fields.latencyUnit: "h" is not one of s, ms, us, ns`,
+		`bad.yaml:17: spec.accessLogs[3].fields.colour: unknown field "colour"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
