@@ -6,11 +6,14 @@ GO      ?= go
 CLANG   ?= clang-19
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/apiguard
+# packages whose bpf2go outputs are committed
+GEN_PKGS := ./loader ./test/bench/trafgen
+GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 DEB_PKGS := iproute2 ethtool nftables
 DEB_TOOLS := ip ethtool nft
 
-.PHONY: all build generate check-generate test bench lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-live lint deps demo clean
 
 all: build
 
@@ -20,11 +23,11 @@ build:
 # Rebuild the BPF object and its Go bindings with the pinned compiler.
 generate:
 	@command -v $(CLANG) >/dev/null || { echo "make generate needs $(CLANG) (apt-get install clang-19 llvm-19 libbpf-dev)"; exit 1; }
-	$(GO) generate ./loader
+	$(GO) generate $(GEN_PKGS)
 
 # Fails when the committed bpf2go outputs differ from a fresh generation.
 check-generate: generate
-	@git diff --exit-code --stat -- loader/ || { echo "bpf2go outputs are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- $(GEN_DIRS) || { echo "bpf2go outputs are stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "untracked bpf2go outputs"; exit 1; }
 
 deps:
@@ -42,6 +45,10 @@ test: deps
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
 	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+
+# The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
+bench-live: deps
+	$(GO) run ./test/bench/live --runs 3 --duration 2s --out docs/bench-live-latest.md
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -134,13 +134,23 @@ SIGHUP or a restart): edit that file too to keep it.`,
 			for _, w := range res.Warnings {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 			}
-			if !res.Changed {
+			switch {
+			case !res.Changed:
 				fmt.Fprintf(out, "policy %q unchanged (generation %d)\n", res.Name, res.Generation)
 				return nil
+			case !res.KernelChanged:
+				// only settings the daemon reads (detection, bans) changed
+				fmt.Fprintf(out, "applied policy %q: generation %d (datapath unchanged), %d changes\n",
+					res.Name, res.Generation, len(res.Changes))
+			default:
+				fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
+					res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
 			}
-			fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
-				res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
-			printLines(out, res.Changes)
+			const show = 50
+			printLines(out, res.Changes[:min(len(res.Changes), show)])
+			if len(res.Changes) > show {
+				fmt.Fprintf(out, "... and %d more (-o json lists them all)\n", len(res.Changes)-show)
+			}
 			return nil
 		},
 	}

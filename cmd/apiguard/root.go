@@ -35,11 +35,16 @@ func newRootCmd() *cobra.Command {
 commands change policy and bans on the running daemon through its control socket.`,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			// flags and arguments parsed: from here on an error is not a usage problem
-			cmd.SilenceUsage = true
+			// usage problems print the usage; cobra checks required flags only
+			// after this hook, so check them here
 			if g.output != outputText && g.output != outputJSON {
 				return fmt.Errorf("-o %q: want text or json", g.output)
 			}
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return err
+			}
+			// from here on an error is about the work, not the command line
+			cmd.SilenceUsage = true
 			return nil
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,17 +56,43 @@ spec:
       ports: [70000]
 `
 
-// buildBinary compiles cmd/apiguard once per test into a temporary directory.
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildDir  string // removed by TestMain
+)
+
+// buildBinary compiles cmd/apiguard, once per test binary run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "apiguard")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version=e2e", "-o", bin, "github.com/apiguard/apiguard/cmd/apiguard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build apiguard: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "apiguard-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(buildDir, "apiguard")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version=e2e", "-o", builtBin, "github.com/apiguard/apiguard/cmd/apiguard")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build apiguard: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return builtBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		if err := os.RemoveAll(buildDir); err != nil {
+			fmt.Fprintln(os.Stderr, "remove the built binary:", err)
+		}
+	}
+	os.Exit(code)
 }
 
 // env is one daemon's world: its binary, files, pins and lab.
@@ -129,8 +156,8 @@ func (e *env) startDaemon(policyPath string) *daemonProc {
 	defer logf.Close()
 	// nsenter, not `ip netns exec`: that one remounts /sys in a new mount
 	// namespace, which hides the bpffs at /sys/fs/bpf and so the pins.
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.lab.guarded, e.bin, "daemon",
-		"--iface", e.lab.guardIf, "--policy", policyPath, "--attach", "native",
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.lab.guarded.Name, e.bin, "daemon",
+		"--iface", e.lab.guardEnd.Name, "--policy", policyPath, "--attach", "native",
 		"--bpffs", e.pinDir, "--socket", e.socket, "--state-dir", e.stateDir, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -149,7 +176,7 @@ func (e *env) startDaemon(policyPath string) *daemonProc {
 			<-p.done
 		}
 	})
-	ok := waitFor(30*time.Second, func() bool {
+	ok := waitFor(60*time.Second, func() bool {
 		select {
 		case <-p.done:
 			return true
@@ -164,7 +191,7 @@ func (e *env) startDaemon(policyPath string) *daemonProc {
 	default:
 	}
 	if !ok {
-		e.t.Fatalf("daemon did not answer on %s within 30s\n%s", e.socket, p.logText())
+		e.t.Fatalf("daemon did not answer on %s within 60s\n%s", e.socket, p.logText())
 	}
 	return p
 }
@@ -290,7 +317,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
 	const n = 20
-	e.write("deny.txt", labPeerIP+"/32\n")
+	peer := e.lab.peerEnd.Addr4.String()
+	e.write("deny.txt", peer+"/32\n")
 	daemonPolicy := e.write("daemon.yaml", basePolicy)
 	denyPath := e.write("deny.yaml", denyPolicy)
 	badPath := e.write("bad.yaml", badPolicy)
@@ -303,31 +331,31 @@ func TestDaemonEndToEnd(t *testing.T) {
 	d := e.startDaemon(daemonPolicy)
 	st := e.status()
 	if st.Policy.Name != "e2e-base" || st.Policy.Generation != 1 || len(st.Interfaces) != 1 ||
-		st.Interfaces[0].Name != e.lab.guardIf || st.Interfaces[0].Mode != "native" || st.Adopted {
+		st.Interfaces[0].Name != e.lab.guardEnd.Name || st.Interfaces[0].Mode != "native" || st.Adopted {
 		t.Fatalf("status after the first start: %+v", st)
 	}
 	e.expectPass(n)
 
 	var top control.TopClients
 	e.jsonCLI(&top, "clients", "top", "-n", "5", "--by", "packets")
-	if len(top.Clients) != 1 || top.Clients[0].Addr != labPeerIP+"/32" || top.Clients[0].Packets < n {
+	if len(top.Clients) != 1 || top.Clients[0].Addr != peer+"/32" || top.Clients[0].Packets < n {
 		t.Errorf("clients top: %+v", top)
 	}
 
 	t.Log("ban and unban the peer")
-	e.mustCLI("ban", "add", labPeerIP, "--ttl", "10m", "--reason", "e2e test")
+	e.mustCLI("ban", "add", peer, "--ttl", "10m", "--reason", "e2e test")
 	e.expectDropped("ban", n)
 	var bans []control.Ban
 	e.jsonCLI(&bans, "ban", "ls")
-	if len(bans) != 1 || bans[0].Prefix != labPeerIP+"/32" || bans[0].Reason != "e2e test" || bans[0].Source != "manual" || bans[0].Expires == nil {
+	if len(bans) != 1 || bans[0].Prefix != peer+"/32" || bans[0].Reason != "e2e test" || bans[0].Source != "manual" || bans[0].Expires == nil {
 		t.Errorf("ban ls: %+v", bans)
 	}
-	e.mustCLI("ban", "rm", labPeerIP)
+	e.mustCLI("ban", "rm", peer)
 	e.expectPass(n)
 
 	t.Log("apply a deny policy")
 	out := e.mustCLI("policy", "apply", denyPath)
-	if !strings.Contains(out, "generation 2") || !strings.Contains(out, "+ deny "+labPeerIP+"/32") {
+	if !strings.Contains(out, "generation 2") || !strings.Contains(out, "+ deny "+peer+"/32") {
 		t.Errorf("policy apply output:\n%s", out)
 	}
 	e.expectDropped("deny", n)
@@ -368,7 +396,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	e.send.send(t, n) // the daemon is gone; the pinned datapath must still drop these
 	d = e.startDaemon(daemonPolicy)
 	d.waitLog(t, "adopted the pinned datapath")
-	d.waitLog(t, "adopted the earlier attachment without a gap", e.lab.guardIf)
+	d.waitLog(t, "adopted the earlier attachment without a gap", e.lab.guardEnd.Name)
 	st = e.status()
 	if !st.Adopted || st.Policy.Name != "e2e-deny" || st.Policy.Generation != 2 || !st.Interfaces[0].Adopted {
 		t.Errorf("status after the restart: %+v", st)
@@ -404,7 +432,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	t.Log("detach removes the programs and pins: traffic flows again")
 	out = e.mustCLI("detach", "--bpffs", e.pinDir)
-	if !strings.Contains(out, "detached from "+e.lab.guardIf+" (native)") {
+	if !strings.Contains(out, "detached from "+e.lab.guardEnd.Name+" (native)") {
 		t.Errorf("detach output: %s", out)
 	}
 	if _, err := os.Stat(e.pinDir); !errors.Is(err, os.ErrNotExist) {

@@ -259,11 +259,14 @@ func runAll(ctx context.Context, log *slog.Logger, comps []component) error {
 	return first
 }
 
-// prepareDirs checks the pin directory is on bpffs, creates it and the state
+// prepareDirs checks the pin directory is on bpffs (mounting /sys/fs/bpf when
+// it is missing), creates it and the state
 // directory, and locks the pin directory so that two daemons never share it.
 func (d *Daemon) prepareDirs() (unlock func(), err error) {
-	if err := checkBPFFS(d.cfg.PinDir); err != nil {
-		return nil, err
+	// before MkdirAll, which would otherwise create the directory on the wrong
+	// file system and leave the error to a puzzling pin failure
+	if err := loader.EnsureBPFFS(d.cfg.PinDir); err != nil {
+		return nil, fmt.Errorf("--bpffs: %w", err)
 	}
 	for _, dir := range []string{d.cfg.PinDir, d.cfg.StateDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

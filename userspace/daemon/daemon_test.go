@@ -151,16 +151,6 @@ func TestSourceCodes(t *testing.T) {
 	}
 }
 
-func TestCheckBPFFS(t *testing.T) {
-	testenv.RequireRoot(t)
-	if err := checkBPFFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on a BPF filesystem") {
-		t.Errorf("tmp dir: %v", err)
-	}
-	if err := checkBPFFS("/sys/fs/bpf/apiguard-does-not-exist-yet/deeper"); err != nil {
-		t.Errorf("a new directory under bpffs: %v", err)
-	}
-}
-
 func TestLockPinDir(t *testing.T) {
 	dir := t.TempDir()
 	if inUse, err := PinDirInUse(dir); inUse || err != nil {
@@ -330,5 +320,49 @@ func TestSweepForgetsExpiredBans(t *testing.T) {
 	}
 	if len(f.Bans) != 1 || f.Bans[0].Reason != "long" {
 		t.Errorf("saved book after the sweep: %+v", f.Bans)
+	}
+}
+
+func TestAllowListedClientsAreNotBanned(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startBans(t, testPinDir(t), t.TempDir())
+	p, err := parseUpload(&control.PolicyUpload{Name: "allow.yaml", Source: `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: allow}
+spec:
+  allow: [192.0.2.0/24, "2001:db8::/32"]
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.apply(p, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Generation == 0 || !res.KernelChanged {
+		t.Errorf("apply: %+v", res)
+	}
+	if d.CurrentPolicy() == nil || d.CurrentPolicy().Name != "allow" {
+		t.Errorf("CurrentPolicy = %+v", d.CurrentPolicy())
+	}
+	for addr, want := range map[string]bool{
+		"192.0.2.9": true, "::ffff:192.0.2.9": true, "2001:db8::1": true, "198.51.100.1": false, "2001:db9::1": false,
+	} {
+		if got := d.IsAllowed(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("IsAllowed(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	_, err = d.Ban(netip.MustParsePrefix("192.0.2.9/32"), time.Minute, "nope", SourceDetector)
+	if !errors.Is(err, control.ErrInvalid) || !strings.Contains(err.Error(), "allow list (192.0.2.0/24)") {
+		t.Errorf("ban of an allow-listed address: %v", err)
+	}
+	// a wider ban that only overlaps the allow list still bans the rest
+	if _, err := d.Ban(netip.MustParsePrefix("192.0.0.0/16"), time.Minute, "wide", SourceManual); err != nil {
+		t.Errorf("ban of a prefix around the allow list: %v", err)
+	}
+	// applying the same policy again changes nothing
+	res, err = d.apply(p, "test")
+	if err != nil || res.Changed || res.KernelChanged {
+		t.Errorf("re-apply: %+v, %v", res, err)
 	}
 }

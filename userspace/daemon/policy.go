@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -138,14 +139,24 @@ func (d *Daemon) apply(p *parsedPolicy, why string) (*control.ApplyResult, error
 	}
 	d.log.Info(msg, "why", why, "name", p.pol.Name, "file", p.path, "generation", res.Generation,
 		"kernel_changed", res.Changed, "changes", len(changes), "took", res.Took)
-	for _, c := range changes {
+	// a 100k-line deny list would flood the log: the diff endpoint has them all
+	const logChanges = 20
+	for _, c := range changes[:min(len(changes), logChanges)] {
 		d.log.Info("policy change", "change", c)
 	}
-	if err := writeJSONFile(filepath.Join(d.cfg.StateDir, policyStateFile), savedPolicy{
-		Name: p.pol.Name, Path: p.path, Generation: res.Generation, AppliedAt: appliedAt, Compiled: compiled,
-	}); err != nil {
-		// the policy is in force; only the next restart's service ids may shift
-		d.log.Warn("could not save the applied policy to the state directory", "err", err)
+	if len(changes) > logChanges {
+		d.log.Info("policy changes not logged", "more", len(changes)-logChanges)
+	}
+	// the saved form of a large policy runs to megabytes: write it only when
+	// it would say something new
+	if changed || d.saved == nil || d.saved.Generation != res.Generation || d.saved.Name != p.pol.Name || d.saved.Path != p.path {
+		sp := &savedPolicy{Name: p.pol.Name, Path: p.path, Generation: res.Generation, AppliedAt: appliedAt, Compiled: compiled}
+		if err := writeJSONFile(filepath.Join(d.cfg.StateDir, policyStateFile), sp); err != nil {
+			// the policy is in force; only the next restart's service ids may shift
+			d.log.Warn("could not save the applied policy to the state directory", "err", err)
+		} else {
+			d.saved = sp
+		}
 	}
 	warnings := make([]string, 0, len(p.pol.Warnings))
 	for _, w := range p.pol.Warnings {
@@ -209,4 +220,23 @@ func (d *Daemon) logPolicyRefusal(file string, err error) {
 		return
 	}
 	d.log.Error("policy refused; the policy in force stays", "file", file, "err", err)
+}
+
+// CurrentPolicy is the policy in force (nil before the first apply), for
+// components that read its detection and ban settings. Callers must not
+// modify it; a new policy replaces it whole.
+func (d *Daemon) CurrentPolicy() *policy.Policy {
+	d.polMu.Lock()
+	defer d.polMu.Unlock()
+	if d.pol == nil {
+		return nil
+	}
+	return d.pol.pol
+}
+
+// IsAllowed reports whether the policy in force allow-lists addr: such a
+// client passes before bans are checked and must never be banned.
+func (d *Daemon) IsAllowed(addr netip.Addr) bool {
+	_, ok := d.allowCovering(netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+	return ok
 }

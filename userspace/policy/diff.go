@@ -148,6 +148,21 @@ func (d *differ) services(old, new []Service) {
 	}
 }
 
+// String describes the limits the way a policy writes them, such as
+// "packets 200/s burst 400, connections 20/s", or "none".
+func (l Limits) String() string {
+	var parts []string
+	for _, k := range limitKinds {
+		if r := l.rate(k.kind); r.PerSecond != 0 {
+			parts = append(parts, k.key+" "+formatRate(r, k.kind))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (l Limits) rate(k unitKind) Rate {
 	switch k {
 	case unitPackets:

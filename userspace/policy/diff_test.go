@@ -118,3 +118,13 @@ func TestFormatRate(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsString(t *testing.T) {
+	l := Limits{Packets: Rate{200, 400}, Bytes: Rate{2_000_000, 2_000_000}, Connections: Rate{20, 20}}
+	if got, want := l.String(), "packets 200/s burst 400, bytes 2MB/s, connections 20/s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := (Limits{}).String(); got != "none" {
+		t.Errorf("empty limits: %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -113,5 +114,12 @@ func TestParseCIDR(t *testing.T) {
 		if err != nil || got.String() != tc.want {
 			t.Errorf("parseCIDR(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+func TestListFileByteOrderMark(t *testing.T) {
+	p := mustParse(t, doc("  denyFiles: [d.txt]"), map[string]string{"d.txt": "\ufeff192.0.2.0/24\r\n198.51.100.0/24"})
+	if want := prefixes("192.0.2.0/24", "198.51.100.0/24"); !slices.Equal(p.Spec.Deny, want) {
+		t.Errorf("deny %v", p.Spec.Deny)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -200,6 +201,18 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 		}
 	}
 	p.checkEntries()
+	var nAllow int
+	for _, e := range p.entries {
+		if e.kind == allowList {
+			nAllow++
+		}
+	}
+	if nAllow > 0 {
+		s.Allow = make([]netip.Prefix, 0, nAllow)
+	}
+	if nDeny := len(p.entries) - nAllow; nDeny > 0 {
+		s.Deny = make([]netip.Prefix, 0, nDeny)
+	}
 	for _, e := range p.entries {
 		if e.kind == allowList {
 			s.Allow = append(s.Allow, e.pfx)

@@ -4,31 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
-
-// checkBPFFS makes sure pins under dir would land on a BPF filesystem: pinning
-// elsewhere fails with a bare EPERM, which tells a user nothing.
-func checkBPFFS(dir string) error {
-	// the directory may not exist yet: look at its nearest existing ancestor
-	p := filepath.Clean(dir)
-	for {
-		var st unix.Statfs_t
-		err := unix.Statfs(p, &st)
-		if err == nil {
-			if st.Type != unix.BPF_FS_MAGIC {
-				return fmt.Errorf("--bpffs %s is not on a BPF filesystem (mount one with: mount -t bpf bpf /sys/fs/bpf)", dir)
-			}
-			return nil
-		}
-		if !errors.Is(err, unix.ENOENT) || p == "/" {
-			return fmt.Errorf("check --bpffs %s: %w", dir, err)
-		}
-		p = filepath.Dir(p)
-	}
-}
 
 // LockPinDir takes an exclusive lock on the pin directory for the life of a
 // daemon, so that two daemons never drive the same maps. It fails at once if

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Benchmark traffic generator, not part of the guard. Run with
+ * BPF_PROG_TEST_RUN in live-frames mode: each run gets a copy of a template
+ * frame, rewrites its source address (one source, N sources in turn, or random)
+ * with checksums kept valid, and transmits it with XDP_TX out of the
+ * generator's veth, at several Mpps from one core. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct gen_consts {
+	__u32 sources;		/* 0 or 1: leave the source alone; else cycle over this many */
+	__u32 random;		/* draw the source at random instead of in turn */
+	__u32 addr_off;		/* offset of the 4 source address bytes to vary */
+	__u32 ip_csum_off;	/* IPv4 header checksum, 0 for IPv6 */
+	__u32 l4_csum_off;	/* UDP/TCP checksum (covers the address through the pseudo-header) */
+};
+
+volatile const struct gen_consts gen;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} gen_seq SEC(".maps");
+
+/* RFC 1624 incremental update of a 16-bit one's complement checksum for a
+ * 32-bit word that changed from old to new. */
+static __always_inline __u16 csum_replace4(__u16 check, __u32 old, __u32 new)
+{
+	__u32 sum = (__u16)~check;
+
+	sum += (__u16)~(old >> 16) + (__u16)~(old & 0xffff);
+	sum += (new >> 16) + (new & 0xffff);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+SEC("xdp")
+int trafgen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 off = gen.addr_off, zero = 0, old, new, idx;
+	__u64 *seq;
+	__be32 *addr;
+
+	if (gen.sources <= 1)
+		return XDP_TX;
+	if (off > 64 || data + off + 4 > data_end)
+		return XDP_ABORTED;
+	addr = data + off;
+	if (gen.random) {
+		idx = bpf_get_prandom_u32() % gen.sources;
+	} else {
+		seq = bpf_map_lookup_elem(&gen_seq, &zero);
+		if (!seq)
+			return XDP_ABORTED;
+		idx = (*seq)++ % gen.sources;
+	}
+	old = bpf_ntohl(*addr);
+	/* vary the low 24 bits, keep the first octet so sources stay in one /8 */
+	new = (old & 0xff000000) | (idx & 0x00ffffff);
+	*addr = bpf_htonl(new);
+
+	if (gen.ip_csum_off) {
+		__u16 *c = data + (gen.ip_csum_off & 0xff);
+
+		if ((void *)(c + 1) > data_end)
+			return XDP_ABORTED;
+		*c = bpf_htons(csum_replace4(bpf_ntohs(*c), old, new));
+	}
+	if (gen.l4_csum_off) {
+		__u16 *c = data + (gen.l4_csum_off & 0xff);
+
+		if ((void *)(c + 1) > data_end)
+			return XDP_ABORTED;
+		*c = bpf_htons(csum_replace4(bpf_ntohs(*c), old, new));
+	}
+	return XDP_TX;
+}
+
+/* The "trivial XDP_DROP" configuration of the live benchmark. */
+SEC("xdp")
+int drop_all(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apiguard/apiguard/test/netns"
+)
+
+// topology is the generator namespace and the guarded (DUT) namespace, joined
+// by one veth pair. The DUT's receive work runs in a threaded NAPI kthread
+// pinned to dutCPU; the generator runs on genCPU.
+type topology struct {
+	gen, dut *netns.Namespace
+	lg, ld   *netns.Link
+	genIfidx int
+	dutIfidx int
+	napiPID  int
+	genCPU   int
+	dutCPU   int
+}
+
+func newTopology(genCPU, dutCPU int) (*topology, error) {
+	t := &topology{genCPU: genCPU, dutCPU: dutCPU}
+	var err error
+	if t.gen, err = netns.New("agbg"); err != nil {
+		return nil, err
+	}
+	if t.dut, err = netns.New("agbd"); err != nil {
+		t.close()
+		return nil, err
+	}
+	if t.lg, t.ld, err = netns.Veth(t.gen, t.dut, 99); err != nil {
+		t.close()
+		return nil, err
+	}
+	steps := []struct {
+		ns   *netns.Namespace
+		args []string
+	}{
+		// GRO gives the DUT veth a NAPI instance even with no XDP program
+		// attached: without it, XDP_TX frames are lost silently.
+		{t.dut, []string{"ethtool", "-K", t.ld.Name, "gro", "on"}},
+		// keep receive work off the generator's CPU
+		{t.gen, []string{"ethtool", "-K", t.lg.Name, "tso", "off"}},
+		{t.dut, []string{"sh", "-c", fmt.Sprintf("echo 1 > /sys/class/net/%s/threaded", t.ld.Name)}},
+	}
+	for _, s := range steps {
+		if _, err := s.ns.Exec(s.args[0], s.args[1:]...); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	if t.genIfidx, err = ifindex(t.gen, t.lg.Name); err != nil {
+		t.close()
+		return nil, err
+	}
+	if t.dutIfidx, err = ifindex(t.dut, t.ld.Name); err != nil {
+		t.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func ifindex(ns *netns.Namespace, name string) (int, error) {
+	var idx int
+	err := ns.Do(func() error {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		idx = ifc.Index
+		return nil
+	})
+	return idx, err
+}
+
+// pinNAPI finds the DUT veth's NAPI kthread and pins it to dutCPU. The thread
+// appears once the device has a NAPI instance, so call it after attaching.
+func (t *topology) pinNAPI() error {
+	prefix := "napi/" + t.ld.Name
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		pid, err := findThread(prefix)
+		if err == nil {
+			t.napiPID = pid
+			out, err := exec.Command("taskset", "-pc", strconv.Itoa(t.dutCPU), strconv.Itoa(pid)).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("pin %s: %w: %s", prefix, err, out)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// findThread returns the pid of the kernel thread whose name starts with prefix
+// (names are truncated to 15 characters).
+func findThread(prefix string) (int, error) {
+	if len(prefix) > 15 {
+		prefix = prefix[:15]
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*/comm")
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(string(b)), prefix) {
+			return strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		}
+	}
+	return 0, fmt.Errorf("no thread named %s*", prefix)
+}
+
+// cpuTime is the user+system time a thread has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// fields after the parenthesised command name; utime and stime are 14 and 15
+	s := string(b)
+	rest := s[strings.LastIndexByte(s, ')')+2:]
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ
+	return time.Duration(ut+st) * time.Second / hz, nil
+}
+
+// rxPackets reads the DUT veth's receive counter.
+func (t *topology) rxPackets() (uint64, error) {
+	out, err := t.dut.Exec("cat", fmt.Sprintf("/sys/class/net/%s/statistics/rx_packets", t.ld.Name))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+}
+
+func (t *topology) close() {
+	if t.gen != nil {
+		t.gen.Close()
+	}
+	if t.dut != nil {
+		t.dut.Close()
+	}
+}
