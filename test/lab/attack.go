@@ -524,10 +524,12 @@ type batchSender struct {
 
 func newBatchSender(dst netip.Addr, typ, proto, port int) (*batchSender, error) {
 	family := unix.AF_INET
-	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: dst.As4(), Port: port}
+	var to unix.Sockaddr
 	if dst.Is6() {
 		family = unix.AF_INET6
 		to = &unix.SockaddrInet6{Addr: dst.As16(), Port: port}
+	} else {
+		to = &unix.SockaddrInet4{Addr: dst.As4(), Port: port}
 	}
 	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, proto)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 
 // ClientConfig shapes the legitimate client.
 type ClientConfig struct {
+	// From is the index of the client namespace it runs in (default 0).
+	From int
 	// Target is the server's address (default the server's IPv4 address).
 	Target netip.Addr
 	// Port is the API's port (default 80).
@@ -64,6 +66,9 @@ type Client struct {
 
 // StartClient starts the client; Stop ends it. The lab stops it when it closes.
 func (l *Lab) StartClient(cfg ClientConfig) (*Client, error) {
+	if cfg.From < 0 || cfg.From >= len(l.Clients) {
+		return nil, fmt.Errorf("client %d: the lab has %d", cfg.From, len(l.Clients))
+	}
 	if !cfg.Target.IsValid() {
 		cfg.Target = l.Server.Addr4
 	}
@@ -76,7 +81,7 @@ func (l *Lab) StartClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
 	}
-	d, err := l.Client.Dialer(4)
+	d, err := l.Clients[cfg.From].Dialer(4)
 	if err != nil {
 		return nil, err
 	}

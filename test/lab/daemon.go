@@ -72,7 +72,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 			return nil, err
 		}
 		// never the default /sys/fs/bpf/apiguard: a lab must not touch a real install
-		cfg.PinDir = fmt.Sprintf("/sys/fs/bpf/apiguard-lab-%d-%s", os.Getpid(), hex.EncodeToString(b))
+		cfg.PinDir = fmt.Sprintf("/sys/fs/bpf/%s%d-%s", pinPrefix, os.Getpid(), hex.EncodeToString(b))
 	}
 	if cfg.Socket == "" {
 		cfg.Socket = filepath.Join(cfg.Dir, "apiguard.sock")
@@ -122,7 +122,7 @@ func (d *Daemon) Start() error {
 		return fmt.Errorf("daemon log: %w", err)
 	}
 	defer logf.Close()
-	p, err := startProc(procSpec{name: "apiguard daemon", ns: c.NS, path: c.Bin, log: logf,
+	p, err := startProc(procSpec{name: "apiguard daemon", ns: c.NS, path: c.Bin, logFile: logf,
 		args: []string{"daemon", "--iface", c.Iface, "--policy", c.Policy, "--attach", c.Attach,
 			"--bpffs", c.PinDir, "--socket", c.Socket, "--state-dir", c.StateDir, "--log-format", "json"}})
 	if err != nil {

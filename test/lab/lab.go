@@ -8,7 +8,8 @@
 //	attacker 10.3.0.2 ─┼─ router (forwards; a blackhole swallows replies to spoofed
 //	attacker 10.4.0.2 ─┘          sources) ── 10.1.0.1 ═[apiguard]═ 10.1.0.2 server
 //
-// and the same in IPv6 (fd00:N::/64). Everything the lab creates carries a random
+// and the same in IPv6 (fd00:N::/64): the server is subnet 1, the clients come
+// next, then the attackers. Everything the lab creates carries a random
 // suffix and is removed by Close, which tests register with t.Cleanup and the
 // demo calls on exit and on SIGINT/SIGTERM.
 //
@@ -29,14 +30,21 @@ import (
 	"github.com/apiguard/apiguard/test/netns"
 )
 
-// Config shapes a lab. The zero value is one attacker and a two-queue server
-// interface.
+// Config shapes a lab. The zero value is one client, one attacker and a
+// two-queue server interface.
 type Config struct {
-	// Attackers is the number of attacker namespaces (default 1).
+	// Clients and Attackers are the numbers of client and attacker
+	// namespaces (default 1 each).
+	Clients   int
 	Attackers int
 	// ServerQueues is the number of rx queues of the guarded interface
 	// (default 2): with two, two CPUs deliver packets to it at once.
 	ServerQueues int
+	// ThreadedNAPI moves the server's receive work (XDP and the network
+	// stack) into kernel threads of its own, one per queue, like a NIC whose
+	// interrupts run on the server's CPUs. By default a veth does that work
+	// in the sender's system call, so a flood pays for its own reception.
+	ThreadedNAPI bool
 }
 
 // Host is one namespace with its address on the link toward the router.
@@ -51,7 +59,8 @@ type Host struct {
 type Lab struct {
 	Router    *netns.Namespace
 	Server    Host
-	Client    Host
+	Client    Host // the first of Clients
+	Clients   []Host
 	Attackers []Host
 	// GuardIf is the server's interface toward the router: apiguard guards it.
 	GuardIf string
@@ -63,20 +72,20 @@ type Lab struct {
 	closed  bool
 }
 
-// Subnet numbers (the N in 10.N.0.0/24 and fd00:N::/64).
-const (
-	netServer   = 1
-	netClient   = 2
-	netAttacker = 3 // and up, one per attacker
-)
+// netServer is the server's subnet number (the N in 10.N.0.0/24 and
+// fd00:N::/64); clients and attackers follow.
+const netServer = 1
 
 // New builds the topology. On error, whatever was built is removed again.
 func New(cfg Config) (_ *Lab, err error) {
+	if cfg.Clients <= 0 {
+		cfg.Clients = 1
+	}
 	if cfg.Attackers <= 0 {
 		cfg.Attackers = 1
 	}
-	if cfg.Attackers > 200 {
-		return nil, fmt.Errorf("%d attackers: at most 200", cfg.Attackers)
+	if cfg.Clients+cfg.Attackers > 200 {
+		return nil, fmt.Errorf("%d clients and %d attackers: at most 200 in all", cfg.Clients, cfg.Attackers)
 	}
 	if cfg.ServerQueues <= 0 {
 		cfg.ServerQueues = 2
@@ -94,7 +103,7 @@ func New(cfg Config) (_ *Lab, err error) {
 	dir := l.Dir
 	l.onClose(func() error { return os.RemoveAll(dir) })
 
-	if l.Router, err = l.namespace("agr"); err != nil {
+	if l.Router, err = l.namespace("router"); err != nil {
 		return nil, err
 	}
 	// The router forwards between its links and throws away what it has no
@@ -120,19 +129,37 @@ func New(cfg Config) (_ *Lab, err error) {
 		}
 	}
 
-	if l.Server, err = l.host("ags", netServer, cfg.ServerQueues); err != nil {
+	if l.Server, err = l.host("server", netServer, cfg.ServerQueues); err != nil {
 		return nil, err
 	}
 	l.GuardIf = l.Server.Link.Name
-	if l.Client, err = l.host("agc", netClient, 1); err != nil {
-		return nil, err
+	if cfg.ThreadedNAPI {
+		// GRO gives the veth its NAPI instances before any XDP program does;
+		// threaded mode needs them.
+		if _, err := l.Server.NS.Exec("ethtool", "-K", l.GuardIf, "gro", "on"); err != nil {
+			return nil, err
+		}
+		if err := l.Server.NS.WriteSys("class/net/"+l.GuardIf+"/threaded", "1"); err != nil {
+			return nil, err
+		}
 	}
-	for i := range cfg.Attackers {
-		a, err := l.host("aga", uint8(netAttacker+i), 1)
+	subnet := uint8(netServer + 1)
+	for range cfg.Clients {
+		c, err := l.host("client", subnet, 1)
+		if err != nil {
+			return nil, err
+		}
+		l.Clients = append(l.Clients, c)
+		subnet++
+	}
+	l.Client = l.Clients[0]
+	for range cfg.Attackers {
+		a, err := l.host("attacker", subnet, 1)
 		if err != nil {
 			return nil, err
 		}
 		l.Attackers = append(l.Attackers, a)
+		subnet++
 	}
 	return l, nil
 }
@@ -158,8 +185,11 @@ func (l *Lab) host(prefix string, subnet uint8, queues int) (Host, error) {
 	return Host{NS: ns, Link: hl, Addr4: hl.Addr4, Addr6: hl.Addr6}, nil
 }
 
-func (l *Lab) namespace(prefix string) (*netns.Namespace, error) {
-	ns, err := netns.New(prefix)
+// namespace makes a namespace named after the lab's process and its role, so
+// that leftovers of a lab whose process was killed can be told apart from a
+// running lab's (see CleanStale).
+func (l *Lab) namespace(role string) (*netns.Namespace, error) {
+	ns, err := netns.New(fmt.Sprintf("%s%d-%s-", nsPrefix, os.Getpid(), role))
 	if err != nil {
 		return nil, err
 	}
@@ -195,6 +225,15 @@ func (l *Lab) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Namespaces lists the names of the lab's namespaces.
+func (l *Lab) Namespaces() []string {
+	out := []string{l.Router.Name, l.Server.NS.Name}
+	for _, h := range append(append([]Host{}, l.Clients...), l.Attackers...) {
+		out = append(out, h.NS.Name)
+	}
+	return out
 }
 
 // Path is a file in the lab's directory.

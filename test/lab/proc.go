@@ -36,9 +36,10 @@ type procSpec struct {
 	env  []string
 	// lines receives each line the process writes to stdout; nil discards it.
 	lines func(line []byte)
-	// log receives stderr (and stdout when lines is nil); nil keeps only the
-	// tail, for error messages.
-	log io.Writer
+	// logFile receives stderr (and stdout when lines is nil) directly: the
+	// process keeps writing to it whatever the lab does. Without it, the lab
+	// keeps the tail of stderr for error messages.
+	logFile *os.File
 }
 
 // start runs spec.path inside spec.ns. nsenter, not `ip netns exec`: that one
@@ -53,8 +54,11 @@ func startProc(spec procSpec) (*Proc, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Proc{Name: spec.name, cmd: cmd, done: make(chan struct{}), tail: &tailBuffer{max: 64 << 10}}
 	var errOut io.Writer = p.tail
-	if spec.log != nil {
-		errOut = io.MultiWriter(p.tail, spec.log)
+	if spec.logFile != nil {
+		// The file itself, not a pipe the lab copies from: a pipe whose
+		// reader went away would kill the process with SIGPIPE at its next
+		// log line.
+		errOut = spec.logFile
 	}
 	cmd.Stderr = errOut
 	var stdout io.ReadCloser

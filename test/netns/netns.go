@@ -196,6 +196,18 @@ func (ns *Namespace) Sysctl(key, value string) error {
 	})
 }
 
+// WriteSys writes a file under /sys as the namespace sees it, e.g.
+// "class/net/eth0/threaded". sysfs shows the network devices of the namespace
+// that mounted it, so this goes through `ip netns exec`, which mounts a fresh
+// one.
+func (ns *Namespace) WriteSys(path, value string) error {
+	if strings.Contains(path, "..") {
+		return fmt.Errorf("sysfs path %q leaves /sys", path)
+	}
+	_, err := ns.Exec("sh", "-c", `printf '%s' "$1" > "/sys/$2"`, "sh", value, path)
+	return err
+}
+
 // Dialer opens connections from inside a namespace for code running on any
 // thread (an http.Transport, for one). A socket belongs to the namespace of
 // the thread that creates it, so each worker is a goroutine locked to a
