@@ -132,7 +132,8 @@ func (d *Daemon) Start() error {
 	d.proc, d.log = p, logPath
 	d.mu.Unlock()
 
-	deadline := time.Now().Add(30 * time.Second)
+	// generous: a loaded machine (the whole test suite at once) is slow to verify BPF
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := d.Client.Status(ctx)
@@ -144,7 +145,7 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("the daemon exited at start: %v\n%s", p.exitErr(), d.Log())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the daemon did not answer on %s within 30s: %v\n%s", c.Socket, err, d.Log())
+			return fmt.Errorf("the daemon did not answer on %s within 60s: %v\n%s", c.Socket, err, d.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

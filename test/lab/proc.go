@@ -163,6 +163,14 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 }
 
+// Err is how the process exited: nil while it runs or after a clean exit.
+func (p *Proc) Err() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.err
+}
+
 func (p *Proc) exitErr() error {
 	if p.err == nil {
 		return nil
