@@ -64,6 +64,8 @@ type Attack struct {
 	CPUs    []int `json:"cpus,omitempty"`
 	// Payload is the UDP payload size (default 64).
 	Payload int `json:"payload,omitempty"`
+	// Flows is the number of UDP sockets (source ports) per thread (default 1).
+	Flows int `json:"flows,omitempty"`
 	// Source is the attacker's own address, for the raw senders (port scan).
 	Source netip.Addr `json:"source"`
 	// Spoof is where a SYN flood draws its sources from (default: 1.0.0.0/8
@@ -341,22 +343,27 @@ func threads(ctx context.Context, a *Attack, fn func(ctx context.Context, id int
 func udpFlood(ctx context.Context, a *Attack, c *counters) error {
 	payload := bytes.Repeat([]byte{'x'}, a.Payload)
 	return threads(ctx, a, func(ctx context.Context, _ int, p *pacer) error {
-		// one socket per thread: each thread is its own flow (source port)
-		s, err := newBatchSender(a.Target, unix.SOCK_DGRAM, unix.IPPROTO_UDP, a.Port)
-		if err != nil {
-			return err
-		}
-		defer s.close()
-		for i := range s.bufs {
-			s.bufs[i] = payload
+		// a socket per flow: each has its own source port, so flows spread
+		// over the receive queues by their hash
+		senders := make([]*batchSender, max(a.Flows, 1))
+		for i := range senders {
+			s, err := newBatchSender(a.Target, unix.SOCK_DGRAM, unix.IPPROTO_UDP, a.Port)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			for j := range s.bufs {
+				s.bufs[j] = payload
+			}
+			senders[i] = s
 		}
 		var done int64
-		for {
+		for i := 0; ; i++ {
 			n := p.next(ctx, done, batchSize)
 			if n < 0 {
 				return nil
 			}
-			s.send(int(n), c)
+			senders[i%len(senders)].send(int(n), c)
 			done += n
 		}
 	})
