@@ -13,7 +13,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables
 DEB_TOOLS := ip ethtool nft
 
-.PHONY: all build generate check-generate test bench bench-live lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-live bench-apply lint deps demo clean
 
 all: build
 
@@ -44,7 +44,12 @@ test: deps
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
-	$(GO) test -run '^$$' -bench 'Datapath' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Datapath|Calibration' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 1 ./loader/
+
+# Applying 100k deny CIDRs to a running daemon: time and peak RSS.
+bench-apply:
+	$(GO) run ./test/bench/apply
 
 # The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
 bench-live: deps

@@ -241,8 +241,17 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 	v->monitor = cfg->monitor;
 
 	if (parsed == AG_R_NOT_IP) {
-		/* ARP and friends keep the host reachable */
+		/* ARP and friends keep the host reachable, unless a deny entry names
+		 * an ARP sender */
 		v->reason = AG_R_NOT_IP;
+		if (p->arp) {
+			list = slot_lookup(slot, p, &lists4_0, &lists6_0, &lists4_1, &lists6_1);
+			if (list && *list == AG_LIST_DENY) {
+				v->action = AG_ACT_DROP;
+				v->reason = AG_R_DENY;
+				v->event = AG_EV_DENY_HIT;
+			}
+		}
 		return;
 	}
 	if (parsed != AG_R_OK) {
@@ -293,6 +302,12 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 		svc_id = bpf_map_lookup_elem(&ports, &port_idx);
 	}
 	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES) {
+		/* DHCP and DHCPv6 replies keep the host's address, even under default drop */
+		if (p->proto == IPPROTO_UDP && ((p->sport == 67 && p->dport == 68) ||
+						(p->sport == 547 && p->dport == 546))) {
+			v->reason = AG_R_HOST;
+			return;
+		}
 		v->reason = AG_R_NO_SERVICE;
 		if (cfg->default_drop)
 			v->action = AG_ACT_DROP;

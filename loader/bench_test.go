@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/bench/trafgen"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -133,6 +134,47 @@ func runTime(prog *ebpf.Program, frame []byte, n int) (time.Duration, error) {
 		return 0, errors.New("no runs counted: are BPF statistics enabled?")
 	}
 	return (after.Runtime - before.Runtime) / time.Duration(runs), nil
+}
+
+// The platform's share: what one random access to per-source state costs on
+// this machine, measured with the simplest possible program (trafgen's naive
+// bucket: u32 key, u64 value, one LRU lookup) against the same baseline.
+func BenchmarkCalibrationNaiveBucket(b *testing.B) {
+	d := newDatapath(b, Options{BenchCycle: 1 << 16})
+	prog, state, err := trafgen.NaiveBucket()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	defer state.Close()
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable BPF run-time statistics: %v", err)
+	}
+	defer stats.Close()
+	frame := packet.Build(udp("10.0.0.1", 9000, 64))
+	if _, _, err := prog.Benchmark(frame, 2_000_000, nil); err != nil {
+		b.Fatal(err)
+	}
+	var guard, base []time.Duration
+	n := max(b.N/benchRounds, 1)
+	b.ResetTimer()
+	for r := 0; r < benchRounds; r++ {
+		bt, err := runTime(d.Baseline(), frame, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		gt, err := runTime(prog, frame, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		base, guard = append(base, bt), append(guard, gt)
+	}
+	b.StopTimer()
+	g, bl := median(guard), median(base)
+	b.ReportMetric(float64(g.Nanoseconds()), "ns/pkt")
+	b.ReportMetric(float64(bl.Nanoseconds()), "baseline-ns/pkt")
+	b.ReportMetric(float64(g.Nanoseconds()-bl.Nanoseconds()), "delta-ns")
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -42,9 +42,16 @@ func basePolicy() *Policy {
 	}
 }
 
-func arpFrame() []byte {
+// arpFrame is an ARP request from sender (an IPv4 address).
+func arpFrame(sender string) []byte {
 	f := make([]byte, 14+28)
 	binary.BigEndian.PutUint16(f[12:], 0x0806)
+	binary.BigEndian.PutUint16(f[14:], 1)      // Ethernet
+	binary.BigEndian.PutUint16(f[16:], 0x0800) // IPv4
+	f[18], f[19] = 6, 4
+	binary.BigEndian.PutUint16(f[20:], 1) // request
+	a := addr(sender).As4()
+	copy(f[14+14:], a[:])
 	return f
 }
 
@@ -111,7 +118,10 @@ func TestPipeline(t *testing.T) {
 
 	checkVerdicts(t, d, []verdictCase{
 		// parsing
-		vc("arp passes", arpFrame(), pass, Reason(GuardAgReasonAG_R_NOT_IP)),
+		vc("arp passes", arpFrame("10.1.0.1"), pass, Reason(GuardAgReasonAG_R_NOT_IP)),
+		vc("arp from a banned address passes", arpFrame("203.0.113.9"), pass, Reason(GuardAgReasonAG_R_NOT_IP)),
+		vc("arp from a denied sender", arpFrame("198.51.100.9"), drop, Reason(GuardAgReasonAG_R_DENY)),
+		vc("truncated arp passes", arpFrame("198.51.100.9")[:20], pass, Reason(GuardAgReasonAG_R_NOT_IP)),
 		vc("runt frame", make([]byte, 14), pass, Reason(GuardAgReasonAG_R_NOT_IP)),
 		vc("truncated ipv4", packet.Build(udp("10.1.0.1", 53, 0))[:14+12], drop, Reason(GuardAgReasonAG_R_TRUNCATED)),
 		vc("ipv4 ihl below 5", mangle(udp("10.1.0.1", 53, 0), func(b []byte) []byte { b[14] = 0x44; return b }), drop, Reason(GuardAgReasonAG_R_MALFORMED)),
@@ -191,6 +201,9 @@ func TestDefaultDrop(t *testing.T) {
 	checkVerdicts(t, d, []verdictCase{
 		vc("no service dropped", packet.Build(tcp("10.1.0.9", 22, packet.SYN)), drop, Reason(GuardAgReasonAG_R_NO_SERVICE)),
 		vc("service still passes", packet.Build(tcp("10.1.0.9", 80, packet.SYN)), pass, Reason(GuardAgReasonAG_R_OK)),
+		vc("dhcp reply passes", packet.Build(packet.Spec{Src: addr("10.1.0.254"), Dst: guarded4, Proto: packet.UDP, SrcPort: 67, DstPort: 68}), pass, Reason(GuardAgReasonAG_R_HOST)),
+		vc("dhcpv6 reply passes", packet.Build(packet.Spec{Src: addr("fe80::1"), Dst: guarded6, Proto: packet.UDP, SrcPort: 547, DstPort: 546}), pass, Reason(GuardAgReasonAG_R_HOST)),
+		vc("port 68 from elsewhere is dropped", packet.Build(packet.Spec{Src: addr("10.1.0.254"), Dst: guarded4, Proto: packet.UDP, SrcPort: 5353, DstPort: 68}), drop, Reason(GuardAgReasonAG_R_NO_SERVICE)),
 		vc("icmp still passes", packet.Build(packet.Spec{Src: addr("10.1.0.7"), Dst: guarded4, Proto: packet.ICMP, ICMPType: 8}), pass, Reason(GuardAgReasonAG_R_ICMP)),
 	})
 }

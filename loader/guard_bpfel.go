@@ -172,7 +172,8 @@ const (
 	GuardAgReasonAG_R_SERVICE_PPS GuardAgReason = 19
 	GuardAgReasonAG_R_SERVICE_BPS GuardAgReason = 20
 	GuardAgReasonAG_R_SERVICE_CPS GuardAgReason = 21
-	GuardAgReasonAG_R_MAX         GuardAgReason = 22
+	GuardAgReasonAG_R_HOST        GuardAgReason = 22
+	GuardAgReasonAG_R_MAX         GuardAgReason = 23
 )
 
 type GuardAgService struct {

@@ -69,7 +69,10 @@ type Datapath struct {
 	slots    [2]*image
 	active   uint32
 	lastFlip time.Time
-	links    map[string]link.Link // only when not pinned
+	// mirrorDone is closed when the background update of the inactive slot ends.
+	mirrorDone chan struct{}
+	closed     bool
+	links      map[string]link.Link // only when not pinned
 }
 
 // Load loads the datapath. With a PinDir, maps already pinned there are adopted
@@ -227,6 +230,10 @@ func (d *Datapath) EventsMap() *ebpf.Map { return d.objs.Events }
 // Close releases this process's handles. Pinned maps and links stay and keep
 // enforcing; unpinned attachments are detached.
 func (d *Datapath) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.waitMirror()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error

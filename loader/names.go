@@ -53,6 +53,7 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_SERVICE_PPS: "service_pps",
 	GuardAgReasonAG_R_SERVICE_BPS: "service_bps",
 	GuardAgReasonAG_R_SERVICE_CPS: "service_cps",
+	GuardAgReasonAG_R_HOST:        "host_essential",
 }
 
 func (r Reason) String() string {

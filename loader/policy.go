@@ -158,21 +158,19 @@ func compile(p *Policy) (*image, error) {
 	if img.cfg.ClientBits6 > 128 || img.cfg.PrefixBits6 > 128 {
 		return nil, fmt.Errorf("IPv6 key lengths must be at most 128 (client %d, prefix %d)", img.cfg.ClientBits6, img.cfg.PrefixBits6)
 	}
-	allows := map[netip.Prefix]struct{}{}
 	for _, pfx := range p.Allow {
 		if !pfx.IsValid() {
 			return nil, fmt.Errorf("allow: invalid prefix %v", pfx)
 		}
-		pfx = pfx.Masked()
-		allows[pfx] = struct{}{}
-		img.setList(pfx, listAllow)
+		img.setList(pfx.Masked(), listAllow)
 	}
+	allows := newPrefixSet(p.Allow)
 	for _, pfx := range p.Deny {
 		if !pfx.IsValid() {
 			return nil, fmt.Errorf("deny: invalid prefix %v", pfx)
 		}
 		pfx = pfx.Masked()
-		if coveredBy(pfx, allows) {
+		if allows.covers(pfx) {
 			img.deadDeny++
 			continue
 		}
@@ -226,13 +224,48 @@ func (img *image) setList(p netip.Prefix, v uint32) {
 	img.lists6[lpm6(p)] = v
 }
 
-// coveredBy reports whether p lies inside (or equals) one of set's prefixes.
-func coveredBy(p netip.Prefix, set map[netip.Prefix]struct{}) bool {
-	if len(set) == 0 {
-		return false
+// prefixSet answers "is p inside one of these prefixes" with one map lookup
+// per distinct prefix length in the set, not per bit.
+type prefixSet struct {
+	members map[netip.Prefix]struct{}
+	lens4   []int
+	lens6   []int
+}
+
+func newPrefixSet(ps []netip.Prefix) prefixSet {
+	s := prefixSet{members: map[netip.Prefix]struct{}{}}
+	seen := map[[2]int]bool{}
+	for _, p := range ps {
+		p = p.Masked()
+		s.members[p] = struct{}{}
+		fam := 6
+		if p.Addr().Is4() {
+			fam = 4
+		}
+		if seen[[2]int{fam, p.Bits()}] {
+			continue
+		}
+		seen[[2]int{fam, p.Bits()}] = true
+		if fam == 4 {
+			s.lens4 = append(s.lens4, p.Bits())
+		} else {
+			s.lens6 = append(s.lens6, p.Bits())
+		}
 	}
-	for bits := p.Bits(); bits >= 0; bits-- {
-		if _, ok := set[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
+	return s
+}
+
+// covers reports whether p lies inside (or equals) a member.
+func (s prefixSet) covers(p netip.Prefix) bool {
+	lens := s.lens6
+	if p.Addr().Is4() {
+		lens = s.lens4
+	}
+	for _, bits := range lens {
+		if bits > p.Bits() {
+			continue
+		}
+		if _, ok := s.members[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
 			return true
 		}
 	}
@@ -276,8 +309,12 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("compile policy: %w", err)
 	}
+	d.waitMirror()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return ApplyResult{}, errors.New("datapath is closed")
+	}
 
 	cur := d.slots[d.active]
 	if cur.samePolicy(img) && cur.cfg.Generation != 0 {
@@ -289,6 +326,13 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	// be running; give it far more than a packet's lifetime before reusing the slot.
 	if wait := applySettle - time.Since(d.lastFlip); wait > 0 {
 		time.Sleep(wait)
+	}
+	if d.slots[target] == nil {
+		back, err := d.readSlot(target)
+		if err != nil {
+			return ApplyResult{}, err
+		}
+		d.slots[target] = back
 	}
 	res, err := d.writeSlot(target, d.slots[target], img)
 	if err != nil {
@@ -304,11 +348,48 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	d.lastFlip = time.Now()
 	d.active = target
 	d.slots[target] = img
+	d.startMirror(1-target, img)
 	res.Generation = img.cfg.Generation
 	res.Changed = true
 	res.DeadDeny = img.deadDeny
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// startMirror brings the slot that just went inactive up to date with the
+// policy in force, in the background once no packet can still be using it. The
+// next Apply then writes only what it changes, not everything the previous
+// policy changed too. Called with d.mu held.
+func (d *Datapath) startMirror(slot uint32, want *image) {
+	done := make(chan struct{})
+	d.mirrorDone = done
+	have := d.slots[slot]
+	go func() {
+		defer close(done)
+		time.Sleep(applySettle)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		// an Apply or Close got there first: the slot is no longer ours to write
+		if d.closed || d.active == slot || d.slots[slot] != have {
+			return
+		}
+		if _, err := d.writeSlot(slot, have, want); err != nil {
+			// unknown content: the next Apply reads it back before diffing
+			d.slots[slot] = nil
+			return
+		}
+		d.slots[slot] = want
+	}()
+}
+
+// waitMirror waits for a background slot update to finish.
+func (d *Datapath) waitMirror() {
+	d.mu.Lock()
+	done := d.mirrorDone
+	d.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // Generation is the generation of the policy in force (0: none applied yet).

@@ -55,12 +55,13 @@ struct pkt {
 	__u8 addr[16];		/* source, v4-mapped for IPv4 */
 	__u32 len;
 	__u16 dport;		/* host order */
+	__u16 sport;
 	__u8 family;		/* 4 or 6; 0 for non-IP */
 	__u8 proto;		/* L4 protocol, IPPROTO_NONE when unknown */
 	__u8 tcp_flags;
 	__u8 frag;
 	__u8 icmp_type;
-	__u8 _pad;
+	__u8 arp;		/* an ARP frame; addr is its sender address */
 };
 
 /* Advance the cursor past a header of size len and return its start, or NULL. */
@@ -111,6 +112,7 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 		if (th->doff < 5)
 			return AG_R_MALFORMED;
 		p->dport = bpf_ntohs(th->dest);
+		p->sport = bpf_ntohs(th->source);
 		p->tcp_flags = ((__u8 *)th)[13];
 		return AG_R_OK;
 	}
@@ -120,6 +122,7 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 		if (!uh)
 			return AG_R_TRUNCATED;
 		p->dport = bpf_ntohs(uh->dest);
+		p->sport = bpf_ntohs(uh->source);
 		return AG_R_OK;
 	}
 	case IPPROTO_ICMP:
@@ -262,6 +265,22 @@ static __always_inline void mask_addr(__u8 out[16], const __u8 in[16], __u32 bit
 	__builtin_memcpy(out + 8, &lo, 8);
 }
 
+/* ARP over Ethernet for IPv4: fixed header, then sender MAC and sender IP. A
+ * deny entry may name the sender; anything else about ARP passes. */
+static __always_inline void parse_arp(struct cursor *c, struct pkt *p)
+{
+	__u8 *a = cursor_pull(c, 8 + 6 + 4);
+
+	if (!a || a[4] != 6 || a[5] != 4)
+		return;
+	p->arp = 1;
+	p->family = 4;
+	__builtin_memset(p->addr, 0, 10);
+	p->addr[10] = 0xff;
+	p->addr[11] = 0xff;
+	__builtin_memcpy(&p->addr[12], a + 14, 4);
+}
+
 /* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */
 static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
 {
@@ -276,6 +295,8 @@ static __always_inline int parse_packet(void *data, void *data_end, struct pkt *
 		return parse_ipv4(&c, p);
 	if (proto == ETH_P_IPV6)
 		return parse_ipv6(&c, p);
+	if (proto == ETH_P_ARP)
+		parse_arp(&c, p);
 	return AG_R_NOT_IP;
 }
 

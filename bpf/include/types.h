@@ -41,6 +41,7 @@ enum ag_reason {
 	AG_R_SERVICE_PPS,
 	AG_R_SERVICE_BPS,
 	AG_R_SERVICE_CPS,
+	AG_R_HOST,		/* DHCP/DHCPv6 replies: the host must keep its address */
 	AG_R_MAX,
 };
 

@@ -26,10 +26,12 @@ type genGenConsts struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	genMapGenSeq   = "gen_seq"
-	genProgDropAll = "drop_all"
-	genProgTrafgen = "trafgen"
-	genVarGen      = "gen"
+	genMapGenSeq       = "gen_seq"
+	genMapNaiveState   = "naive_state"
+	genProgDropAll     = "drop_all"
+	genProgNaiveBucket = "naive_bucket"
+	genProgTrafgen     = "trafgen"
+	genVarGen          = "gen"
 )
 
 // loadGen returns the embedded CollectionSpec for gen.
@@ -74,15 +76,17 @@ type genSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genProgramSpecs struct {
-	DropAll *ebpf.ProgramSpec `ebpf:"drop_all"`
-	Trafgen *ebpf.ProgramSpec `ebpf:"trafgen"`
+	DropAll     *ebpf.ProgramSpec `ebpf:"drop_all"`
+	NaiveBucket *ebpf.ProgramSpec `ebpf:"naive_bucket"`
+	Trafgen     *ebpf.ProgramSpec `ebpf:"trafgen"`
 }
 
 // genMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genMapSpecs struct {
-	GenSeq *ebpf.MapSpec `ebpf:"gen_seq"`
+	GenSeq     *ebpf.MapSpec `ebpf:"gen_seq"`
+	NaiveState *ebpf.MapSpec `ebpf:"naive_state"`
 }
 
 // genVariableSpecs contains global variables before they are loaded into the kernel.
@@ -112,12 +116,14 @@ func (o *genObjects) Close() error {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genMaps struct {
-	GenSeq *ebpf.Map `ebpf:"gen_seq"`
+	GenSeq     *ebpf.Map `ebpf:"gen_seq"`
+	NaiveState *ebpf.Map `ebpf:"naive_state"`
 }
 
 func (m *genMaps) Close() error {
 	return _GenClose(
 		m.GenSeq,
+		m.NaiveState,
 	)
 }
 
@@ -132,13 +138,15 @@ type genVariables struct {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genPrograms struct {
-	DropAll *ebpf.Program `ebpf:"drop_all"`
-	Trafgen *ebpf.Program `ebpf:"trafgen"`
+	DropAll     *ebpf.Program `ebpf:"drop_all"`
+	NaiveBucket *ebpf.Program `ebpf:"naive_bucket"`
+	Trafgen     *ebpf.Program `ebpf:"trafgen"`
 }
 
 func (p *genPrograms) Close() error {
 	return _GenClose(
 		p.DropAll,
+		p.NaiveBucket,
 		p.Trafgen,
 	)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -101,7 +102,22 @@ func DropProgram() (*ebpf.Program, error) {
 	}
 	objs.Trafgen.Close()
 	objs.GenSeq.Close()
+	objs.NaiveBucket.Close()
+	objs.NaiveState.Close()
 	return objs.DropAll, nil
+}
+
+// NaiveBucket returns the calibration program: one LRU lookup keyed by a random
+// u32 over 64k values and an increment. The caller closes both.
+func NaiveBucket() (*ebpf.Program, io.Closer, error) {
+	var objs genObjects
+	if err := loadGenObjects(&objs, nil); err != nil {
+		return nil, nil, fmt.Errorf("load naive bucket: %w", err)
+	}
+	objs.Trafgen.Close()
+	objs.DropAll.Close()
+	objs.GenSeq.Close()
+	return objs.NaiveBucket, objs.NaiveState, nil
 }
 
 // xdpMD mirrors struct xdp_md, the context BPF_PROG_TEST_RUN takes for XDP.
