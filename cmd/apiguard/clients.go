@@ -15,7 +15,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 		Use:   "clients",
 		Short: "Look at the clients the datapath tracks",
 	}
-	cmd.AddCommand(newClientsTopCmd(g))
+	cmd.AddCommand(newClientsTopCmd(g), newClientsFlaggedCmd(g))
 	return cmd
 }
 

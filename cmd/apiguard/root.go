@@ -56,6 +56,7 @@ commands change policy and bans on the running daemon through its control socket
 		newPolicyCmd(g),
 		newBanCmd(g),
 		newClientsCmd(g),
+		newEventsCmd(g),
 		newStatusCmd(g),
 		newVersionCmd(g),
 	)

@@ -65,7 +65,7 @@ var (
 )
 
 // buildBinary compiles cmd/apiguard, once per test binary run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "apiguard-e2e-bin-")
@@ -96,7 +96,7 @@ func TestMain(m *testing.M) {
 
 // env is one daemon's world: its binary, files, pins and lab.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string // policy files and daemon logs
 	pinDir string
 	pair   *pair
@@ -105,7 +105,7 @@ type env struct {
 	send   *sender
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), pair: newPair(t)}
 	e.pinDir = fmt.Sprintf("/sys/fs/bpf/apiguard-e2e-%d-%s", os.Getpid(), randomSuffix(t))

@@ -22,7 +22,7 @@ type pair struct {
 
 const labPort = 9000
 
-func randomSuffix(t *testing.T) string {
+func randomSuffix(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
@@ -32,7 +32,7 @@ func randomSuffix(t *testing.T) string {
 }
 
 // newPair creates the namespaces and veth pair, removed when the test ends.
-func newPair(t *testing.T) *pair {
+func newPair(t testing.TB) *pair {
 	t.Helper()
 	l := &pair{}
 	for _, ns := range []**netns.Namespace{&l.guarded, &l.peer} {
@@ -62,7 +62,7 @@ type receiver struct {
 	n    atomic.Int64
 }
 
-func (l *pair) listen(t *testing.T) *receiver {
+func (l *pair) listen(t testing.TB) *receiver {
 	t.Helper()
 	r := &receiver{}
 	err := l.guarded.Do(func() error {
@@ -96,7 +96,7 @@ type sender struct {
 	conn *net.UDPConn
 }
 
-func (l *pair) sender(t *testing.T) *sender {
+func (l *pair) sender(t testing.TB) *sender {
 	t.Helper()
 	s := &sender{}
 	err := l.peer.Do(func() error {
@@ -111,7 +111,7 @@ func (l *pair) sender(t *testing.T) *sender {
 	return s
 }
 
-func (s *sender) send(t *testing.T, n int) {
+func (s *sender) send(t testing.TB, n int) {
 	t.Helper()
 	payload := bytes.Repeat([]byte{'a'}, 64)
 	for range n {

@@ -38,6 +38,10 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 		PathPolicyDiff: {http.MethodPost: s.diffPolicy},
 		PathBans:       {http.MethodGet: s.bans, http.MethodPost: s.addBan, http.MethodDelete: s.removeBan},
 		PathClientsTop: {http.MethodGet: s.topClients},
+		// events and flags come from backends that implement EventSource and
+		// FlagSource (telemetry.go)
+		PathEvents:         {http.MethodGet: s.events},
+		PathClientsFlagged: {http.MethodGet: s.flagged},
 	}
 	return s
 }
@@ -121,6 +125,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.code = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines)
+// for the streaming events endpoint.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // ServeHTTP checks the caller, then routes by path and method.
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {

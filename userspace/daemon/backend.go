@@ -138,6 +138,7 @@ func (d *Daemon) AddBan(_ context.Context, nb control.NewBan) (*control.Ban, err
 	if err != nil {
 		return nil, err
 	}
+	d.tel.manualBans.Add(1)
 	return &b, nil
 }
 

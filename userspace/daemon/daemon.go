@@ -140,6 +140,10 @@ type Daemon struct {
 	// this run applies its own, it keeps service ids stable and says when the
 	// policy still in force was applied.
 	saved *savedPolicy
+
+	// tel is the event reader, the detector and the counters the metrics
+	// report (telemetry.go).
+	tel telemetry
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -185,6 +189,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer ln.Close() // Serve closes it too; this covers the early returns
+	mln, err := d.listenMetrics()
+	if err != nil {
+		return err
+	}
+	defer mln.Close() // the metrics server closes it too
 
 	if err := d.load(); err != nil {
 		return err
@@ -204,10 +213,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.attach(); err != nil {
 		return err
 	}
+	if err := d.startTelemetry(); err != nil {
+		return err
+	}
 
 	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
 		"ifaces", strings.Join(d.cfg.Ifaces, ","), "mode", d.cfg.Attach)
-	err = runAll(ctx, d.log, d.components(ln, hup))
+	err = runAll(ctx, d.log, d.components(ln, mln, hup))
 	d.log.Info("apiguard daemon stopped; the pinned datapath keeps enforcing", "pins", d.cfg.PinDir)
 	return err
 }
@@ -219,13 +231,15 @@ type component struct {
 	run  func(ctx context.Context) error
 }
 
-// components lists what runs while the daemon is up. New parts (event reader,
-// detector, metrics server) are added here.
-func (d *Daemon) components(ln net.Listener, hup <-chan os.Signal) []component {
+// components lists what runs while the daemon is up.
+func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []component {
 	return []component{
 		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
 		{"ban-sweeper", d.sweepBans},
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
+		{"events", d.consumeEvents},
+		{"detector-pruner", d.pruneDetector},
+		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
 	}
 }
 

@@ -95,8 +95,18 @@ func parseUpload(up *control.PolicyUpload) (*parsedPolicy, error) {
 	return &parsedPolicy{pol: pol, path: up.Name, source: []byte(up.Source)}, nil
 }
 
-// apply makes p the policy in force. On any error the policy in force stays.
+// apply makes p the policy in force, then gives the detector its settings. On
+// any error the policy in force stays.
 func (d *Daemon) apply(p *parsedPolicy, why string) (*control.ApplyResult, error) {
+	res, err := d.applyPolicy(p, why)
+	if err == nil {
+		// after polMu is released: the detector takes polMu under its own lock
+		d.configureDetector()
+	}
+	return res, err
+}
+
+func (d *Daemon) applyPolicy(p *parsedPolicy, why string) (*control.ApplyResult, error) {
 	d.polMu.Lock()
 	defer d.polMu.Unlock()
 	var prev *loader.Policy
@@ -211,6 +221,7 @@ func (d *Daemon) reloadOnHangup(ctx context.Context, hup <-chan os.Signal) error
 }
 
 func (d *Daemon) logPolicyRefusal(file string, err error) {
+	d.tel.reloadErrors.Add(1)
 	var pe *control.PolicyError
 	if errors.As(err, &pe) {
 		d.log.Error("policy refused; the policy in force stays", "file", file, "errors", len(pe.Problems))

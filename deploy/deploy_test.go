@@ -1,0 +1,421 @@
+// Package deploy_test checks the operations files against the code they
+// describe: alert rules and the dashboard use only metrics the daemon exports,
+// promtool accepts the rules and their unit tests pass, the systemd unit and
+// the DaemonSet grant exactly the capabilities apiguard needs and pass only
+// flags the daemon knows, and the DaemonSet's policy is valid.
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/apiguard/apiguard/test/promcheck"
+	"github.com/apiguard/apiguard/userspace/metrics"
+	"github.com/apiguard/apiguard/userspace/policy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.yaml.in/yaml/v3"
+)
+
+func read(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPrometheusRules(t *testing.T) {
+	out := promcheck.Run(t, "check", "rules", "prometheus/apiguard-rules.yml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool check rules: %s", out)
+	}
+	// promtool resolves rule_files from the test file's directory
+	out = promcheck.Run(t, "test", "rules", "prometheus/apiguard-rules.test.yml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool test rules: %s", out)
+	}
+	// every alert has a unit test
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Alert string }
+		}
+	}
+	if err := yaml.Unmarshal(read(t, "prometheus/apiguard-rules.yml"), &rules); err != nil {
+		t.Fatal(err)
+	}
+	tests := string(read(t, "prometheus/apiguard-rules.test.yml"))
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			if !strings.Contains(tests, "alertname: "+r.Alert+"\n") {
+				t.Errorf("alert %s has no unit test", r.Alert)
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d alerts", n)
+	}
+}
+
+// exported is every metric name a scrape of the daemon can contain.
+func exported(t *testing.T) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	for _, n := range metrics.Names() {
+		names[n] = true
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	return names
+}
+
+var metricRef = regexp.MustCompile(`\b((?:apiguard|process|go)_[a-z0-9_]*[a-z0-9])\b`)
+
+func TestReferencedMetricsExist(t *testing.T) {
+	names := exported(t)
+	for _, f := range []string{"prometheus/apiguard-rules.yml", "prometheus/apiguard-rules.test.yml", "grafana/apiguard-dashboard.json"} {
+		refs := metricRef.FindAllStringSubmatch(string(read(t, f)), -1)
+		if len(refs) == 0 {
+			t.Fatalf("%s references no metric", f)
+		}
+		for _, m := range refs {
+			if !names[m[1]] {
+				t.Errorf("%s uses %s, which the daemon does not export", f, m[1])
+			}
+		}
+	}
+}
+
+func TestGrafanaDashboard(t *testing.T) {
+	var d struct {
+		UID        string
+		Title      string
+		Templating struct{ List []struct{ Name, Type string } }
+		Panels     []struct {
+			ID         int
+			Type       string
+			Title      string
+			Datasource *struct{ UID string }
+			GridPos    struct{ H, W, X, Y int }
+			Targets    []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(read(t, "grafana/apiguard-dashboard.json"), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.UID == "" || d.Title == "" {
+		t.Fatal("dashboard needs a uid and a title")
+	}
+	vars := map[string]bool{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+	}
+	if !vars["datasource"] || !vars["instance"] {
+		t.Fatalf("template variables %v: want datasource and instance", vars)
+	}
+	ids := map[int]bool{}
+	graphs := 0
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.GridPos.W <= 0 || p.GridPos.X+p.GridPos.W > 24 || p.GridPos.H <= 0 {
+			t.Errorf("panel %q: grid position %+v", p.Title, p.GridPos)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		graphs++
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q does not use the datasource variable", p.Title)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, `instance=~"$instance"`) {
+				t.Errorf("panel %q: %q ignores the host selector", p.Title, tg.Expr)
+			}
+		}
+	}
+	if graphs < 10 {
+		t.Fatalf("only %d panels", graphs)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// daemonFlags builds apiguard and lists the flags `apiguard daemon` takes.
+func daemonFlags(t *testing.T) (bin string, flags map[string]bool) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "apiguard-deploy-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "apiguard")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/apiguard").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	t.Cleanup(func() {}) // the binary is shared by the tests of this run
+	if buildErr != nil {
+		t.Fatalf("build apiguard: %v", buildErr)
+	}
+	out, err := exec.Command(binPath, "daemon", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("apiguard daemon --help: %v\n%s", err, out)
+	}
+	flags = map[string]bool{}
+	for _, m := range regexp.MustCompile(`--([a-z][a-z0-9-]*)`).FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = true
+	}
+	return binPath, flags
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+func checkFlags(t *testing.T, where string, args []string, known map[string]bool) {
+	t.Helper()
+	for _, a := range args {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !known[name] {
+			t.Errorf("%s passes --%s, which 'apiguard daemon' does not take", where, name)
+		}
+	}
+}
+
+func capSet(s string) []string {
+	f := strings.Fields(s)
+	sort.Strings(f)
+	return f
+}
+
+var wantCaps = []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_RESOURCE"}
+
+func TestSystemdUnit(t *testing.T) {
+	unit := read(t, "systemd/apiguard.service")
+	kv := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(unit))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("not a key=value line: %q", line)
+		}
+		kv[k] = append(kv[k], v)
+	}
+	one := func(k string) string {
+		if len(kv[k]) != 1 {
+			t.Fatalf("%s set %d times", k, len(kv[k]))
+		}
+		return kv[k][0]
+	}
+	if one("Restart") != "on-failure" {
+		t.Errorf("Restart=%s", one("Restart"))
+	}
+	for _, k := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {
+		if got := capSet(one(k)); !slices.Equal(got, wantCaps) {
+			t.Errorf("%s = %v, want exactly %v", k, got, wantCaps)
+		}
+	}
+	if one("NoNewPrivileges") != "yes" || one("ExecReload") != "/bin/kill -HUP $MAINPID" {
+		t.Error("NoNewPrivileges or ExecReload")
+	}
+	exec0 := strings.Fields(one("ExecStart"))
+	if len(exec0) < 2 || filepath.Base(exec0[0]) != "apiguard" || exec0[1] != "daemon" {
+		t.Fatalf("ExecStart %v", exec0)
+	}
+	bin, flags := daemonFlags(t)
+	checkFlags(t, "the systemd unit", exec0[2:], flags)
+
+	// systemd's own parser, where it is installed: no warning allowed
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Log("systemd-analyze not installed: unit syntax not verified by systemd")
+		return
+	}
+	dir := t.TempDir()
+	local := bytes.ReplaceAll(unit, []byte(exec0[0]), []byte(bin))
+	path := filepath.Join(dir, "apiguard.service")
+	if err := os.WriteFile(path, local, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// k8sDocs decodes a multi-document manifest by kind.
+func k8sDocs(t *testing.T, path string) map[string]map[string]any {
+	t.Helper()
+	dec := yaml.NewDecoder(bytes.NewReader(read(t, path)))
+	out := map[string]map[string]any{}
+	for {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out[doc["kind"].(string)] = doc
+	}
+}
+
+// dig walks maps and lists: dig(x, "spec", "template", 0) ...
+func dig(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("at %v: not a mapping", path)
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("at %v: not a list of %d", path, k+1)
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func TestKubernetesDaemonSet(t *testing.T) {
+	docs := k8sDocs(t, "kubernetes/apiguard.yaml")
+	ds := docs["DaemonSet"]
+	cm := docs["ConfigMap"]
+	if ds == nil || cm == nil || docs["Namespace"] == nil {
+		t.Fatalf("kinds %v", docs)
+	}
+	pod := dig(t, ds, "spec", "template", "spec")
+	if dig(t, pod, "hostNetwork") != true {
+		t.Error("hostNetwork is not true")
+	}
+	c := dig(t, pod, "containers", 0)
+	add := []string{}
+	for _, a := range dig(t, c, "securityContext", "capabilities", "add").([]any) {
+		add = append(add, "CAP_"+a.(string))
+	}
+	sort.Strings(add)
+	if !slices.Equal(add, wantCaps) {
+		t.Errorf("capabilities add %v, want %v", add, wantCaps)
+	}
+	if drop := dig(t, c, "securityContext", "capabilities", "drop").([]any); len(drop) != 1 || drop[0] != "ALL" {
+		t.Errorf("capabilities drop %v, want [ALL]", drop)
+	}
+	if dig(t, c, "securityContext", "privileged") != false {
+		t.Error("container is privileged")
+	}
+
+	// volumes: bpffs from the host, the policy from the ConfigMap
+	vols := map[string]map[string]any{}
+	for _, v := range dig(t, pod, "volumes").([]any) {
+		vols[v.(map[string]any)["name"].(string)] = v.(map[string]any)
+	}
+	mounts := map[string]string{}
+	for _, m := range dig(t, c, "volumeMounts").([]any) {
+		mm := m.(map[string]any)
+		mounts[mm["mountPath"].(string)] = mm["name"].(string)
+	}
+	if v := vols[mounts["/sys/fs/bpf"]]; v == nil || dig(t, v, "hostPath", "path") != "/sys/fs/bpf" {
+		t.Errorf("/sys/fs/bpf is not the host's bpffs: %v", v)
+	}
+	if v := vols[mounts["/etc/apiguard"]]; v == nil || dig(t, v, "configMap", "name") != dig(t, cm, "metadata", "name") {
+		t.Errorf("/etc/apiguard is not the policy ConfigMap: %v", v)
+	}
+
+	// flags the daemon takes; the policy path is the ConfigMap's key
+	var args []string
+	for _, a := range dig(t, c, "args").([]any) {
+		args = append(args, a.(string))
+	}
+	if len(args) == 0 || args[0] != "daemon" {
+		t.Fatalf("args %v", args)
+	}
+	_, flags := daemonFlags(t)
+	checkFlags(t, "the DaemonSet", args[1:], flags)
+	policyFile := ""
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--policy="); ok {
+			policyFile = v
+		}
+	}
+	key := filepath.Base(policyFile)
+	if filepath.Dir(policyFile) != "/etc/apiguard" {
+		t.Fatalf("--policy=%s is not in the ConfigMap mount", policyFile)
+	}
+	src, ok := dig(t, cm, "data", key).(string)
+	if !ok {
+		t.Fatalf("ConfigMap has no %s", key)
+	}
+	pol, err := policy.Parse("ConfigMap "+key, []byte(src), func(string) ([]byte, error) { return nil, os.ErrNotExist })
+	if err != nil {
+		t.Fatalf("the DaemonSet's policy does not validate:\n%v", err)
+	}
+	if _, err := pol.Compile(nil); err != nil {
+		t.Fatalf("the DaemonSet's policy does not compile: %v", err)
+	}
+
+	// scraping: the annotations point at the metrics port
+	ann := dig(t, ds, "spec", "template", "metadata", "annotations").(map[string]any)
+	port := dig(t, c, "ports", 0)
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9470" ||
+		dig(t, port, "containerPort") != 9470 || dig(t, port, "name") != "metrics" {
+		t.Errorf("scrape annotations %v, port %v", ann, port)
+	}
+	pm := k8sDocs(t, "kubernetes/podmonitor.yaml")["PodMonitor"]
+	if pm == nil || dig(t, pm, "spec", "podMetricsEndpoints", 0, "port") != "metrics" {
+		t.Errorf("PodMonitor %v", pm)
+	}
+	if !strings.Contains(strings.Join(args, " "), "--metrics-addr=$(NODE_IP):9470") {
+		t.Error("metrics are not served on the port the annotations name")
+	}
+}

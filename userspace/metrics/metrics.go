@@ -1,0 +1,275 @@
+// Package metrics exposes apiguard to Prometheus. A custom Collector reads the
+// datapath's maps and the daemon's counters when Prometheus scrapes, so there
+// is no polling loop and no copy to keep in sync. Labels are bounded sets
+// (actions, reasons, event types, map names, interfaces): never a client address.
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/detect"
+	"github.com/apiguard/apiguard/userspace/events"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultAddr is where the daemon serves /metrics unless told otherwise:
+// loopback, because the figures describe who attacks the host.
+const DefaultAddr = "127.0.0.1:9470"
+
+// Datapath is what the collector reads from the kernel (loader.Datapath).
+type Datapath interface {
+	Counters() ([]loader.Counter, error)
+	Stats() (loader.Stats, error)
+	Usage() ([]loader.MapUsage, error)
+	Bans() ([]loader.Ban, error)
+	Generation() uint32
+}
+
+// EventReader is the ring-buffer reader (events.Reader).
+type EventReader interface{ Stats() events.Stats }
+
+// Fanout is the subscriber hub (events.Hub).
+type Fanout interface{ Dropped() uint64 }
+
+// Detector is the detector (detect.Detector).
+type Detector interface{ Totals() detect.Totals }
+
+// Daemon is what only the daemon knows.
+type Daemon interface {
+	// ReloadErrors counts policy reloads that were refused.
+	ReloadErrors() uint64
+	// ManualBans counts bans made by hand (the control API).
+	ManualBans() uint64
+	// Attachments lists the interfaces the guard is attached to.
+	Attachments() []loader.Attachment
+}
+
+// Sources are the collector's inputs. Only Datapath is required: a missing
+// source leaves its metrics out rather than reporting made-up zeros.
+type Sources struct {
+	Datapath Datapath
+	Events   EventReader
+	Fanout   Fanout
+	Detector Detector
+	Daemon   Daemon
+	// Now decides which bans are still active (default time.Now).
+	Now func() time.Time
+}
+
+// Collector reads everything at scrape time.
+type Collector struct {
+	src          Sources
+	scrapeErrors atomic.Uint64
+}
+
+const ns = "apiguard"
+
+// names lists every metric the collector exports, for Names.
+var names []string
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	fq := prometheus.BuildFQName(ns, "", name)
+	names = append(names, fq)
+	return prometheus.NewDesc(fq, help, labels, nil)
+}
+
+// Names lists the metrics the collector exports (without the Go and process
+// collectors'), so that dashboards and alerting rules can be checked against them.
+func Names() []string { return append([]string(nil), names...) }
+
+var (
+	descPackets          = desc("packets_total", "Packets the datapath judged, by verdict and reason.", "action", "reason")
+	descBytes            = desc("bytes_total", "Bytes of the packets the datapath judged, by verdict and reason.", "action", "reason")
+	descEvents           = desc("events_total", "Events read from the ring buffer and decoded, by type.", "type")
+	descEventsSent       = desc("events_sent_total", "Events the datapath wrote to the ring buffer.")
+	descEventsLost       = desc("events_lost_total", "Events lost: the ring buffer was full (stage ringbuf) or the daemon's queue was (stage queue).", "stage")
+	descEventsSuppressed = desc("events_suppressed_total", "Events the datapath held back by its per-client and global throttles.")
+	descUndecodable      = desc("events_undecodable_total", "Ring-buffer records that did not decode.")
+	descSubscriberDrops  = desc("events_subscriber_dropped_total", "Events that slow followers (apiguard events --follow) missed.")
+	descFlagged          = desc("clients_flagged_total", "Flags raised by the detector, by reason.", "reason")
+	descBansActive       = desc("bans_active", "Bans in force in the datapath.")
+	descBans             = desc("bans_total", "Bans made, by who made them.", "source")
+	descBanErrors        = desc("ban_errors_total", "Bans the detector decided but could not apply.")
+	descTracked          = desc("detector_tracked", "What the detector keeps state for, by kind.", "kind")
+	descMapEntries       = desc("map_entries", "Entries in the datapath maps that can fill up.", "map")
+	descMapCapacity      = desc("map_capacity", "Capacity of the datapath maps that can fill up.", "map")
+	descMapInserts       = desc("map_inserts_total", "New entries in the per-client and per-prefix state maps.", "map")
+	descMapInsertFails   = desc("map_insert_failures_total", "Refused inserts into the state maps: those packets skipped that level's limits.", "map")
+	descCASContended     = desc("limiter_cas_contended_total", "Limiter updates that gave up after bounded compare-and-swap retries.")
+	descGeneration       = desc("policy_generation", "Generation of the policy in force (0: none applied).")
+	descReloadErrors     = desc("policy_reload_errors_total", "Policy reloads refused (the policy in force stayed).")
+	descAttach           = desc("attach_info", "The guard's attachments: 1 per interface and mode.", "iface", "mode")
+	descScrapeErrors     = desc("scrape_errors_total", "Reads from the datapath that failed during a scrape.")
+)
+
+// NewCollector checks the sources and returns the collector.
+func NewCollector(src Sources) (*Collector, error) {
+	if src.Datapath == nil {
+		return nil, fmt.Errorf("metrics: a datapath source is required")
+	}
+	if src.Now == nil {
+		src.Now = time.Now
+	}
+	return &Collector{src: src}, nil
+}
+
+// Describe sends every descriptor the collector may send.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descPackets, descBytes, descEvents, descEventsSent, descEventsLost, descEventsSuppressed,
+		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
+		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
+		descCASContended, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
+	} {
+		ch <- d
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+// fail reports a failed read: the scrape goes on with the rest, the failure is
+// counted and logged, and the metric shows up as an error in the registry.
+func (c *Collector) fail(ch chan<- prometheus.Metric, d *prometheus.Desc, what string, err error) {
+	c.scrapeErrors.Add(1)
+	slog.Warn("metrics: read failed", "what", what, "err", err)
+	ch <- prometheus.NewInvalidMetric(d, fmt.Errorf("read %s: %w", what, err))
+}
+
+// Collect reads the sources.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	dp := c.src.Datapath
+	if cs, err := dp.Counters(); err != nil {
+		c.fail(ch, descPackets, "counters", err)
+	} else {
+		for _, k := range cs {
+			counter(ch, descPackets, k.Packets, k.Action.String(), k.Reason.String())
+			counter(ch, descBytes, k.Bytes, k.Action.String(), k.Reason.String())
+		}
+	}
+
+	ks, kerr := dp.Stats()
+	if kerr != nil {
+		c.fail(ch, descEventsSent, "datapath stats", kerr)
+	} else {
+		counter(ch, descEventsSent, ks.EventsSent)
+		counter(ch, descEventsSuppressed, ks.EventsSuppressed)
+		counter(ch, descEventsLost, ks.EventsLost, "ringbuf")
+		counter(ch, descMapInserts, ks.ClientInserts, "clients")
+		counter(ch, descMapInserts, ks.PrefixInserts, "prefixes")
+		counter(ch, descMapInsertFails, ks.ClientInsertFailures, "clients")
+		counter(ch, descMapInsertFails, ks.PrefixInsertFailures, "prefixes")
+		counter(ch, descCASContended, ks.CASContended)
+	}
+	if r := c.src.Events; r != nil {
+		s := r.Stats()
+		for _, t := range loader.EventTypes() {
+			counter(ch, descEvents, s.ByType[t], t.String())
+		}
+		counter(ch, descEventsLost, s.Dropped, "queue")
+		counter(ch, descUndecodable, s.Undecodable)
+	}
+	if f := c.src.Fanout; f != nil {
+		counter(ch, descSubscriberDrops, f.Dropped())
+	}
+
+	if us, err := dp.Usage(); err != nil {
+		c.fail(ch, descMapEntries, "map usage", err)
+	} else {
+		for _, u := range us {
+			gauge(ch, descMapEntries, float64(u.Entries), u.Name)
+			gauge(ch, descMapCapacity, float64(u.Capacity), u.Name)
+		}
+	}
+
+	if bans, err := dp.Bans(); err != nil {
+		c.fail(ch, descBansActive, "bans", err)
+	} else {
+		now := c.src.Now()
+		active := 0
+		for _, b := range bans {
+			if b.Expires.IsZero() || b.Expires.After(now) {
+				active++
+			}
+		}
+		gauge(ch, descBansActive, float64(active))
+	}
+
+	if det := c.src.Detector; det != nil {
+		t := det.Totals()
+		for _, r := range detect.Reasons() {
+			counter(ch, descFlagged, t.Flagged[r], string(r))
+		}
+		counter(ch, descBans, t.Bans, "detector")
+		counter(ch, descBanErrors, t.BanErrors)
+		gauge(ch, descTracked, float64(t.Clients), "clients")
+		gauge(ch, descTracked, float64(t.Prefixes), "prefixes")
+		gauge(ch, descTracked, float64(t.Flags), "flags")
+	}
+	gauge(ch, descGeneration, float64(dp.Generation()))
+	if dm := c.src.Daemon; dm != nil {
+		counter(ch, descBans, dm.ManualBans(), "manual")
+		counter(ch, descReloadErrors, dm.ReloadErrors())
+		seen := map[loader.Attachment]bool{}
+		for _, a := range dm.Attachments() {
+			a.Adopted = false
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			gauge(ch, descAttach, 1, a.Iface, string(a.Mode))
+		}
+	}
+	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
+}
+
+// NewRegistry registers the collector with the Go runtime and process collectors.
+func NewRegistry(c *Collector) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	for _, col := range []prometheus.Collector{
+		c,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(col); err != nil {
+			return nil, fmt.Errorf("register metrics collector: %w", err)
+		}
+	}
+	return reg, nil
+}
+
+type slogPrinter struct{}
+
+func (slogPrinter) Println(v ...any) { slog.Warn("metrics: " + fmt.Sprint(v...)) }
+
+// Handler serves the registry at /metrics. A failed read is logged and the
+// rest of the scrape is served, so one bad map never hides every metric.
+func Handler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slogPrinter{},
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "apiguard: metrics at /metrics")
+	})
+	return mux
+}
