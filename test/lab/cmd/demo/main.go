@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/test/lab"
+	"github.com/apiguard/apiguard/userspace/control"
 )
 
 func main() {
@@ -194,19 +195,22 @@ type phaseResult struct {
 	clients []lab.ClientStats
 	sent    int64
 	dropped uint64 // packets apiguard dropped (or, in monitor mode, would have)
-	bans    int
+	flags   []control.Flag
 }
 
 func (d *demo) play(ctx context.Context, scenarios []scenario) error {
 	o := d.opts
 	fmt.Println("apiguard demo: a guarded API server under attack, without and with apiguard")
 	fmt.Println()
-	l, err := lab.New(lab.Config{Clients: len(clientSetups), Attackers: len(scenarios)})
+	// Two attackers per scenario, one per run: the run with apiguard starts
+	// from a source apiguard has not seen yet, as the run without it did.
+	l, err := lab.New(lab.Config{Clients: len(clientSetups), Attackers: 2 * len(scenarios)})
 	if err != nil {
 		return fmt.Errorf("build the lab: %w", err)
 	}
 	d.lab = l
 	fmt.Printf("  lab       namespaces: router, API server, %d clients, %d attackers (removed at the end)\n", len(l.Clients), len(l.Attackers))
+	fmt.Printf("            each attack comes from one attacker without apiguard and from a fresh one with it\n")
 	if d.server, err = l.StartServer(lab.ServerConfig{MaxConns: 512}); err != nil {
 		return err
 	}
@@ -252,10 +256,10 @@ func (d *demo) play(ctx context.Context, scenarios []scenario) error {
 		sc.attack.Duration = o.phase
 		fmt.Printf("\n▶ %d/%d %s: %s\n", i+1, len(scenarios), sc.name, sc.title)
 		r := row{sc: sc}
-		if r.without, err = d.phase(ctx, i, sc, "monitor"); err != nil {
+		if r.without, err = d.phase(ctx, 2*i, sc, "monitor"); err != nil {
 			return err
 		}
-		if r.with, err = d.phase(ctx, i, sc, "enforce"); err != nil {
+		if r.with, err = d.phase(ctx, 2*i+1, sc, "enforce"); err != nil {
 			return err
 		}
 		r.notHurt = !d.hurt(r.without.clients)
@@ -355,9 +359,13 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 		if mode == "monitor" {
 			dropWord = "would drop"
 		}
-		fmt.Printf("   %-7s %2ds  %s │ attack %7s %s/s │ apiguard %s %7s pkts/s │ server conns %4d │ bans %d\n",
+		flagged, err := d.daemon.Client.Flagged(ctx, true)
+		if err != nil {
+			return res, err
+		}
+		fmt.Printf("   %-7s %2ds  %s │ attack %6s %s/s │ apiguard %s %6s pkts/s │ server conns %3d │ flagged %d banned %d\n",
 			label, sec, d.clientCells(stats), human(float64(sent-prevSent)/secs), sc.unit, dropWord,
-			human(float64(dropped)/secs), d.server.Last().Conns, st.Bans)
+			human(float64(dropped)/secs), d.server.Last().Conns, len(flagged), st.Bans)
 		prevCounters, prevSent, prevT = cs, sent, now
 	}
 	rep, err := a.Wait(10 * time.Second)
@@ -374,9 +382,31 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 	}
 	res.sent = rep.Sent
 	res.dropped = dropCount(lab.Counters(after), mode) - dropCount(lab.Counters(before), mode)
-	res.bans = after.Bans
+	// what the detector made of this run
+	flags, err := d.daemon.Client.Flagged(ctx, false)
+	if err != nil {
+		return res, err
+	}
+	for _, f := range flags {
+		if !f.LastSeen.Before(start) {
+			res.flags = append(res.flags, f)
+			fmt.Printf("   %-7s      flagged %s\n", label, describeFlag(f))
+		}
+	}
 	// let connections from the attack close and queues drain before the next run
 	return res, sleep(ctx, time.Second)
+}
+
+// describeFlag says who was flagged, why, and whether apiguard banned them.
+func describeFlag(f control.Flag) string {
+	out := fmt.Sprintf("%s for %s: %s", f.Subject(), f.Reason, f.Evidence.Summary)
+	switch {
+	case f.Ban.Banned:
+		out += fmt.Sprintf(" → banned for %v", f.Ban.TTL.Round(time.Second))
+	case f.Ban.Skipped != "":
+		out += " → not banned: " + f.Ban.Skipped
+	}
+	return out
 }
 
 // dropCount sums the packets dropped (enforce) or that would have been
@@ -431,7 +461,7 @@ func (d *demo) summary() {
 		}
 	}
 	hdr1.WriteString("\t")
-	hdr2.WriteString("attack sent\tapiguard dropped\tbans")
+	hdr2.WriteString("attack sent\tapiguard dropped\tdetector (with apiguard)")
 	fmt.Fprintln(tw, hdr1.String())
 	fmt.Fprintln(tw, hdr2.String())
 	for _, r := range d.rows {
@@ -442,7 +472,7 @@ func (d *demo) summary() {
 				fmt.Fprintf(&b, "%s %s\t", pct(s.SuccessRate()), ms(s.P99))
 			}
 		}
-		fmt.Fprintf(&b, "%s %s\t%s pkts\t%d", human(float64(r.with.sent)), r.sc.unit, human(float64(r.with.dropped)), r.with.bans)
+		fmt.Fprintf(&b, "%s %s\t%s pkts\t%s", human(float64(r.with.sent)), r.sc.unit, human(float64(r.with.dropped)), flagCell(r.with.flags))
 		fmt.Fprintln(tw, b.String())
 	}
 	tw.Flush()
@@ -467,6 +497,29 @@ func (d *demo) summary() {
 			fmt.Println("  note:", n)
 		}
 	}
+}
+
+// flagCell sums up a run's flags: "syn-flood (banned)", "scan", "-".
+func flagCell(flags []control.Flag) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, f := range flags {
+		p := string(f.Reason)
+		if !f.Prefix.IsValid() {
+			p += " on the service"
+		}
+		if f.Ban.Banned {
+			p += ", banned"
+		}
+		if !seen[p] {
+			seen[p] = true
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // cleanup removes everything the demo created and checks that nothing is left.
