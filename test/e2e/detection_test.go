@@ -292,15 +292,15 @@ func TestDetectionEndToEnd(t *testing.T) {
 	// and the metrics
 	body := e.scrape(t)
 	for series, atLeast := range map[string]float64{
-		`apiguard_clients_flagged_total{reason="flood"}`:                          1,
-		`apiguard_clients_flagged_total{reason="scan"}`:                           1,
-		`apiguard_bans_total{source="detector"}`:                                  2,
-		`apiguard_bans_active`:                                                    2,
-		`apiguard_events_total{type="limited"}`:                                   1,
-		`apiguard_events_total{type="no_service"}`:                                21,
-		`apiguard_packets_total{action="drop",reason="client_pps"}`:               1,
+		`apiguard_clients_flagged_total{reason="flood"}`:                           1,
+		`apiguard_clients_flagged_total{reason="scan"}`:                            1,
+		`apiguard_bans_total{source="detector"}`:                                   2,
+		`apiguard_bans_active`:                                                     2,
+		`apiguard_events_total{type="limited"}`:                                    1,
+		`apiguard_events_total{type="no_service"}`:                                 21,
+		`apiguard_packets_total{action="drop",reason="client_pps"}`:                1,
 		`apiguard_attach_info{iface="` + e.pair.guardEnd.Name + `",mode="native"}`: 1,
-		`apiguard_policy_generation`:                                              1,
+		`apiguard_policy_generation`:                                               1,
 	} {
 		v, ok := metric(body, series)
 		if !ok || v < atLeast {
