@@ -85,6 +85,12 @@ func buildBinary(t testing.TB) string {
 
 func TestMain(m *testing.M) {
 	lab.RunRoleIfAsked() // the lab's server and attackers run as this binary
+	if os.Geteuid() == 0 {
+		// what an earlier run killed with SIGKILL could not remove itself
+		if removed, err := lab.CleanStale(); err != nil || len(removed) > 0 {
+			fmt.Fprintf(os.Stderr, "leftovers of killed labs: removed %v; %v\n", removed, err)
+		}
+	}
 	code := m.Run()
 	if buildDir != "" {
 		if err := os.RemoveAll(buildDir); err != nil {

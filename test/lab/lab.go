@@ -96,7 +96,7 @@ func New(cfg Config) (_ *Lab, err error) {
 			err = errors.Join(err, l.Close())
 		}
 	}()
-	l.Dir, err = os.MkdirTemp("", "apiguard-lab-")
+	l.Dir, err = os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("lab directory: %w", err)
 	}

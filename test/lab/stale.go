@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/apiguard/apiguard/loader"
 )
@@ -19,9 +20,13 @@ const (
 	pinPrefix = "apiguard-lab-" // pins: /sys/fs/bpf/apiguard-lab-<pid>-<random>
 )
 
+// The lab's directory: os.TempDir()/apiguard-lab-<pid>-<random>.
+const dirPrefix = "apiguard-lab-"
+
 var (
 	staleNS  = regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-[a-z]+-[0-9a-f]{8}$`)
 	stalePin = regexp.MustCompile(`^` + pinPrefix + `([0-9]+)-[0-9a-f]{8}$`)
+	staleDir = regexp.MustCompile(`^` + dirPrefix + `([0-9]+)-[0-9]+$`)
 )
 
 // CleanStale removes the namespaces and pins of labs whose process is gone:
@@ -40,6 +45,16 @@ func CleanStale() ([]string, error) {
 			continue
 		}
 		if m := staleNS.FindStringSubmatch(f[0]); m != nil && !alive(m[1]) {
+			// a daemon or role process that outlived the lab: end it first
+			if pids, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err == nil {
+				for _, p := range strings.Fields(string(pids)) {
+					if n, err := strconv.Atoi(p); err == nil && n > 1 {
+						if err := syscall.Kill(n, syscall.SIGKILL); err == nil {
+							removed = append(removed, fmt.Sprintf("process %d in %s", n, f[0]))
+						}
+					}
+				}
+			}
 			if out, err := exec.Command("ip", "netns", "del", f[0]).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("remove namespace %s: %w: %s", f[0], err, out))
 				continue
@@ -59,6 +74,20 @@ func CleanStale() ([]string, error) {
 				continue
 			}
 			removed = append(removed, "pins "+p)
+		}
+	}
+	tmp, err := os.ReadDir(os.TempDir())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range tmp {
+		if m := staleDir.FindStringSubmatch(d.Name()); m != nil && d.IsDir() && !alive(m[1]) {
+			p := filepath.Join(os.TempDir(), d.Name())
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, "directory "+p)
 		}
 	}
 	return removed, errors.Join(errs...)

@@ -234,10 +234,19 @@ func (ns *Namespace) Dialer(workers int) (*Dialer, error) {
 	started := make(chan error, workers)
 	for range workers {
 		go func() {
-			// Locked for the goroutine's whole life and never unlocked: the
-			// thread ends with it instead of returning to the pool in the
-			// wrong namespace.
+			// Locked while in the namespace. At the end the thread goes back
+			// to its own namespace and to the pool; if it cannot, it stays
+			// locked and ends with the goroutine rather than serve others in
+			// the wrong namespace. (A thread that ends also delivers the
+			// parent-death signal of processes it started, so ending threads
+			// is best avoided.)
 			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				started <- fmt.Errorf("get current netns: %w", err)
+				return
+			}
+			defer orig.Close()
 			target, err := netns.GetFromName(ns.Name)
 			if err != nil {
 				started <- fmt.Errorf("open netns %s: %w", ns.Name, err)
@@ -254,6 +263,9 @@ func (ns *Namespace) Dialer(workers int) (*Dialer, error) {
 				var nd net.Dialer
 				c, err := nd.DialContext(r.ctx, r.network, r.addr)
 				r.res <- dialRes{c, err}
+			}
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
 			}
 		}()
 	}

@@ -27,11 +27,18 @@ import (
 
 func main() {
 	lab.RunRoleIfAsked()
-	if err := run(); err != nil {
+	err := run()
+	switch {
+	case errors.Is(err, errInterrupted):
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
+
+// errInterrupted ends a run that a signal cut short, after a full cleanup.
+var errInterrupted = errors.New("interrupted")
 
 type options struct {
 	bin    string
@@ -76,8 +83,8 @@ func run() error {
 	signal.Ignore(syscall.SIGPIPE)
 
 	stale, err := lab.CleanStale()
-	for _, s := range stale {
-		fmt.Println("removed a leftover of a demo or test that was killed:", s)
+	if len(stale) > 0 {
+		fmt.Printf("removed what a killed demo or test left behind: %s\n\n", strings.Join(stale, ", "))
 	}
 	if err != nil {
 		return err
@@ -88,7 +95,7 @@ func run() error {
 	cleanErr := d.cleanup()
 	if ctx.Err() != nil && runErr != nil {
 		fmt.Println("\ninterrupted")
-		return cleanErr
+		return errors.Join(errInterrupted, cleanErr)
 	}
 	return errors.Join(runErr, cleanErr)
 }
