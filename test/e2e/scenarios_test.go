@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -122,11 +121,11 @@ func sum(c map[string]uint64, prefix string) uint64 {
 // monitorPolicy is policy with its global mode switched to monitor.
 func monitorPolicy(t *testing.T, policy string) string {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^(\s*)mode:\s*enforce\s*(#.*)?$`)
-	if n := len(re.FindAllStringIndex(policy, -1)); n != 1 {
-		t.Fatalf("want one 'mode: enforce' line in the policy, found %d", n)
+	mon, err := lab.MonitorPolicy(policy)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return re.ReplaceAllString(policy, "${1}mode: monitor")
+	return mon
 }
 
 func readFile(t *testing.T, path string) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -239,6 +240,20 @@ func (d *Daemon) Close() error {
 		}
 	}
 	return err
+}
+
+// modeLine is a policy's global "mode: enforce" line (spec.mode, two spaces
+// in); services' own mode lines are indented deeper and left alone.
+var modeLine = regexp.MustCompile(`(?m)^  mode:[ \t]*enforce[ \t]*(#.*)?$`)
+
+// MonitorPolicy returns a policy's YAML text with its global mode switched
+// from enforce to monitor, everything else as written. It wants exactly one
+// "  mode: enforce" line under spec.
+func MonitorPolicy(src string) (string, error) {
+	if n := len(modeLine.FindAllStringIndex(src, -1)); n != 1 {
+		return "", fmt.Errorf("want one 'mode: enforce' line under spec to switch to monitor, found %d", n)
+	}
+	return modeLine.ReplaceAllString(src, "  mode: monitor"), nil
 }
 
 // WaitFor polls cond every 20ms for at most limit and reports whether it held.

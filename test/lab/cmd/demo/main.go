@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -283,13 +282,11 @@ func monitorCopy(l *lab.Lab, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read policy: %w", err)
 	}
-	re := regexp.MustCompile(`(?m)^(\s*)mode:\s*enforce\s*(#.*)?$`)
-	locs := re.FindAllIndex(src, -1)
-	if len(locs) != 1 {
-		return "", fmt.Errorf("%s: want exactly one 'mode: enforce' line to switch to monitor, found %d", path, len(locs))
+	mon, err := lab.MonitorPolicy(string(src))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	out := re.ReplaceAll(src, []byte("${1}mode: monitor"))
-	return l.WriteFile("monitor-"+filepath.Base(path), string(out))
+	return l.WriteFile("monitor-"+filepath.Base(path), mon)
 }
 
 func relPath(p string) string {
