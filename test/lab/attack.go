@@ -18,7 +18,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/apiguard/apiguard/test/netns"
 	"github.com/apiguard/apiguard/test/packet"
 	"golang.org/x/sys/unix"
 )
@@ -688,7 +687,3 @@ func httpFlood(ctx context.Context, a *Attack, c *counters) error {
 	wg.Wait()
 	return nil
 }
-
-// Dialer returns a dialer that opens connections from the namespace of h,
-// for in-process code (the legitimate client, tests).
-func (h Host) Dialer(workers int) (*netns.Dialer, error) { return h.NS.Dialer(workers) }

@@ -223,13 +223,25 @@ func (s ClientStats) String() string {
 		s.OK, s.Requests, 100*s.SuccessRate(), s.P50.Round(100*time.Microsecond), s.P99.Round(100*time.Microsecond), s.Errors)
 }
 
-// Stats summarises the requests that completed in [from, to).
+// Stats summarises the requests that completed in [from, to): what the
+// client saw in that time, for a live view.
 func (c *Client) Stats(from, to time.Time) ClientStats {
+	return c.stats(from, to, func(r Result) time.Time { return r.Done })
+}
+
+// StatsStarted summarises the requests sent in [from, to), wherever they
+// ended: call it once the client's timeout has passed after to, and every
+// request sent during an attack is counted, the slow ones included.
+func (c *Client) StatsStarted(from, to time.Time) ClientStats {
+	return c.stats(from, to, func(r Result) time.Time { return r.Done.Add(-r.Latency) })
+}
+
+func (c *Client) stats(from, to time.Time, at func(Result) time.Time) ClientStats {
 	c.mu.Lock()
 	var lat []time.Duration
 	st := ClientStats{Errors: map[string]int{}}
 	for _, r := range c.results {
-		if r.Done.Before(from) || !r.Done.Before(to) {
+		if t := at(r); t.Before(from) || !t.Before(to) {
 			continue
 		}
 		st.Requests++

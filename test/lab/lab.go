@@ -9,9 +9,10 @@
 //	attacker 10.4.0.2 ─┘          sources) ── 10.1.0.1 ═[apiguard]═ 10.1.0.2 server
 //
 // and the same in IPv6 (fd00:N::/64): the server is subnet 1, the clients come
-// next, then the attackers. Everything the lab creates carries a random
-// suffix and is removed by Close, which tests register with t.Cleanup and the
-// demo calls on exit and on SIGINT/SIGTERM.
+// next, then the attackers. Everything the lab creates carries its process id
+// and a random suffix and is removed by Close, which tests register with
+// t.Cleanup and the demo calls on exit and on SIGINT/SIGTERM; CleanStale
+// removes what a lab killed with SIGKILL left behind.
 //
 // The API server and the attackers run as processes of their own (the lab runs
 // its executable again with a role, see RunRoleIfAsked), so that the server's
@@ -54,6 +55,10 @@ type Host struct {
 	Addr4 netip.Addr
 	Addr6 netip.Addr
 }
+
+// Dialer returns a dialer that opens connections from the namespace of h,
+// for in-process code (the legitimate client, tests).
+func (h Host) Dialer(workers int) (*netns.Dialer, error) { return h.NS.Dialer(workers) }
 
 // Lab is a running topology.
 type Lab struct {

@@ -83,6 +83,11 @@ func TestClientStats(t *testing.T) {
 	if st.P50 != 50*time.Millisecond || st.P99 != time.Second {
 		t.Errorf("p50 %v, p99 %v; want 50ms and 1s", st.P50, st.P99)
 	}
+	// By start time: the 98 successes were all sent 1ms before t0, the
+	// timeout at 200ms, the reset at 598ms.
+	if st := c.StatsStarted(t0.Add(-10*time.Millisecond), t0.Add(300*time.Millisecond)); st.Requests != 99 || st.OK != 98 || st.Errors["timeout"] != 1 {
+		t.Errorf("by start time: %+v", st)
+	}
 	if empty := c.Stats(t0.Add(time.Hour), t0.Add(2*time.Hour)); empty.Requests != 0 || empty.SuccessRate() != 1 {
 		t.Errorf("empty window: %+v", empty)
 	}

@@ -381,9 +381,6 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 	if err != nil {
 		return res, err
 	}
-	for _, c := range d.clients {
-		res.clients = append(res.clients, c.Stats(start, end))
-	}
 	res.sent = rep.Sent
 	res.dropped = dropCount(lab.Counters(after), mode) - dropCount(lab.Counters(before), mode)
 	// what the detector made of this run
@@ -397,8 +394,16 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 			fmt.Printf("   %-7s      flagged %s\n", label, describeFlag(f))
 		}
 	}
-	// let connections from the attack close and queues drain before the next run
-	return res, sleep(ctx, time.Second)
+	// Let connections of the attack close and queues drain before the next
+	// run; meanwhile the last requests sent during the attack end (the
+	// client's timeout is 1s), and the summary counts every one of them.
+	if err := sleep(ctx, 1100*time.Millisecond); err != nil {
+		return res, err
+	}
+	for _, c := range d.clients {
+		res.clients = append(res.clients, c.StatsStarted(start, end))
+	}
+	return res, nil
 }
 
 // describeFlag says who was flagged, why, and whether apiguard banned them.
