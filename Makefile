@@ -10,10 +10,11 @@ BIN     := bin/apiguard
 GEN_PKGS := ./loader ./test/bench/trafgen
 GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 ethtool nftables
-DEB_TOOLS := ip ethtool nft
+# prometheus brings promtool: metrics and alert rules are checked with it.
+DEB_PKGS := iproute2 ethtool nftables prometheus
+DEB_TOOLS := ip ethtool nft promtool
 
-.PHONY: all build generate check-generate test bench bench-live bench-apply lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply lint deps demo clean
 
 all: build
 
@@ -34,7 +35,7 @@ deps:
 	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing tools ($(DEB_TOOLS)); run as root or install $(DEB_PKGS)"; exit 1; fi; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
 	fi
 
 # The namespace lab: a guarded API server, two legitimate clients and six
@@ -57,6 +58,13 @@ bench:
 # Applying 100k deny CIDRs to a running daemon: time and peak RSS.
 bench-apply:
 	$(GO) run ./test/bench/apply
+
+# The event pipeline (ring buffer -> reader -> detector) and the daemon's CPU
+# under random-source floods (docs/benchmarks.md).
+bench-events:
+	$(GO) test -run '^$$' -bench 'DecodeDetect' -benchtime 3000000x -count 1 ./userspace/detect/
+	$(GO) test -run '^$$' -bench 'RingDrain|RingToDetector' -benchtime 2000000x -count 1 ./userspace/events/
+	$(GO) test -run '^$$' -bench 'DaemonUnderRandomSourceFlood' -benchtime 10x -count 1 ./test/e2e/
 
 # The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
 bench-live: deps

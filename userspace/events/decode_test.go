@@ -96,6 +96,15 @@ func TestDescribe(t *testing.T) {
 	if in != want {
 		t.Fatalf("got %+v\nwant %+v", in, want)
 	}
+	svc := ev
+	svc.Addr = [16]byte{}
+	if got := Describe(&svc, func(uint64) time.Time { return base }).Client; got != "0.0.0.0" {
+		t.Fatalf("service-total event client %q", got)
+	}
+	svc.Family = 6
+	if got := Describe(&svc, func(uint64) time.Time { return base }).Client; got != "::" {
+		t.Fatalf("IPv6 service-total event client %q", got)
+	}
 	if TCPFlagString(0) != "NULL" || TCPFlagString(0x29) != "FIN|PSH|URG" {
 		t.Fatalf("flag names: %q %q", TCPFlagString(0), TCPFlagString(0x29))
 	}

@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -33,7 +34,7 @@ func Describe(ev *loader.Event, wall func(mono uint64) time.Time) Info {
 		Type:    loader.EventType(ev.Type).String(),
 		Reason:  loader.Reason(ev.Reason).String(),
 		Action:  loader.Action(ev.Action).String(),
-		Client:  loader.SourceAddr(ev).String(),
+		Client:  client(ev).String(),
 		Service: ev.Service,
 		Proto:   protoName(ev.Proto),
 		Port:    ev.Dport,
@@ -43,6 +44,16 @@ func Describe(ev *loader.Event, wall func(mono uint64) time.Time) Info {
 		in.TCPFlags = TCPFlagString(ev.TcpFlags)
 	}
 	return in
+}
+
+// client is the event's source; a service-total event names none (all zeros),
+// shown as the unspecified address of its family.
+func client(ev *loader.Event) netip.Addr {
+	a := loader.SourceAddr(ev)
+	if ev.Family == 4 && a.IsUnspecified() {
+		return netip.IPv4Unspecified()
+	}
+	return a
 }
 
 func protoName(p uint8) string {
