@@ -36,7 +36,11 @@ struct verdict {
 	__u8 ev_bits;		/* the event names the source masked to this many bits */
 	__u32 service;
 	__u64 count;
+	__u8 conn;		/* conntrack.h: 1 + policy slot of a service with an ACL or caps */
 };
+
+/* conntrack: source ACLs and connection caps (needs struct verdict) */
+#include "include/conntrack.h"
 
 static __always_inline void *lpm_lookup(const struct pkt *p, void *map4, void *map6)
 {
@@ -315,7 +319,11 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 			v->event = AG_EV_NO_SERVICE;
 		return;
 	}
+	/* conntrack: a refused source costs no bucket; services without an ACL or caps cost one bit test */
+	if (conn_acl_refused(p, cfg, slot, *svc_id, v))
+		return;
 	apply_limits(p, cfg, slot, *svc_id, v);
+	conn_mark(p, cfg, slot, *svc_id, v); /* conntrack: capped services go to conn_track_ingress */
 }
 
 /* The single exit: monitor conversion, the counter, the event. */
@@ -352,7 +360,8 @@ static __always_inline void bench_cycle_source(struct pkt *p)
 	p->addr[15] = i;
 }
 
-static __always_inline int run_guard(void *data, void *data_end, __u32 len)
+/* ctx and tc (a constant) are for the conntrack hook's parse */
+static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_end, __u32 len)
 {
 	struct pkt p = { .len = len };
 	struct verdict v = {};
@@ -361,6 +370,7 @@ static __always_inline int run_guard(void *data, void *data_end, __u32 len)
 	parsed = parse_packet(data, data_end, &p);
 	bench_cycle_source(&p);
 	guard(&p, parsed, &v);
+	conn_track_ingress(ctx, tc, &p, &v); /* conntrack: the client's side of capped services */
 	return record(&p, &v);
 }
 
@@ -370,7 +380,7 @@ int apiguard_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	return run_guard(data, data_end, data_end - data) == AG_ACT_DROP ? XDP_DROP : XDP_PASS;
+	return run_guard(ctx, 0, data, data_end, data_end - data) == AG_ACT_DROP ? XDP_DROP : XDP_PASS;
 }
 
 SEC("tc")
@@ -383,7 +393,7 @@ int apiguard_tc(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	return run_guard(data, data_end, skb->len) == AG_ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	return run_guard(skb, 1, data, data_end, skb->len) == AG_ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 /* Benchmark baseline: the trivial program every prog.Run figure is measured against. */
@@ -395,5 +405,38 @@ int baseline_pass(struct xdp_md *ctx)
 	bench_cycle_source(&p);
 	/* keep the draw: the compiler must not drop it as dead */
 	asm volatile("" : : "r"(p.addr[15]) : "memory");
+	return XDP_PASS;
+}
+
+/* conntrack: TC egress on the guarded interface, the server's side of capped
+ * services' connections (include/conntrack.h). It never drops; TC_ACT_UNSPEC
+ * lets any later program or filter decide. */
+SEC("tc")
+int apiguard_egress(struct __sk_buff *skb)
+{
+	/* TCP builds its headers in the linear area: pull only when they are not
+	 * (a pull on a cloned skb copies its head) */
+	if (skb->data + 128 > skb->data_end && skb->data_end - skb->data < skb->len)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	conn_track_egress((void *)(long)skb->data, (void *)(long)skb->data_end);
+	return TC_ACT_UNSPEC;
+}
+
+/* conntrack: the flow sweeper, run by the daemon through BPF_PROG_TEST_RUN. It
+ * releases idle flows and deletes closed ones after their linger with the same
+ * CAS as the datapath, and writes struct ag_sweep into the packet buffer. */
+SEC("xdp")
+int apiguard_flow_sweep(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ag_sweep s = { .now = bpf_ktime_get_coarse_ns() };
+	__u32 zero = 0;
+	const __u32 *slotp = bpf_map_lookup_elem(&active, &zero);
+
+	s.slot = slotp && *slotp ? 1 : 0;
+	bpf_for_each_map_elem(&flows, flow_sweep_one, &s, 0);
+	if (data + sizeof(s) <= data_end)
+		__builtin_memcpy(data, &s, sizeof(s));
 	return XDP_PASS;
 }

@@ -403,6 +403,31 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if _, err := pol.Compile(nil); err != nil {
 		t.Fatalf("the DaemonSet's policy does not compile: %v", err)
 	}
+	// the commented crowdsec section validates once uncommented, and names
+	// only variables the container gets from the Secret
+	uncommented := regexp.MustCompile(`(?m)^  # (crowdsec:|  lapi:|  bouncer:|  report:)`).ReplaceAllString(src, "  $1")
+	if uncommented == src {
+		t.Fatal("the policy lacks the commented crowdsec section")
+	}
+	pol, err = policy.Parse("ConfigMap "+key, []byte(uncommented), func(string) ([]byte, error) { return nil, os.ErrNotExist })
+	if err != nil {
+		t.Fatalf("the crowdsec section does not validate:\n%v", err)
+	}
+	cs := pol.Spec.CrowdSec
+	envs := map[string]bool{}
+	for _, e := range dig(t, c, "env").([]any) {
+		m, _ := e.(map[string]any)
+		from, _ := m["valueFrom"].(map[string]any)
+		ref, _ := from["secretKeyRef"].(map[string]any)
+		if name, _ := m["name"].(string); ref["name"] == "apiguard-crowdsec" && ref["optional"] == true {
+			envs[name] = true
+		}
+	}
+	for _, v := range []string{cs.Bouncer.APIKey.Env, cs.Report.MachineID.Env, cs.Report.Password.Env} {
+		if !envs[v] {
+			t.Errorf("the crowdsec section reads %q, which the container does not get from the Secret", v)
+		}
+	}
 
 	// scraping: the annotations point at the metrics port
 	ann := dig(t, ds, "spec", "template", "metadata", "annotations").(map[string]any)

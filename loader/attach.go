@@ -54,8 +54,21 @@ func linkPinName(mode AttachMode, iface string) string {
 
 // Attach hooks the guard to iface. With a pin directory, an attachment left by
 // an earlier run is taken over by swapping its program in place, so no packet
-// goes unguarded during a restart.
+// goes unguarded during a restart. In every mode a TC egress program goes on
+// the same interface too: it follows the server's side of connections to
+// services with connection caps (egress.go).
 func (d *Datapath) Attach(iface string, mode AttachMode) (Attachment, error) {
+	att, err := d.attachIngress(iface, mode)
+	if err != nil {
+		return att, err
+	}
+	if err := d.attachEgress(iface, mode); err != nil {
+		return att, err
+	}
+	return att, nil
+}
+
+func (d *Datapath) attachIngress(iface string, mode AttachMode) (Attachment, error) {
 	dev, err := net.InterfaceByName(iface)
 	if err != nil {
 		return Attachment{}, fmt.Errorf("attach to %s: %w", iface, err)
@@ -240,6 +253,7 @@ func Detach(pinDir string) error {
 	if err != nil {
 		return err
 	}
+	errs = append(errs, detachEgress(pinDir)...)
 	for _, a := range atts {
 		path := filepath.Join(linkDir, linkPinName(a.Mode, a.Iface))
 		if a.Mode == AttachTC {

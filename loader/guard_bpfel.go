@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type GuardAgAclKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Slot      uint8
+	Service   uint8
+	Addr      [16]uint8
+	Pad       [2]uint8
+}
+
 type GuardAgAction uint32
 
 const (
@@ -57,6 +66,28 @@ type GuardAgConfig struct {
 	PrefixBits4   uint8
 	PrefixBits6   uint8
 	Pad           uint8
+	Pad2          uint32
+	ConnServices  uint64
+}
+
+type GuardAgConnService struct {
+	_                  structs.HostLayout
+	EstablishedTimeout uint64
+	HalfOpenTimeout    uint64
+	ClosedTimeout      uint64
+	Id                 uint32
+	ClientEstablished  uint32
+	ClientHalfOpen     uint32
+	TotalEstablished   uint32
+	TotalHalfOpen      uint32
+	Acl                uint8
+	Track              uint8
+	Monitor            uint8
+	FailClosed         uint8
+	ClientBits4        uint8
+	ClientBits6        uint8
+	Pad                [2]uint8
+	_                  [4]byte
 }
 
 type GuardAgConsts struct {
@@ -95,13 +126,50 @@ type GuardAgEvent struct {
 type GuardAgEventType uint32
 
 const (
-	GuardAgEventTypeAG_EV_LIMITED      GuardAgEventType = 1
-	GuardAgEventTypeAG_EV_SYN_LIMITED  GuardAgEventType = 2
-	GuardAgEventTypeAG_EV_DENY_HIT     GuardAgEventType = 3
-	GuardAgEventTypeAG_EV_BAN_HIT      GuardAgEventType = 4
-	GuardAgEventTypeAG_EV_BAD_FLAGS    GuardAgEventType = 5
-	GuardAgEventTypeAG_EV_NO_SERVICE   GuardAgEventType = 6
-	GuardAgEventTypeAG_EV_MAP_PRESSURE GuardAgEventType = 7
+	GuardAgEventTypeAG_EV_LIMITED         GuardAgEventType = 1
+	GuardAgEventTypeAG_EV_SYN_LIMITED     GuardAgEventType = 2
+	GuardAgEventTypeAG_EV_DENY_HIT        GuardAgEventType = 3
+	GuardAgEventTypeAG_EV_BAN_HIT         GuardAgEventType = 4
+	GuardAgEventTypeAG_EV_BAD_FLAGS       GuardAgEventType = 5
+	GuardAgEventTypeAG_EV_NO_SERVICE      GuardAgEventType = 6
+	GuardAgEventTypeAG_EV_MAP_PRESSURE    GuardAgEventType = 7
+	GuardAgEventTypeAG_EV_ACL_HIT         GuardAgEventType = 8
+	GuardAgEventTypeAG_EV_CONN_LIMITED    GuardAgEventType = 9
+	GuardAgEventTypeAG_EV_FLOW_TABLE_FULL GuardAgEventType = 10
+	GuardAgEventTypeAG_EV_MAX             GuardAgEventType = 11
+)
+
+type GuardAgFlow struct {
+	_          structs.HostLayout
+	Deadline   uint64
+	Created    uint64
+	State      uint32
+	Seq        uint32
+	Service    uint8
+	ClientBits uint8
+	Adopted    uint8
+	Pad        [5]uint8
+}
+
+type GuardAgFlowKey struct {
+	_      structs.HostLayout
+	Client [16]uint8
+	Server [16]uint8
+	Cport  uint16
+	Sport  uint16
+}
+
+type GuardAgFlowState uint32
+
+const (
+	GuardAgFlowStateAG_FLOW_SYN_SENT    GuardAgFlowState = 1
+	GuardAgFlowStateAG_FLOW_SYN_RECV    GuardAgFlowState = 2
+	GuardAgFlowStateAG_FLOW_ESTABLISHED GuardAgFlowState = 3
+	GuardAgFlowStateAG_FLOW_FIN_WAIT    GuardAgFlowState = 4
+	GuardAgFlowStateAG_FLOW_CLOSED      GuardAgFlowState = 5
+	GuardAgFlowStateAG_FLOW_RESET       GuardAgFlowState = 6
+	GuardAgFlowStateAG_FLOW_EXPIRED     GuardAgFlowState = 7
+	GuardAgFlowStateAG_FLOW_DEAD        GuardAgFlowState = 8
 )
 
 type GuardAgKind uint32
@@ -150,30 +218,36 @@ type GuardAgLpm6 struct {
 type GuardAgReason uint32
 
 const (
-	GuardAgReasonAG_R_OK          GuardAgReason = 0
-	GuardAgReasonAG_R_NO_SERVICE  GuardAgReason = 1
-	GuardAgReasonAG_R_ALLOW       GuardAgReason = 2
-	GuardAgReasonAG_R_NOT_IP      GuardAgReason = 3
-	GuardAgReasonAG_R_ICMP        GuardAgReason = 4
-	GuardAgReasonAG_R_NDP         GuardAgReason = 5
-	GuardAgReasonAG_R_FRAGMENT    GuardAgReason = 6
-	GuardAgReasonAG_R_TRUNCATED   GuardAgReason = 7
-	GuardAgReasonAG_R_MALFORMED   GuardAgReason = 8
-	GuardAgReasonAG_R_EXT_LIMIT   GuardAgReason = 9
-	GuardAgReasonAG_R_DENY        GuardAgReason = 10
-	GuardAgReasonAG_R_BAN         GuardAgReason = 11
-	GuardAgReasonAG_R_TCP_FLAGS   GuardAgReason = 12
-	GuardAgReasonAG_R_CLIENT_PPS  GuardAgReason = 13
-	GuardAgReasonAG_R_CLIENT_BPS  GuardAgReason = 14
-	GuardAgReasonAG_R_CLIENT_CPS  GuardAgReason = 15
-	GuardAgReasonAG_R_PREFIX_PPS  GuardAgReason = 16
-	GuardAgReasonAG_R_PREFIX_BPS  GuardAgReason = 17
-	GuardAgReasonAG_R_PREFIX_CPS  GuardAgReason = 18
-	GuardAgReasonAG_R_SERVICE_PPS GuardAgReason = 19
-	GuardAgReasonAG_R_SERVICE_BPS GuardAgReason = 20
-	GuardAgReasonAG_R_SERVICE_CPS GuardAgReason = 21
-	GuardAgReasonAG_R_HOST        GuardAgReason = 22
-	GuardAgReasonAG_R_MAX         GuardAgReason = 23
+	GuardAgReasonAG_R_OK                       GuardAgReason = 0
+	GuardAgReasonAG_R_NO_SERVICE               GuardAgReason = 1
+	GuardAgReasonAG_R_ALLOW                    GuardAgReason = 2
+	GuardAgReasonAG_R_NOT_IP                   GuardAgReason = 3
+	GuardAgReasonAG_R_ICMP                     GuardAgReason = 4
+	GuardAgReasonAG_R_NDP                      GuardAgReason = 5
+	GuardAgReasonAG_R_FRAGMENT                 GuardAgReason = 6
+	GuardAgReasonAG_R_TRUNCATED                GuardAgReason = 7
+	GuardAgReasonAG_R_MALFORMED                GuardAgReason = 8
+	GuardAgReasonAG_R_EXT_LIMIT                GuardAgReason = 9
+	GuardAgReasonAG_R_DENY                     GuardAgReason = 10
+	GuardAgReasonAG_R_BAN                      GuardAgReason = 11
+	GuardAgReasonAG_R_TCP_FLAGS                GuardAgReason = 12
+	GuardAgReasonAG_R_CLIENT_PPS               GuardAgReason = 13
+	GuardAgReasonAG_R_CLIENT_BPS               GuardAgReason = 14
+	GuardAgReasonAG_R_CLIENT_CPS               GuardAgReason = 15
+	GuardAgReasonAG_R_PREFIX_PPS               GuardAgReason = 16
+	GuardAgReasonAG_R_PREFIX_BPS               GuardAgReason = 17
+	GuardAgReasonAG_R_PREFIX_CPS               GuardAgReason = 18
+	GuardAgReasonAG_R_SERVICE_PPS              GuardAgReason = 19
+	GuardAgReasonAG_R_SERVICE_BPS              GuardAgReason = 20
+	GuardAgReasonAG_R_SERVICE_CPS              GuardAgReason = 21
+	GuardAgReasonAG_R_HOST                     GuardAgReason = 22
+	GuardAgReasonAG_R_ACL                      GuardAgReason = 23
+	GuardAgReasonAG_R_CONN_CLIENT_ESTABLISHED  GuardAgReason = 24
+	GuardAgReasonAG_R_CONN_CLIENT_HALF_OPEN    GuardAgReason = 25
+	GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED GuardAgReason = 26
+	GuardAgReasonAG_R_CONN_SERVICE_HALF_OPEN   GuardAgReason = 27
+	GuardAgReasonAG_R_FLOW_TABLE_FULL          GuardAgReason = 28
+	GuardAgReasonAG_R_MAX                      GuardAgReason = 29
 )
 
 type GuardAgService struct {
@@ -200,8 +274,54 @@ const (
 	GuardAgStatAG_STAT_EVENT_SUPPRESSED   GuardAgStat = 5
 	GuardAgStatAG_STAT_EVENT_LOST         GuardAgStat = 6
 	GuardAgStatAG_STAT_CAS_CONTENDED      GuardAgStat = 7
-	GuardAgStatAG_STAT_MAX                GuardAgStat = 8
+	GuardAgStatAG_STAT_FLOW_NEW           GuardAgStat = 8
+	GuardAgStatAG_STAT_FLOW_ADOPTED       GuardAgStat = 9
+	GuardAgStatAG_STAT_FLOW_TABLE_FULL    GuardAgStat = 10
+	GuardAgStatAG_STAT_FLOW_BUSY          GuardAgStat = 11
+	GuardAgStatAG_STAT_FLOW_EXPIRED       GuardAgStat = 12
+	GuardAgStatAG_STAT_FLOW_DELETED       GuardAgStat = 13
+	GuardAgStatAG_STAT_FLOW_COUNT_MISSING GuardAgStat = 14
+	GuardAgStatAG_STAT_MAX                GuardAgStat = 15
 )
+
+type GuardAgSweep struct {
+	_       structs.HostLayout
+	Now     uint64
+	Walked  uint32
+	Expired uint32
+	Deleted uint32
+	Slot    uint32
+	Ck      GuardAgClientKey
+}
+
+type GuardCtWork struct {
+	_       structs.HostLayout
+	Client  [16]uint8
+	Family  uint8
+	Passing uint8
+	Action  uint8
+	Reason  uint8
+	Event   uint8
+	EvBits  uint8
+	Monitor uint8
+	Pad     uint8
+	T       struct {
+		_      structs.HostLayout
+		Saddr  [16]uint8
+		Daddr  [16]uint8
+		Seq    uint32
+		Ack    uint32
+		Sport  uint16
+		Dport  uint16
+		Family uint8
+		Flags  uint8
+		_      [2]byte
+	}
+	Key  GuardAgFlowKey
+	_    [4]byte
+	Init GuardAgFlow
+	Ck   GuardAgClientKey
+}
 
 type GuardEvSlot struct {
 	_    structs.HostLayout
@@ -213,36 +333,45 @@ type GuardEvSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GuardMapActive            = "active"
-	GuardMapBans4             = "bans4"
-	GuardMapBans6             = "bans6"
-	GuardMapClients           = "clients"
-	GuardMapConfig            = "config"
-	GuardMapCounters          = "counters"
-	GuardMapEventBudget       = "event_budget"
-	GuardMapEventThrottle     = "event_throttle"
-	GuardMapEvents            = "events"
-	GuardMapLists40           = "lists4_0"
-	GuardMapLists41           = "lists4_1"
-	GuardMapLists60           = "lists6_0"
-	GuardMapLists61           = "lists6_1"
-	GuardMapPorts             = "ports"
-	GuardMapPrefixes          = "prefixes"
-	GuardMapServiceState      = "service_state"
-	GuardMapServices          = "services"
-	GuardMapStats             = "stats"
-	GuardProgApiguardTc       = "apiguard_tc"
-	GuardProgApiguardXdp      = "apiguard_xdp"
-	GuardProgBaselinePass     = "baseline_pass"
-	GuardVarAgActionUnused    = "ag_action_unused"
-	GuardVarAgEventTypeUnused = "ag_event_type_unused"
-	GuardVarAgEventUnused     = "ag_event_unused"
-	GuardVarAgKindUnused      = "ag_kind_unused"
-	GuardVarAgLevelUnused     = "ag_level_unused"
-	GuardVarAgListUnused      = "ag_list_unused"
-	GuardVarAgReasonUnused    = "ag_reason_unused"
-	GuardVarAgStatUnused      = "ag_stat_unused"
-	GuardVarConsts            = "consts"
+	GuardMapAcl                = "acl"
+	GuardMapActive             = "active"
+	GuardMapBans4              = "bans4"
+	GuardMapBans6              = "bans6"
+	GuardMapClients            = "clients"
+	GuardMapConfig             = "config"
+	GuardMapConnClients        = "conn_clients"
+	GuardMapConnServices       = "conn_services"
+	GuardMapConnTotals         = "conn_totals"
+	GuardMapCounters           = "counters"
+	GuardMapCtScratch          = "ct_scratch"
+	GuardMapEventBudget        = "event_budget"
+	GuardMapEventThrottle      = "event_throttle"
+	GuardMapEvents             = "events"
+	GuardMapFlows              = "flows"
+	GuardMapLists40            = "lists4_0"
+	GuardMapLists41            = "lists4_1"
+	GuardMapLists60            = "lists6_0"
+	GuardMapLists61            = "lists6_1"
+	GuardMapPorts              = "ports"
+	GuardMapPrefixes           = "prefixes"
+	GuardMapServiceState       = "service_state"
+	GuardMapServices           = "services"
+	GuardMapStats              = "stats"
+	GuardProgApiguardEgress    = "apiguard_egress"
+	GuardProgApiguardFlowSweep = "apiguard_flow_sweep"
+	GuardProgApiguardTc        = "apiguard_tc"
+	GuardProgApiguardXdp       = "apiguard_xdp"
+	GuardProgBaselinePass      = "baseline_pass"
+	GuardVarAgActionUnused     = "ag_action_unused"
+	GuardVarAgEventTypeUnused  = "ag_event_type_unused"
+	GuardVarAgEventUnused      = "ag_event_unused"
+	GuardVarAgFlowStateUnused  = "ag_flow_state_unused"
+	GuardVarAgKindUnused       = "ag_kind_unused"
+	GuardVarAgLevelUnused      = "ag_level_unused"
+	GuardVarAgListUnused       = "ag_list_unused"
+	GuardVarAgReasonUnused     = "ag_reason_unused"
+	GuardVarAgStatUnused       = "ag_stat_unused"
+	GuardVarConsts             = "consts"
 )
 
 // LoadGuard returns the embedded CollectionSpec for Guard.
@@ -287,24 +416,32 @@ type GuardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardProgramSpecs struct {
-	ApiguardTc   *ebpf.ProgramSpec `ebpf:"apiguard_tc"`
-	ApiguardXdp  *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
-	BaselinePass *ebpf.ProgramSpec `ebpf:"baseline_pass"`
+	ApiguardEgress    *ebpf.ProgramSpec `ebpf:"apiguard_egress"`
+	ApiguardFlowSweep *ebpf.ProgramSpec `ebpf:"apiguard_flow_sweep"`
+	ApiguardTc        *ebpf.ProgramSpec `ebpf:"apiguard_tc"`
+	ApiguardXdp       *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
+	BaselinePass      *ebpf.ProgramSpec `ebpf:"baseline_pass"`
 }
 
 // GuardMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardMapSpecs struct {
+	Acl           *ebpf.MapSpec `ebpf:"acl"`
 	Active        *ebpf.MapSpec `ebpf:"active"`
 	Bans4         *ebpf.MapSpec `ebpf:"bans4"`
 	Bans6         *ebpf.MapSpec `ebpf:"bans6"`
 	Clients       *ebpf.MapSpec `ebpf:"clients"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
+	ConnClients   *ebpf.MapSpec `ebpf:"conn_clients"`
+	ConnServices  *ebpf.MapSpec `ebpf:"conn_services"`
+	ConnTotals    *ebpf.MapSpec `ebpf:"conn_totals"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	CtScratch     *ebpf.MapSpec `ebpf:"ct_scratch"`
 	EventBudget   *ebpf.MapSpec `ebpf:"event_budget"`
 	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
 	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
@@ -323,6 +460,7 @@ type GuardVariableSpecs struct {
 	AgActionUnused    *ebpf.VariableSpec `ebpf:"ag_action_unused"`
 	AgEventTypeUnused *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
 	AgEventUnused     *ebpf.VariableSpec `ebpf:"ag_event_unused"`
+	AgFlowStateUnused *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
 	AgKindUnused      *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
 	AgLevelUnused     *ebpf.VariableSpec `ebpf:"ag_level_unused"`
 	AgListUnused      *ebpf.VariableSpec `ebpf:"ag_list_unused"`
@@ -351,15 +489,21 @@ func (o *GuardObjects) Close() error {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardMaps struct {
+	Acl           *ebpf.Map `ebpf:"acl"`
 	Active        *ebpf.Map `ebpf:"active"`
 	Bans4         *ebpf.Map `ebpf:"bans4"`
 	Bans6         *ebpf.Map `ebpf:"bans6"`
 	Clients       *ebpf.Map `ebpf:"clients"`
 	Config        *ebpf.Map `ebpf:"config"`
+	ConnClients   *ebpf.Map `ebpf:"conn_clients"`
+	ConnServices  *ebpf.Map `ebpf:"conn_services"`
+	ConnTotals    *ebpf.Map `ebpf:"conn_totals"`
 	Counters      *ebpf.Map `ebpf:"counters"`
+	CtScratch     *ebpf.Map `ebpf:"ct_scratch"`
 	EventBudget   *ebpf.Map `ebpf:"event_budget"`
 	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
 	Events        *ebpf.Map `ebpf:"events"`
+	Flows         *ebpf.Map `ebpf:"flows"`
 	Lists40       *ebpf.Map `ebpf:"lists4_0"`
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
 	Lists60       *ebpf.Map `ebpf:"lists6_0"`
@@ -373,15 +517,21 @@ type GuardMaps struct {
 
 func (m *GuardMaps) Close() error {
 	return _GuardClose(
+		m.Acl,
 		m.Active,
 		m.Bans4,
 		m.Bans6,
 		m.Clients,
 		m.Config,
+		m.ConnClients,
+		m.ConnServices,
+		m.ConnTotals,
 		m.Counters,
+		m.CtScratch,
 		m.EventBudget,
 		m.EventThrottle,
 		m.Events,
+		m.Flows,
 		m.Lists40,
 		m.Lists41,
 		m.Lists60,
@@ -401,6 +551,7 @@ type GuardVariables struct {
 	AgActionUnused    *ebpf.Variable `ebpf:"ag_action_unused"`
 	AgEventTypeUnused *ebpf.Variable `ebpf:"ag_event_type_unused"`
 	AgEventUnused     *ebpf.Variable `ebpf:"ag_event_unused"`
+	AgFlowStateUnused *ebpf.Variable `ebpf:"ag_flow_state_unused"`
 	AgKindUnused      *ebpf.Variable `ebpf:"ag_kind_unused"`
 	AgLevelUnused     *ebpf.Variable `ebpf:"ag_level_unused"`
 	AgListUnused      *ebpf.Variable `ebpf:"ag_list_unused"`
@@ -413,13 +564,17 @@ type GuardVariables struct {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardPrograms struct {
-	ApiguardTc   *ebpf.Program `ebpf:"apiguard_tc"`
-	ApiguardXdp  *ebpf.Program `ebpf:"apiguard_xdp"`
-	BaselinePass *ebpf.Program `ebpf:"baseline_pass"`
+	ApiguardEgress    *ebpf.Program `ebpf:"apiguard_egress"`
+	ApiguardFlowSweep *ebpf.Program `ebpf:"apiguard_flow_sweep"`
+	ApiguardTc        *ebpf.Program `ebpf:"apiguard_tc"`
+	ApiguardXdp       *ebpf.Program `ebpf:"apiguard_xdp"`
+	BaselinePass      *ebpf.Program `ebpf:"baseline_pass"`
 }
 
 func (p *GuardPrograms) Close() error {
 	return _GuardClose(
+		p.ApiguardEgress,
+		p.ApiguardFlowSweep,
 		p.ApiguardTc,
 		p.ApiguardXdp,
 		p.BaselinePass,

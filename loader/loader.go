@@ -29,6 +29,9 @@ type Options struct {
 	// ClientCapacity and PrefixCapacity size the per-client and per-prefix LRU maps.
 	ClientCapacity uint32
 	PrefixCapacity uint32
+	// FlowCapacity sizes the flow table of connections to capped services
+	// (and the per-client connection counts); see docs/conntrack.md.
+	FlowCapacity uint32
 	// BenchCycle makes the datapath redraw the source address over this many
 	// clients per packet. Benchmarks only: it rewrites what clients are.
 	BenchCycle uint32
@@ -56,6 +59,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.PrefixCapacity == 0 {
 		o.PrefixCapacity = defaultPrefixCapacity
+	}
+	if o.FlowCapacity == 0 {
+		o.FlowCapacity = defaultFlowCapacity
 	}
 }
 
@@ -88,6 +94,8 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	spec.Maps[GuardMapClients].MaxEntries = opts.ClientCapacity
 	spec.Maps[GuardMapPrefixes].MaxEntries = opts.PrefixCapacity
+	spec.Maps[GuardMapFlows].MaxEntries = opts.FlowCapacity
+	spec.Maps[GuardMapConnClients].MaxEntries = opts.FlowCapacity
 
 	if opts.PinDir != "" {
 		if err := EnsureBPFFS(opts.PinDir); err != nil {
@@ -213,6 +221,9 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapClients: m.Clients, GuardMapPrefixes: m.Prefixes,
 		GuardMapCounters: m.Counters, GuardMapStats: m.Stats, GuardMapEvents: m.Events,
 		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudget: m.EventBudget,
+		// connection filtering (ct_scratch is per-packet scratch: not pinned)
+		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
+		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
 	}
 }
 

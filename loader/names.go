@@ -54,6 +54,13 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_SERVICE_BPS: "service_bps",
 	GuardAgReasonAG_R_SERVICE_CPS: "service_cps",
 	GuardAgReasonAG_R_HOST:        "host_essential",
+	// connection filtering (docs/conntrack.md)
+	GuardAgReasonAG_R_ACL:                      "acl",
+	GuardAgReasonAG_R_CONN_CLIENT_ESTABLISHED:  "conn_client_established",
+	GuardAgReasonAG_R_CONN_CLIENT_HALF_OPEN:    "conn_client_half_open",
+	GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED: "conn_service_established",
+	GuardAgReasonAG_R_CONN_SERVICE_HALF_OPEN:   "conn_service_half_open",
+	GuardAgReasonAG_R_FLOW_TABLE_FULL:          "flow_table_full",
 }
 
 func (r Reason) String() string {
@@ -76,13 +83,16 @@ func Reasons() []Reason {
 type EventType uint8
 
 var eventNames = map[EventType]string{
-	EventType(GuardAgEventTypeAG_EV_LIMITED):      "limited",
-	EventType(GuardAgEventTypeAG_EV_SYN_LIMITED):  "syn_limited",
-	EventType(GuardAgEventTypeAG_EV_DENY_HIT):     "deny_hit",
-	EventType(GuardAgEventTypeAG_EV_BAN_HIT):      "ban_hit",
-	EventType(GuardAgEventTypeAG_EV_BAD_FLAGS):    "bad_flags",
-	EventType(GuardAgEventTypeAG_EV_NO_SERVICE):   "no_service",
-	EventType(GuardAgEventTypeAG_EV_MAP_PRESSURE): "map_pressure",
+	EventType(GuardAgEventTypeAG_EV_LIMITED):         "limited",
+	EventType(GuardAgEventTypeAG_EV_SYN_LIMITED):     "syn_limited",
+	EventType(GuardAgEventTypeAG_EV_DENY_HIT):        "deny_hit",
+	EventType(GuardAgEventTypeAG_EV_BAN_HIT):         "ban_hit",
+	EventType(GuardAgEventTypeAG_EV_BAD_FLAGS):       "bad_flags",
+	EventType(GuardAgEventTypeAG_EV_NO_SERVICE):      "no_service",
+	EventType(GuardAgEventTypeAG_EV_MAP_PRESSURE):    "map_pressure",
+	EventType(GuardAgEventTypeAG_EV_ACL_HIT):         "acl_hit",
+	EventType(GuardAgEventTypeAG_EV_CONN_LIMITED):    "conn_limited",
+	EventType(GuardAgEventTypeAG_EV_FLOW_TABLE_FULL): "flow_table_full",
 }
 
 func (t EventType) String() string {

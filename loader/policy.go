@@ -53,6 +53,11 @@ type Service struct {
 	Client  Limits
 	Prefix  Limits
 	Total   Limits
+	// ACL, when not empty, is the only sources that may reach the service
+	// (conntrack.go); others are dropped with reason acl.
+	ACL []netip.Prefix
+	// MaxConns caps concurrent TCP connections, followed in the kernel.
+	MaxConns ConnLimits
 }
 
 // Policy is everything the datapath enforces, as plain values.
@@ -67,6 +72,8 @@ type Policy struct {
 	Allow         []netip.Prefix
 	Deny          []netip.Prefix
 	Services      []Service
+	// Conns is how connections to capped services are followed.
+	Conns ConnTracking
 }
 
 // ApplyResult says what an Apply changed.
@@ -75,6 +82,8 @@ type ApplyResult struct {
 	Changed    bool
 	// Map entries written or deleted in the slot that became active.
 	PrefixWrites, PortWrites, ServiceWrites int
+	// ConnWrites are service ACL entries and connection settings.
+	ConnWrites int
 	// DeadDeny counts deny prefixes inside an allow prefix: allow is checked
 	// first, so they can never match and are not loaded.
 	DeadDeny int
@@ -89,6 +98,8 @@ type image struct {
 	lists4   map[GuardAgLpm4]uint32 // prefix -> ag_list (allow or deny)
 	lists6   map[GuardAgLpm6]uint32
 	deadDeny int
+	conns    map[uint32]GuardAgConnService // service ACLs and caps (conntrack.go)
+	acl      map[aclEntry]struct{}
 }
 
 func newImage() *image {
@@ -97,6 +108,8 @@ func newImage() *image {
 		services: map[uint32]GuardAgService{},
 		lists4:   map[GuardAgLpm4]uint32{},
 		lists6:   map[GuardAgLpm6]uint32{},
+		conns:    map[uint32]GuardAgConnService{},
+		acl:      map[aclEntry]struct{}{},
 	}
 }
 
@@ -208,6 +221,9 @@ func compile(p *Policy) (*image, error) {
 			}
 		}
 	}
+	if err := img.compileConns(p); err != nil {
+		return nil, err
+	}
 	return img, nil
 }
 
@@ -284,7 +300,7 @@ func (a *image) samePolicy(b *image) bool {
 	ca, cb := a.cfg, b.cfg
 	ca.Generation, cb.Generation = 0, 0
 	return ca == cb && mapsEqual(a.ports, b.ports) && mapsEqual(a.services, b.services) &&
-		mapsEqual(a.lists4, b.lists4) && mapsEqual(a.lists6, b.lists6)
+		mapsEqual(a.lists4, b.lists4) && mapsEqual(a.lists6, b.lists6) && a.sameConns(b)
 }
 
 func mapsEqual[K, V comparable](a, b map[K]V) bool {
@@ -436,6 +452,11 @@ func (d *Datapath) writeSlot(slot uint32, old, img *image) (ApplyResult, error) 
 		}
 		res.ServiceWrites++
 	}
+	n, err = d.writeConnSlot(slot, old, img)
+	res.ConnWrites = n
+	if err != nil {
+		return res, err
+	}
 	if err := d.objs.Config.Update(slot, img.cfg, ebpf.UpdateAny); err != nil {
 		return res, fmt.Errorf("write config of slot %d: %w", slot, err)
 	}
@@ -571,6 +592,9 @@ func (d *Datapath) readSlot(slot uint32) (*image, error) {
 		if svc != (GuardAgService{}) {
 			img.services[id] = svc
 		}
+	}
+	if err := d.readConnSlot(slot, img); err != nil {
+		return nil, err
 	}
 	return img, nil
 }

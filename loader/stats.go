@@ -44,6 +44,11 @@ type Stats struct {
 	EventsSent, EventsSuppressed        uint64
 	EventsLost                          uint64
 	CASContended                        uint64
+	// Connection tracking (docs/conntrack.md).
+	FlowsNew, FlowsAdopted     uint64 // followed from a SYN; picked up from the server's packets
+	FlowTableFull, FlowBusy    uint64 // a connection that could not be followed: no room; its entry being deleted
+	FlowsExpired, FlowsDeleted uint64 // idle timeouts; closed flows removed after their linger
+	FlowCountMissing           uint64 // a release that found no client count: a bug if not 0
 }
 
 // Stats reads the health counters.
@@ -67,6 +72,13 @@ func (d *Datapath) Stats() (Stats, error) {
 		EventsSuppressed:     vals[GuardAgStatAG_STAT_EVENT_SUPPRESSED],
 		EventsLost:           vals[GuardAgStatAG_STAT_EVENT_LOST],
 		CASContended:         vals[GuardAgStatAG_STAT_CAS_CONTENDED],
+		FlowsNew:             vals[GuardAgStatAG_STAT_FLOW_NEW],
+		FlowsAdopted:         vals[GuardAgStatAG_STAT_FLOW_ADOPTED],
+		FlowTableFull:        vals[GuardAgStatAG_STAT_FLOW_TABLE_FULL],
+		FlowBusy:             vals[GuardAgStatAG_STAT_FLOW_BUSY],
+		FlowsExpired:         vals[GuardAgStatAG_STAT_FLOW_EXPIRED],
+		FlowsDeleted:         vals[GuardAgStatAG_STAT_FLOW_DELETED],
+		FlowCountMissing:     vals[GuardAgStatAG_STAT_FLOW_COUNT_MISSING],
 	}, nil
 }
 
@@ -155,6 +167,7 @@ func (d *Datapath) Usage() ([]MapUsage, error) {
 	}{
 		{"clients", m.Clients}, {"prefixes", m.Prefixes}, {"bans4", m.Bans4}, {"bans6", m.Bans6},
 		{"lists4", l4}, {"lists6", l6},
+		{"flows", m.Flows}, {"conn_clients", m.ConnClients}, {"acl", m.Acl},
 	} {
 		n, err := countKeys(e.m)
 		if err != nil {

@@ -9,7 +9,7 @@
 #include "types.h"
 
 #define AG_LPM_CAPACITY (1 << 18)
-#define AG_BAN_CAPACITY (1 << 16)
+#define AG_BAN_CAPACITY (1 << 18) /* per family; entries are allocated only when used */
 #define AG_EV_SLOTS 4096 /* per-CPU direct-mapped event throttle cache */
 
 /* Load-time settings, frozen before the verifier sees the program. */

@@ -42,6 +42,12 @@ enum ag_reason {
 	AG_R_SERVICE_BPS,
 	AG_R_SERVICE_CPS,
 	AG_R_HOST,		/* DHCP/DHCPv6 replies: the host must keep its address */
+	AG_R_ACL,		/* source outside the service's allowFrom CIDRs */
+	AG_R_CONN_CLIENT_ESTABLISHED,	/* SYN refused: the client holds its cap of connections */
+	AG_R_CONN_CLIENT_HALF_OPEN,	/* SYN refused: the client has its cap of unfinished handshakes */
+	AG_R_CONN_SERVICE_ESTABLISHED,
+	AG_R_CONN_SERVICE_HALF_OPEN,
+	AG_R_FLOW_TABLE_FULL,	/* no room to follow a new connection: passed or dropped as the policy says */
 	AG_R_MAX,
 };
 
@@ -55,6 +61,13 @@ enum ag_stat {
 	AG_STAT_EVENT_SUPPRESSED,	/* throttled per client or globally */
 	AG_STAT_EVENT_LOST,		/* ring buffer full */
 	AG_STAT_CAS_CONTENDED,		/* a limiter gave up after bounded CAS retries */
+	AG_STAT_FLOW_NEW,		/* connections followed from their SYN */
+	AG_STAT_FLOW_ADOPTED,		/* connections picked up from the server's packets */
+	AG_STAT_FLOW_TABLE_FULL,	/* a flow or client count could not be inserted */
+	AG_STAT_FLOW_BUSY,		/* the entry was being deleted at that instant */
+	AG_STAT_FLOW_EXPIRED,		/* idle timeouts, lazily or by the sweeper */
+	AG_STAT_FLOW_DELETED,		/* closed flows the sweeper removed after their linger */
+	AG_STAT_FLOW_COUNT_MISSING,	/* a release found no client count: must stay 0 */
 	AG_STAT_MAX,
 };
 
@@ -66,6 +79,10 @@ enum ag_event_type {
 	AG_EV_BAD_FLAGS,
 	AG_EV_NO_SERVICE,	/* TCP SYN to a port with no service: scan evidence */
 	AG_EV_MAP_PRESSURE,	/* the client or prefix LRU is evicting live entries */
+	AG_EV_ACL_HIT,		/* a source outside a service's allowFrom CIDRs */
+	AG_EV_CONN_LIMITED,	/* a SYN over a connection cap; reason says which */
+	AG_EV_FLOW_TABLE_FULL,	/* the flow table refused a new connection */
+	AG_EV_MAX,		/* not a type: one past the last */
 };
 
 /* Values of the allow/deny tries. */
@@ -114,6 +131,10 @@ struct ag_config {
 	__u8 prefix_bits4;	/* client-prefix key prefix lengths */
 	__u8 prefix_bits6;
 	__u8 _pad;
+	__u32 _pad2;
+	/* bit n: service n has a source ACL or connection caps (conntrack.h);
+	 * services without either cost no lookup at all */
+	__u64 conn_services;
 };
 
 /* Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d). */

@@ -62,6 +62,7 @@ detach' removes them.`,
 	f.StringVar(&cfg.PinDir, "bpffs", loader.DefaultPinDir, "bpffs directory for the pinned programs and maps")
 	f.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory for ban reasons and the applied policy")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "address of the Prometheus metrics server")
+	f.Uint32Var(&cfg.FlowCapacity, "flow-capacity", daemon.DefaultFlowCapacity, "connections the flow table follows (services with maxConnections); changing it needs 'apiguard detach'")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	for _, req := range []string{"iface", "policy"} {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 )
 
 // execute runs the CLI in-process, as main would, and returns what it printed.
@@ -152,6 +153,9 @@ func (f *fakeDaemon) Status(context.Context) (*control.Status, error) {
 		Bans:       1,
 		Counters:   []control.Counter{{Action: "pass", Reason: "ok", Packets: 1000, Bytes: 1 << 20}, {Action: "drop", Reason: "ban", Packets: 7, Bytes: 420}},
 		Maps:       []control.MapUsage{{Name: "clients", Entries: 32768, Capacity: 131072}},
+		CrowdSec: &control.CrowdSec{LAPI: "http://127.0.0.1:8080",
+			Bouncer:  &crowdsec.BouncerStats{Pulls: 9, PullErrors: 3, Outages: 1, LastError: "pull decisions: connection refused", LastSuccess: f.now.Add(-time.Minute), Active: 4, Decisions: 5},
+			Reporter: &crowdsec.ReporterStats{MachineID: "host-a", Sent: 6, Queued: 2}},
 	}, nil
 }
 
@@ -173,6 +177,7 @@ func (f *fakeDaemon) Bans(context.Context) ([]control.Ban, error) {
 	return []control.Ban{
 		{Prefix: "192.0.2.7/32", Reason: "port scan", Source: "detector", Created: &created, Expires: &expires},
 		{Prefix: "198.51.100.0/24", Reason: "unknown", Source: "unknown"},
+		{Prefix: "203.0.113.0/24", Reason: "CrowdSec decision", Source: "crowdsec:cscli", Expires: &expires},
 	}, nil
 }
 
@@ -215,7 +220,9 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"apiguard v9, pid 4242", "(adopted from an earlier run)", `"default", generation 3`,
-		"eth0       native  yes", "pass    ok      1000     1.0 MiB", "drop    ban     7        420 B", "clients  32768    131072    25.0%"} {
+		"eth0       native  yes", "pass    ok      1000     1.0 MiB",
+		"http://127.0.0.1:8080 UNREACHABLE (bans in the kernel stay until they expire): pull decisions: connection refused; last good pull 1m0s ago; 5 decisions on 4 prefixes; 3 pull errors, 1 outages",
+		"6 sent, 2 queued, 0 dropped, 0 errors as machine host-a", "drop    ban     7        420 B", "clients  32768    131072    25.0%"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -226,7 +233,7 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "PREFIX") ||
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "PREFIX") || !strings.Contains(lines[3], "crowdsec:cscli") ||
 		!strings.Contains(lines[1], "192.0.2.7/32") || !strings.Contains(lines[1], "detector") || !strings.Contains(lines[1], "port scan") ||
 		!strings.Contains(lines[2], "never") || !strings.Contains(lines[2], "unknown") {
 		t.Errorf("ban ls:\n%s", out)
@@ -265,7 +272,7 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	var bans []control.Ban
-	if err := json.Unmarshal([]byte(out), &bans); err != nil || len(bans) != 2 {
+	if err := json.Unmarshal([]byte(out), &bans); err != nil || len(bans) != 3 {
 		t.Errorf("ban ls -o json: %v\n%s", err, out)
 	}
 }

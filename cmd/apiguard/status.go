@@ -55,6 +55,11 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "datapath:\tclient inserts %d (%d failed), prefix inserts %d (%d failed)\n",
 		d.ClientInserts, d.ClientInsertFailures, d.PrefixInserts, d.PrefixInsertFailures)
 	fmt.Fprintf(tw, "events:\t%d sent, %d suppressed, %d lost\n", d.EventsSent, d.EventsSuppressed, d.EventsLost)
+	fmt.Fprintf(tw, "connections:\t%d established, %d half-open to capped services; flows %d new, %d picked up, %d timed out, %d refused for room\n",
+		d.ConnsEstablished, d.ConnsHalfOpen, d.FlowsNew, d.FlowsAdopted, d.FlowsExpired, d.FlowTableFull)
+	if cs := st.CrowdSec; cs != nil {
+		crowdSecText(tw, cs, now)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -94,4 +99,39 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f%%\n", m.Name, m.Entries, m.Capacity, fill)
 	}
 	return tw.Flush()
+}
+
+// crowdSecText is the CrowdSec lines of `apiguard status`.
+func crowdSecText(tw io.Writer, cs *control.CrowdSec, now time.Time) {
+	if cs.Error != "" {
+		fmt.Fprintf(tw, "crowdsec:\t%s: NOT RUNNING: %s\n", cs.LAPI, cs.Error)
+		return
+	}
+	if b := cs.Bouncer; b != nil {
+		state := "reachable"
+		switch {
+		case b.Pulls == 0:
+			state = "not pulled yet"
+		case !b.Reachable:
+			state = "UNREACHABLE (bans in the kernel stay until they expire): " + b.LastError
+		}
+		last := "never"
+		if !b.LastSuccess.IsZero() {
+			last = ago(now, b.LastSuccess).String() + " ago"
+		}
+		fmt.Fprintf(tw, "crowdsec:\t%s %s; last good pull %s; %d decisions on %d prefixes; %d pull errors, %d outages\n",
+			cs.LAPI, state, last, b.Decisions, b.Active, b.PullErrors, b.Outages)
+	} else {
+		fmt.Fprintf(tw, "crowdsec:\t%s (reporting only)\n", cs.LAPI)
+	}
+	if cs.MapFull > 0 {
+		fmt.Fprintf(tw, "crowdsec:\t%d decisions NOT ENFORCED: the kernel's ban map is full\n", cs.MapFull)
+	}
+	if r := cs.Reporter; r != nil {
+		line := fmt.Sprintf("%d sent, %d queued, %d dropped, %d errors as machine %s", r.Sent, r.Queued, r.Dropped, r.Errors, r.MachineID)
+		if r.LastError != "" {
+			line += "; last error: " + r.LastError
+		}
+		fmt.Fprintf(tw, "crowdsec reports:\t%s\n", line)
+	}
 }

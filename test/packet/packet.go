@@ -40,6 +40,7 @@ type Spec struct {
 	Proto            uint8
 	SrcPort, DstPort uint16
 	TCPFlags         uint8
+	Seq, Ack         uint32 // TCP sequence and acknowledgment numbers; Seq 0 means 1
 	ICMPType         uint8
 	Payload          int
 	VLANs            []uint16
@@ -80,7 +81,12 @@ func buildL4(s Spec) []byte {
 		h := make([]byte, 20, 20+len(payload))
 		binary.BigEndian.PutUint16(h[0:], s.SrcPort)
 		binary.BigEndian.PutUint16(h[2:], s.DstPort)
-		binary.BigEndian.PutUint32(h[4:], 1)
+		seq := s.Seq
+		if seq == 0 {
+			seq = 1
+		}
+		binary.BigEndian.PutUint32(h[4:], seq)
+		binary.BigEndian.PutUint32(h[8:], s.Ack)
 		h[12] = 5 << 4
 		h[13] = s.TCPFlags
 		binary.BigEndian.PutUint16(h[14:], 65535)

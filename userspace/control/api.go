@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -79,6 +81,19 @@ type Status struct {
 	Counters   []Counter     `json:"counters"` // only those that counted something
 	Maps       []MapUsage    `json:"maps"`
 	Datapath   DatapathStats `json:"datapath"`
+	// CrowdSec is the link to a CrowdSec LAPI; nil when the policy has none.
+	CrowdSec *CrowdSec `json:"crowdsec,omitempty"`
+}
+
+// CrowdSec is the state of the link to a CrowdSec Local API.
+type CrowdSec struct {
+	LAPI string `json:"lapi"`
+	// Error says why the link could not start (unreadable credentials).
+	Error    string                  `json:"error,omitempty"`
+	Bouncer  *crowdsec.BouncerStats  `json:"bouncer,omitempty"`
+	Reporter *crowdsec.ReporterStats `json:"reporter,omitempty"`
+	// MapFull counts decisions the kernel refused: its ban map was full.
+	MapFull uint64 `json:"map_full,omitempty"`
 }
 
 // Interface is one attachment of the guard.
@@ -119,6 +134,15 @@ type DatapathStats struct {
 	EventsSent           uint64 `json:"events_sent"`
 	EventsSuppressed     uint64 `json:"events_suppressed"`
 	EventsLost           uint64 `json:"events_lost"`
+	// Connections held to services with connection caps, and what the flow
+	// table did: followed from a SYN, picked up from the server's packets,
+	// released after an idle timeout, refused for want of room.
+	ConnsEstablished uint64 `json:"conns_established"`
+	ConnsHalfOpen    uint64 `json:"conns_half_open"`
+	FlowsNew         uint64 `json:"flows_new"`
+	FlowsAdopted     uint64 `json:"flows_adopted"`
+	FlowsExpired     uint64 `json:"flows_expired"`
+	FlowTableFull    uint64 `json:"flow_table_full"`
 }
 
 // PolicyInfo is the policy in force with its source text.

@@ -58,12 +58,22 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		ClientInserts: stats.ClientInserts, ClientInsertFailures: stats.ClientInsertFailures,
 		PrefixInserts: stats.PrefixInserts, PrefixInsertFailures: stats.PrefixInsertFailures,
 		EventsSent: stats.EventsSent, EventsSuppressed: stats.EventsSuppressed, EventsLost: stats.EventsLost,
+		FlowsNew: stats.FlowsNew, FlowsAdopted: stats.FlowsAdopted, FlowsExpired: stats.FlowsExpired, FlowTableFull: stats.FlowTableFull,
+	}
+	conns, err := d.dp.ServiceConns()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range conns {
+		st.Datapath.ConnsEstablished += uint64(c.Established)
+		st.Datapath.ConnsHalfOpen += uint64(c.HalfOpen)
 	}
 	bans, err := d.listBans(time.Now())
 	if err != nil {
 		return nil, err
 	}
 	st.Bans = len(bans)
+	st.CrowdSec = d.crowdSecStatus()
 	return st, nil
 }
 

@@ -23,7 +23,7 @@ const (
 	sourceUnknown  = "unknown"
 )
 
-var sourceCodes = map[string]uint32{SourceManual: 1, SourceDetector: 2}
+var sourceCodes = map[string]uint32{SourceManual: 1, SourceDetector: 2, SourceCrowdSec: 3}
 
 func sourceCode(s string) uint32 { return sourceCodes[s] }
 
@@ -217,15 +217,32 @@ func (r banRecord) api() control.Ban {
 	return b
 }
 
-// listBans is every ban in force, explained where the book knows it.
+// listBans is every ban in force, explained where the book knows it. A
+// CrowdSec ban names its LAPI origin: crowdsec:<origin>.
 func (d *Daemon) listBans(now time.Time) ([]control.Ban, error) {
+	out, fromCS, err := d.bookBans(now)
+	if err != nil {
+		return nil, err
+	}
+	// after bans.mu is released: the bouncer takes its own lock before bans.mu
+	for _, i := range fromCS {
+		p := netip.MustParsePrefix(out[i].Prefix)
+		out[i].Reason = "CrowdSec decision"
+		if o := d.crowdSecOrigin(p); o != "" {
+			out[i].Source = SourceCrowdSec + ":" + o
+		}
+	}
+	return out, nil
+}
+
+func (d *Daemon) bookBans(now time.Time) (out []control.Ban, fromCS []int, err error) {
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	kernel, err := d.dp.Bans()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]control.Ban, 0, len(kernel))
+	out = make([]control.Ban, 0, len(kernel))
 	for _, kb := range kernel {
 		if !kb.Expires.IsZero() && !kb.Expires.After(now) {
 			continue // lapsed: the kernel ignores it and the sweeper will free it
@@ -241,7 +258,12 @@ func (d *Daemon) listBans(now time.Time) ([]control.Ban, error) {
 	slices.SortFunc(out, func(a, b control.Ban) int {
 		return comparePrefix(netip.MustParsePrefix(a.Prefix), netip.MustParsePrefix(b.Prefix))
 	})
-	return out, nil
+	for i := range out {
+		if out[i].Source == SourceCrowdSec {
+			fromCS = append(fromCS, i)
+		}
+	}
+	return out, fromCS, nil
 }
 
 // sweepBans frees expired bans every SweepEvery. The kernel already ignores
@@ -270,8 +292,12 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 	for _, b := range gone {
 		p := b.Prefix.Masked()
 		rec, ok := d.bans.recs[p]
+		if !ok {
+			// CrowdSec's bans: the LAPI logs them; 100k expiring at once would flood the log
+			continue
+		}
 		d.log.Info("ban expired", "prefix", p, "reason", rec.Reason, "source", rec.Source)
-		if ok {
+		{
 			delete(d.bans.recs, p)
 			changed = true
 		}

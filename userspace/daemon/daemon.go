@@ -42,8 +42,14 @@ type Config struct {
 	MetricsAddr string
 	// SweepEvery is how often expired bans are removed from the kernel's map.
 	SweepEvery time.Duration
-	Version    string
-	Log        *slog.Logger
+	// FlowSweepEvery is how often idle and closed connections are swept from
+	// the flow table (flows.go).
+	FlowSweepEvery time.Duration
+	// FlowCapacity sizes the flow table (loader.Options.FlowCapacity). It is
+	// fixed while the maps stay pinned.
+	FlowCapacity uint32
+	Version      string
+	Log          *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +70,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepEvery == 0 {
 		c.SweepEvery = DefaultSweepEvery
+	}
+	if c.FlowSweepEvery == 0 {
+		c.FlowSweepEvery = DefaultFlowSweepEvery
+	}
+	if c.FlowCapacity == 0 {
+		c.FlowCapacity = DefaultFlowCapacity
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -105,6 +117,12 @@ func (c *Config) validate() error {
 	if c.SweepEvery < 0 {
 		errs = append(errs, fmt.Errorf("ban sweep interval %v is negative", c.SweepEvery))
 	}
+	if c.FlowSweepEvery < 0 {
+		errs = append(errs, fmt.Errorf("flow sweep interval %v is negative", c.FlowSweepEvery))
+	}
+	if c.FlowCapacity < MinFlowCapacity || c.FlowCapacity > MaxFlowCapacity {
+		errs = append(errs, fmt.Errorf("--flow-capacity %d: want %d to %d connections", c.FlowCapacity, MinFlowCapacity, MaxFlowCapacity))
+	}
 	return errors.Join(errs...)
 }
 
@@ -144,6 +162,9 @@ type Daemon struct {
 	// tel is the event reader, the detector and the counters the metrics
 	// report (telemetry.go).
 	tel telemetry
+
+	// cs is the link to a CrowdSec LAPI (crowdsec.go).
+	cs csLink
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -152,7 +173,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log}, nil
+	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)}}, nil
 }
 
 // Config returns the daemon's configuration with defaults filled in.
@@ -236,10 +257,12 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 	return []component{
 		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
 		{"ban-sweeper", d.sweepBans},
+		{"flow-sweeper", d.sweepFlows},
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 		{"events", d.consumeEvents},
 		{"detector-pruner", d.pruneDetector},
 		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
+		{"crowdsec", d.runCrowdSec},
 	}
 }
 
@@ -291,7 +314,7 @@ func (d *Daemon) prepareDirs() (unlock func(), err error) {
 }
 
 func (d *Daemon) load() error {
-	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir})
+	dp, err := loader.Load(loader.Options{PinDir: d.cfg.PinDir, FlowCapacity: d.cfg.FlowCapacity})
 	if err != nil {
 		return err
 	}

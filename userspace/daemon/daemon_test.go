@@ -38,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"attach", func(c *Config) { c.Attach = "fast" }, `unknown attach mode "fast"`},
 		{"relative bpffs", func(c *Config) { c.PinDir = "pins" }, `--bpffs "pins": want an absolute path`},
 		{"metrics", func(c *Config) { c.MetricsAddr = "9470" }, `--metrics-addr "9470"`},
+		{"tiny flow table", func(c *Config) { c.FlowCapacity = 10 }, "--flow-capacity 10: want 1024 to 16777216 connections"},
+		{"flow sweep", func(c *Config) { c.FlowSweepEvery = -time.Second }, "flow sweep interval -1s is negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good()
@@ -177,7 +179,7 @@ func TestLockPinDir(t *testing.T) {
 
 // testPinDir is a fresh bpffs directory that is detached and removed when the
 // test ends.
-func testPinDir(t *testing.T) string {
+func testPinDir(t testing.TB) string {
 	t.Helper()
 	dir := fmt.Sprintf("/sys/fs/bpf/apiguard-daemon-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() {
@@ -190,7 +192,7 @@ func testPinDir(t *testing.T) string {
 
 // startBans loads (or adopts) the datapath at pinDir and opens the ban book in
 // stateDir, as Run does, without attaching anywhere.
-func startBans(t *testing.T, pinDir, stateDir string) *Daemon {
+func startBans(t testing.TB, pinDir, stateDir string) *Daemon {
 	t.Helper()
 	d, err := New(Config{Ifaces: []string{"lo"}, PolicyPath: "unused.yaml", PinDir: pinDir, StateDir: stateDir,
 		Log: slog.New(slog.DiscardHandler)})

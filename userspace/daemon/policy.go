@@ -102,6 +102,7 @@ func (d *Daemon) apply(p *parsedPolicy, why string) (*control.ApplyResult, error
 	if err == nil {
 		// after polMu is released: the detector takes polMu under its own lock
 		d.configureDetector()
+		d.configureCrowdSec()
 	}
 	return res, err
 }

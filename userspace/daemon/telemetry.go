@@ -98,8 +98,11 @@ func (d *Daemon) configureDetector() {
 // detectorBan applies a ban the detector decided, with the reason and evidence
 // `apiguard ban ls` shows.
 func (d *Daemon) detectorBan(p netip.Prefix, ttl time.Duration, reason detect.Reason, evidence string) error {
-	_, err := d.Ban(p, ttl, string(reason)+": "+evidence, SourceDetector)
-	return err
+	if _, err := d.Ban(p, ttl, string(reason)+": "+evidence, SourceDetector); err != nil {
+		return err
+	}
+	d.reportBan(p, ttl, string(reason), evidence)
+	return nil
 }
 
 // clientsIn counts the client keys inside p that the kernel saw since then.
@@ -168,7 +171,7 @@ func (d *Daemon) listenMetrics() (net.Listener, error) {
 // serveMetrics serves /metrics on ln until ctx ends.
 func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 	col, err := metrics.NewCollector(metrics.Sources{
-		Datapath: d.dp, Events: d.tel.reader, Fanout: d.tel.hub, Detector: d.tel.det, Daemon: d,
+		Datapath: d.dp, Events: d.tel.reader, Fanout: d.tel.hub, Detector: d.tel.det, Daemon: d, CrowdSec: d,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/apiguard/apiguard/userspace/detect"
 	"github.com/apiguard/apiguard/userspace/events"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,12 @@ type Daemon interface {
 	Attachments() []loader.Attachment
 }
 
+// CrowdSec is the daemon's link to a CrowdSec LAPI. Either stats may be nil:
+// that role is not configured.
+type CrowdSec interface {
+	CrowdSecStats() (*crowdsec.BouncerStats, *crowdsec.ReporterStats)
+}
+
 // Sources are the collector's inputs. Only Datapath is required: a missing
 // source leaves its metrics out rather than reporting made-up zeros.
 type Sources struct {
@@ -59,6 +66,7 @@ type Sources struct {
 	Fanout   Fanout
 	Detector Detector
 	Daemon   Daemon
+	CrowdSec CrowdSec
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
 }
@@ -107,6 +115,17 @@ var (
 	descReloadErrors     = desc("policy_reload_errors_total", "Policy reloads refused (the policy in force stayed).")
 	descAttach           = desc("attach_info", "The guard's attachments: 1 per interface and mode.", "iface", "mode")
 	descScrapeErrors     = desc("scrape_errors_total", "Reads from the datapath that failed during a scrape.")
+
+	descCSUp          = desc("crowdsec_lapi_up", "1 when the latest pull from the CrowdSec LAPI succeeded.")
+	descCSPulls       = desc("crowdsec_pulls_total", "Pulls of the CrowdSec LAPI's decision stream, by result.", "result")
+	descCSOutages     = desc("crowdsec_outages_total", "Times the CrowdSec LAPI became unreachable (bans in the kernel stayed).")
+	descCSLastSuccess = desc("crowdsec_last_pull_success_timestamp_seconds", "When the latest successful pull ended (0: never).")
+	descCSActive      = desc("crowdsec_bans_active", "Prefixes banned for CrowdSec decisions.")
+	descCSDecisions   = desc("crowdsec_decisions_active", "CrowdSec decisions those bans stand for.")
+	descCSChanges     = desc("crowdsec_decision_changes_total", "Kernel writes for CrowdSec decisions (applied, removed) and decisions not enforced (ignored).", "change")
+	descCSReports     = desc("crowdsec_reports_total", "Detector bans reported to the CrowdSec LAPI, by result (sent; dropped: the queue was full or the ban ran out first).", "result")
+	descCSReportErrs  = desc("crowdsec_report_errors_total", "Failed attempts to send reports (retried with back-off).")
+	descCSQueue       = desc("crowdsec_report_queue", "Reports waiting for the CrowdSec LAPI.")
 )
 
 // NewCollector checks the sources and returns the collector.
@@ -127,6 +146,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
 		descCASContended, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
+		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges,
+		descCSReports, descCSReportErrs, descCSQueue,
 	} {
 		ch <- d
 	}
@@ -232,7 +253,40 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, descAttach, 1, a.Iface, string(a.Mode))
 		}
 	}
+	if cs := c.src.CrowdSec; cs != nil {
+		collectCrowdSec(ch, cs)
+	}
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
+}
+
+func collectCrowdSec(ch chan<- prometheus.Metric, cs CrowdSec) {
+	b, r := cs.CrowdSecStats()
+	if b != nil {
+		up := 0.0
+		if b.Reachable {
+			up = 1
+		}
+		gauge(ch, descCSUp, up)
+		counter(ch, descCSPulls, b.Pulls-b.PullErrors, "ok")
+		counter(ch, descCSPulls, b.PullErrors, "error")
+		counter(ch, descCSOutages, b.Outages)
+		last := 0.0
+		if !b.LastSuccess.IsZero() {
+			last = float64(b.LastSuccess.UnixNano()) / 1e9
+		}
+		gauge(ch, descCSLastSuccess, last)
+		gauge(ch, descCSActive, float64(b.Active))
+		gauge(ch, descCSDecisions, float64(b.Decisions))
+		counter(ch, descCSChanges, b.Applied, "applied")
+		counter(ch, descCSChanges, b.Removed, "removed")
+		counter(ch, descCSChanges, b.Ignored, "ignored")
+	}
+	if r != nil {
+		counter(ch, descCSReports, r.Sent, "sent")
+		counter(ch, descCSReports, r.Dropped, "dropped")
+		counter(ch, descCSReportErrs, r.Errors)
+		gauge(ch, descCSQueue, float64(r.Queued))
+	}
 }
 
 // NewRegistry registers the collector with the Go runtime and process collectors.

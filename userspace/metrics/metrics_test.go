@@ -14,6 +14,7 @@ import (
 
 	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/test/promcheck"
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/apiguard/apiguard/userspace/detect"
 	"github.com/apiguard/apiguard/userspace/events"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,14 @@ func (fakeDaemon) Attachments() []loader.Attachment {
 	return []loader.Attachment{{Iface: "eth0", Mode: loader.AttachNative}, {Iface: "eth0", Mode: loader.AttachNative, Adopted: true}, {Iface: "eth1", Mode: loader.AttachTCX}}
 }
 
+type fakeCrowdSec struct{}
+
+func (fakeCrowdSec) CrowdSecStats() (*crowdsec.BouncerStats, *crowdsec.ReporterStats) {
+	return &crowdsec.BouncerStats{Reachable: false, Pulls: 10, PullErrors: 3, Outages: 1, LastSuccess: now.Add(-time.Minute),
+			Active: 4, Decisions: 5, Applied: 7, Removed: 2, Ignored: 1},
+		&crowdsec.ReporterStats{Sent: 6, Dropped: 1, Errors: 2, Queued: 3}
+}
+
 func fakeSources() Sources {
 	var counters []loader.Counter
 	for a := loader.ActionPass; a <= loader.ActionMonitor; a++ {
@@ -84,6 +93,7 @@ func fakeSources() Sources {
 		Fanout:   fakeFanout(12),
 		Detector: fakeDetector{Flagged: map[detect.Reason]uint64{detect.Flood: 4, detect.Scan: 1}, Bans: 5, BanErrors: 1, Clients: 9, Prefixes: 2, Flags: 5},
 		Daemon:   fakeDaemon{},
+		CrowdSec: fakeCrowdSec{},
 		Now:      func() time.Time { return now },
 	}
 }
@@ -136,37 +146,50 @@ func newTestRegistry(t *testing.T, src Sources) *prometheus.Registry {
 func TestCollectorValues(t *testing.T) {
 	got := sample(t, newTestRegistry(t, fakeSources()))
 	want := map[string]float64{
-		"apiguard_packets_total{action=drop,reason=client_pps}": 1500,
-		"apiguard_bytes_total{action=drop,reason=client_pps}":   96000,
-		"apiguard_packets_total{action=monitor,reason=deny}":    0,
-		"apiguard_events_total{type=limited}":                   30,
-		"apiguard_events_total{type=no_service}":                10,
-		"apiguard_events_total{type=map_pressure}":              0,
-		"apiguard_events_sent_total":                            40,
-		"apiguard_events_lost_total{stage=ringbuf}":             1,
-		"apiguard_events_lost_total{stage=queue}":               6,
-		"apiguard_events_suppressed_total":                      900,
-		"apiguard_events_undecodable_total":                     1,
-		"apiguard_events_subscriber_dropped_total":              12,
-		"apiguard_clients_flagged_total{reason=flood}":          4,
-		"apiguard_clients_flagged_total{reason=scan}":           1,
-		"apiguard_clients_flagged_total{reason=aggregate}":      0,
-		"apiguard_bans_active":                                  2,
-		"apiguard_bans_total{source=detector}":                  5,
-		"apiguard_bans_total{source=manual}":                    3,
-		"apiguard_ban_errors_total":                             1,
-		"apiguard_detector_tracked{kind=clients}":               9,
-		"apiguard_map_entries{map=clients}":                     77,
-		"apiguard_map_capacity{map=clients}":                    1 << 17,
-		"apiguard_map_entries{map=bans4}":                       3,
-		"apiguard_map_inserts_total{map=clients}":               77,
-		"apiguard_map_insert_failures_total{map=clients}":       4,
-		"apiguard_limiter_cas_contended_total":                  5,
-		"apiguard_policy_generation":                            7,
-		"apiguard_policy_reload_errors_total":                   2,
-		"apiguard_attach_info{iface=eth0,mode=native}":          1,
-		"apiguard_attach_info{iface=eth1,mode=tcx}":             1,
-		"apiguard_scrape_errors_total":                          0,
+		"apiguard_packets_total{action=drop,reason=client_pps}":    1500,
+		"apiguard_bytes_total{action=drop,reason=client_pps}":      96000,
+		"apiguard_packets_total{action=monitor,reason=deny}":       0,
+		"apiguard_events_total{type=limited}":                      30,
+		"apiguard_events_total{type=no_service}":                   10,
+		"apiguard_events_total{type=map_pressure}":                 0,
+		"apiguard_events_sent_total":                               40,
+		"apiguard_events_lost_total{stage=ringbuf}":                1,
+		"apiguard_events_lost_total{stage=queue}":                  6,
+		"apiguard_events_suppressed_total":                         900,
+		"apiguard_events_undecodable_total":                        1,
+		"apiguard_events_subscriber_dropped_total":                 12,
+		"apiguard_clients_flagged_total{reason=flood}":             4,
+		"apiguard_clients_flagged_total{reason=scan}":              1,
+		"apiguard_clients_flagged_total{reason=aggregate}":         0,
+		"apiguard_bans_active":                                     2,
+		"apiguard_bans_total{source=detector}":                     5,
+		"apiguard_bans_total{source=manual}":                       3,
+		"apiguard_ban_errors_total":                                1,
+		"apiguard_detector_tracked{kind=clients}":                  9,
+		"apiguard_map_entries{map=clients}":                        77,
+		"apiguard_map_capacity{map=clients}":                       1 << 17,
+		"apiguard_map_entries{map=bans4}":                          3,
+		"apiguard_map_inserts_total{map=clients}":                  77,
+		"apiguard_map_insert_failures_total{map=clients}":          4,
+		"apiguard_limiter_cas_contended_total":                     5,
+		"apiguard_policy_generation":                               7,
+		"apiguard_policy_reload_errors_total":                      2,
+		"apiguard_attach_info{iface=eth0,mode=native}":             1,
+		"apiguard_attach_info{iface=eth1,mode=tcx}":                1,
+		"apiguard_scrape_errors_total":                             0,
+		"apiguard_crowdsec_lapi_up":                                0,
+		"apiguard_crowdsec_pulls_total{result=ok}":                 7,
+		"apiguard_crowdsec_pulls_total{result=error}":              3,
+		"apiguard_crowdsec_outages_total":                          1,
+		"apiguard_crowdsec_last_pull_success_timestamp_seconds":    float64(now.Add(-time.Minute).Unix()),
+		"apiguard_crowdsec_bans_active":                            4,
+		"apiguard_crowdsec_decisions_active":                       5,
+		"apiguard_crowdsec_decision_changes_total{change=applied}": 7,
+		"apiguard_crowdsec_decision_changes_total{change=removed}": 2,
+		"apiguard_crowdsec_reports_total{result=sent}":             6,
+		"apiguard_crowdsec_reports_total{result=dropped}":          1,
+		"apiguard_crowdsec_report_errors_total":                    2,
+		"apiguard_crowdsec_report_queue":                           3,
 	}
 	for k, v := range want {
 		g, ok := got[k]

@@ -30,6 +30,7 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 		PrefixBits6:   s.PrefixKey.IPv6,
 		Allow:         slices.Clone(s.Allow),
 		Deny:          slices.Clone(s.Deny),
+		Conns:         s.Connections.loader(),
 	}
 
 	ids, err := assignIDs(s.Services, prev)
@@ -45,6 +46,7 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 			Prefix:  svc.Prefix.loader(),
 			Total:   svc.Total.loader(),
 		}
+		svc.loaderConns(&ls)
 		switch svc.Protocol {
 		case TCP:
 			ls.Proto = loader.ProtoTCP

@@ -34,11 +34,13 @@ func Diff(old, new *Policy) []string {
 	d.prefixes("allow", o.Allow, n.Allow)
 	d.prefixes("deny", o.Deny, n.Deny)
 	d.services(o.Services, n.Services)
+	d.connections(o.Connections, n.Connections)
 	d.detection(&o.Detection, &n.Detection)
 	d.change("bans ttl", durationString(o.Bans.TTL), durationString(n.Bans.TTL))
 	d.change("bans maxTTL", durationString(o.Bans.MaxTTL), durationString(n.Bans.MaxTTL))
 	d.change("bans growth", floatString(o.Bans.Growth), floatString(n.Bans.Growth))
 	d.change("bans forgetAfter", durationString(o.Bans.ForgetAfter), durationString(n.Bans.ForgetAfter))
+	d.change("crowdsec", o.CrowdSec.summary(), n.CrowdSec.summary())
 	return d.lines
 }
 
@@ -134,6 +136,7 @@ func (d *differ) services(old, new []Service) {
 		d.change(what+" protocol", string(prev.Protocol), string(s.Protocol))
 		d.change(what+" ports", portsString(prev.Ports), portsString(s.Ports))
 		d.change(what+" mode", string(prev.Mode), string(s.Mode))
+		d.serviceConns(what, prev, s)
 		for _, lvl := range []struct {
 			name string
 			a, b Limits

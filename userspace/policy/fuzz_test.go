@@ -14,6 +14,9 @@ import (
 // The seed corpus is in testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(doc("  deny: [192.0.2.0/24]", "  denyFiles: [list.txt]")))
+	f.Add([]byte(doc("  connections: {establishedTimeout: 1m, whenTableFull: drop}", "  services:", "    - name: a",
+		"      ports: [443]", "      allowFrom: [10.0.0.0/8]", "      allowFromFiles: [list.txt]",
+		"      maxConnections: {client: {established: 5, halfOpen: 2}, total: {established: 50}}")))
 	lists := files(map[string]string{"list.txt": "198.51.100.0/24\n# comment\n2001:db8::/32 ; x\n\n10.0.0.1\n"})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("f.yaml", data, lists)
@@ -111,6 +114,19 @@ func checkLoaderPolicy(t *testing.T, lp *loader.Policy) {
 			}
 			if s.Proto == loader.ProtoUDP && l.Conns != (loader.Rate{}) {
 				t.Fatalf("service %s: connection limit on udp", s.Name)
+			}
+		}
+		for _, p := range s.ACL {
+			if !p.IsValid() || p.Masked() != p || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+				t.Fatalf("service %s: bad ACL prefix %v", s.Name, p)
+			}
+		}
+		if s.MaxConns.Capped() && s.Proto != loader.ProtoTCP {
+			t.Fatalf("service %s: connection caps on udp", s.Name)
+		}
+		for _, c := range []uint32{s.MaxConns.ClientEstablished, s.MaxConns.ClientHalfOpen, s.MaxConns.TotalEstablished, s.MaxConns.TotalHalfOpen} {
+			if c > MaxConnCap {
+				t.Fatalf("service %s: cap %d", s.Name, c)
 			}
 		}
 	}

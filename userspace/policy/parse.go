@@ -157,7 +157,7 @@ func (p *parser) metadata(n *yaml.Node) string {
 
 func (p *parser) spec(n *yaml.Node, s *Spec) {
 	o, ok := p.mapping(n, "spec", "mode", "defaultAction", "tcpFlagSanity", "clientKey", "prefixKey",
-		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans")
+		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec")
 	if !ok {
 		return
 	}
@@ -223,12 +223,19 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 
 	if v := o.get("services"); v != nil {
 		s.Services = p.services(v, o.field("services"))
+		p.checkACLCapacity(s.Services, v)
+	}
+	if v := o.get("connections"); v != nil {
+		p.connections(v, &s.Connections)
 	}
 	if v := o.get("detection"); v != nil {
 		p.detection(v, &s.Detection)
 	}
 	if v := o.get("bans"); v != nil {
 		p.bans(v, &s.Bans)
+	}
+	if v := o.get("crowdsec"); v != nil {
+		p.crowdsec(v, &s.CrowdSec)
 	}
 }
 
@@ -398,7 +405,8 @@ func (p *parser) services(n *yaml.Node, field string) []Service {
 
 func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClaim) (Service, *yaml.Node, bool) {
 	svc := Service{Protocol: TCP, Mode: Enforce}
-	o, ok := p.mapping(n, field, "name", "protocol", "ports", "mode", "limits")
+	o, ok := p.mapping(n, field, "name", "protocol", "ports", "mode", "limits",
+		"allowFrom", "allowFromFiles", "maxConnections")
 	if !ok {
 		return svc, nil, false
 	}
@@ -428,6 +436,7 @@ func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClai
 	if v := o.get("limits"); v != nil {
 		p.limits(v, o.field("limits"), &svc)
 	}
+	p.serviceConns(o, &svc)
 	return svc, nameNode, len(p.errs) == before
 }
 

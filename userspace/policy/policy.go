@@ -78,6 +78,11 @@ type Spec struct {
 	Services   []Service
 	Detection  Detection
 	Bans       Bans
+	// Connections is how the kernel follows connections to services with
+	// maxConnections (conn.go).
+	Connections Connections
+	// CrowdSec links the daemon to a CrowdSec Local API (crowdsec.go).
+	CrowdSec CrowdSec
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
@@ -94,6 +99,12 @@ type Service struct {
 	Client   Limits // per client (one address, or one clientKey prefix)
 	Prefix   Limits // per prefixKey prefix
 	Total    Limits // the whole service
+	// AllowFrom, when set, is the only sources that may reach the service:
+	// inline entries and those of AllowFromFiles, in file order.
+	AllowFrom      []netip.Prefix
+	AllowFromFiles []string // as written in the policy
+	// MaxConnections caps concurrent TCP connections (conn.go).
+	MaxConnections ConnCaps
 }
 
 // Limits bound packets, bytes and new TCP connections (SYN without ACK).
@@ -214,6 +225,7 @@ func Defaults() Spec {
 		ClientKey:     KeyLengths{IPv4: 32, IPv6: 64},
 		PrefixKey:     KeyLengths{IPv4: 24, IPv6: 48},
 		Detection:     d,
+		Connections:   defaultConnections(),
 		Bans: Bans{
 			TTL:         10 * time.Minute,
 			MaxTTL:      24 * time.Hour,

@@ -95,6 +95,14 @@ func TestShippedPoliciesInTheKernel(t *testing.T) {
 			{"198.51.100.20", packet.UDP, 53, xdpPass},
 			{"198.51.100.20", packet.UDP, 443, xdpPass},
 		},
+		"admin-api.yaml": {
+			{"198.51.100.20", packet.TCP, 443, xdpPass},    // the public API
+			{"10.1.2.3", packet.TCP, 8443, xdpPass},        // admin: allowFrom
+			{"198.51.100.2", packet.TCP, 8443, xdpPass},    // admin: admin-cidrs.txt
+			{"2001:db8:100::5", packet.TCP, 8443, xdpPass}, // admin: admin-cidrs.txt, IPv6
+			{"198.51.100.20", packet.TCP, 8443, xdpDrop},   // admin: outside its ACL
+			{"2001:db8:200::5", packet.TCP, 8443, xdpDrop}, // admin: outside its ACL, IPv6
+		},
 		"monitor-trial.yaml": {
 			{"198.51.100.20", packet.TCP, 8050, xdpPass},
 		},

@@ -1,0 +1,191 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The egress hook: apiguard_egress sees the server's replies, so connections
+// to services with connection caps are followed in both directions. XDP has no
+// egress hook for locally sent traffic, so whatever the ingress mode, egress is
+// TC: TCX where the kernel has it (6.6+), else a clsact filter. It never drops.
+//
+// Its pins live in links/egress/<tcx|tc>_<iface>: the directory name has no
+// "_", so Attachments, which lists the ingress hooks, passes it by.
+
+const egressDir = "egress"
+
+func egressPinPath(pinDir string, mode AttachMode, iface string) string {
+	return filepath.Join(pinDir, linksDir, egressDir, linkPinName(mode, iface))
+}
+
+func (d *Datapath) attachEgress(iface string, ingress AttachMode) error {
+	dev, err := net.InterfaceByName(iface)
+	if err != nil {
+		return fmt.Errorf("attach egress to %s: %w", iface, err)
+	}
+	if ingress != AttachTC {
+		err := d.attachEgressTCX(dev)
+		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		slog.Info("the kernel has no TCX: the egress hook is a clsact filter", "iface", iface)
+	}
+	return d.attachEgressClsact(dev)
+}
+
+func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	path := egressPinPath(d.opts.PinDir, AttachTCX, dev.Name)
+	if d.opts.PinDir != "" {
+		if l, err := link.LoadPinnedLink(path, nil); err == nil {
+			uerr := l.Update(d.objs.ApiguardEgress)
+			l.Close()
+			if uerr == nil {
+				return nil
+			}
+			slog.Warn("pinned egress link could not be updated; attaching afresh", "link", path, "err", uerr)
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("remove stale link pin %s: %w", path, err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("open pinned link %s: %w", path, err)
+		}
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Program: d.objs.ApiguardEgress, Interface: dev.Index, Attach: ebpf.AttachTCXEgress})
+	if err != nil {
+		return fmt.Errorf("attach TCX egress to %s: %w", dev.Name, err)
+	}
+	if d.opts.PinDir == "" {
+		name := egressDir + "/" + linkPinName(AttachTCX, dev.Name)
+		if old, ok := d.links[name]; ok {
+			old.Close()
+		}
+		d.links[name] = l
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		l.Close()
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	if err := l.Pin(path); err != nil {
+		l.Close()
+		return fmt.Errorf("pin egress link %s: %w", path, err)
+	}
+	return l.Close() // the pin keeps it attached
+}
+
+// attachEgressClsact installs (or replaces in place) a direct-action filter on
+// the clsact egress hook; the filter holds the program.
+func (d *Datapath) attachEgressClsact(dev *net.Interface) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	// add, not replace: the ingress filter may already hang off this clsact
+	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add clsact qdisc to %s: %w", dev.Name, err)
+	}
+	filter := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: dev.Index,
+			Parent:    netlink.HANDLE_MIN_EGRESS,
+			Handle:    1,
+			Protocol:  unix.ETH_P_ALL,
+			Priority:  1,
+		},
+		Fd:           d.objs.ApiguardEgress.FD(),
+		Name:         tcFilterName,
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(filter); err != nil {
+		return fmt.Errorf("add egress bpf filter to %s: %w", dev.Name, err)
+	}
+	if d.opts.PinDir == "" {
+		return nil
+	}
+	// the pin marks the interface for Detach (as for the ingress filter)
+	path := egressPinPath(d.opts.PinDir, AttachTC, dev.Name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	_ = os.Remove(path)
+	prog, err := d.objs.ApiguardEgress.Clone()
+	if err != nil {
+		return fmt.Errorf("clone egress program: %w", err)
+	}
+	defer prog.Close()
+	if err := prog.Pin(path); err != nil {
+		return fmt.Errorf("pin egress program %s: %w", path, err)
+	}
+	return nil
+}
+
+func detachClsactEgress(iface string) error {
+	dev, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", iface, err)
+	}
+	filters, err := netlink.FilterList(dev, netlink.HANDLE_MIN_EGRESS)
+	if err != nil {
+		return fmt.Errorf("list egress filters of %s: %w", iface, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
+			if err := netlink.FilterDel(f); err != nil {
+				return fmt.Errorf("delete egress filter on %s: %w", iface, err)
+			}
+		}
+	}
+	return nil
+}
+
+// detachEgress removes every egress hook pinned under pinDir.
+func detachEgress(pinDir string) []error {
+	dir := filepath.Join(pinDir, linksDir, egressDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return []error{fmt.Errorf("list egress hooks: %w", err)}
+	}
+	var errs []error
+	for _, e := range entries {
+		mode, iface, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if AttachMode(mode) == AttachTC {
+			if err := detachClsactEgress(iface); err != nil {
+				errs = append(errs, err)
+			}
+			if err := os.Remove(path); err != nil {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+			}
+			continue
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+		}
+		l.Close() // last reference: the program leaves the interface
+	}
+	return errs
+}

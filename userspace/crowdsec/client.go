@@ -1,0 +1,188 @@
+// Package crowdsec joins apiguard to CrowdSec's Local API (LAPI) in two roles:
+// a bouncer, which pulls the LAPI's ban decisions and enforces them in the
+// kernel's ban maps, and a signal source, which reports the clients apiguard's
+// detector bans so that every other bouncer of the LAPI bans them too.
+//
+// It speaks the LAPI's HTTP API (version 1.4.6 and later) with net/http: the
+// two endpoints on each side are small, and CrowdSec's Go libraries target
+// newer LAPIs and bring dozens of modules.
+package crowdsec
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxBody bounds what is read of one LAPI response. A startup pull of 100k
+// decisions is about 15 MB of JSON; this leaves room for several times that.
+const maxBody = 256 << 20
+
+// HTTPError is a LAPI answer with a status other than the one expected.
+type HTTPError struct {
+	Op      string
+	Status  int
+	Message string
+}
+
+func (e *HTTPError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	hint := ""
+	switch e.Status {
+	case http.StatusForbidden:
+		hint = " (is the bouncer API key right? `cscli bouncers list` shows the registered bouncers)"
+	case http.StatusUnauthorized:
+		hint = " (are the machine id and password right, and the machine validated? `cscli machines list`)"
+	}
+	return fmt.Sprintf("%s: LAPI answered %d: %s%s", e.Op, e.Status, msg, hint)
+}
+
+// client is the HTTP side shared by the bouncer and the reporter.
+type client struct {
+	base *url.URL
+	hc   *http.Client
+	ua   string
+}
+
+func newClient(lapi string, hc *http.Client, version string) (*client, error) {
+	u, err := url.Parse(lapi)
+	if err != nil {
+		return nil, fmt.Errorf("LAPI URL %q: %w", lapi, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("LAPI URL %q: want http:// or https:// and a host", lapi)
+	}
+	if hc == nil {
+		hc = &http.Client{Timeout: 60 * time.Second}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	return &client{base: u, hc: hc, ua: "apiguard/" + version}, nil
+}
+
+func (c *client) url(path string, q url.Values) string {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// do sends a request and decodes a 2xx JSON answer into out.
+func (c *client) do(ctx context.Context, op, method, u string, hdr http.Header, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s: encode request: %w", op, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("User-Agent", c.ua)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("%s: read answer: %w", op, err)
+	}
+	if len(data) > maxBody {
+		return fmt.Errorf("%s: answer larger than %d bytes", op, maxBody)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var m struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(data, &m) != nil || m.Message == "" {
+			m.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
+		}
+		return &HTTPError{Op: op, Status: resp.StatusCode, Message: m.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s: the LAPI's answer is not the expected JSON: %w", op, err)
+	}
+	return nil
+}
+
+// Decision is one LAPI decision as the stream carries it.
+type Decision struct {
+	ID       int64  `json:"id"`
+	Origin   string `json:"origin"`
+	Scenario string `json:"scenario"`
+	Scope    string `json:"scope"`
+	Type     string `json:"type"`
+	Value    string `json:"value"`
+	Duration string `json:"duration"`
+}
+
+// streamAnswer is GET /v1/decisions/stream; either list may be null.
+type streamAnswer struct {
+	New     []Decision `json:"new"`
+	Deleted []Decision `json:"deleted"`
+}
+
+func (c *client) stream(ctx context.Context, key string, startup bool, scopes, origins []string) (*streamAnswer, error) {
+	q := url.Values{}
+	q.Set("startup", fmt.Sprint(startup))
+	if len(scopes) > 0 {
+		q.Set("scopes", strings.Join(scopes, ","))
+	}
+	if len(origins) > 0 {
+		q.Set("origins", strings.Join(origins, ","))
+	}
+	var out streamAnswer
+	err := c.do(ctx, "pull decisions", http.MethodGet, c.url("/v1/decisions/stream", q),
+		http.Header{"X-Api-Key": {key}}, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+type loginAnswer struct {
+	Code   int       `json:"code"`
+	Expire time.Time `json:"expire"`
+	Token  string    `json:"token"`
+}
+
+func (c *client) login(ctx context.Context, machine, password string, scenarios []string) (*loginAnswer, error) {
+	body := map[string]any{"machine_id": machine, "password": password, "scenarios": scenarios}
+	var out loginAnswer
+	if err := c.do(ctx, "machine login", http.MethodPost, c.url("/v1/watchers/login", nil), nil, body, &out); err != nil {
+		return nil, err
+	}
+	if out.Token == "" {
+		return nil, errors.New("machine login: the LAPI answered without a token")
+	}
+	return &out, nil
+}
+
+func (c *client) postAlerts(ctx context.Context, token string, alerts []alert) error {
+	return c.do(ctx, "post alerts", http.MethodPost, c.url("/v1/alerts", nil),
+		http.Header{"Authorization": {"Bearer " + token}}, alerts, nil)
+}
