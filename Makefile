@@ -46,6 +46,13 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq crowdsec >/dev/null || dpkg --configure -a; \
 	fi
 
+# The namespace lab: a guarded API server, two legitimate clients and six
+# attacks, each without (monitor mode) and with apiguard; about a minute, as
+# root. It removes its namespaces, pins and processes, also on Ctrl-C.
+demo: deps build
+	$(GO) build -o bin/apiguard-demo ./test/lab/cmd/demo
+	./bin/apiguard-demo --apiguard $(BIN) --policy policies/default.yaml
+
 # Packages run one at a time: the kernel tests measure rates and share the CPUs.
 test: deps
 	$(GO) vet ./...

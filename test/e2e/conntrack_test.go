@@ -31,7 +31,7 @@ spec:
 
 // tcpHold accepts connections on the guarded side and holds them until the
 // client closes; then it closes its side too.
-func (l *lab) tcpHold(t *testing.T, port int) {
+func (l *pair) tcpHold(t *testing.T, port int) {
 	t.Helper()
 	var ln net.Listener
 	err := l.guarded.Do(func() (err error) {
@@ -63,7 +63,7 @@ func (l *lab) tcpHold(t *testing.T, port int) {
 
 // dialPeer opens n connections at once from the peer side; it returns those
 // that connected within timeout.
-func (l *lab) dialPeer(t *testing.T, port, n int, timeout time.Duration) []net.Conn {
+func (l *pair) dialPeer(t *testing.T, port, n int, timeout time.Duration) []net.Conn {
 	t.Helper()
 	var (
 		mu    sync.Mutex
@@ -96,7 +96,7 @@ func (l *lab) dialPeer(t *testing.T, port, n int, timeout time.Duration) []net.C
 }
 
 // egressPrograms counts the BPF programs on the guarded interface's TCX egress.
-func (l *lab) egressPrograms(t *testing.T) int {
+func (l *pair) egressPrograms(t *testing.T) int {
 	t.Helper()
 	n := 0
 	err := l.guarded.Do(func() error {
@@ -123,14 +123,14 @@ func (l *lab) egressPrograms(t *testing.T) int {
 func TestDaemonConnectionCaps(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
-	e.lab.tcpHold(t, 8443)
-	e.lab.tcpHold(t, 8444)
+	e.pair.tcpHold(t, 8443)
+	e.pair.tcpHold(t, 8444)
 	d := e.startDaemon(e.write("conns.yaml", connPolicy))
-	if n := e.lab.egressPrograms(t); n != 1 {
+	if n := e.pair.egressPrograms(t); n != 1 {
 		t.Fatalf("%d programs on TCX egress, want apiguard's", n)
 	}
 
-	conns := e.lab.dialPeer(t, 8443, 8, 1500*time.Millisecond)
+	conns := e.pair.dialPeer(t, 8443, 8, 1500*time.Millisecond)
 	if len(conns) != 5 {
 		t.Fatalf("8 dials under a cap of 5: %d connected", len(conns))
 	}
@@ -155,7 +155,7 @@ func TestDaemonConnectionCaps(t *testing.T) {
 		t.Errorf("status text:\n%s", text)
 	}
 
-	if got := e.lab.dialPeer(t, 8444, 1, time.Second); len(got) != 0 {
+	if got := e.pair.dialPeer(t, 8444, 1, time.Second); len(got) != 0 {
 		t.Fatal("the admin service answered a source outside its allowFrom")
 	}
 	if n := e.dropped("acl"); n < 1 {
@@ -168,7 +168,7 @@ func TestDaemonConnectionCaps(t *testing.T) {
 	if !waitFor(3*time.Second, func() bool { return e.status().Datapath.ConnsEstablished == 3 }) {
 		t.Fatalf("after two closes status says %d established", e.status().Datapath.ConnsEstablished)
 	}
-	if got := e.lab.dialPeer(t, 8443, 2, time.Second); len(got) != 2 {
+	if got := e.pair.dialPeer(t, 8443, 2, time.Second); len(got) != 2 {
 		t.Fatalf("after two closes %d of 2 dials connected", len(got))
 	}
 
@@ -182,11 +182,11 @@ func TestDaemonConnectionCaps(t *testing.T) {
 	if err := d.wait(t); err != nil {
 		t.Fatalf("daemon exit: %v", err)
 	}
-	if n := e.lab.egressPrograms(t); n != 1 {
+	if n := e.pair.egressPrograms(t); n != 1 {
 		t.Fatalf("%d egress programs after the daemon stopped, want the pinned one", n)
 	}
 	e.mustCLI("detach", "--bpffs", e.pinDir)
-	if n := e.lab.egressPrograms(t); n != 0 {
+	if n := e.pair.egressPrograms(t); n != 0 {
 		t.Fatalf("%d egress programs after detach", n)
 	}
 }

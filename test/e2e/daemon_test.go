@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
 )
@@ -74,10 +75,7 @@ func buildBinary(t testing.TB) string {
 		builtBin = filepath.Join(buildDir, "apiguard")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version=e2e", "-o", builtBin, "github.com/apiguard/apiguard/cmd/apiguard")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build apiguard: %w\n%s", err, out)
-		}
+		buildErr = lab.BuildApiguard(ctx, builtBin)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -86,6 +84,13 @@ func buildBinary(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	lab.RunRoleIfAsked() // the lab's server and attackers run as this binary
+	if os.Geteuid() == 0 {
+		// what an earlier run killed with SIGKILL could not remove itself
+		if removed, err := lab.CleanStale(); err != nil || len(removed) > 0 {
+			fmt.Fprintf(os.Stderr, "leftovers of killed labs: removed %v; %v\n", removed, err)
+		}
+	}
 	code := m.Run()
 	if buildDir != "" {
 		if err := os.RemoveAll(buildDir); err != nil {
@@ -97,34 +102,34 @@ func TestMain(m *testing.M) {
 
 // env is one daemon's world: its binary, files, pins and lab.
 type env struct {
-	t        testing.TB
-	bin      string
-	dir      string // policy files and daemon logs
-	socket   string
-	stateDir string
-	pinDir   string
-	lab      *lab
-	recv     *receiver
-	send     *sender
-	starts   int
+	t      testing.TB
+	dir    string // policy files and daemon logs
+	pinDir string
+	pair   *pair
+	d      *lab.Daemon
+	recv   *receiver
+	send   *sender
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, bin: buildBinary(t), dir: t.TempDir(), lab: newLab(t)}
-	e.socket = filepath.Join(e.dir, "ctl.sock")
-	e.stateDir = filepath.Join(e.dir, "state")
+	e := &env{t: t, dir: t.TempDir(), pair: newPair(t)}
 	e.pinDir = fmt.Sprintf("/sys/fs/bpf/apiguard-e2e-%d-%s", os.Getpid(), randomSuffix(t))
-	// registered after the lab: runs before the namespaces go
+	var err error
+	e.d, err = lab.NewDaemon(lab.DaemonConfig{Bin: buildBinary(t), NS: e.pair.guarded, Iface: e.pair.guardEnd.Name,
+		Policy: "(set by startDaemon)", PinDir: e.pinDir, Socket: filepath.Join(e.dir, "ctl.sock"),
+		StateDir: filepath.Join(e.dir, "state"), Dir: e.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// registered after the pair: runs before the namespaces go
 	t.Cleanup(func() {
-		if _, err := os.Stat(e.pinDir); err == nil {
-			if err := loader.Detach(e.pinDir); err != nil {
-				t.Errorf("remove pins %s: %v", e.pinDir, err)
-			}
+		if err := e.d.Close(); err != nil {
+			t.Errorf("stop the daemon and remove its pins: %v", err)
 		}
 	})
-	e.recv = e.lab.listen(t)
-	e.send = e.lab.sender(t)
+	e.recv = e.pair.listen(t)
+	e.send = e.pair.sender(t)
 	return e
 }
 
@@ -137,76 +142,26 @@ func (e *env) write(name, content string) string {
 	return path
 }
 
-// daemonProc is a running `apiguard daemon`.
+// daemonProc is one run of `apiguard daemon`.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error // from Wait, once done is closed
+	d *lab.Daemon
+	p *lab.Proc
 }
 
 func (e *env) startDaemon(policyPath string) *daemonProc {
 	e.t.Helper()
-	e.starts++
-	logPath := filepath.Join(e.dir, fmt.Sprintf("daemon-%d.log", e.starts))
-	logf, err := os.Create(logPath)
-	if err != nil {
+	e.d.Config.Policy = policyPath
+	if err := e.d.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	defer logf.Close()
-	// nsenter, not `ip netns exec`: that one remounts /sys in a new mount
-	// namespace, which hides the bpffs at /sys/fs/bpf and so the pins.
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.lab.guarded.Name, e.bin, "daemon",
-		"--iface", e.lab.guardEnd.Name, "--policy", policyPath, "--attach", "native",
-		"--bpffs", e.pinDir, "--socket", e.socket, "--state-dir", e.stateDir, "--log-format", "json")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	p := &daemonProc{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	e.t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill() // it may exit on its own meanwhile
-			<-p.done
-		}
-	})
-	ok := waitFor(60*time.Second, func() bool {
-		select {
-		case <-p.done:
-			return true
-		default:
-		}
-		_, _, err := e.cli("status")
-		return err == nil
-	})
-	select {
-	case <-p.done:
-		e.t.Fatalf("daemon exited at start: %v\n%s", p.err, p.logText())
-	default:
-	}
-	if !ok {
-		e.t.Fatalf("daemon did not answer on %s within 60s\n%s", e.socket, p.logText())
-	}
-	return p
+	return &daemonProc{d: e.d, p: e.d.Proc()}
 }
 
-func (p *daemonProc) logText() string {
-	data, err := os.ReadFile(p.log)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return string(data)
-}
+func (p *daemonProc) logText() string { return p.d.Log() }
 
 func (p *daemonProc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.p.Signal(sig); err != nil {
 		t.Fatalf("send %v to the daemon: %v", sig, err)
 	}
 }
@@ -215,8 +170,8 @@ func (p *daemonProc) signal(t *testing.T, sig syscall.Signal) {
 func (p *daemonProc) wait(t *testing.T) error {
 	t.Helper()
 	select {
-	case <-p.done:
-		return p.err
+	case <-p.p.Done():
+		return p.p.Err()
 	case <-time.After(30 * time.Second):
 		t.Fatalf("daemon did not exit within 30s\n%s", p.logText())
 		return nil
@@ -226,32 +181,14 @@ func (p *daemonProc) wait(t *testing.T) error {
 // waitLog waits until a log line contains every one of parts.
 func (p *daemonProc) waitLog(t *testing.T, parts ...string) {
 	t.Helper()
-	found := waitFor(10*time.Second, func() bool {
-		for _, line := range strings.Split(p.logText(), "\n") {
-			all := true
-			for _, part := range parts {
-				all = all && strings.Contains(line, part)
-			}
-			if all {
-				return true
-			}
-		}
-		return false
-	})
-	if !found {
-		t.Fatalf("no daemon log line with %q within 10s\n%s", parts, p.logText())
+	if err := p.d.WaitLog(10*time.Second, parts...); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // cli runs the apiguard binary against this env's socket.
 func (e *env) cli(args ...string) (stdout, stderr string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, append(args, "--socket", e.socket)...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	return out.String(), errb.String(), err
+	return e.d.CLI(args...)
 }
 
 func (e *env) mustCLI(args ...string) string {
@@ -317,7 +254,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
 	const n = 20
-	peer := e.lab.peerEnd.Addr4.String()
+	peer := e.pair.peerEnd.Addr4.String()
 	e.write("deny.txt", peer+"/32\n")
 	daemonPolicy := e.write("daemon.yaml", basePolicy)
 	denyPath := e.write("deny.yaml", denyPolicy)
@@ -331,7 +268,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	d := e.startDaemon(daemonPolicy)
 	st := e.status()
 	if st.Policy.Name != "e2e-base" || st.Policy.Generation != 1 || len(st.Interfaces) != 1 ||
-		st.Interfaces[0].Name != e.lab.guardEnd.Name || st.Interfaces[0].Mode != "native" || st.Adopted {
+		st.Interfaces[0].Name != e.pair.guardEnd.Name || st.Interfaces[0].Mode != "native" || st.Adopted {
 		t.Fatalf("status after the first start: %+v", st)
 	}
 	e.expectPass(n)
@@ -396,7 +333,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	e.send.send(t, n) // the daemon is gone; the pinned datapath must still drop these
 	d = e.startDaemon(daemonPolicy)
 	d.waitLog(t, "adopted the pinned datapath")
-	d.waitLog(t, "adopted the earlier attachment without a gap", e.lab.guardEnd.Name)
+	d.waitLog(t, "adopted the earlier attachment without a gap", e.pair.guardEnd.Name)
 	st = e.status()
 	if !st.Adopted || st.Policy.Name != "e2e-deny" || st.Policy.Generation != 2 || !st.Interfaces[0].Adopted {
 		t.Errorf("status after the restart: %+v", st)
@@ -426,13 +363,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.pinDir, "links")); err != nil {
 		t.Fatalf("pins after a clean stop: %v", err)
 	}
-	if _, stderr, err := e.cli("status"); err == nil || !strings.Contains(stderr, "apiguard daemon is not running (no socket at "+e.socket+")") {
+	if _, stderr, err := e.cli("status"); err == nil || !strings.Contains(stderr, "apiguard daemon is not running (no socket at "+e.d.Config.Socket+")") {
 		t.Errorf("status without a daemon: err=%v stderr=%s", err, stderr)
 	}
 
 	t.Log("detach removes the programs and pins: traffic flows again")
 	out = e.mustCLI("detach", "--bpffs", e.pinDir)
-	if !strings.Contains(out, "detached from "+e.lab.guardEnd.Name+" (native)") {
+	if !strings.Contains(out, "detached from "+e.pair.guardEnd.Name+" (native)") {
 		t.Errorf("detach output: %s", out)
 	}
 	if _, err := os.Stat(e.pinDir); !errors.Is(err, os.ErrNotExist) {

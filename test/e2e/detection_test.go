@@ -52,9 +52,9 @@ func (e *env) countBySource(t *testing.T) *sourceCounter {
 	t.Helper()
 	c := &sourceCounter{n: map[netip.Addr]int{}}
 	var conn *net.UDPConn
-	err := e.lab.guarded.Do(func() error {
+	err := e.pair.guarded.Do(func() error {
 		var err error
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: e.lab.guardEnd.Addr4.AsSlice(), Port: detectPort})
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: e.pair.guardEnd.Addr4.AsSlice(), Port: detectPort})
 		return err
 	})
 	if err != nil {
@@ -82,7 +82,7 @@ func (e *env) countBySource(t *testing.T) *sourceCounter {
 func (e *env) peerAddr(t testing.TB, last byte) netip.Addr {
 	t.Helper()
 	a := netip.AddrFrom4([4]byte{10, 61, 0, last})
-	if err := e.lab.peer.IP("addr", "add", a.String()+"/24", "dev", e.lab.peerEnd.Name); err != nil {
+	if err := e.pair.peer.IP("addr", "add", a.String()+"/24", "dev", e.pair.peerEnd.Name); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -92,9 +92,9 @@ func (e *env) peerAddr(t testing.TB, last byte) netip.Addr {
 func (e *env) udpFrom(t *testing.T, src netip.Addr) *net.UDPConn {
 	t.Helper()
 	var conn *net.UDPConn
-	err := e.lab.peer.Do(func() error {
+	err := e.pair.peer.Do(func() error {
 		var err error
-		conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: e.lab.guardEnd.Addr4.AsSlice(), Port: detectPort})
+		conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: e.pair.guardEnd.Addr4.AsSlice(), Port: detectPort})
 		return err
 	})
 	if err != nil {
@@ -109,7 +109,7 @@ func (e *env) udpFrom(t *testing.T, src netip.Addr) *net.UDPConn {
 func (e *env) scrape(t *testing.T) []byte {
 	t.Helper()
 	var conn net.Conn
-	err := e.lab.guarded.Do(func() error {
+	err := e.pair.guarded.Do(func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", "127.0.0.1:9470", 5*time.Second)
 		return err
@@ -168,7 +168,7 @@ func TestDetectionEndToEnd(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
 	counts := e.countBySource(t)
-	flooder := e.lab.peerEnd.Addr4
+	flooder := e.pair.peerEnd.Addr4
 	legit := e.peerAddr(t, 3)
 	scanner := e.peerAddr(t, 4)
 	d := e.startDaemon(e.write("detect.yaml", detectionPolicy))
@@ -237,10 +237,10 @@ func TestDetectionEndToEnd(t *testing.T) {
 	}
 
 	// a SYN scan of 40 closed ports
-	err := e.lab.peer.Do(func() error {
+	err := e.pair.peer.Do(func() error {
 		dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: scanner.AsSlice()}, Timeout: time.Second}
 		for p := 20000; p < 20040; p++ {
-			c, err := dialer.Dial("tcp4", netip.AddrPortFrom(e.lab.guardEnd.Addr4, uint16(p)).String())
+			c, err := dialer.Dial("tcp4", netip.AddrPortFrom(e.pair.guardEnd.Addr4, uint16(p)).String())
 			if err == nil {
 				c.Close()
 			}
@@ -292,15 +292,15 @@ func TestDetectionEndToEnd(t *testing.T) {
 	// and the metrics
 	body := e.scrape(t)
 	for series, atLeast := range map[string]float64{
-		`apiguard_clients_flagged_total{reason="flood"}`:                          1,
-		`apiguard_clients_flagged_total{reason="scan"}`:                           1,
-		`apiguard_bans_total{source="detector"}`:                                  2,
-		`apiguard_bans_active`:                                                    2,
-		`apiguard_events_total{type="limited"}`:                                   1,
-		`apiguard_events_total{type="no_service"}`:                                21,
-		`apiguard_packets_total{action="drop",reason="client_pps"}`:               1,
-		`apiguard_attach_info{iface="` + e.lab.guardEnd.Name + `",mode="native"}`: 1,
-		`apiguard_policy_generation`:                                              1,
+		`apiguard_clients_flagged_total{reason="flood"}`:                           1,
+		`apiguard_clients_flagged_total{reason="scan"}`:                            1,
+		`apiguard_bans_total{source="detector"}`:                                   2,
+		`apiguard_bans_active`:                                                     2,
+		`apiguard_events_total{type="limited"}`:                                    1,
+		`apiguard_events_total{type="no_service"}`:                                 21,
+		`apiguard_packets_total{action="drop",reason="client_pps"}`:                1,
+		`apiguard_attach_info{iface="` + e.pair.guardEnd.Name + `",mode="native"}`: 1,
+		`apiguard_policy_generation`:                                               1,
 	} {
 		v, ok := metric(body, series)
 		if !ok || v < atLeast {

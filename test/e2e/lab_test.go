@@ -12,9 +12,10 @@ import (
 	"github.com/apiguard/apiguard/test/netns"
 )
 
-// lab is two network namespaces joined by a veth pair: the guarded side runs
-// the daemon and a UDP listener, the peer side sends.
-type lab struct {
+// pair is two network namespaces joined by a veth pair: the guarded side runs
+// the daemon and a UDP listener, the peer side sends. (test/lab is the full
+// lab, for the scenarios with clients and attackers.)
+type pair struct {
 	guarded, peer     *netns.Namespace
 	guardEnd, peerEnd *netns.Link
 }
@@ -30,10 +31,10 @@ func randomSuffix(t testing.TB) string {
 	return hex.EncodeToString(b)
 }
 
-// newLab creates the namespaces and veth pair, removed when the test ends.
-func newLab(t testing.TB) *lab {
+// newPair creates the namespaces and veth pair, removed when the test ends.
+func newPair(t testing.TB) *pair {
 	t.Helper()
-	l := &lab{}
+	l := &pair{}
 	for _, ns := range []**netns.Namespace{&l.guarded, &l.peer} {
 		n, err := netns.New("age2e")
 		if err != nil {
@@ -61,7 +62,7 @@ type receiver struct {
 	n    atomic.Int64
 }
 
-func (l *lab) listen(t testing.TB) *receiver {
+func (l *pair) listen(t testing.TB) *receiver {
 	t.Helper()
 	r := &receiver{}
 	err := l.guarded.Do(func() error {
@@ -95,7 +96,7 @@ type sender struct {
 	conn *net.UDPConn
 }
 
-func (l *lab) sender(t testing.TB) *sender {
+func (l *pair) sender(t testing.TB) *sender {
 	t.Helper()
 	s := &sender{}
 	err := l.peer.Do(func() error {

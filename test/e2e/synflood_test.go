@@ -36,7 +36,7 @@ spec:
 // (the low 24 bits of 10.x.y.z redrawn per packet).
 func (e *env) synGenerator(t testing.TB, port uint16) (*trafgen.Generator, int) {
 	t.Helper()
-	frame := packet.Build(packet.Spec{Src: e.lab.peerEnd.Addr4, Dst: e.lab.guardEnd.Addr4, Proto: packet.TCP,
+	frame := packet.Build(packet.Spec{Src: e.pair.peerEnd.Addr4, Dst: e.pair.guardEnd.Addr4, Proto: packet.TCP,
 		SrcPort: 40000, DstPort: port, TCPFlags: packet.SYN})
 	g, err := trafgen.New(trafgen.Config{Frame: frame, Sources: 1 << 24, Random: true})
 	if err != nil {
@@ -44,8 +44,8 @@ func (e *env) synGenerator(t testing.TB, port uint16) (*trafgen.Generator, int) 
 	}
 	t.Cleanup(func() { g.Close() })
 	var idx int
-	err = e.lab.peer.Do(func() error {
-		ifc, err := net.InterfaceByName(e.lab.peerEnd.Name)
+	err = e.pair.peer.Do(func() error {
+		ifc, err := net.InterfaceByName(e.pair.peerEnd.Name)
 		if err == nil {
 			idx = ifc.Index
 		}
@@ -59,7 +59,7 @@ func (e *env) synGenerator(t testing.TB, port uint16) (*trafgen.Generator, int) 
 
 func (e *env) fromPeer(t testing.TB, fn func() error) {
 	t.Helper()
-	if err := e.lab.peer.Do(fn); err != nil {
+	if err := e.pair.peer.Do(fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -165,7 +165,7 @@ func floodCPU(b *testing.B, port uint16) {
 	p := e.startDaemon(e.write("synflood.yaml", synFloodPolicy))
 	g, idx := e.synGenerator(b, port)
 	st0 := e.status()
-	pid := p.cmd.Process.Pid
+	pid := p.p.Pid()
 	cpu0 := cpuTicks(b, pid)
 	start := time.Now()
 	var offered uint64

@@ -4,14 +4,19 @@
 package netns
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netns"
 )
@@ -111,19 +116,44 @@ type Link struct {
 	Addr6 netip.Addr
 }
 
+// VethOptions tunes a veth pair.
+type VethOptions struct {
+	// Queues is the number of rx and tx queues of each end (default 1). With
+	// more than one, packets from different flows land on different rx queues,
+	// each drained by its own NAPI instance: two CPUs can deliver to the same
+	// end at once, as with a multi-queue NIC.
+	Queues int
+}
+
 // Veth joins a and b with a veth pair addressed 10.<net>.0.1/24 and .2
 // (and fd00:<net>::1/64 and ::2), both up. net tells pairs apart.
 func Veth(a, b *Namespace, net uint8) (*Link, *Link, error) {
+	return VethWith(a, b, net, VethOptions{})
+}
+
+// VethWith is Veth with options.
+func VethWith(a, b *Namespace, net uint8, o VethOptions) (*Link, *Link, error) {
 	la := &Link{NS: a, Name: Unique("va"),
 		Addr4: netip.AddrFrom4([4]byte{10, net, 0, 1}), Addr6: netip.MustParseAddr(fmt.Sprintf("fd00:%x::1", net))}
 	lb := &Link{NS: b, Name: Unique("vb"),
 		Addr4: netip.AddrFrom4([4]byte{10, net, 0, 2}), Addr6: netip.MustParseAddr(fmt.Sprintf("fd00:%x::2", net))}
-	if err := ip("link", "add", la.Name, "netns", a.Name, "type", "veth", "peer", "name", lb.Name, "netns", b.Name); err != nil {
+	var queues []string
+	if o.Queues > 1 {
+		n := strconv.Itoa(o.Queues)
+		queues = []string{"numtxqueues", n, "numrxqueues", n}
+	}
+	args := []string{"link", "add", la.Name}
+	args = append(args, queues...)
+	args = append(args, "netns", a.Name, "type", "veth", "peer", "name", lb.Name)
+	args = append(args, queues...)
+	args = append(args, "netns", b.Name)
+	if err := ip(args...); err != nil {
 		return nil, nil, err
 	}
 	for _, l := range []*Link{la, lb} {
 		for _, args := range [][]string{
 			{"addr", "add", l.Addr4.String() + "/24", "dev", l.Name},
+			// nodad: the address is usable at once, not after duplicate detection
 			{"addr", "add", l.Addr6.String() + "/64", "dev", l.Name, "nodad"},
 			{"link", "set", l.Name, "up"},
 		} {
@@ -133,6 +163,138 @@ func Veth(a, b *Namespace, net uint8) (*Link, *Link, error) {
 		}
 	}
 	return la, lb, nil
+}
+
+// Prefix4 and Prefix6 are the link's subnets.
+func (l *Link) Prefix4() netip.Prefix { return netip.PrefixFrom(l.Addr4, 24).Masked() }
+func (l *Link) Prefix6() netip.Prefix { return netip.PrefixFrom(l.Addr6, 64).Masked() }
+
+// MAC returns the hardware address of the link.
+func (l *Link) MAC() (net.HardwareAddr, error) {
+	var mac net.HardwareAddr
+	err := l.NS.Do(func() error {
+		ifc, err := net.InterfaceByName(l.Name)
+		if err != nil {
+			return err
+		}
+		mac = ifc.HardwareAddr
+		return nil
+	})
+	return mac, err
+}
+
+// Sysctl sets a sysctl of the namespace, e.g. "net.ipv4.ip_forward" to "1".
+// /proc/sys/net shows the namespace of the thread that opens it, so the file
+// is written from a thread inside.
+func (ns *Namespace) Sysctl(key, value string) error {
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	return ns.Do(func() error {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, ns.Name, err)
+		}
+		return nil
+	})
+}
+
+// WriteSys writes a file under /sys as the namespace sees it, e.g.
+// "class/net/eth0/threaded". sysfs shows the network devices of the namespace
+// that mounted it, so this goes through `ip netns exec`, which mounts a fresh
+// one.
+func (ns *Namespace) WriteSys(path, value string) error {
+	if strings.Contains(path, "..") {
+		return fmt.Errorf("sysfs path %q leaves /sys", path)
+	}
+	_, err := ns.Exec("sh", "-c", `printf '%s' "$1" > "/sys/$2"`, "sh", value, path)
+	return err
+}
+
+// Dialer opens connections from inside a namespace for code running on any
+// thread (an http.Transport, for one). A socket belongs to the namespace of
+// the thread that creates it, so each worker is a goroutine locked to a
+// thread that entered the namespace for good.
+type Dialer struct {
+	reqs chan dialReq
+	once sync.Once
+}
+
+type dialReq struct {
+	ctx           context.Context
+	network, addr string
+	res           chan dialRes
+}
+
+type dialRes struct {
+	conn net.Conn
+	err  error
+}
+
+// Dialer starts workers dialing threads in the namespace; Close stops them.
+func (ns *Namespace) Dialer(workers int) (*Dialer, error) {
+	d := &Dialer{reqs: make(chan dialReq)}
+	started := make(chan error, workers)
+	for range workers {
+		go func() {
+			// Locked while in the namespace. At the end the thread goes back
+			// to its own namespace and to the pool; if it cannot, it stays
+			// locked and ends with the goroutine rather than serve others in
+			// the wrong namespace. (A thread that ends also delivers the
+			// parent-death signal of processes it started, so ending threads
+			// is best avoided.)
+			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				started <- fmt.Errorf("get current netns: %w", err)
+				return
+			}
+			defer orig.Close()
+			target, err := netns.GetFromName(ns.Name)
+			if err != nil {
+				started <- fmt.Errorf("open netns %s: %w", ns.Name, err)
+				return
+			}
+			err = netns.Set(target)
+			target.Close()
+			if err != nil {
+				started <- fmt.Errorf("enter netns %s: %w", ns.Name, err)
+				return
+			}
+			started <- nil
+			for r := range d.reqs {
+				var nd net.Dialer
+				c, err := nd.DialContext(r.ctx, r.network, r.addr)
+				r.res <- dialRes{c, err}
+			}
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+	}
+	var errs []error
+	for range workers {
+		errs = append(errs, <-started)
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// DialContext dials from inside the namespace.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	r := dialReq{ctx: ctx, network: network, addr: addr, res: make(chan dialRes, 1)}
+	select {
+	case d.reqs <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res := <-r.res
+	return res.conn, res.err
+}
+
+// Close stops the workers; connections already made stay open.
+func (d *Dialer) Close() {
+	d.once.Do(func() { close(d.reqs) })
 }
 
 func ip(args ...string) error {

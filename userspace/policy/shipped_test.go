@@ -81,7 +81,7 @@ func TestShippedPoliciesInTheKernel(t *testing.T) {
 			{"192.0.2.9", packet.TCP, 443, xdpDrop},    // deny list
 			{"198.51.100.9", packet.TCP, 443, xdpPass}, // a client of the https service
 			{"198.51.100.9", packet.TCP, 22, xdpPass},  // no service, default pass
-			{"2001:db8::9", packet.UDP, 8080, xdpPass}, // udp 8080 is no service
+			{"2001:db8::9", packet.UDP, 8080, xdpPass}, // the udp service: one datagram is well within its limits
 		},
 		"strict-api.yaml": {
 			{"198.51.100.20", packet.TCP, 22, xdpDrop},    // no service, default drop
