@@ -80,10 +80,10 @@ func (e *env) startNginx(t testing.TB) *nginxProc {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, e.lab.guardEnd.Addr4, nginxPort), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, e.pair.guardEnd.Addr4, nginxPort), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.lab.guarded.Name, bin,
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.pair.guarded.Name, bin,
 		"-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
 	out, err := os.Create(filepath.Join(dir, "stdout.log"))
 	if err != nil {
@@ -106,7 +106,7 @@ func (e *env) startNginx(t testing.TB) *nginxProc {
 		}
 	})
 	// wait until it answers
-	c := e.httpFrom(t, e.lab.peerEnd.Addr4)
+	c := e.httpFrom(t, e.pair.peerEnd.Addr4)
 	if !waitFor(10*time.Second, func() bool { code, _ := get(c, "/health", ""); return code == 200 }) {
 		errlog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 		t.Fatalf("nginx does not answer within 10s\n%s", errlog)
@@ -137,7 +137,7 @@ func (e *env) httpFrom(t testing.TB, src netip.Addr) *apiClient {
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := e.lab.peer.Do(func() error {
+			err := e.pair.peer.Do(func() error {
 				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: 500 * time.Millisecond}
 				var err error
 				c, err = d.DialContext(ctx, network, addr)
@@ -148,7 +148,7 @@ func (e *env) httpFrom(t testing.TB, src netip.Addr) *apiClient {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &apiClient{http: &http.Client{Transport: tr, Timeout: time.Second},
-		base: fmt.Sprintf("http://%s:%d", e.lab.guardEnd.Addr4, nginxPort)}
+		base: fmt.Sprintf("http://%s:%d", e.pair.guardEnd.Addr4, nginxPort)}
 }
 
 // get requests path (a POST with a password header when password is given)
@@ -190,9 +190,9 @@ func (e *env) accessLogStatus(t testing.TB, path string) control.AccessLogStatus
 func (e *env) udpProbe(t testing.TB, src netip.Addr) *net.UDPConn {
 	t.Helper()
 	var conn *net.UDPConn
-	err := e.lab.peer.Do(func() error {
+	err := e.pair.peer.Do(func() error {
 		var err error
-		conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: e.lab.guardEnd.Addr4.AsSlice(), Port: labPort})
+		conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: e.pair.guardEnd.Addr4.AsSlice(), Port: labPort})
 		return err
 	})
 	if err != nil {
@@ -347,7 +347,7 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 	repProbe := e.udpProbe(t, reported)
 	banDrops = e.dropped("ban")
 	curl := testenv.RequireTool(t, "curl")
-	out, err := exec.Command(curl, "-sS", "--fail-with-body", "--unix-socket", e.socket, "-X", "POST", "http://apiguard/v1/report",
+	out, err := exec.Command(curl, "-sS", "--fail-with-body", "--unix-socket", e.d.Config.Socket, "-X", "POST", "http://apiguard/v1/report",
 		"-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"client":%q,"reason":"failed-login","weight":21}`, reported)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"counted":true`) {
 		t.Fatalf("curl report: %v\n%s", err, out)
