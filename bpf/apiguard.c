@@ -135,7 +135,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	struct ag_service_state *ss = NULL, *ps = NULL;
 	struct ag_client_state *cs = NULL;
 	struct ag_client_key ckey, pkey;
-	int kind = AG_KIND_MAX, prefix_on, total_on;
+	int kind = AG_KIND_MAX, prefix_on, total_on, total_syn;
 	__u32 level = AG_LEVEL_SERVICE;
 	__u64 now;
 
@@ -148,12 +148,24 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	lt = svc->limits[AG_LEVEL_SERVICE];
 	prefix_on = level_limited(lp);
 	total_on = level_limited(lt);
+	total_syn = syn;
 	now = bpf_ktime_get_ns();
 
 	if (total_on) {
 		ss = bpf_map_lookup_elem(&service_state, &svc_id);
-		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
-			goto limited;
+		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX) {
+			/* A spoofed SYN flood fills the service's new-connection total;
+			 * a client the datapath already knows must not pay for it with
+			 * its reconnects. Known clients skip (and do not charge) that
+			 * one bucket; their own and their prefix's buckets still apply. */
+			if (kind != AG_KIND_CPS)
+				goto limited;
+			key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
+			cs = bpf_map_lookup_elem(&clients, &ckey);
+			if (!cs)
+				goto limited;
+			total_syn = 0;
+		}
 	}
 	if (prefix_on) {
 		level = AG_LEVEL_PREFIX;
@@ -166,8 +178,10 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	/* Every service client has an entry: it carries the per-client counters
 	 * behind "top clients" even when the service sets no client limit. */
 	level = AG_LEVEL_CLIENT;
-	key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
-	cs = bpf_map_lookup_elem(&clients, &ckey);
+	if (!cs) {
+		key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
+		cs = bpf_map_lookup_elem(&clients, &ckey);
+	}
 	if (!cs) {
 		struct ag_client_state init = { .first_seen = now, .last_seen = now,
 						 .packets = 1, .bytes = p->len };
@@ -204,7 +218,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	}
 	if (ss) {
 		level = AG_LEVEL_SERVICE;
-		if ((kind = limit_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+		if ((kind = limit_level(ss->tat, lt, p->len, total_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	return;

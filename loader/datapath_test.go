@@ -434,3 +434,23 @@ func TestSpoofedChurnKeepsPrefixLimit(t *testing.T) {
 		t.Errorf("no map_pressure event while the client LRU was evicting (stats %+v)", st)
 	}
 }
+
+// A spoofed SYN flood exhausts the service's new-connection total; clients the
+// datapath already knows still reconnect, within their own limits.
+func TestKnownClientsSkipTheConnectionTotal(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "api", Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
+		Client: Limits{Conns: Rate{PerSecond: 1, Burst: 2}},
+		Total:  Limits{Conns: Rate{PerSecond: 1, Burst: 2}}}}})
+	ok, svcCPS, cliCPS := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_SERVICE_CPS), Reason(GuardAgReasonAG_R_CLIENT_CPS)
+	checkVerdicts(t, d, []verdictCase{
+		vc("known client's data packet", packet.Build(tcp("10.9.1.1", 443, packet.ACK)), pass, ok),
+		vc("new source 1", packet.Build(tcp("10.9.2.1", 443, packet.SYN)), pass, ok),
+		vc("new source 2", packet.Build(tcp("10.9.2.2", 443, packet.SYN)), pass, ok),
+		vc("new source 3: total exhausted", packet.Build(tcp("10.9.2.3", 443, packet.SYN)), drop, svcCPS),
+		vc("known client reconnects", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), pass, ok),
+		vc("known client again", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), pass, ok),
+		vc("known client over its own limit", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), drop, cliCPS),
+		vc("a source that passed before is known too", packet.Build(tcp("10.9.2.1", 443, packet.SYN)), pass, ok),
+	})
+}

@@ -194,6 +194,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A log reader that goes away (a pipe to tee, a restarted journal) must not
+	// kill the daemon: Go exits on SIGPIPE from stdout/stderr unless it is
+	// ignored, and then the write just fails.
+	signal.Ignore(syscall.SIGPIPE)
 
 	// The policy is read before anything else, so a broken file changes nothing.
 	initial, err := d.readPolicyFile()
