@@ -724,6 +724,12 @@ func (d *Detector) raise(reason Reason, rule Rule, sp span, p netip.Prefix, serv
 			fs.flag.Evidence.Window = rule.Window
 			fs.evidenceAt = now
 		}
+		// flagged while monitor mode held the ban back: once enforcing, the
+		// same ongoing episode is banned rather than waiting for a new one
+		if skipped := fs.flag.Ban.Skipped; (skipped == skipMonitor || skipped == skipServiceMonitor) &&
+			!d.cfg.Monitor && loader.Action(ev.Action) != loader.ActionMonitor {
+			fs.flag.Ban = d.decide(fs, rule, ev, now, allowed)
+		}
 		return
 	}
 	evid := evidence()
@@ -754,6 +760,12 @@ func (d *Detector) raise(reason Reason, rule Rule, sp span, p netip.Prefix, serv
 	}
 }
 
+// Why a ban rule did not ban, as Flag.Ban.Skipped says.
+const (
+	skipMonitor        = "monitor mode"
+	skipServiceMonitor = "the service is in monitor mode"
+)
+
 func (d *Detector) decide(fs *flagState, rule Rule, ev *loader.Event, now int64, allowed func() bool) BanInfo {
 	if rule.Action != ActionBan {
 		return BanInfo{}
@@ -763,9 +775,9 @@ func (d *Detector) decide(fs *flagState, rule Rule, ev *loader.Event, now int64,
 	case !fs.flag.Prefix.IsValid():
 		skip = "many sources: nothing to ban"
 	case d.cfg.Monitor:
-		skip = "monitor mode"
+		skip = skipMonitor
 	case loader.Action(ev.Action) == loader.ActionMonitor:
-		skip = "the service is in monitor mode"
+		skip = skipServiceMonitor
 	case allowed != nil && allowed():
 		skip = "allow-listed"
 	case d.opts.Banner == nil:

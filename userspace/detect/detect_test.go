@@ -388,6 +388,12 @@ func TestMonitorModeFlagsWithoutBanning(t *testing.T) {
 	if f := h.mustFlag("192.0.2.204", Flood); f.Ban.Skipped != "monitor mode" || len(h.bans.bans) != 0 {
 		t.Fatalf("after SetMonitor: %+v", f.Ban)
 	}
+	// back to enforcing while the same flood goes on: that episode is banned
+	h.d.SetMonitor(false)
+	h.feed(flood("192.0.2.204", 50*time.Second, 5, 1000)...)
+	if f := h.mustFlag("192.0.2.204", Flood); !f.Ban.Banned || len(h.bans.bans) != 1 {
+		t.Fatalf("after switching back to enforce: %+v, bans %v", f.Ban, h.bans.bans)
+	}
 }
 
 func TestRepeatOffenderTTLGrows(t *testing.T) {
