@@ -26,6 +26,7 @@ const enum ag_event_type ag_event_type_unused __attribute__((unused));
 const enum ag_kind ag_kind_unused __attribute__((unused));
 const enum ag_level ag_level_unused __attribute__((unused));
 const enum ag_list ag_list_unused __attribute__((unused));
+const struct ag_refusal *ag_refusal_unused __attribute__((unused));
 const struct ag_event *ag_event_unused __attribute__((unused));
 
 struct verdict {
@@ -88,6 +89,74 @@ static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
 	__u64 *n = bpf_map_lookup_elem(&stats, &stat_insert);
 
 	return n && *n * consts.nr_cpus > capacity;
+}
+
+static __always_inline __u64 refusal_tag(const struct pkt *p, __u32 generation)
+{
+	const __u32 *w = (const __u32 *)p->addr;
+	__u64 h = ((__u64)generation << 32 | (__u64)p->proto << 16 | p->dport) * 0x9e3779b97f4a7c15ULL;
+
+	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
+	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
+	h ^= (__u64)w[2] * 0x27d4eb2f165667c5ULL;
+	h ^= (__u64)w[3] * 0x94d049bb133111ebULL;
+	return (h ^ (h >> 31)) | 1; /* never 0: an empty slot has tag 0 */
+}
+
+/* Drops the packet when a packet-rate bucket refused this source for this port
+ * moments ago and will refuse it until a known time. Exact: the bucket would
+ * refuse it too. A policy change (new generation) forgets every entry. */
+static __always_inline int refused(const struct pkt *p, __u32 generation, struct verdict *v)
+{
+	__u64 tag = refusal_tag(p, generation);
+	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
+	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
+
+	if (!r || r->tag != tag || bpf_ktime_get_ns() >= r->until)
+		return 0;
+	r->packets++;
+	r->bytes += p->len;
+	v->action = AG_ACT_DROP;
+	v->reason = r->reason;
+	v->service = r->client.service;
+	return 1;
+}
+
+/* Adds the drops a refusal entry made to its client's state: the entry is
+ * about to be reused. (Readers of client state add the pending ones too.) */
+static __always_inline void flush_refusal(struct ag_refusal *r, struct ag_client_state *cs)
+{
+	if (!r->packets)
+		return;
+	if (!cs)
+		cs = bpf_map_lookup_elem(&clients, &r->client);
+	if (cs) {
+		__sync_fetch_and_add(&cs->packets, r->packets);
+		__sync_fetch_and_add(&cs->bytes, r->bytes);
+		__sync_fetch_and_add(&cs->drops, r->packets);
+	}
+	r->packets = 0;
+	r->bytes = 0;
+}
+
+/* Remembers a packet-rate refusal, and hands the drops the entry it replaces
+ * made on behalf of the same source to the client's state. */
+static __always_inline void remember_refusal(const struct pkt *p, __u32 generation, __u64 tat,
+					     const struct ag_limit *l, struct ag_client_state *cs,
+					     const struct ag_client_key *ckey, struct verdict *v)
+{
+	__u64 tag = refusal_tag(p, generation);
+	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
+	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
+
+	if (!r)
+		return;
+	flush_refusal(r, r->tag == tag ? cs : NULL);
+	r->tag = tag;
+	/* a packet conforms once now >= tat + interval - tolerance */
+	r->until = tat + (l->interval >> 16) - l->tolerance;
+	r->client = *ckey;
+	r->reason = v->reason;
 }
 
 static __always_inline void key_for(struct ag_client_key *key, const struct pkt *p,
@@ -237,6 +306,17 @@ limited:
 	v->event = kind == AG_KIND_CPS ? AG_EV_SYN_LIMITED : AG_EV_LIMITED;
 	if (cs)
 		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
+	/* Only packet-rate refusals hold for every packet of this source until a
+	 * known time; bytes depend on the size, connections only on SYNs. */
+	/* cs set means ckey was built: the drops can be handed to that client */
+	if (kind == AG_KIND_PPS && !v->monitor && cs) {
+		if (level == AG_LEVEL_CLIENT)
+			remember_refusal(p, cfg->generation, cs->tat[AG_KIND_PPS], &lc[AG_KIND_PPS], cs, &ckey, v);
+		else if (level == AG_LEVEL_PREFIX && ps)
+			remember_refusal(p, cfg->generation, ps->tat[AG_KIND_PPS], &lp[AG_KIND_PPS], cs, &ckey, v);
+		else if (level == AG_LEVEL_SERVICE && ss)
+			remember_refusal(p, cfg->generation, ss->tat[AG_KIND_PPS], &lt[AG_KIND_PPS], cs, &ckey, v);
+	}
 }
 
 static __always_inline void guard(const struct pkt *p, int parsed, struct verdict *v)
@@ -277,6 +357,9 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 		v->reason = parsed;
 		return;
 	}
+	if ((p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) && p->frag != AG_FRAG_LATER &&
+	    refused(p, cfg->generation, v))
+		return;
 	list = slot_lookup(slot, p, &lists4_0, &lists6_0, &lists4_1, &lists6_1);
 	if (list && *list == AG_LIST_ALLOW) {
 		v->reason = AG_R_ALLOW;

@@ -454,3 +454,44 @@ func TestKnownClientsSkipTheConnectionTotal(t *testing.T) {
 		vc("a source that passed before is known too", packet.Build(tcp("10.9.2.1", 443, packet.SYN)), pass, ok),
 	})
 }
+
+// A source a packet-rate bucket refused is dropped right after parsing until
+// the bucket would accept it again; its drops still reach its client state,
+// and a new policy forgets every refusal.
+func TestRefusalMemory(t *testing.T) {
+	d := newDatapath(t, Options{})
+	p := &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
+		Client: Limits{Packets: Rate{PerSecond: 5, Burst: 1}}}}}
+	mustApply(t, d, p)
+	frame := packet.Build(udp("10.11.0.1", 9001, 0))
+	if runXDP(t, d, frame) != xdpPass {
+		t.Fatal("first packet refused")
+	}
+	for i := 0; i < 50; i++ {
+		if runXDP(t, d, frame) != xdpDrop {
+			t.Fatalf("packet %d passed a bucket with no room", i+2)
+		}
+	}
+	c := findClient(t, d, addr("10.11.0.1"), 1)
+	if c.Packets != 51 || c.Drops != 50 {
+		t.Fatalf("client state %d packets %d drops, want 51 and 50", c.Packets, c.Drops)
+	}
+	// 5/s: the bucket has room again 200 ms after the first packet
+	time.Sleep(250 * time.Millisecond)
+	if runXDP(t, d, frame) != xdpPass {
+		t.Fatal("refused after the bucket had room again")
+	}
+	if runXDP(t, d, frame) != xdpDrop {
+		t.Fatal("second packet of the new interval passed")
+	}
+	// a new policy without the limit: the remembered refusal must not outlive it
+	p.Services[0].Client = Limits{}
+	mustApply(t, d, p)
+	if runXDP(t, d, frame) != xdpPass {
+		t.Fatal("a refusal outlived the policy that made it")
+	}
+	c = findClient(t, d, addr("10.11.0.1"), 1)
+	if c.Packets != 54 || c.Drops != 51 {
+		t.Fatalf("client state %d packets %d drops, want 54 and 51", c.Packets, c.Drops)
+	}
+}

@@ -91,7 +91,9 @@ func TestEventsThrottled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.EventsSent != 8 || st.EventsSuppressed != 49+1 {
-		t.Errorf("events sent %d suppressed %d, want 8 and 50", st.EventsSent, st.EventsSuppressed)
+	// the second limited packet never reaches the limiter: the refusal memory
+	// drops it, so it makes no event to suppress
+	if st.EventsSent != 8 || st.EventsSuppressed != 49 {
+		t.Errorf("events sent %d suppressed %d, want 8 and 49", st.EventsSent, st.EventsSuppressed)
 	}
 }

@@ -250,6 +250,17 @@ const (
 	GuardAgReasonAG_R_MAX                      GuardAgReason = 29
 )
 
+type GuardAgRefusal struct {
+	_       structs.HostLayout
+	Tag     uint64
+	Until   uint64
+	Client  GuardAgClientKey
+	Packets uint32
+	Bytes   uint32
+	Reason  uint8
+	Pad     [7]uint8
+}
+
 type GuardAgService struct {
 	_       structs.HostLayout
 	Id      uint32
@@ -354,6 +365,7 @@ const (
 	GuardMapLists61            = "lists6_1"
 	GuardMapPorts              = "ports"
 	GuardMapPrefixes           = "prefixes"
+	GuardMapRefusals           = "refusals"
 	GuardMapServiceState       = "service_state"
 	GuardMapServices           = "services"
 	GuardMapStats              = "stats"
@@ -370,6 +382,7 @@ const (
 	GuardVarAgLevelUnused      = "ag_level_unused"
 	GuardVarAgListUnused       = "ag_list_unused"
 	GuardVarAgReasonUnused     = "ag_reason_unused"
+	GuardVarAgRefusalUnused    = "ag_refusal_unused"
 	GuardVarAgStatUnused       = "ag_stat_unused"
 	GuardVarConsts             = "consts"
 )
@@ -448,6 +461,7 @@ type GuardMapSpecs struct {
 	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
+	Refusals      *ebpf.MapSpec `ebpf:"refusals"`
 	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
 	Services      *ebpf.MapSpec `ebpf:"services"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -465,6 +479,7 @@ type GuardVariableSpecs struct {
 	AgLevelUnused     *ebpf.VariableSpec `ebpf:"ag_level_unused"`
 	AgListUnused      *ebpf.VariableSpec `ebpf:"ag_list_unused"`
 	AgReasonUnused    *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
+	AgRefusalUnused   *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
 	AgStatUnused      *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
 	Consts            *ebpf.VariableSpec `ebpf:"consts"`
 }
@@ -510,6 +525,7 @@ type GuardMaps struct {
 	Lists61       *ebpf.Map `ebpf:"lists6_1"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
+	Refusals      *ebpf.Map `ebpf:"refusals"`
 	ServiceState  *ebpf.Map `ebpf:"service_state"`
 	Services      *ebpf.Map `ebpf:"services"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -538,6 +554,7 @@ func (m *GuardMaps) Close() error {
 		m.Lists61,
 		m.Ports,
 		m.Prefixes,
+		m.Refusals,
 		m.ServiceState,
 		m.Services,
 		m.Stats,
@@ -556,6 +573,7 @@ type GuardVariables struct {
 	AgLevelUnused     *ebpf.Variable `ebpf:"ag_level_unused"`
 	AgListUnused      *ebpf.Variable `ebpf:"ag_list_unused"`
 	AgReasonUnused    *ebpf.Variable `ebpf:"ag_reason_unused"`
+	AgRefusalUnused   *ebpf.Variable `ebpf:"ag_refusal_unused"`
 	AgStatUnused      *ebpf.Variable `ebpf:"ag_stat_unused"`
 	Consts            *ebpf.Variable `ebpf:"consts"`
 }

@@ -220,7 +220,7 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapBans4: m.Bans4, GuardMapBans6: m.Bans6,
 		GuardMapClients: m.Clients, GuardMapPrefixes: m.Prefixes,
 		GuardMapCounters: m.Counters, GuardMapStats: m.Stats, GuardMapEvents: m.Events,
-		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudget: m.EventBudget,
+		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudget: m.EventBudget, GuardMapRefusals: m.Refusals,
 		// connection filtering (ct_scratch is per-packet scratch: not pinned)
 		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,

@@ -101,12 +101,21 @@ const clientBatch = 4096
 func (d *Datapath) Clients(fn func(Client) error) error {
 	cfg := d.activeConfig()
 	clock := newMonoClock()
+	pending, err := d.pendingRefusals()
+	if err != nil {
+		return err
+	}
 	keys := make([]GuardAgClientKey, clientBatch)
 	vals := make([]GuardAgClientState, clientBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := d.objs.Clients.BatchLookup(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
+			if p, ok := pending[keys[i]]; ok {
+				vals[i].Packets += p.Packets
+				vals[i].Bytes += p.Bytes
+				vals[i].Drops += p.Packets
+			}
 			if ferr := fn(clientFrom(keys[i], vals[i], cfg, clock)); ferr != nil {
 				return ferr
 			}
@@ -118,6 +127,30 @@ func (d *Datapath) Clients(fn func(Client) error) error {
 			return fmt.Errorf("read clients: %w", err)
 		}
 	}
+}
+
+// pendingRefusals sums, per client, the drops the per-CPU refusal memory made
+// and has not yet handed to the client's state.
+func (d *Datapath) pendingRefusals() (map[GuardAgClientKey]GuardAgClientState, error) {
+	out := map[GuardAgClientKey]GuardAgClientState{}
+	var per []GuardAgRefusal
+	var key uint32
+	it := d.objs.Refusals.Iterate()
+	for it.Next(&key, &per) {
+		for _, r := range per {
+			if r.Tag == 0 || r.Packets == 0 {
+				continue
+			}
+			s := out[r.Client]
+			s.Packets += uint64(r.Packets)
+			s.Bytes += uint64(r.Bytes)
+			out[r.Client] = s
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read refusals: %w", err)
+	}
+	return out, nil
 }
 
 func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig, clock monoClock) Client {

@@ -154,6 +154,28 @@ struct {
 	__uint(max_entries, 1);
 } event_budget SEC(".maps");
 
+/* Per-CPU memory of sources a packet-rate bucket just refused, and until when
+ * it will go on refusing them: a one-source flood far over its limit is
+ * dropped right after parsing, without the lookups behind the verdict. */
+#define AG_REFUSAL_SLOTS 4096
+
+struct ag_refusal {
+	__u64 tag;		/* source address, protocol, port, policy generation */
+	__u64 until;		/* ns: the bucket refuses every packet before this */
+	struct ag_client_key client; /* whose state the drops below belong to */
+	__u32 packets;		/* dropped here, not yet added to the client's state */
+	__u32 bytes;
+	__u8 reason;
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_refusal);
+	__uint(max_entries, AG_REFUSAL_SLOTS);
+} refusals SEC(".maps");
+
 static __always_inline void stat_inc(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
