@@ -127,10 +127,8 @@ func measure(topo *topology, c config, f flood, d time.Duration) (sample, error)
 		return sample{}, err
 	}
 	defer teardown()
-	if topo.napiPID == 0 {
-		if err := topo.pinNAPI(); err != nil {
-			return sample{}, err
-		}
+	if err := topo.pinNAPI(); err != nil {
+		return sample{}, err
 	}
 	src, dst := topo.lg.Addr4, topo.ld.Addr4
 	if f.six {
@@ -151,7 +149,7 @@ func measure(topo *topology, c config, f flood, d time.Duration) (sample, error)
 	if err != nil {
 		return sample{}, err
 	}
-	cpu0, err := cpuTime(topo.napiPID)
+	cpu0, err := topo.napiTime()
 	if err != nil {
 		return sample{}, err
 	}
@@ -179,7 +177,7 @@ func measure(topo *topology, c config, f flood, d time.Duration) (sample, error)
 	if err != nil {
 		return sample{}, err
 	}
-	cpu1, err := cpuTime(topo.napiPID)
+	cpu1, err := topo.napiTime()
 	if err != nil {
 		return sample{}, err
 	}

@@ -21,7 +21,7 @@ type topology struct {
 	lg, ld   *netns.Link
 	genIfidx int
 	dutIfidx int
-	napiPID  int
+	napiPIDs []int
 	genCPU   int
 	dutCPU   int
 }
@@ -81,18 +81,21 @@ func ifindex(ns *netns.Namespace, name string) (int, error) {
 	return idx, err
 }
 
-// pinNAPI finds the DUT veth's NAPI kthread and pins it to dutCPU. The thread
-// appears once the device has a NAPI instance, so call it after attaching.
+// pinNAPI finds the DUT veth's NAPI kthreads and pins them to dutCPU. Attaching
+// or detaching XDP re-creates the device's NAPI instances (and their threads),
+// so it is called after every configuration change.
 func (t *topology) pinNAPI() error {
 	prefix := "napi/" + t.ld.Name
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		pid, err := findThread(prefix)
+		pids, err := findThreads(prefix)
 		if err == nil {
-			t.napiPID = pid
-			out, err := exec.Command("taskset", "-pc", strconv.Itoa(t.dutCPU), strconv.Itoa(pid)).CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("pin %s: %w: %s", prefix, err, out)
+			t.napiPIDs = pids
+			for _, pid := range pids {
+				out, err := exec.Command("taskset", "-pc", strconv.Itoa(t.dutCPU), strconv.Itoa(pid)).CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("pin %s: %w: %s", prefix, err, out)
+				}
 			}
 			return nil
 		}
@@ -103,26 +106,45 @@ func (t *topology) pinNAPI() error {
 	}
 }
 
-// findThread returns the pid of the kernel thread whose name starts with prefix
-// (names are truncated to 15 characters).
-func findThread(prefix string) (int, error) {
+// findThreads returns the pids of the kernel threads whose names start with
+// prefix (names are truncated to 15 characters).
+func findThreads(prefix string) ([]int, error) {
 	if len(prefix) > 15 {
 		prefix = prefix[:15]
 	}
 	dirs, err := filepath.Glob("/proc/[0-9]*/comm")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	var pids []int
 	for _, f := range dirs {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
 		if strings.HasPrefix(strings.TrimSpace(string(b)), prefix) {
-			return strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+				pids = append(pids, pid)
+			}
 		}
 	}
-	return 0, fmt.Errorf("no thread named %s*", prefix)
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("no thread named %s*", prefix)
+	}
+	return pids, nil
+}
+
+// napiTime is the CPU time all of the DUT's NAPI threads have used.
+func (t *topology) napiTime() (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range t.napiPIDs {
+		d, err := cpuTime(pid)
+		if err != nil {
+			continue // a thread that went away with its NAPI instance
+		}
+		sum += d
+	}
+	return sum, nil
 }
 
 // cpuTime is the user+system time a thread has used.
