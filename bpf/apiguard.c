@@ -91,10 +91,10 @@ static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
 	return n && *n * consts.nr_cpus > capacity;
 }
 
-static __always_inline __u64 refusal_tag(const struct pkt *p, __u32 generation)
+static __always_inline __u64 refusal_tag(const __u8 addr[16], __u8 proto, __u16 dport, __u32 generation)
 {
-	const __u32 *w = (const __u32 *)p->addr;
-	__u64 h = ((__u64)generation << 32 | (__u64)p->proto << 16 | p->dport) * 0x9e3779b97f4a7c15ULL;
+	const __u32 *w = (const __u32 *)addr;
+	__u64 h = ((__u64)generation << 32 | (__u64)proto << 16 | dport) * 0x9e3779b97f4a7c15ULL;
 
 	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
 	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
@@ -103,12 +103,12 @@ static __always_inline __u64 refusal_tag(const struct pkt *p, __u32 generation)
 	return (h ^ (h >> 31)) | 1; /* never 0: an empty slot has tag 0 */
 }
 
-/* Drops the packet when a packet-rate bucket refused this source for this port
- * moments ago and will refuse it until a known time. Exact: the bucket would
- * refuse it too. A policy change (new generation) forgets every entry. */
-static __always_inline int refused(const struct pkt *p, __u32 generation, struct verdict *v)
+/* A refusal by a service's total bucket holds for every source: it is
+ * remembered under the all-zero address. */
+static const __u8 any_source[16] __attribute__((aligned(8)));
+
+static __always_inline int refusal_hit(__u64 tag, const struct pkt *p, struct verdict *v)
 {
-	__u64 tag = refusal_tag(p, generation);
 	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
 	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
 
@@ -120,6 +120,16 @@ static __always_inline int refused(const struct pkt *p, __u32 generation, struct
 	v->reason = r->reason;
 	v->service = r->client.service;
 	return 1;
+}
+
+/* Drops the packet when a packet-rate bucket refused this source (or, for a
+ * service total, any source) for this port moments ago and will refuse it until
+ * a known time. Exact: the bucket would refuse it too. A policy change (new
+ * generation) forgets every entry. */
+static __always_inline int refused(const struct pkt *p, __u32 generation, struct verdict *v)
+{
+	return refusal_hit(refusal_tag(p->addr, p->proto, p->dport, generation), p, v) ||
+	       refusal_hit(refusal_tag(any_source, p->proto, p->dport, generation), p, v);
 }
 
 /* Adds the drops a refusal entry made to its client's state: the entry is
@@ -141,11 +151,10 @@ static __always_inline void flush_refusal(struct ag_refusal *r, struct ag_client
 
 /* Remembers a packet-rate refusal, and hands the drops the entry it replaces
  * made on behalf of the same source to the client's state. */
-static __always_inline void remember_refusal(const struct pkt *p, __u32 generation, __u64 tat,
-					     const struct ag_limit *l, struct ag_client_state *cs,
-					     const struct ag_client_key *ckey, struct verdict *v)
+static __always_inline void remember_refusal(__u64 tag, __u64 tat, const struct ag_limit *l,
+					     struct ag_client_state *cs, const struct ag_client_key *ckey,
+					     struct verdict *v)
 {
-	__u64 tag = refusal_tag(p, generation);
 	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
 	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
 
@@ -155,7 +164,11 @@ static __always_inline void remember_refusal(const struct pkt *p, __u32 generati
 	r->tag = tag;
 	/* a packet conforms once now >= tat + interval - tolerance */
 	r->until = tat + (l->interval >> 16) - l->tolerance;
-	r->client = *ckey;
+	if (ckey)
+		r->client = *ckey;
+	else
+		__builtin_memset(&r->client, 0, sizeof(r->client));
+	r->client.service = v->service;
 	r->reason = v->reason;
 }
 
@@ -308,14 +321,17 @@ limited:
 		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
 	/* Only packet-rate refusals hold for every packet of this source until a
 	 * known time; bytes depend on the size, connections only on SYNs. */
-	/* cs set means ckey was built: the drops can be handed to that client */
-	if (kind == AG_KIND_PPS && !v->monitor && cs) {
-		if (level == AG_LEVEL_CLIENT)
-			remember_refusal(p, cfg->generation, cs->tat[AG_KIND_PPS], &lc[AG_KIND_PPS], cs, &ckey, v);
-		else if (level == AG_LEVEL_PREFIX && ps)
-			remember_refusal(p, cfg->generation, ps->tat[AG_KIND_PPS], &lp[AG_KIND_PPS], cs, &ckey, v);
+	if (kind == AG_KIND_PPS && !v->monitor) {
+		__u64 tag = refusal_tag(p->addr, p->proto, p->dport, cfg->generation);
+
+		/* cs set means ckey was built: the drops can be handed to that client */
+		if (level == AG_LEVEL_CLIENT && cs)
+			remember_refusal(tag, cs->tat[AG_KIND_PPS], &lc[AG_KIND_PPS], cs, &ckey, v);
+		else if (level == AG_LEVEL_PREFIX && ps && cs)
+			remember_refusal(tag, ps->tat[AG_KIND_PPS], &lp[AG_KIND_PPS], cs, &ckey, v);
 		else if (level == AG_LEVEL_SERVICE && ss)
-			remember_refusal(p, cfg->generation, ss->tat[AG_KIND_PPS], &lt[AG_KIND_PPS], cs, &ckey, v);
+			remember_refusal(refusal_tag(any_source, p->proto, p->dport, cfg->generation),
+					 ss->tat[AG_KIND_PPS], &lt[AG_KIND_PPS], NULL, NULL, v);
 	}
 }
 
