@@ -151,78 +151,14 @@ func (d *Datapath) progFor(mode AttachMode) *ebpf.Program {
 	return d.objs.ApiguardXdp
 }
 
-// attachClsact installs (or replaces in place) a direct-action bpf filter on the
-// clsact ingress hook. The filter holds the program, so it outlives this process.
+// attachClsact installs (or replaces in place) the ingress filter and marks
+// the interface for Detach.
 func (d *Datapath) attachClsact(dev *net.Interface) (bool, error) {
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
+	adopted, err := installClsactFilter(dev, netlink.HANDLE_MIN_INGRESS, d.objs.ApiguardTc)
+	if err != nil || d.opts.PinDir == "" {
+		return adopted, err
 	}
-	if err := netlink.QdiscReplace(qdisc); err != nil {
-		return false, fmt.Errorf("add clsact qdisc to %s: %w", dev.Name, err)
-	}
-	adopted := false
-	if filters, err := netlink.FilterList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: dev.Index}}, netlink.HANDLE_MIN_INGRESS); err == nil {
-		for _, f := range filters {
-			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
-				adopted = true
-			}
-		}
-	}
-	filter := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: dev.Index,
-			Parent:    netlink.HANDLE_MIN_INGRESS,
-			Handle:    1,
-			Protocol:  unix.ETH_P_ALL,
-			Priority:  1,
-		},
-		Fd:           d.objs.ApiguardTc.FD(),
-		Name:         tcFilterName,
-		DirectAction: true,
-	}
-	if err := netlink.FilterReplace(filter); err != nil {
-		return false, fmt.Errorf("add bpf filter to %s: %w", dev.Name, err)
-	}
-	if d.opts.PinDir != "" {
-		// bpffs holds only BPF objects: pinning the program marks this interface
-		// for Detach.
-		dir := filepath.Join(d.opts.PinDir, linksDir)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return adopted, fmt.Errorf("create %s: %w", dir, err)
-		}
-		path := filepath.Join(dir, linkPinName(AttachTC, dev.Name))
-		_ = os.Remove(path)
-		// a clone per interface: pinning one *Program twice would move its pin
-		prog, err := d.objs.ApiguardTc.Clone()
-		if err != nil {
-			return adopted, fmt.Errorf("clone TC program: %w", err)
-		}
-		defer prog.Close()
-		if err := prog.Pin(path); err != nil {
-			return adopted, fmt.Errorf("pin TC program %s: %w", path, err)
-		}
-	}
-	return adopted, nil
-}
-
-func detachClsact(iface string) error {
-	dev, err := netlink.LinkByName(iface)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", iface, err)
-	}
-	filters, err := netlink.FilterList(dev, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		return fmt.Errorf("list filters of %s: %w", iface, err)
-	}
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
-			if err := netlink.FilterDel(f); err != nil {
-				return fmt.Errorf("delete filter on %s: %w", iface, err)
-			}
-		}
-	}
-	return nil
+	return adopted, pinClone(d.objs.ApiguardTc, filepath.Join(d.opts.PinDir, linksDir, linkPinName(AttachTC, dev.Name)))
 }
 
 // Attachments lists what is pinned under pinDir.
@@ -257,7 +193,7 @@ func Detach(pinDir string) error {
 	for _, a := range atts {
 		path := filepath.Join(linkDir, linkPinName(a.Mode, a.Iface))
 		if a.Mode == AttachTC {
-			if err := detachClsact(a.Iface); err != nil {
+			if err := removeClsactFilters(a.Iface, netlink.HANDLE_MIN_INGRESS); err != nil {
 				errs = append(errs, err)
 			}
 			if err := os.Remove(path); err != nil {

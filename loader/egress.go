@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // The egress hook: apiguard_egress sees the server's replies, so connections
@@ -86,69 +85,16 @@ func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
 	return l.Close() // the pin keeps it attached
 }
 
-// attachEgressClsact installs (or replaces in place) a direct-action filter on
-// the clsact egress hook; the filter holds the program.
+// attachEgressClsact installs (or replaces in place) the egress filter and
+// marks the interface for Detach.
 func (d *Datapath) attachEgressClsact(dev *net.Interface) error {
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
-	// add, not replace: the ingress filter may already hang off this clsact
-	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add clsact qdisc to %s: %w", dev.Name, err)
-	}
-	filter := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: dev.Index,
-			Parent:    netlink.HANDLE_MIN_EGRESS,
-			Handle:    1,
-			Protocol:  unix.ETH_P_ALL,
-			Priority:  1,
-		},
-		Fd:           d.objs.ApiguardEgress.FD(),
-		Name:         tcFilterName,
-		DirectAction: true,
-	}
-	if err := netlink.FilterReplace(filter); err != nil {
-		return fmt.Errorf("add egress bpf filter to %s: %w", dev.Name, err)
+	if _, err := installClsactFilter(dev, netlink.HANDLE_MIN_EGRESS, d.objs.ApiguardEgress); err != nil {
+		return fmt.Errorf("egress: %w", err)
 	}
 	if d.opts.PinDir == "" {
 		return nil
 	}
-	// the pin marks the interface for Detach (as for the ingress filter)
-	path := egressPinPath(d.opts.PinDir, AttachTC, dev.Name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	_ = os.Remove(path)
-	prog, err := d.objs.ApiguardEgress.Clone()
-	if err != nil {
-		return fmt.Errorf("clone egress program: %w", err)
-	}
-	defer prog.Close()
-	if err := prog.Pin(path); err != nil {
-		return fmt.Errorf("pin egress program %s: %w", path, err)
-	}
-	return nil
-}
-
-func detachClsactEgress(iface string) error {
-	dev, err := netlink.LinkByName(iface)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", iface, err)
-	}
-	filters, err := netlink.FilterList(dev, netlink.HANDLE_MIN_EGRESS)
-	if err != nil {
-		return fmt.Errorf("list egress filters of %s: %w", iface, err)
-	}
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == tcFilterName {
-			if err := netlink.FilterDel(f); err != nil {
-				return fmt.Errorf("delete egress filter on %s: %w", iface, err)
-			}
-		}
-	}
-	return nil
+	return pinClone(d.objs.ApiguardEgress, egressPinPath(d.opts.PinDir, AttachTC, dev.Name))
 }
 
 // detachEgress removes every egress hook pinned under pinDir.
@@ -169,7 +115,7 @@ func detachEgress(pinDir string) []error {
 		}
 		path := filepath.Join(dir, e.Name())
 		if AttachMode(mode) == AttachTC {
-			if err := detachClsactEgress(iface); err != nil {
+			if err := removeClsactFilters(iface, netlink.HANDLE_MIN_EGRESS); err != nil {
 				errs = append(errs, err)
 			}
 			if err := os.Remove(path); err != nil {
