@@ -61,11 +61,13 @@ func TestCollectorOnLoadedDatapath(t *testing.T) {
 			}
 		}
 	}
-	run(deny, 1)
+	run(deny, 2)                            // the second deny hit's event is throttled
 	run(frame("192.0.2.77", packet.ACK), 3) // one passes, two are limited
 	run(frame("203.0.113.9", packet.SYN), 1)
 
-	// the reader sees deny_hit, limited and ban_hit (the second drop was throttled)
+	// the reader sees deny_hit, limited and ban_hit: the second deny event was
+	// throttled, and the second limited packet was dropped by the refusal
+	// memory before any event
 	if err := r.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +84,8 @@ func TestCollectorOnLoadedDatapath(t *testing.T) {
 	reg := newTestRegistry(t, src)
 	got := sample(t, reg)
 	want := map[string]float64{
-		"apiguard_packets_total{action=drop,reason=deny}":       1,
-		"apiguard_bytes_total{action=drop,reason=deny}":         float64(len(deny)),
+		"apiguard_packets_total{action=drop,reason=deny}":       2,
+		"apiguard_bytes_total{action=drop,reason=deny}":         float64(2 * len(deny)),
 		"apiguard_packets_total{action=drop,reason=client_pps}": 2,
 		"apiguard_packets_total{action=pass,reason=ok}":         1,
 		"apiguard_packets_total{action=drop,reason=ban}":        1,
