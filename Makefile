@@ -86,7 +86,7 @@ bench-apisignals: deps
 	$(GO) test -run '^$$' -bench 'Combined|JSONLines' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
 	$(GO) test -run '^$$' -bench 'OffendingRequestToDrop' -benchtime 20x -count 1 ./test/e2e/
 
-# The live path against nftables and XDP_DROP (about 10 minutes; root, 2+ CPUs).
+# The live path against nftables and XDP_DROP (about 4 minutes; root, 2+ CPUs).
 bench-live: deps
 	$(GO) run ./test/bench/live --runs 3 --duration 2s --out docs/bench-live-latest.md
 
