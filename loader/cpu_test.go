@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/test/packet"
+	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
@@ -20,9 +21,8 @@ import (
 // a busy machine until one run has both CPUs busy; the upper bound is checked on
 // every run.
 func TestLimitHoldsAcrossCPUs(t *testing.T) {
-	if runtime.NumCPU() < 2 {
-		t.Skip("needs two CPUs")
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireCPUs(t, 2)
 	var last string
 	for attempt := 1; attempt <= 3; attempt++ {
 		passed, allowed, info := twoCPUFlood(t)

@@ -352,11 +352,11 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	}
 	res, err := d.writeSlot(target, d.slots[target], img)
 	if err != nil {
-		// what the inactive slot holds is now unknown: read it back
-		if back, rerr := d.readSlot(target); rerr == nil {
-			d.slots[target] = back
-		}
-		return ApplyResult{}, err
+		// what the inactive slot holds is now unknown: read it back, or mark it
+		// unknown so the next Apply reads it before diffing
+		back, rerr := d.readSlot(target)
+		d.slots[target] = back
+		return ApplyResult{}, errors.Join(err, rerr)
 	}
 	if err := d.objs.Active.Update(uint32(0), target, ebpf.UpdateAny); err != nil {
 		return ApplyResult{}, fmt.Errorf("switch to policy slot %d: %w", target, err)

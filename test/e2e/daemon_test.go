@@ -396,9 +396,13 @@ func TestDaemonRefusesBadPolicyAtStart(t *testing.T) {
 			}
 		}
 	})
+	// in a namespace of the test's own: if the refusal ever regressed, the
+	// daemon must not attach to anything of the host's
+	p := newPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "daemon", "--iface", "lo", "--policy", bad, "--bpffs", pinDir,
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+p.guarded.Name, bin, "daemon",
+		"--iface", p.guardEnd.Name, "--policy", bad, "--bpffs", pinDir,
 		"--socket", filepath.Join(dir, "s.sock"), "--state-dir", filepath.Join(dir, "state"))
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError

@@ -263,9 +263,7 @@ spec:
 // at most three times in all.
 func TestClientLimitAcrossCPUs(t *testing.T) {
 	testenv.RequireRoot(t)
-	if n := numCPU(t); n < 2 {
-		t.Skipf("needs two CPUs, this machine has %d", n)
-	}
+	testenv.RequireCPUs(t, 2)
 	g := newGuarded(t, lab.Config{}, limitPolicy, false)
 	sink := g.sink(9000)
 	const rate, burst = 20000, 1000
@@ -310,15 +308,6 @@ func TestClientLimitAcrossCPUs(t *testing.T) {
 		}
 	}
 	t.Fatalf("no run had the client's packets on both CPUs and 95%% of the limit admitted; last: %s", last)
-}
-
-func numCPU(t *testing.T) int {
-	t.Helper()
-	n, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // perCPU reads the datapath's pinned counters and returns how many packets
@@ -462,6 +451,7 @@ func TestPolicyReloadDuringFlood(t *testing.T) {
 	g.cli("policy", "apply", variants[0])
 	sinkDenied, sinkLimited := g.sink(9000), g.sink(9001)
 	gen0 := mustStatus(t, g).Policy.Generation
+	before := g.counters()
 
 	const d = 5 * time.Second
 	start := time.Now()
@@ -486,6 +476,11 @@ func TestPolicyReloadDuringFlood(t *testing.T) {
 	}
 	if n := sinkDenied.Received(); n != 0 {
 		t.Errorf("%d datagrams of the denied source reached the server", n)
+	}
+	// the denied flood must have been sent and dropped by the deny list, or
+	// "nothing reached the server" proves nothing
+	if denyDrops := g.counters()["drop/deny"] - before["drop/deny"]; r0.Sent < 50000 || denyDrops < uint64(r0.Sent)*9/10 {
+		t.Errorf("the denied source sent %d datagrams and the deny list dropped %d: the test shows nothing", r0.Sent, denyDrops)
 	}
 	if limit := 1000*elapsed.Seconds() + 100; float64(sinkLimited.Received()) > limit {
 		t.Errorf("the limited source got %d datagrams through in %v, more than its limit allows (%.0f)", sinkLimited.Received(), elapsed, limit)
@@ -579,6 +574,11 @@ func TestKill9DuringFlood(t *testing.T) {
 		gap.Round(time.Millisecond), limitedInGap, r0.Sent, sinkDenied.Received(), r1.Sent, sinkLimited.Received())
 	if n := sinkDenied.Received(); n != 0 {
 		t.Errorf("%d datagrams of the denied source reached the server", n)
+	}
+	// the denied flood must have been sent and dropped by the deny list, or
+	// "nothing reached the server" proves nothing
+	if denyDrops := g.counters()["drop/deny"] - before["drop/deny"]; r0.Sent < 50000 || denyDrops < uint64(r0.Sent)*9/10 {
+		t.Errorf("the denied source sent %d datagrams and the deny list dropped %d: the test shows nothing", r0.Sent, denyDrops)
 	}
 	if limit := 1000*elapsed.Seconds() + 100; float64(sinkLimited.Received()) > limit {
 		t.Errorf("the limited source got %d datagrams through in %v (limit %.0f)", sinkLimited.Received(), elapsed, limit)

@@ -180,8 +180,11 @@ func (l *LAPI) Run(tb testing.TB) {
 	l.mu.Unlock()
 	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(15 * time.Second)
+	// each probe is bounded too: a LAPI that accepts and never answers must not
+	// hold the test past its deadline
+	probe := &http.Client{Timeout: 2 * time.Second}
 	for {
-		resp, err := http.Get(l.URL + "/health")
+		resp, err := probe.Get(l.URL + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -42,8 +42,7 @@ func New(prefix string) (*Namespace, error) {
 		return nil, err
 	}
 	if err := ns.IP("link", "set", "lo", "up"); err != nil {
-		ns.Close()
-		return nil, err
+		return nil, errors.Join(err, ns.Close())
 	}
 	return ns, nil
 }

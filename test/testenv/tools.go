@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"fmt"
 	"os/exec"
+	"runtime"
 	"testing"
 )
 
@@ -17,4 +19,13 @@ func RequireTool(tb testing.TB, name string) string {
 	}
 	missing(tb, name+" is not installed (apt-get install "+name+")")
 	return ""
+}
+
+// RequireCPUs stops the test unless n CPUs are online: it skips on a smaller
+// machine, but under CI=true a skip would hide an untested kernel path.
+func RequireCPUs(tb testing.TB, n int) {
+	tb.Helper()
+	if have := runtime.NumCPU(); have < n {
+		missing(tb, fmt.Sprintf("needs %d CPUs, this machine has %d", n, have))
+	}
 }

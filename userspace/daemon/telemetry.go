@@ -130,8 +130,11 @@ func (d *Daemon) consumeEvents(ctx context.Context) error {
 		case <-stopped:
 		}
 		// Close ends the reader's loop, which closes its queue and ends the
-		// range below; a second Close (on a read error) is harmless
-		t.reader.Close()
+		// range below; a read error is returned by Err below, so only a
+		// failure to close the ring buffer itself is logged here
+		if err := t.reader.Close(); err != nil && !errors.Is(err, t.reader.Err()) {
+			d.log.Warn("closing the event reader", "err", err)
+		}
 	}()
 	for ev := range t.reader.Events() {
 		t.det.Observe(&ev)
