@@ -91,28 +91,38 @@ static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
 	return n && *n * consts.nr_cpus > capacity;
 }
 
-static __always_inline __u64 refusal_tag(const __u8 addr[16], __u8 proto, __u16 dport, __u32 generation)
+static __always_inline __u32 refusal_slot(const struct pkt *p)
 {
-	const __u32 *w = (const __u32 *)addr;
-	__u64 h = ((__u64)generation << 32 | (__u64)proto << 16 | dport) * 0x9e3779b97f4a7c15ULL;
+	const __u32 *w = (const __u32 *)p->addr;
+	__u64 h = ((__u64)p->proto << 16 | p->dport) * 0x9e3779b97f4a7c15ULL;
 
 	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
 	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
 	h ^= (__u64)w[2] * 0x27d4eb2f165667c5ULL;
 	h ^= (__u64)w[3] * 0x94d049bb133111ebULL;
-	return (h ^ (h >> 31)) | 1; /* never 0: an empty slot has tag 0 */
+	return (h ^ (h >> 31)) & (AG_REFUSAL_SLOTS - 1);
 }
 
-/* A refusal by a service's total bucket holds for every source: it is
- * remembered under the all-zero address. */
-static const __u8 any_source[16] __attribute__((aligned(8)));
-
-static __always_inline int refusal_hit(__u64 tag, const struct pkt *p, struct verdict *v)
+static __always_inline int refusal_matches(const struct ag_refusal *r, const struct pkt *p,
+					   __u32 generation)
 {
-	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
+	const __u64 *a = (const __u64 *)r->addr, *b = (const __u64 *)p->addr;
+
+	return r->generation == generation && r->dport == p->dport && r->proto == p->proto &&
+	       a[0] == b[0] && a[1] == b[1];
+}
+
+/* Drops the packet when a packet-rate bucket refused this very source for
+ * this port moments ago and will refuse it until a known time. Exact: the
+ * bucket would refuse it too. It runs before the allow list: a source that
+ * could be refused is not allow-listed in this policy, and a policy change
+ * (new generation) forgets every entry. */
+static __always_inline int refused(const struct pkt *p, __u32 generation, struct verdict *v)
+{
+	__u32 idx = refusal_slot(p);
 	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
 
-	if (!r || r->tag != tag || bpf_ktime_get_ns() >= r->until)
+	if (!r || !r->until || !refusal_matches(r, p, generation) || bpf_ktime_get_ns() >= r->until)
 		return 0;
 	r->packets++;
 	r->bytes += p->len;
@@ -120,16 +130,6 @@ static __always_inline int refusal_hit(__u64 tag, const struct pkt *p, struct ve
 	v->reason = r->reason;
 	v->service = r->client.service;
 	return 1;
-}
-
-/* Drops the packet when a packet-rate bucket refused this source (or, for a
- * service total, any source) for this port moments ago and will refuse it until
- * a known time. Exact: the bucket would refuse it too. A policy change (new
- * generation) forgets every entry. */
-static __always_inline int refused(const struct pkt *p, __u32 generation, struct verdict *v)
-{
-	return refusal_hit(refusal_tag(p->addr, p->proto, p->dport, generation), p, v) ||
-	       refusal_hit(refusal_tag(any_source, p->proto, p->dport, generation), p, v);
 }
 
 /* Adds the drops a refusal entry made to its client's state: the entry is
@@ -150,26 +150,25 @@ static __always_inline void flush_refusal(struct ag_refusal *r, struct ag_client
 }
 
 /* Remembers a packet-rate refusal, and hands the drops the entry it replaces
- * made on behalf of the same source to the client's state. */
-static __always_inline void remember_refusal(__u64 tag, __u64 tat, const struct ag_limit *l,
-					     struct ag_client_state *cs, const struct ag_client_key *ckey,
-					     struct verdict *v)
+ * made to that entry's client. */
+static __always_inline void remember_refusal(const struct pkt *p, __u32 generation, __u64 tat,
+					     const struct ag_limit *l, struct ag_client_state *cs,
+					     const struct ag_client_key *ckey, struct verdict *v)
 {
-	__u32 idx = tag & (AG_REFUSAL_SLOTS - 1);
+	__u32 idx = refusal_slot(p);
 	struct ag_refusal *r = bpf_map_lookup_elem(&refusals, &idx);
 
 	if (!r)
 		return;
-	flush_refusal(r, r->tag == tag ? cs : NULL);
-	r->tag = tag;
+	flush_refusal(r, refusal_matches(r, p, generation) ? cs : NULL);
+	__builtin_memcpy(r->addr, p->addr, 16);
+	r->generation = generation;
+	r->dport = p->dport;
+	r->proto = p->proto;
+	r->reason = v->reason;
 	/* a packet conforms once now >= tat + interval - tolerance */
 	r->until = tat + (l->interval >> 16) - l->tolerance;
-	if (ckey)
-		r->client = *ckey;
-	else
-		__builtin_memset(&r->client, 0, sizeof(r->client));
-	r->client.service = v->service;
-	r->reason = v->reason;
+	r->client = *ckey;
 }
 
 static __always_inline void key_for(struct ag_client_key *key, const struct pkt *p,
@@ -217,7 +216,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	struct ag_service_state *ss = NULL, *ps = NULL;
 	struct ag_client_state *cs = NULL;
 	struct ag_client_key ckey, pkey;
-	int kind = AG_KIND_MAX, prefix_on, total_on, total_syn;
+	int kind = AG_KIND_MAX, prefix_on, total_on;
 	__u32 level = AG_LEVEL_SERVICE;
 	__u64 now;
 
@@ -230,24 +229,12 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	lt = svc->limits[AG_LEVEL_SERVICE];
 	prefix_on = level_limited(lp);
 	total_on = level_limited(lt);
-	total_syn = syn;
 	now = bpf_ktime_get_ns();
 
 	if (total_on) {
 		ss = bpf_map_lookup_elem(&service_state, &svc_id);
-		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX) {
-			/* A spoofed SYN flood fills the service's new-connection total;
-			 * a client the datapath already knows must not pay for it with
-			 * its reconnects. Known clients skip (and do not charge) that
-			 * one bucket; their own and their prefix's buckets still apply. */
-			if (kind != AG_KIND_CPS)
-				goto limited;
-			key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
-			cs = bpf_map_lookup_elem(&clients, &ckey);
-			if (!cs)
-				goto limited;
-			total_syn = 0;
-		}
+		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+			goto limited;
 	}
 	if (prefix_on) {
 		level = AG_LEVEL_PREFIX;
@@ -300,7 +287,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	}
 	if (ss) {
 		level = AG_LEVEL_SERVICE;
-		if ((kind = limit_level(ss->tat, lt, p->len, total_syn, now)) != AG_KIND_MAX)
+		if ((kind = limit_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	return;
@@ -321,17 +308,14 @@ limited:
 		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
 	/* Only packet-rate refusals hold for every packet of this source until a
 	 * known time; bytes depend on the size, connections only on SYNs. */
-	if (kind == AG_KIND_PPS && !v->monitor) {
-		__u64 tag = refusal_tag(p->addr, p->proto, p->dport, cfg->generation);
-
-		/* cs set means ckey was built: the drops can be handed to that client */
-		if (level == AG_LEVEL_CLIENT && cs)
-			remember_refusal(tag, cs->tat[AG_KIND_PPS], &lc[AG_KIND_PPS], cs, &ckey, v);
-		else if (level == AG_LEVEL_PREFIX && ps && cs)
-			remember_refusal(tag, ps->tat[AG_KIND_PPS], &lp[AG_KIND_PPS], cs, &ckey, v);
+	/* cs set means ckey was built: the drops can be handed to that client */
+	if (kind == AG_KIND_PPS && !v->monitor && cs) {
+		if (level == AG_LEVEL_CLIENT)
+			remember_refusal(p, cfg->generation, cs->tat[AG_KIND_PPS], &lc[AG_KIND_PPS], cs, &ckey, v);
+		else if (level == AG_LEVEL_PREFIX && ps)
+			remember_refusal(p, cfg->generation, ps->tat[AG_KIND_PPS], &lp[AG_KIND_PPS], cs, &ckey, v);
 		else if (level == AG_LEVEL_SERVICE && ss)
-			remember_refusal(refusal_tag(any_source, p->proto, p->dport, cfg->generation),
-					 ss->tat[AG_KIND_PPS], &lt[AG_KIND_PPS], NULL, NULL, v);
+			remember_refusal(p, cfg->generation, ss->tat[AG_KIND_PPS], &lt[AG_KIND_PPS], cs, &ckey, v);
 	}
 }
 

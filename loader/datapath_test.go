@@ -435,23 +435,21 @@ func TestSpoofedChurnKeepsPrefixLimit(t *testing.T) {
 	}
 }
 
-// A spoofed SYN flood exhausts the service's new-connection total; clients the
-// datapath already knows still reconnect, within their own limits.
-func TestKnownClientsSkipTheConnectionTotal(t *testing.T) {
+// The service's new-connection total holds for everyone: a source that sent
+// data before (which a blind spoofer can do with one ACK) is refused like a new
+// one once the total is exhausted.
+func TestConnectionTotalHoldsForKnownSources(t *testing.T) {
 	d := newDatapath(t, Options{})
 	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "api", Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
-		Client: Limits{Conns: Rate{PerSecond: 1, Burst: 2}},
-		Total:  Limits{Conns: Rate{PerSecond: 1, Burst: 2}}}}})
-	ok, svcCPS, cliCPS := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_SERVICE_CPS), Reason(GuardAgReasonAG_R_CLIENT_CPS)
+		Total: Limits{Conns: Rate{PerSecond: 1, Burst: 2}}}}})
+	ok, svcCPS := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_SERVICE_CPS)
 	checkVerdicts(t, d, []verdictCase{
-		vc("known client's data packet", packet.Build(tcp("10.9.1.1", 443, packet.ACK)), pass, ok),
+		vc("primed source's ACK", packet.Build(tcp("10.9.1.1", 443, packet.ACK)), pass, ok),
 		vc("new source 1", packet.Build(tcp("10.9.2.1", 443, packet.SYN)), pass, ok),
 		vc("new source 2", packet.Build(tcp("10.9.2.2", 443, packet.SYN)), pass, ok),
 		vc("new source 3: total exhausted", packet.Build(tcp("10.9.2.3", 443, packet.SYN)), drop, svcCPS),
-		vc("known client reconnects", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), pass, ok),
-		vc("known client again", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), pass, ok),
-		vc("known client over its own limit", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), drop, cliCPS),
-		vc("a source that passed before is known too", packet.Build(tcp("10.9.2.1", 443, packet.SYN)), pass, ok),
+		vc("primed source's SYN: refused too", packet.Build(tcp("10.9.1.1", 443, packet.SYN)), drop, svcCPS),
+		vc("data still flows", packet.Build(tcp("10.9.1.1", 443, packet.ACK)), pass, ok),
 	})
 }
 
@@ -494,4 +492,67 @@ func TestRefusalMemory(t *testing.T) {
 	if c.Packets != 54 || c.Drops != 51 {
 		t.Fatalf("client state %d packets %d drops, want 54 and 51", c.Packets, c.Drops)
 	}
+}
+
+// refusalSlot mirrors the datapath's slot hash (bpf/apiguard.c refusal_slot),
+// only to build a source that shares a victim's slot.
+func refusalSlot(a netip.Addr, proto uint8, dport uint16) uint32 {
+	b := a.As16()
+	w := func(i int) uint64 { return uint64(binary.LittleEndian.Uint32(b[4*i:])) }
+	h := (uint64(proto)<<16 | uint64(dport)) * 0x9e3779b97f4a7c15
+	h ^= w(0) * 0xc2b2ae3d27d4eb4f
+	h ^= w(1) * 0x165667b19e3779f9
+	h ^= w(2) * 0x27d4eb2f165667c5
+	h ^= w(3) * 0x94d049bb133111eb
+	return uint32((h ^ (h >> 31)) & 4095)
+}
+
+// The refusal memory matches its source exactly: another source in the same
+// slot is judged normally, and an allow-listed source is never refused, even
+// while the service's total refuses everyone else.
+func TestRefusalMemoryIsExact(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, &Policy{
+		Allow: []netip.Prefix{pfx("198.51.100.7/32")},
+		Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
+			Client: Limits{Packets: Rate{PerSecond: 1, Burst: 1}},
+			Total:  Limits{Packets: Rate{PerSecond: 1, Burst: 3}}}}})
+	attacker := addr("10.12.0.1")
+	slot := refusalSlot(attacker, packet.UDP, 9001)
+	var twin netip.Addr
+	for i := 2; i < 1<<20; i++ {
+		c := netip.AddrFrom4([4]byte{10, 13, byte(i >> 8), byte(i)})
+		if refusalSlot(c, packet.UDP, 9001) == slot {
+			twin = c
+			break
+		}
+	}
+	if !twin.IsValid() {
+		t.Fatal("no source found in the attacker's slot")
+	}
+	from := func(a netip.Addr) []byte { s := udp("10.0.0.1", 9001, 0); s.Src = a; return packet.Build(s) }
+	ok := Reason(GuardAgReasonAG_R_OK)
+	checkVerdicts(t, d, []verdictCase{
+		vc("attacker's first", from(attacker), pass, ok),
+		vc("attacker refused", from(attacker), drop, Reason(GuardAgReasonAG_R_CLIENT_PPS)),
+	})
+	// the mirrored hash found the slot the kernel uses: the twin really collides
+	var per []GuardAgRefusal
+	if err := d.objs.Refusals.Lookup(slot, &per); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range per {
+		found = found || netip.AddrFrom16(r.Addr).Unmap() == attacker
+	}
+	if !found {
+		t.Fatalf("the attacker's refusal is not in slot %d: the test's hash no longer mirrors the datapath's", slot)
+	}
+	checkVerdicts(t, d, []verdictCase{
+		vc("attacker refused from memory", from(attacker), drop, Reason(GuardAgReasonAG_R_CLIENT_PPS)),
+		vc("same slot, other source", from(twin), pass, ok),
+		vc("third source exhausts the total", from(addr("10.14.0.1")), pass, ok),
+		vc("total refuses a fourth", from(addr("10.14.0.2")), drop, Reason(GuardAgReasonAG_R_SERVICE_PPS)),
+		vc("allow-listed source still passes", from(addr("198.51.100.7")), pass, Reason(GuardAgReasonAG_R_ALLOW)),
+	})
 }

@@ -251,14 +251,16 @@ const (
 )
 
 type GuardAgRefusal struct {
-	_       structs.HostLayout
-	Tag     uint64
-	Until   uint64
-	Client  GuardAgClientKey
-	Packets uint32
-	Bytes   uint32
-	Reason  uint8
-	Pad     [7]uint8
+	_          structs.HostLayout
+	Addr       [16]uint8
+	Generation uint32
+	Dport      uint16
+	Proto      uint8
+	Reason     uint8
+	Until      uint64
+	Client     GuardAgClientKey
+	Packets    uint64
+	Bytes      uint64
 }
 
 type GuardAgService struct {

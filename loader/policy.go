@@ -359,6 +359,8 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 		return ApplyResult{}, errors.Join(err, rerr)
 	}
 	if err := d.objs.Active.Update(uint32(0), target, ebpf.UpdateAny); err != nil {
+		// the slot now holds the new policy but is not in force: unknown to the next diff
+		d.slots[target] = nil
 		return ApplyResult{}, fmt.Errorf("switch to policy slot %d: %w", target, err)
 	}
 	d.lastFlip = time.Now()

@@ -138,12 +138,12 @@ func (d *Datapath) pendingRefusals() (map[GuardAgClientKey]GuardAgClientState, e
 	it := d.objs.Refusals.Iterate()
 	for it.Next(&key, &per) {
 		for _, r := range per {
-			if r.Tag == 0 || r.Packets == 0 {
+			if r.Until == 0 || r.Packets == 0 {
 				continue
 			}
 			s := out[r.Client]
-			s.Packets += uint64(r.Packets)
-			s.Bytes += uint64(r.Bytes)
+			s.Packets += r.Packets
+			s.Bytes += r.Bytes
 			out[r.Client] = s
 		}
 	}

@@ -160,13 +160,17 @@ struct {
 #define AG_REFUSAL_SLOTS 4096
 
 struct ag_refusal {
-	__u64 tag;		/* source address, protocol, port, policy generation */
+	/* the exact key: a slot is chosen by a hash, but an entry only ever
+	 * matches its own source, so no crafted source can borrow a victim's */
+	__u8 addr[16];
+	__u32 generation;	/* of the policy that refused: a new policy forgets */
+	__u16 dport;
+	__u8 proto;
+	__u8 reason;
 	__u64 until;		/* ns: the bucket refuses every packet before this */
 	struct ag_client_key client; /* whose state the drops below belong to */
-	__u32 packets;		/* dropped here, not yet added to the client's state */
-	__u32 bytes;
-	__u8 reason;
-	__u8 _pad[7];
+	__u64 packets;		/* dropped here, not yet added to the client's state */
+	__u64 bytes;
 };
 
 struct {

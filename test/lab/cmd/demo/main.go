@@ -127,16 +127,16 @@ func allScenarios() []scenario {
 			title:  "SYNs to port 80 from random spoofed IPv4 sources, 200k/s",
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
-			hurtWith: "the policy's total connection limit for port 80 (2000/s) fills with the flood: " +
-				"clients apiguard has never seen lose most of their first SYNs (known clients still reconnect)",
+			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared by everyone: " +
+				"during a spoofed flood, new connections of real clients lose most of their SYNs too",
 		},
 		{
 			name: "SYN flood, random sources, IPv6", unit: "SYNs", v6: true,
 			title:  "SYNs to port 80 from random spoofed IPv6 sources, 200k/s",
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
-			hurtWith: "the policy's total connection limit for port 80 (2000/s) fills with the flood: " +
-				"clients apiguard has never seen lose most of their first SYNs (known clients still reconnect)",
+			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared by everyone: " +
+				"during a spoofed flood, new connections of real clients lose most of their SYNs too",
 		},
 		{
 			name: "HTTP request flood, one source", unit: "requests",
