@@ -192,27 +192,37 @@ func Detach(pinDir string) error {
 	errs = append(errs, detachEgress(pinDir)...)
 	for _, a := range atts {
 		path := filepath.Join(linkDir, linkPinName(a.Mode, a.Iface))
-		if a.Mode == AttachTC {
-			if err := removeClsactFilters(a.Iface, netlink.HANDLE_MIN_INGRESS); err != nil {
-				errs = append(errs, err)
-			}
-			if err := os.Remove(path); err != nil {
-				errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-			}
-			continue
+		if err := removeHook(path, a.Mode, a.Iface, netlink.HANDLE_MIN_INGRESS); err != nil {
+			errs = append(errs, err)
 		}
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("open %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-		}
-		l.Close() // last reference: the program leaves the interface
 	}
 	if err := os.RemoveAll(pinDir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", pinDir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// removeHook takes one pinned hook off its interface: a clsact filter (hook
+// is its parent, ingress or egress) or a bpf_link, whose last reference goes
+// with its pin.
+func removeHook(path string, mode AttachMode, iface string, hook uint32) error {
+	if mode == AttachTC {
+		var errs []error
+		if err := removeClsactFilters(iface, hook); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.Remove(path); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+		}
+		return errors.Join(errs...)
+	}
+	l, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer l.Close() // last reference: the program leaves the interface
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	return nil
 }

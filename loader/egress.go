@@ -113,25 +113,9 @@ func detachEgress(pinDir string) []error {
 		if !ok {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		if AttachMode(mode) == AttachTC {
-			if err := removeClsactFilters(iface, netlink.HANDLE_MIN_EGRESS); err != nil {
-				errs = append(errs, err)
-			}
-			if err := os.Remove(path); err != nil {
-				errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-			}
-			continue
+		if err := removeHook(filepath.Join(dir, e.Name()), AttachMode(mode), iface, netlink.HANDLE_MIN_EGRESS); err != nil {
+			errs = append(errs, err)
 		}
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("open %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-		}
-		l.Close() // last reference: the program leaves the interface
 	}
 	return errs
 }
