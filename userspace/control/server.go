@@ -181,31 +181,31 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) applyPolicy(w http.ResponseWriter, r *http.Request) {
-	var up PolicyUpload
-	if err := decode(w, r, MaxPolicyBody, &up); err != nil {
-		s.fail(w, err)
-		return
+	if up, ok := s.upload(w, r); ok {
+		res, err := s.backend.ApplyPolicy(r.Context(), up)
+		s.reply(w, res, err)
 	}
-	if err := up.check(); err != nil {
-		s.fail(w, err)
-		return
-	}
-	res, err := s.backend.ApplyPolicy(r.Context(), &up)
-	s.reply(w, res, err)
 }
 
 func (s *Server) diffPolicy(w http.ResponseWriter, r *http.Request) {
+	if up, ok := s.upload(w, r); ok {
+		res, err := s.backend.DiffPolicy(r.Context(), up)
+		s.reply(w, res, err)
+	}
+}
+
+// upload decodes and checks a policy upload, answering the error itself.
+func (s *Server) upload(w http.ResponseWriter, r *http.Request) (*PolicyUpload, bool) {
 	var up PolicyUpload
 	if err := decode(w, r, MaxPolicyBody, &up); err != nil {
 		s.fail(w, err)
-		return
+		return nil, false
 	}
 	if err := up.check(); err != nil {
 		s.fail(w, err)
-		return
+		return nil, false
 	}
-	res, err := s.backend.DiffPolicy(r.Context(), &up)
-	s.reply(w, res, err)
+	return &up, true
 }
 
 func (s *Server) bans(w http.ResponseWriter, r *http.Request) {
