@@ -5,13 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/apiguard/apiguard/test/packet"
+	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 )
 
 // readEvents drains the ring buffer (at most max records).
@@ -50,19 +49,8 @@ func isTimeout(err error) bool {
 func TestEventsThrottled(t *testing.T) {
 	d := newDatapath(t, Options{EventInterval: time.Hour})
 	mustApply(t, d, basePolicy())
-	// the throttle is per CPU by design: keep every run on one CPU, or a
-	// migration of this thread would legitimately allow a second event
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var orig, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &orig); err != nil {
-		t.Fatal(err)
-	}
-	one.Set(0)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &orig)
+	// the throttle is per CPU by design: a migration would allow a second event
+	testenv.OnOneCPU(t)
 
 	for i := 0; i < 50; i++ {
 		runXDP(t, d, packet.Build(udp("198.51.100.5", 53, 0))) // deny hit

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireTool returns the path of a program the test drives (nginx...), or
@@ -28,4 +30,26 @@ func RequireCPUs(tb testing.TB, n int) {
 	if have := runtime.NumCPU(); have < n {
 		missing(tb, fmt.Sprintf("needs %d CPUs, this machine has %d", n, have))
 	}
+}
+
+// OnOneCPU keeps the calling goroutine on CPU 0 until the test ends: for tests
+// that count what per-CPU datapath state (event throttling) lets through,
+// where a thread migration would legitimately change the count.
+func OnOneCPU(tb testing.TB) {
+	tb.Helper()
+	runtime.LockOSThread()
+	var orig, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("read CPU affinity: %v", err)
+	}
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("pin to CPU 0: %v", err)
+	}
+	tb.Cleanup(func() {
+		unix.SchedSetaffinity(0, &orig)
+		runtime.UnlockOSThread()
+	})
 }
