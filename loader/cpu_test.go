@@ -25,20 +25,20 @@ func TestLimitHoldsAcrossCPUs(t *testing.T) {
 	testenv.RequireCPUs(t, 2)
 	var last string
 	for attempt := 1; attempt <= 3; attempt++ {
-		passed, allowed, info := twoCPUFlood(t)
+		passed, allowed, overLimit, info := twoCPUFlood(t)
 		t.Logf("attempt %d: %s", attempt, info)
 		if float64(passed) > allowed {
 			t.Fatalf("%d packets passed, more than rate x time + burst = %.0f", passed, allowed)
 		}
-		if float64(passed) >= 0.95*allowed {
+		if overLimit && float64(passed) >= 0.95*allowed {
 			return
 		}
 		last = info
 	}
-	t.Fatalf("admitted less than 95%% of the limit in 3 runs; last: %s", last)
+	t.Fatalf("no run of 3 offered far more than the limit and admitted 95%% of it; last: %s", last)
 }
 
-func twoCPUFlood(t *testing.T) (uint64, float64, string) {
+func twoCPUFlood(t *testing.T) (passed uint64, allowed float64, overLimit bool, info string) {
 	// The rate is low enough that even a slow, busy CI machine offers many
 	// times it (a CI run offered 120k packets/s; 20k/s was too close).
 	const rate, burst = 5000, 250
@@ -78,13 +78,15 @@ func twoCPUFlood(t *testing.T) (uint64, float64, string) {
 		t.Fatal(err)
 	}
 	cs := counterMap(t, d)
-	passed := cs[[2]uint8{uint8(ActionPass), uint8(GuardAgReasonAG_R_OK)}]
+	passed = cs[[2]uint8{uint8(ActionPass), uint8(GuardAgReasonAG_R_OK)}]
 	dropped := cs[[2]uint8{uint8(ActionDrop), uint8(GuardAgReasonAG_R_CLIENT_PPS)}]
-	allowed := rate*elapsed.Seconds() + burst
-	st, _ := d.Stats()
-	if dropped < 3*passed {
-		t.Fatalf("offered load (%d) was not far above the limit: the test proves nothing", passed+dropped)
+	allowed = rate*elapsed.Seconds() + burst
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return passed, allowed, fmt.Sprintf("%.3fs: %d passed (%.1f%% of %.0f allowed), %d dropped; CAS gave up %d times",
+	// An offered load close to the limit says nothing about the lower bound.
+	overLimit = dropped >= 3*passed
+	return passed, allowed, overLimit, fmt.Sprintf("%.3fs: %d passed (%.1f%% of %.0f allowed), %d dropped; CAS gave up %d times",
 		elapsed.Seconds(), passed, 100*float64(passed)/allowed, allowed, dropped, st.CASContended)
 }

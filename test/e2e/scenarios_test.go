@@ -296,18 +296,18 @@ func TestClientLimitAcrossCPUs(t *testing.T) {
 		if received > passed || float64(received) < 0.98*float64(passed) {
 			t.Fatalf("the sink received %d datagrams, apiguard passed %d", received, passed)
 		}
-		if dropped < passed {
-			t.Fatalf("the offered load (%d) was not far above the limit: the run proves nothing", passed+dropped)
-		}
+		// A run whose offered load was not far above the limit proves
+		// nothing about the lower bound (a slow or busy machine): repeat it.
+		overLimit := dropped >= passed
 		onBoth := true
 		for _, n := range perCPUSeen[:2] {
 			onBoth = onBoth && n >= (passed+dropped)/10
 		}
-		if onBoth && float64(passed) >= 0.95*allowed {
+		if overLimit && onBoth && float64(passed) >= 0.95*allowed {
 			return
 		}
 	}
-	t.Fatalf("no run had the client's packets on both CPUs and 95%% of the limit admitted; last: %s", last)
+	t.Fatalf("no run had an offered load far above the limit, the client's packets on both CPUs and 95%% of the limit admitted; last: %s", last)
 }
 
 // perCPU reads the datapath's pinned counters and returns how many packets
