@@ -38,6 +38,7 @@ struct verdict {
 	__u32 service;
 	__u64 count;
 	__u8 conn;		/* conntrack.h: 1 + policy slot of a service with an ACL or caps */
+	__u64 now;		/* the precise clock, when the verdict read it; else 0 */
 };
 
 /* conntrack: source ACLs and connection caps (needs struct verdict) */
@@ -229,7 +230,13 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	lt = svc->limits[AG_LEVEL_SERVICE];
 	prefix_on = level_limited(lp);
 	total_on = level_limited(lt);
-	now = bpf_ktime_get_ns();
+	/* The precise clock costs as much as the rest of a drop (a TSC read in
+	 * a VM): a service without limits only needs it for last_seen, which
+	 * the coarse one (a tick) serves. */
+	if (prefix_on || total_on || level_limited(lc))
+		v->now = now = bpf_ktime_get_ns();
+	else
+		now = bpf_ktime_get_coarse_ns();
 
 	if (total_on) {
 		ss = bpf_map_lookup_elem(&service_state, &svc_id);
@@ -438,7 +445,7 @@ static __always_inline int record(const struct pkt *p, struct verdict *v)
 		c->bytes += p->len;
 	}
 	if (v->event)
-		emit_event(p, v->event, v->reason, v->action, v->service, v->count, v->ev_bits);
+		emit_event(p, v->event, v->reason, v->action, v->service, v->count, v->ev_bits, v->now);
 	return v->action;
 }
 

@@ -47,6 +47,13 @@ func benchPolicy() *Policy {
 			Client: Limits{Packets: high, Bytes: high}, Prefix: Limits{Packets: high}, Total: Limits{Packets: high}},
 		{ID: 2, Name: "flooded", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
 			Client: Limits{Packets: Rate{PerSecond: 1, Burst: 1}}},
+		// the live benchmark's 64k-source case: every client under its own
+		// limit, all of them together far over the service total
+		{ID: 3, Name: "total", Proto: ProtoUDP, Ports: []PortRange{{9002, 9002}},
+			Client: Limits{Packets: Rate{PerSecond: 1000, Burst: 100}},
+			Total:  Limits{Packets: Rate{PerSecond: 100000, Burst: 1000}}},
+		// the live benchmark's legitimate case: per-client counters, no limit
+		{ID: 4, Name: "unlimited", Proto: ProtoUDP, Ports: []PortRange{{9003, 9003}}},
 	}
 	return p
 }
@@ -66,9 +73,13 @@ func benchCases() []benchCase {
 		{name: "deny_hit", cycle: 1 << 16, deny: true, spec: known},
 		{name: "no_service", cycle: 1 << 16, spec: udp("10.0.0.1", 7, 64)},
 		{name: "known_client", cycle: 1 << 16, spec: known, warm: 2_000_000},
+		// one client, its state in cache: the datapath's own work on the pass path
+		{name: "known_client_cached", spec: known, warm: 1000},
 		// 16M sources through a 128k LRU: nearly every packet is a new client
 		{name: "new_client", cycle: 1 << 24, spec: known, warm: 500_000},
 		{name: "one_source_over_limit", spec: udp("10.0.0.1", 9001, 64), warm: 1000},
+		{name: "1k_clients_no_limits", cycle: 1 << 10, spec: udp("10.0.0.1", 9003, 64), warm: 100_000},
+		{name: "64k_sources_over_total", cycle: 1 << 16, spec: udp("10.0.0.1", 9002, 64), warm: 2_000_000},
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/test/packet"
+	"github.com/apiguard/apiguard/test/testenv"
 )
 
 // Service ids of the base policy.
@@ -457,6 +458,7 @@ func TestConnectionTotalHoldsForKnownSources(t *testing.T) {
 // the bucket would accept it again; its drops still reach its client state,
 // and a new policy forgets every refusal.
 func TestRefusalMemory(t *testing.T) {
+	testenv.OnOneCPU(t) // the memory is per CPU: the count below assumes one
 	d := newDatapath(t, Options{})
 	p := &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
 		Client: Limits{Packets: Rate{PerSecond: 5, Burst: 1}}}}}
@@ -473,6 +475,19 @@ func TestRefusalMemory(t *testing.T) {
 	c := findClient(t, d, addr("10.11.0.1"), 1)
 	if c.Packets != 51 || c.Drops != 50 {
 		t.Fatalf("client state %d packets %d drops, want 51 and 50", c.Packets, c.Drops)
+	}
+	// the limiter refused the first drop; the memory made the other 49
+	var per []GuardAgRefusal
+	slot := refusalSlot(addr("10.11.0.1"), packet.UDP, 9001, d.objs.Refusals.MaxEntries())
+	if err := d.objs.Refusals.Lookup(slot, &per); err != nil {
+		t.Fatal(err)
+	}
+	var fromMemory uint64
+	for _, r := range per {
+		fromMemory += r.Packets
+	}
+	if fromMemory != 49 {
+		t.Fatalf("the refusal memory dropped %d packets, want 49", fromMemory)
 	}
 	// 5/s: the bucket has room again 200 ms after the first packet
 	time.Sleep(250 * time.Millisecond)
@@ -496,7 +511,7 @@ func TestRefusalMemory(t *testing.T) {
 
 // refusalSlot mirrors the datapath's slot hash (bpf/apiguard.c refusal_slot),
 // only to build a source that shares a victim's slot.
-func refusalSlot(a netip.Addr, proto uint8, dport uint16) uint32 {
+func refusalSlot(a netip.Addr, proto uint8, dport uint16, slots uint32) uint32 {
 	b := a.As16()
 	w := func(i int) uint64 { return uint64(binary.LittleEndian.Uint32(b[4*i:])) }
 	h := (uint64(proto)<<16 | uint64(dport)) * 0x9e3779b97f4a7c15
@@ -504,7 +519,7 @@ func refusalSlot(a netip.Addr, proto uint8, dport uint16) uint32 {
 	h ^= w(1) * 0x165667b19e3779f9
 	h ^= w(2) * 0x27d4eb2f165667c5
 	h ^= w(3) * 0x94d049bb133111eb
-	return uint32((h ^ (h >> 31)) & 4095)
+	return uint32((h ^ (h >> 31)) & uint64(slots-1))
 }
 
 // The refusal memory matches its source exactly: another source in the same
@@ -518,11 +533,12 @@ func TestRefusalMemoryIsExact(t *testing.T) {
 			Client: Limits{Packets: Rate{PerSecond: 1, Burst: 1}},
 			Total:  Limits{Packets: Rate{PerSecond: 1, Burst: 3}}}}})
 	attacker := addr("10.12.0.1")
-	slot := refusalSlot(attacker, packet.UDP, 9001)
+	slots := d.objs.Refusals.MaxEntries()
+	slot := refusalSlot(attacker, packet.UDP, 9001, slots)
 	var twin netip.Addr
 	for i := 2; i < 1<<20; i++ {
 		c := netip.AddrFrom4([4]byte{10, 13, byte(i >> 8), byte(i)})
-		if refusalSlot(c, packet.UDP, 9001) == slot {
+		if refusalSlot(c, packet.UDP, 9001, slots) == slot {
 			twin = c
 			break
 		}

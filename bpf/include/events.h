@@ -51,9 +51,12 @@ static __always_inline int event_throttled(const __u8 addr[16], __u8 type, __u16
 /* The event's source is masked to bits: a prefix or service limit is one
  * bucket, so it yields one event per interval however many sources feed it. */
 static __always_inline void emit_event(const struct pkt *p, __u8 type, __u8 reason,
-				       __u8 action, __u32 service, __u64 count, __u32 bits)
+				       __u8 action, __u32 service, __u64 count, __u32 bits,
+				       __u64 now)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
+	/* a limit's drop already read the clock; one helper call less per drop */
+	if (!now)
+		now = bpf_ktime_get_coarse_ns();
 	/* no-service events are keyed by port too: a scan is many ports, one client */
 	__u16 port = type == AG_EV_NO_SERVICE ? p->dport : 0;
 	struct ag_event *e;
