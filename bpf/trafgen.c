@@ -117,3 +117,22 @@ int naive_bucket(struct xdp_md *ctx)
 		bpf_map_update_elem(&naive_state, &src, &one, BPF_NOEXIST);
 	return XDP_PASS;
 }
+
+/* Calibration: what reading the precise clock costs here, over the same
+ * source draw the datapath's benchmark baseline pays. The result is kept
+ * live (it decides the verdict) so the compiler cannot drop the read. */
+SEC("xdp")
+int clock_read(struct xdp_md *ctx)
+{
+	__u32 src = bpf_get_prandom_u32() % 65536;
+
+	return bpf_ktime_get_ns() + src == 0 ? XDP_DROP : XDP_PASS;
+}
+
+/* The "trivial XDP_PASS" configuration of the live benchmark: what attaching
+ * any XDP program costs traffic that goes on to the stack. */
+SEC("xdp")
+int pass_all(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/test/bench/trafgen"
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -56,21 +57,11 @@ func configs() []config {
 		{"no filter", func(t *topology) (func(), func() (uint64, error), error) {
 			return func() {}, nil, nil
 		}},
+		{"trivial XDP_PASS", func(t *topology) (func(), func() (uint64, error), error) {
+			return setupTrivial(t, "XDP_PASS", trafgen.PassProgram)
+		}},
 		{"trivial XDP_DROP", func(t *topology) (func(), func() (uint64, error), error) {
-			prog, err := trafgen.DropProgram()
-			if err != nil {
-				return nil, nil, err
-			}
-			var l link.Link
-			err = t.dut.Do(func() (err error) {
-				l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.dutIfidx, Flags: link.XDPDriverMode})
-				return err
-			})
-			if err != nil {
-				prog.Close()
-				return nil, nil, fmt.Errorf("attach XDP_DROP: %w", err)
-			}
-			return func() { l.Close(); prog.Close() }, nil, nil
+			return setupTrivial(t, "XDP_DROP", trafgen.DropProgram)
 		}},
 		{"nftables", setupNft},
 		{"apiguard XDP", func(t *topology) (func(), func() (uint64, error), error) {
@@ -80,6 +71,24 @@ func configs() []config {
 			return setupApiguard(t, loader.AttachTCX)
 		}},
 	}
+}
+
+// setupTrivial attaches a one-instruction program in native mode.
+func setupTrivial(t *topology, what string, load func() (*ebpf.Program, error)) (func(), func() (uint64, error), error) {
+	prog, err := load()
+	if err != nil {
+		return nil, nil, err
+	}
+	var l link.Link
+	err = t.dut.Do(func() (err error) {
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.dutIfidx, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		prog.Close()
+		return nil, nil, fmt.Errorf("attach %s: %w", what, err)
+	}
+	return func() { l.Close(); prog.Close() }, nil, nil
 }
 
 func setupApiguard(t *topology, mode loader.AttachMode) (func(), func() (uint64, error), error) {

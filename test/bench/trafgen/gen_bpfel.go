@@ -28,8 +28,10 @@ type genGenConsts struct {
 const (
 	genMapGenSeq       = "gen_seq"
 	genMapNaiveState   = "naive_state"
+	genProgClockRead   = "clock_read"
 	genProgDropAll     = "drop_all"
 	genProgNaiveBucket = "naive_bucket"
+	genProgPassAll     = "pass_all"
 	genProgTrafgen     = "trafgen"
 	genVarGen          = "gen"
 )
@@ -76,8 +78,10 @@ type genSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genProgramSpecs struct {
+	ClockRead   *ebpf.ProgramSpec `ebpf:"clock_read"`
 	DropAll     *ebpf.ProgramSpec `ebpf:"drop_all"`
 	NaiveBucket *ebpf.ProgramSpec `ebpf:"naive_bucket"`
+	PassAll     *ebpf.ProgramSpec `ebpf:"pass_all"`
 	Trafgen     *ebpf.ProgramSpec `ebpf:"trafgen"`
 }
 
@@ -138,15 +142,19 @@ type genVariables struct {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genPrograms struct {
+	ClockRead   *ebpf.Program `ebpf:"clock_read"`
 	DropAll     *ebpf.Program `ebpf:"drop_all"`
 	NaiveBucket *ebpf.Program `ebpf:"naive_bucket"`
+	PassAll     *ebpf.Program `ebpf:"pass_all"`
 	Trafgen     *ebpf.Program `ebpf:"trafgen"`
 }
 
 func (p *genPrograms) Close() error {
 	return _GenClose(
+		p.ClockRead,
 		p.DropAll,
 		p.NaiveBucket,
+		p.PassAll,
 		p.Trafgen,
 	)
 }

@@ -93,31 +93,66 @@ func constsFor(cfg Config) (genGenConsts, error) {
 // Close unloads the generator.
 func (g *Generator) Close() error { return g.objs.Close() }
 
+// loadOnly loads the objects named in dst's `ebpf` tags and nothing else.
+func loadOnly(what string, dst any) error {
+	spec, err := loadGen()
+	if err != nil {
+		return fmt.Errorf("read %s object: %w", what, err)
+	}
+	if err := spec.LoadAndAssign(dst, nil); err != nil {
+		return fmt.Errorf("load %s: %w", what, err)
+	}
+	return nil
+}
+
 // DropProgram returns a program that drops everything: the "trivial XDP_DROP"
 // configuration of the benchmarks. The caller closes it.
 func DropProgram() (*ebpf.Program, error) {
-	var objs genObjects
-	if err := loadGenObjects(&objs, nil); err != nil {
-		return nil, fmt.Errorf("load drop program: %w", err)
+	var o struct {
+		Prog *ebpf.Program `ebpf:"drop_all"`
 	}
-	objs.Trafgen.Close()
-	objs.GenSeq.Close()
-	objs.NaiveBucket.Close()
-	objs.NaiveState.Close()
-	return objs.DropAll, nil
+	if err := loadOnly("drop program", &o); err != nil {
+		return nil, err
+	}
+	return o.Prog, nil
+}
+
+// PassProgram returns a program that passes everything: the "trivial
+// XDP_PASS" configuration of the benchmarks. The caller closes it.
+func PassProgram() (*ebpf.Program, error) {
+	var o struct {
+		Prog *ebpf.Program `ebpf:"pass_all"`
+	}
+	if err := loadOnly("pass program", &o); err != nil {
+		return nil, err
+	}
+	return o.Prog, nil
 }
 
 // NaiveBucket returns the calibration program: one LRU lookup keyed by a random
 // u32 over 64k values and an increment. The caller closes both.
 func NaiveBucket() (*ebpf.Program, io.Closer, error) {
-	var objs genObjects
-	if err := loadGenObjects(&objs, nil); err != nil {
-		return nil, nil, fmt.Errorf("load naive bucket: %w", err)
+	var o struct {
+		Prog  *ebpf.Program `ebpf:"naive_bucket"`
+		State *ebpf.Map     `ebpf:"naive_state"`
 	}
-	objs.Trafgen.Close()
-	objs.DropAll.Close()
-	objs.GenSeq.Close()
-	return objs.NaiveBucket, objs.NaiveState, nil
+	if err := loadOnly("naive bucket", &o); err != nil {
+		return nil, nil, err
+	}
+	return o.Prog, o.State, nil
+}
+
+// ClockRead returns a calibration program that only draws a source (like the
+// datapath's benchmark baseline) and reads the precise clock: the cost of the
+// one clock read every limited packet needs. The caller closes it.
+func ClockRead() (*ebpf.Program, error) {
+	var o struct {
+		Prog *ebpf.Program `ebpf:"clock_read"`
+	}
+	if err := loadOnly("clock calibration", &o); err != nil {
+		return nil, err
+	}
+	return o.Prog, nil
 }
 
 // xdpMD mirrors struct xdp_md, the context BPF_PROG_TEST_RUN takes for XDP.
