@@ -213,6 +213,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	__u32 idx = slot * AG_MAX_SERVICES + svc_id;
 	const struct ag_service *svc = bpf_map_lookup_elem(&services, &idx);
 	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
+	int shared_syn;
 	const struct ag_limit *lc, *lp, *lt;
 	struct ag_service_state *ss = NULL, *ps = NULL;
 	struct ag_client_state *cs = NULL;
@@ -238,16 +239,31 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	else
 		now = bpf_ktime_get_coarse_ns();
 
+	/* A client whose handshake the server completed recently skips the
+	 * shared new-connection buckets: a spoofed SYN flood fills them, and
+	 * must not lock out the clients the server already talks to. */
+	shared_syn = syn;
+	if (syn && ((cfg->proven_services >> svc_id) & 1)) {
+		__u64 *seen;
+
+		key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
+		seen = bpf_map_lookup_elem(&proven, &ckey);
+		if (seen && now - *seen < cfg->proven_ttl) {
+			shared_syn = 0;
+			stat_inc(AG_STAT_PROVEN_SYN);
+		}
+	}
+
 	if (total_on) {
 		ss = bpf_map_lookup_elem(&service_state, &svc_id);
-		if (ss && (kind = peek_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+		if (ss && (kind = peek_level(ss->tat, lt, p->len, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	if (prefix_on) {
 		level = AG_LEVEL_PREFIX;
 		key_for(&pkey, p, cfg->prefix_bits4, cfg->prefix_bits6, svc_id);
 		ps = bpf_map_lookup_elem(&prefixes, &pkey);
-		if (ps && (kind = peek_level(ps->tat, lp, p->len, syn, now)) != AG_KIND_MAX)
+		if (ps && (kind = peek_level(ps->tat, lp, p->len, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 
@@ -283,18 +299,18 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 		if (!ps) {
 			struct ag_service_state init = {};
 
-			kind = charge_new(init.tat, lp, p->len, syn, now);
+			kind = charge_new(init.tat, lp, p->len, shared_syn, now);
 			ps = insert_state(&prefixes, &pkey, &init, AG_STAT_PREFIX_INSERT,
 					  AG_STAT_PREFIX_INSERT_FAIL, consts.prefix_capacity, v);
 			if (!ps && kind != AG_KIND_MAX)
 				goto limited;
 		}
-		if (ps && (kind = limit_level(ps->tat, lp, p->len, syn, now)) != AG_KIND_MAX)
+		if (ps && (kind = limit_level(ps->tat, lp, p->len, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	if (ss) {
 		level = AG_LEVEL_SERVICE;
-		if ((kind = limit_level(ss->tat, lt, p->len, syn, now)) != AG_KIND_MAX)
+		if ((kind = limit_level(ss->tat, lt, p->len, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	return;

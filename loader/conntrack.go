@@ -50,7 +50,10 @@ const (
 	DefaultEstablishedTimeout = 5 * time.Minute
 	DefaultHalfOpenTimeout    = 10 * time.Second
 	DefaultClosedTimeout      = 10 * time.Second
-	defaultFlowCapacity       = 1 << 18
+	// DefaultProvenTTL is how long the policy layer lets a completed
+	// handshake prove a client (Policy.ProvenTTL).
+	DefaultProvenTTL    = 10 * time.Minute
+	defaultFlowCapacity = 1 << 18
 	// ACLCapacity is how many service ACL entries one policy may hold (the
 	// trie holds both policy slots).
 	ACLCapacity   = 1 << 16

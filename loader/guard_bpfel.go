@@ -56,18 +56,20 @@ type GuardAgClientState struct {
 }
 
 type GuardAgConfig struct {
-	_             structs.HostLayout
-	Generation    uint32
-	Monitor       uint8
-	DefaultDrop   uint8
-	TcpFlagSanity uint8
-	ClientBits4   uint8
-	ClientBits6   uint8
-	PrefixBits4   uint8
-	PrefixBits6   uint8
-	Pad           uint8
-	Pad2          uint32
-	ConnServices  uint64
+	_              structs.HostLayout
+	Generation     uint32
+	Monitor        uint8
+	DefaultDrop    uint8
+	TcpFlagSanity  uint8
+	ClientBits4    uint8
+	ClientBits6    uint8
+	PrefixBits4    uint8
+	PrefixBits6    uint8
+	Pad            uint8
+	Pad2           uint32
+	ConnServices   uint64
+	ProvenServices uint64
+	ProvenTtl      uint64
 }
 
 type GuardAgConnService struct {
@@ -294,7 +296,8 @@ const (
 	GuardAgStatAG_STAT_FLOW_EXPIRED       GuardAgStat = 12
 	GuardAgStatAG_STAT_FLOW_DELETED       GuardAgStat = 13
 	GuardAgStatAG_STAT_FLOW_COUNT_MISSING GuardAgStat = 14
-	GuardAgStatAG_STAT_MAX                GuardAgStat = 15
+	GuardAgStatAG_STAT_PROVEN_SYN         GuardAgStat = 15
+	GuardAgStatAG_STAT_MAX                GuardAgStat = 16
 )
 
 type GuardAgSweep struct {
@@ -367,6 +370,7 @@ const (
 	GuardMapLists61            = "lists6_1"
 	GuardMapPorts              = "ports"
 	GuardMapPrefixes           = "prefixes"
+	GuardMapProven             = "proven"
 	GuardMapRefusals           = "refusals"
 	GuardMapServiceState       = "service_state"
 	GuardMapServices           = "services"
@@ -463,6 +467,7 @@ type GuardMapSpecs struct {
 	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
+	Proven        *ebpf.MapSpec `ebpf:"proven"`
 	Refusals      *ebpf.MapSpec `ebpf:"refusals"`
 	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
 	Services      *ebpf.MapSpec `ebpf:"services"`
@@ -527,6 +532,7 @@ type GuardMaps struct {
 	Lists61       *ebpf.Map `ebpf:"lists6_1"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
+	Proven        *ebpf.Map `ebpf:"proven"`
 	Refusals      *ebpf.Map `ebpf:"refusals"`
 	ServiceState  *ebpf.Map `ebpf:"service_state"`
 	Services      *ebpf.Map `ebpf:"services"`
@@ -556,6 +562,7 @@ func (m *GuardMaps) Close() error {
 		m.Lists61,
 		m.Ports,
 		m.Prefixes,
+		m.Proven,
 		m.Refusals,
 		m.ServiceState,
 		m.Services,

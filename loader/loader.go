@@ -224,6 +224,8 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		// connection filtering (ct_scratch is per-packet scratch: not pinned)
 		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
+		// clients with a proven handshake (maps.h)
+		GuardMapProven: m.Proven,
 	}
 }
 

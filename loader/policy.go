@@ -74,6 +74,11 @@ type Policy struct {
 	Services      []Service
 	// Conns is how connections to capped services are followed.
 	Conns ConnTracking
+	// ProvenTTL is how long a completed handshake lets a client skip its
+	// TCP services' shared new-connection limits (prefix and total): the
+	// server sent it a segment of an established connection, which a
+	// spoofed source never gets. 0 turns it off.
+	ProvenTTL time.Duration
 }
 
 // ApplyResult says what an Apply changed.
@@ -165,6 +170,10 @@ func compile(p *Policy) (*image, error) {
 		PrefixBits4:   orDefault(p.PrefixBits4, 24),
 		PrefixBits6:   orDefault(p.PrefixBits6, 48),
 	}
+	if p.ProvenTTL < 0 {
+		return nil, fmt.Errorf("proven-client TTL %v is negative", p.ProvenTTL)
+	}
+	img.cfg.ProvenTtl = uint64(p.ProvenTTL)
 	if img.cfg.ClientBits4 > 32 || img.cfg.PrefixBits4 > 32 {
 		return nil, fmt.Errorf("IPv4 key lengths must be at most 32 (client %d, prefix %d)", img.cfg.ClientBits4, img.cfg.PrefixBits4)
 	}
@@ -209,6 +218,11 @@ func compile(p *Policy) (*image, error) {
 		svc.Limits[1] = limitsFor(s.Prefix)
 		svc.Limits[2] = limitsFor(s.Total)
 		img.services[s.ID] = svc
+		cps := GuardAgKindAG_KIND_CPS
+		if p.ProvenTTL > 0 && s.Proto == ProtoTCP &&
+			(svc.Limits[1][cps].Interval != 0 || svc.Limits[2][cps].Interval != 0) {
+			img.cfg.ProvenServices |= 1 << s.ID
+		}
 		for _, r := range s.Ports {
 			if r.First == 0 || r.First > r.Last {
 				return nil, fmt.Errorf("service %q: bad port range %d-%d", s.Name, r.First, r.Last)

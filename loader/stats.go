@@ -49,6 +49,9 @@ type Stats struct {
 	FlowTableFull, FlowBusy    uint64 // a connection that could not be followed: no room; its entry being deleted
 	FlowsExpired, FlowsDeleted uint64 // idle timeouts; closed flows removed after their linger
 	FlowCountMissing           uint64 // a release that found no client count: a bug if not 0
+	// SYNs of clients with a proven handshake that skipped a service's
+	// shared (prefix, total) new-connection limits.
+	ProvenSYNs uint64
 }
 
 // Stats reads the health counters.
@@ -79,6 +82,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		FlowsExpired:         vals[GuardAgStatAG_STAT_FLOW_EXPIRED],
 		FlowsDeleted:         vals[GuardAgStatAG_STAT_FLOW_DELETED],
 		FlowCountMissing:     vals[GuardAgStatAG_STAT_FLOW_COUNT_MISSING],
+		ProvenSYNs:           vals[GuardAgStatAG_STAT_PROVEN_SYN],
 	}, nil
 }
 

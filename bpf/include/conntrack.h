@@ -766,6 +766,26 @@ static __always_inline int client_allowed(const __u8 addr[16], __u8 family, __u3
 	return list && *list == AG_LIST_ALLOW;
 }
 
+/* The server sent this client a segment of an established connection: the
+ * client completed a handshake, so it may skip the service's shared
+ * new-connection limits for a while. Written at most once a second per client. */
+static __always_inline void prove_client(const struct ag_config *cfg, const struct ct_tcp *t, __u32 svc)
+{
+	struct ag_client_key ck;
+	__u64 now, *seen;
+
+	if ((t->flags & (TCPF_SYN | TCPF_RST)) || !(t->flags & TCPF_ACK))
+		return;
+	mask_addr(ck.addr, t->daddr, t->family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
+	ck.service = svc;
+	ck._pad = 0;
+	now = bpf_ktime_get_coarse_ns();
+	seen = bpf_map_lookup_elem(&proven, &ck);
+	if (seen && now - *seen < 1000000000ULL)
+		return;
+	bpf_map_update_elem(&proven, &ck, &now, BPF_ANY);
+}
+
 /* Egress: the server's side. It never drops: replies always leave. */
 static __always_inline void conn_track_egress(void *data, void *data_end)
 {
@@ -784,13 +804,17 @@ static __always_inline void conn_track_egress(void *data, void *data_end)
 	slotp = bpf_map_lookup_elem(&active, &zero);
 	slot = slotp && *slotp ? 1 : 0;
 	cfg = bpf_map_lookup_elem(&config, &slot);
-	if (!cfg || !cfg->conn_services)
+	if (!cfg || !(cfg->conn_services | cfg->proven_services))
 		return;
 	if (ct_parse(data, data_end, &t))
 		return;
 	idx = slot * AG_PORT_SLOT + t.sport;
 	svc_id = bpf_map_lookup_elem(&ports, &idx);
-	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES || !((cfg->conn_services >> *svc_id) & 1))
+	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES)
+		return;
+	if ((cfg->proven_services >> *svc_id) & 1)
+		prove_client(cfg, &t, *svc_id);
+	if (!((cfg->conn_services >> *svc_id) & 1))
 		return;
 	idx = slot * AG_MAX_SERVICES + *svc_id;
 	cs = bpf_map_lookup_elem(&conn_services, &idx);

@@ -115,6 +115,17 @@ struct {
 	__uint(max_entries, 1 << 16);
 } prefixes SEC(".maps");
 
+/* Clients the server has spoken to on an established connection (the egress
+ * program saw a segment other than a SYN-ACK or a RST): they completed a
+ * handshake, which a spoofed source cannot. Value: when, coarse ns. Only the
+ * egress side inserts, so a flood cannot churn it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ag_client_key);
+	__type(value, __u64);
+	__uint(max_entries, 1 << 16);
+} proven SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

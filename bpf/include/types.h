@@ -68,6 +68,7 @@ enum ag_stat {
 	AG_STAT_FLOW_EXPIRED,		/* idle timeouts, lazily or by the sweeper */
 	AG_STAT_FLOW_DELETED,		/* closed flows the sweeper removed after their linger */
 	AG_STAT_FLOW_COUNT_MISSING,	/* a release found no client count: must stay 0 */
+	AG_STAT_PROVEN_SYN,		/* SYNs of proven clients that skipped the shared connection limits */
 	AG_STAT_MAX,
 };
 
@@ -135,6 +136,10 @@ struct ag_config {
 	/* bit n: service n has a source ACL or connection caps (conntrack.h);
 	 * services without either cost no lookup at all */
 	__u64 conn_services;
+	/* bit n: TCP service n has a shared (prefix or total) new-connection
+	 * limit that clients with a proven handshake skip */
+	__u64 proven_services;
+	__u64 proven_ttl;	/* ns a handshake proves its client */
 };
 
 /* Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d). */

@@ -145,6 +145,9 @@ type DatapathStats struct {
 	FlowsAdopted     uint64 `json:"flows_adopted"`
 	FlowsExpired     uint64 `json:"flows_expired"`
 	FlowTableFull    uint64 `json:"flow_table_full"`
+	// SYNs of clients with a completed handshake that skipped their
+	// service's shared new-connection limits (connections.provenClientTTL).
+	ProvenSYNs uint64 `json:"proven_syns"`
 }
 
 // PolicyInfo is the policy in force with its source text.

@@ -59,6 +59,7 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		PrefixInserts: stats.PrefixInserts, PrefixInsertFailures: stats.PrefixInsertFailures,
 		EventsSent: stats.EventsSent, EventsSuppressed: stats.EventsSuppressed, EventsLost: stats.EventsLost,
 		FlowsNew: stats.FlowsNew, FlowsAdopted: stats.FlowsAdopted, FlowsExpired: stats.FlowsExpired, FlowTableFull: stats.FlowTableFull,
+		ProvenSYNs: stats.ProvenSYNs,
 	}
 	conns, err := d.dp.ServiceConns()
 	if err != nil {

@@ -125,6 +125,7 @@ var (
 	descMapInserts       = desc("map_inserts_total", "New entries in the per-client and per-prefix state maps.", "map")
 	descMapInsertFails   = desc("map_insert_failures_total", "Refused inserts into the state maps: those packets skipped that level's limits.", "map")
 	descCASContended     = desc("limiter_cas_contended_total", "Limiter updates that gave up after bounded compare-and-swap retries.")
+	descProvenSYNs       = desc("proven_syns_total", "SYNs of clients with a completed handshake that skipped their service's shared new-connection limits.")
 	descGeneration       = desc("policy_generation", "Generation of the policy in force (0: none applied).")
 	descReloadErrors     = desc("policy_reload_errors_total", "Policy reloads refused (the policy in force stayed).")
 	descAttach           = desc("attach_info", "The guard's attachments: 1 per interface and mode.", "iface", "mode")
@@ -165,7 +166,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descPackets, descBytes, descEvents, descEventsSent, descEventsLost, descEventsSuppressed,
 		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
-		descCASContended, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
+		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges,
 		descCSReports, descCSReportErrs, descCSQueue,
 		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descReports,
@@ -214,6 +215,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descMapInsertFails, ks.ClientInsertFailures, "clients")
 		counter(ch, descMapInsertFails, ks.PrefixInsertFailures, "prefixes")
 		counter(ch, descCASContended, ks.CASContended)
+		counter(ch, descProvenSYNs, ks.ProvenSYNs)
 	}
 	if r := c.src.Events; r != nil {
 		s := r.Stats()

@@ -31,6 +31,7 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 		Allow:         slices.Clone(s.Allow),
 		Deny:          slices.Clone(s.Deny),
 		Conns:         s.Connections.loader(),
+		ProvenTTL:     s.Connections.ProvenClientTTL,
 	}
 
 	ids, err := assignIDs(s.Services, prev)

@@ -47,6 +47,10 @@ type Connections struct {
 	HalfOpenTimeout    time.Duration // time after its SYN that an unfinished handshake stops counting
 	ClosedTimeout      time.Duration // how long a closed connection's entry stays to recognise its last packets
 	WhenTableFull      TableFull     // pass (untracked) or drop
+	// ProvenClientTTL is how long a completed handshake lets a client skip
+	// its TCP services' shared (prefix and total) new-connection limits; 0
+	// turns it off. It needs no maxConnections.
+	ProvenClientTTL time.Duration
 }
 
 // Limits of the connection settings.
@@ -64,6 +68,7 @@ func defaultConnections() Connections {
 		HalfOpenTimeout:    loader.DefaultHalfOpenTimeout,
 		ClosedTimeout:      loader.DefaultClosedTimeout,
 		WhenTableFull:      Pass,
+		ProvenClientTTL:    loader.DefaultProvenTTL,
 	}
 }
 
@@ -296,7 +301,7 @@ func (p *parser) maxConnections(n *yaml.Node, field string, proto Protocol) Conn
 
 // connections reads spec.connections.
 func (p *parser) connections(n *yaml.Node, c *Connections) {
-	o, ok := p.mapping(n, "spec.connections", "establishedTimeout", "halfOpenTimeout", "closedTimeout", "whenTableFull")
+	o, ok := p.mapping(n, "spec.connections", "establishedTimeout", "halfOpenTimeout", "closedTimeout", "whenTableFull", "provenClientTTL")
 	if !ok {
 		return
 	}
@@ -308,6 +313,7 @@ func (p *parser) connections(n *yaml.Node, c *Connections) {
 		{"establishedTimeout", &c.EstablishedTimeout, 10 * time.Second, 7 * 24 * time.Hour},
 		{"halfOpenTimeout", &c.HalfOpenTimeout, time.Second, 10 * time.Minute},
 		{"closedTimeout", &c.ClosedTimeout, time.Second, 10 * time.Minute},
+		{"provenClientTTL", &c.ProvenClientTTL, 0, 24 * time.Hour},
 	} {
 		x := o.get(d.key)
 		if x == nil {
@@ -315,6 +321,10 @@ func (p *parser) connections(n *yaml.Node, c *Connections) {
 		}
 		dur, ok := p.duration(x, o.field(d.key))
 		if !ok {
+			continue
+		}
+		if d.lo == 0 && dur > d.hi {
+			p.errAt(resolve(x), o.field(d.key), "%s is above %s (0s turns it off)", durationString(dur), durationString(d.hi))
 			continue
 		}
 		if dur < d.lo || dur > d.hi {
@@ -389,4 +399,5 @@ func (d *differ) connections(o, n Connections) {
 	d.change("connections halfOpenTimeout", durationString(o.HalfOpenTimeout), durationString(n.HalfOpenTimeout))
 	d.change("connections closedTimeout", durationString(o.ClosedTimeout), durationString(n.ClosedTimeout))
 	d.change("connections whenTableFull", string(o.WhenTableFull), string(n.WhenTableFull))
+	d.change("connections provenClientTTL", durationString(o.ProvenClientTTL), durationString(n.ProvenClientTTL))
 }

@@ -17,6 +17,7 @@ func TestParseConnections(t *testing.T) {
 		"    halfOpenTimeout: 5s",
 		"    closedTimeout: 30s",
 		"    whenTableFull: drop",
+		"    provenClientTTL: 30m",
 		"  services:",
 		"    - name: admin",
 		"      ports: [8443]",
@@ -32,7 +33,8 @@ func TestParseConnections(t *testing.T) {
 	if len(p.Warnings) != 0 {
 		t.Errorf("warnings: %v", p.Warnings)
 	}
-	want := Connections{EstablishedTimeout: 2 * time.Minute, HalfOpenTimeout: 5 * time.Second, ClosedTimeout: 30 * time.Second, WhenTableFull: Drop}
+	want := Connections{EstablishedTimeout: 2 * time.Minute, HalfOpenTimeout: 5 * time.Second, ClosedTimeout: 30 * time.Second,
+		WhenTableFull: Drop, ProvenClientTTL: 30 * time.Minute}
 	if p.Spec.Connections != want {
 		t.Errorf("connections %+v, want %+v", p.Spec.Connections, want)
 	}
@@ -114,12 +116,13 @@ func TestParseConnectionErrors(t *testing.T) {
 			"p.yaml:9: spec.services[0].maxConnections: empty: give client or total caps",
 		}},
 		{"connection settings", doc("  connections:", "    establishedTimeout: 5s", "    halfOpenTimeout: 1h", "    closedTimeout: soon",
-			"    whenTableFull: open", "    idleTimeout: 1m"), nil, []string{
+			"    whenTableFull: open", "    idleTimeout: 1m", "    provenClientTTL: 2d"), nil, []string{
 			"p.yaml:7: spec.connections.establishedTimeout: 5s is outside 10s–7d",
 			"p.yaml:8: spec.connections.halfOpenTimeout: 1h is outside 1s–10m",
 			`p.yaml:9: spec.connections.closedTimeout: "soon" is not a duration`,
 			`p.yaml:10: spec.connections.whenTableFull: "open" is not one of pass, drop`,
 			`p.yaml:11: spec.connections.idleTimeout: unknown field "idleTimeout"`,
+			"p.yaml:12: spec.connections.provenClientTTL: 2d is above 24h (0s turns it off)",
 		}},
 	}
 	for _, tc := range tests {
@@ -194,5 +197,23 @@ func TestDiffConnections(t *testing.T) {
 	}
 	if d := Diff(b, b); len(d) != 0 {
 		t.Errorf("diff with itself: %q", d)
+	}
+}
+
+// provenClientTTL defaults on; 0s turns it off.
+func TestProvenClientTTL(t *testing.T) {
+	if p := mustParse(t, doc("  services: []"), nil); p.Spec.Connections.ProvenClientTTL != loader.DefaultProvenTTL {
+		t.Errorf("default %v, want %v", p.Spec.Connections.ProvenClientTTL, loader.DefaultProvenTTL)
+	}
+	p := mustParse(t, doc("  connections: {provenClientTTL: 0s}"), nil)
+	if p.Spec.Connections.ProvenClientTTL != 0 {
+		t.Errorf("0s parsed as %v", p.Spec.Connections.ProvenClientTTL)
+	}
+	lp, err := p.Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.ProvenTTL != 0 {
+		t.Errorf("compiled TTL %v, want 0", lp.ProvenTTL)
 	}
 }

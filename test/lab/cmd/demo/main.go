@@ -127,16 +127,16 @@ func allScenarios() []scenario {
 			title:  "SYNs to port 80 from random spoofed IPv4 sources, 200k/s",
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
-			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared by everyone: " +
-				"during a spoofed flood, new connections of real clients lose most of their SYNs too",
+			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared: a client the server " +
+				"has not yet spoken to (connections.provenClientTTL) loses its SYNs as often as the flood does",
 		},
 		{
 			name: "SYN flood, random sources, IPv6", unit: "SYNs", v6: true,
 			title:  "SYNs to port 80 from random spoofed IPv6 sources, 200k/s",
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
-			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared by everyone: " +
-				"during a spoofed flood, new connections of real clients lose most of their SYNs too",
+			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared: a client the server " +
+				"has not yet spoken to (connections.provenClientTTL) loses its SYNs as often as the flood does",
 		},
 		{
 			name: "HTTP request flood, one source", unit: "requests",
