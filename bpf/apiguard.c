@@ -239,9 +239,10 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	else
 		now = bpf_ktime_get_coarse_ns();
 
-	/* A client whose handshake the server completed recently skips the
-	 * shared new-connection buckets: a spoofed SYN flood fills them, and
-	 * must not lock out the clients the server already talks to. */
+	/* A client the server sent data to recently (conntrack.h prove_client)
+	 * is not refused by the shared new-connection buckets: a spoofed SYN
+	 * flood fills them, and must not lock out the clients the server
+	 * already talks to. Its SYNs are still charged there (below). */
 	shared_syn = syn;
 	if (syn && ((cfg->proven_services >> svc_id) & 1)) {
 		__u64 *seen;
@@ -299,7 +300,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 		if (!ps) {
 			struct ag_service_state init = {};
 
-			kind = charge_new(init.tat, lp, p->len, shared_syn, now);
+			kind = charge_new(init.tat, lp, p->len, syn, now);
 			ps = insert_state(&prefixes, &pkey, &init, AG_STAT_PREFIX_INSERT,
 					  AG_STAT_PREFIX_INSERT_FAIL, consts.prefix_capacity, v);
 			if (!ps && kind != AG_KIND_MAX)
@@ -312,6 +313,12 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 		level = AG_LEVEL_SERVICE;
 		if ((kind = limit_level(ss->tat, lt, p->len, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
+	}
+	if (syn && !shared_syn) {
+		if (ps)
+			gcra_charge(&ps->tat[AG_KIND_CPS], &lp[AG_KIND_CPS], 1, now);
+		if (ss)
+			gcra_charge(&ss->tat[AG_KIND_CPS], &lt[AG_KIND_CPS], 1, now);
 	}
 	return;
 

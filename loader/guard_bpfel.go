@@ -331,7 +331,8 @@ type GuardCtWork struct {
 		Dport  uint16
 		Family uint8
 		Flags  uint8
-		_      [2]byte
+		Data   uint8
+		_      [1]byte
 	}
 	Key  GuardAgFlowKey
 	_    [4]byte

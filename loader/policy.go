@@ -218,8 +218,10 @@ func compile(p *Policy) (*image, error) {
 		svc.Limits[1] = limitsFor(s.Prefix)
 		svc.Limits[2] = limitsFor(s.Total)
 		img.services[s.ID] = svc
+		// A proven client is not refused by the shared connection limits:
+		// only where its own connection limit still bounds it.
 		cps := GuardAgKindAG_KIND_CPS
-		if p.ProvenTTL > 0 && s.Proto == ProtoTCP &&
+		if p.ProvenTTL > 0 && s.Proto == ProtoTCP && svc.Limits[0][cps].Interval != 0 &&
 			(svc.Limits[1][cps].Interval != 0 || svc.Limits[2][cps].Interval != 0) {
 			img.cfg.ProvenServices |= 1 << s.ID
 		}

@@ -8,7 +8,7 @@ import (
 )
 
 // provenPolicy: one TCP service whose total admits 2 new connections and
-// whose clients may open 1 each; a handshake proves a client for ttl.
+// whose clients may open 1 each; data from the server proves a client for ttl.
 func provenPolicy(ttl time.Duration) *Policy {
 	return &Policy{
 		ProvenTTL: ttl,
@@ -18,10 +18,26 @@ func provenPolicy(ttl time.Duration) *Policy {
 	}
 }
 
+// serverSays is a server -> client segment with payload bytes of data.
+func serverSays(c tconn, flags uint8, payload int) []byte {
+	return packet.Build(packet.Spec{Src: c.server(), Dst: c.client, Proto: packet.TCP,
+		SrcPort: c.sport, DstPort: c.cport, TCPFlags: flags, Seq: 5001, Ack: 101, Payload: payload})
+}
+
+func synFrom(src string) []byte { return packet.Build(tcp(src, 80, packet.SYN)) }
+
+var (
+	rServiceCPS = Reason(GuardAgReasonAG_R_SERVICE_CPS)
+	rPrefixCPS  = Reason(GuardAgReasonAG_R_PREFIX_CPS)
+	rClientCPS  = Reason(GuardAgReasonAG_R_CLIENT_CPS)
+)
+
 // A spoofed SYN flood fills a service's shared new-connection budget; a client
-// the server has spoken to on an established connection keeps connecting. A
-// SYN-ACK or a RST proves nothing (the server sends those to spoofed sources
-// too); the proof is per client key; the client's own limits still hold.
+// the server has sent data to keeps connecting. Nothing a blind spoofer can
+// make the server send proves anything: a SYN-ACK, a RST, and the bare ACK or
+// FIN the kernel answers an out-of-window segment of a half-open connection
+// with (or a challenge ACK, or a TIME_WAIT ACK). The proof is per client key;
+// the client's own limit still holds.
 func TestProvenClientSkipsSharedConnectionLimit(t *testing.T) {
 	for _, fam := range []struct {
 		name                   string
@@ -35,31 +51,36 @@ func TestProvenClientSkipsSharedConnectionLimit(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			d := newDatapath(t, Options{})
 			mustApply(t, d, provenPolicy(10*time.Minute))
-			syn := func(src string) []byte { return packet.Build(tcp(src, 80, packet.SYN)) }
 			real := newConn(fam.real, 80)
-			ok, total, client := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_SERVICE_CPS), Reason(GuardAgReasonAG_R_CLIENT_CPS)
 			checkVerdicts(t, d, []verdictCase{
-				vc("spoofed 1", syn(fam.spoof1), pass, ok),
-				vc("spoofed 2", syn(fam.spoof2), pass, ok),
-				vc("spoofed 3: the total is spent", syn(fam.spoof3), drop, total),
-				vc("real client, not yet proven", syn(fam.real), drop, total),
+				vc("spoofed 1", synFrom(fam.spoof1), pass, rOK),
+				vc("spoofed 2", synFrom(fam.spoof2), pass, rOK),
+				vc("spoofed 3: the total is spent", synFrom(fam.spoof3), drop, rServiceCPS),
+				vc("real client, not yet proven", synFrom(fam.real), drop, rServiceCPS),
 			})
 			for _, f := range []struct {
 				name  string
 				flags uint8
-			}{{"SYN-ACK", packet.SYN | packet.ACK}, {"RST", packet.RST | packet.ACK}, {"bare RST", packet.RST}} {
-				runEgress(t, d, real.out(f.flags, 5000, 101))
-				checkVerdicts(t, d, []verdictCase{vc("after a "+f.name+" from the server", syn(fam.real), drop, total)})
+			}{
+				{"SYN-ACK", packet.SYN | packet.ACK}, {"RST", packet.RST | packet.ACK}, {"bare RST", packet.RST},
+				{"bare ACK", packet.ACK}, {"FIN without data", packet.FIN | packet.ACK},
+			} {
+				runEgress(t, d, serverSays(real, f.flags, 0))
+				checkVerdicts(t, d, []verdictCase{vc("after a "+f.name+" from the server", synFrom(fam.real), drop, rServiceCPS)})
 			}
+			// data with a RST or a SYN proves nothing either
+			runEgress(t, d, serverSays(real, packet.RST|packet.ACK, 100))
+			runEgress(t, d, serverSays(real, packet.SYN|packet.ACK, 100))
+			checkVerdicts(t, d, []verdictCase{vc("after data on a RST or SYN-ACK", synFrom(fam.real), drop, rServiceCPS)})
 			if st := stats(t, d); st.ProvenSYNs != 0 {
 				t.Fatalf("%d proven SYNs before any proof", st.ProvenSYNs)
 			}
-			// the server acknowledges data on an established connection
-			runEgress(t, d, real.out(packet.ACK, 5001, 101))
+			// the server sends data on an established connection
+			runEgress(t, d, serverSays(real, packet.ACK|packet.PSH, 100))
 			checkVerdicts(t, d, []verdictCase{
-				vc("proven client", syn(fam.real), pass, ok),
-				vc("proven client, over its own limit", syn(fam.real), drop, client),
-				vc("another address next to it", syn(fam.neighbour), drop, total),
+				vc("proven client", synFrom(fam.real), pass, rOK),
+				vc("proven client, over its own limit", synFrom(fam.real), drop, rClientCPS),
+				vc("another client next to it", synFrom(fam.neighbour), drop, rServiceCPS),
 			})
 			if st := stats(t, d); st.ProvenSYNs != 2 {
 				t.Fatalf("%d proven SYNs, want 2 (one passed, one refused by the client's own limit)", st.ProvenSYNs)
@@ -68,29 +89,71 @@ func TestProvenClientSkipsSharedConnectionLimit(t *testing.T) {
 	}
 }
 
-// With no TTL nothing is proven; with a short one the proof lapses.
+// A proven client's SYN is charged to the shared bucket (never refused by
+// it): with room for two, a proven SYN leaves room for one other.
+func TestProvenSYNIsCharged(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, provenPolicy(10*time.Minute))
+	runEgress(t, d, serverSays(newConn("10.2.0.1", 80), packet.ACK, 10))
+	checkVerdicts(t, d, []verdictCase{
+		vc("proven client", synFrom("10.2.0.1"), pass, rOK),
+		vc("one other", synFrom("10.1.0.1"), pass, rOK),
+		vc("the total is spent", synFrom("10.1.0.2"), drop, rServiceCPS),
+	})
+}
+
+// The proof follows the policy's client key, and works for a shared limit at
+// the prefix level too.
+func TestProvenClientKeyAndPrefixLimit(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, &Policy{
+		ProvenTTL:   10 * time.Minute,
+		ClientBits4: 24, PrefixBits4: 16,
+		Services: []Service{{ID: 1, Name: "web", Proto: ProtoTCP, Ports: []PortRange{{80, 80}},
+			Client: Limits{Conns: Rate{PerSecond: 100, Burst: 100}},
+			Prefix: Limits{Conns: Rate{PerSecond: 1, Burst: 1}}}},
+	})
+	checkVerdicts(t, d, []verdictCase{
+		vc("spoofed, spends 10.5/16", synFrom("10.5.1.1"), pass, rOK),
+		vc("not proven", synFrom("10.5.2.1"), drop, rPrefixCPS),
+	})
+	runEgress(t, d, serverSays(newConn("10.5.2.1", 80), packet.ACK|packet.PSH, 10))
+	checkVerdicts(t, d, []verdictCase{
+		vc("proven", synFrom("10.5.2.1"), pass, rOK),
+		vc("same /24 client key", synFrom("10.5.2.200"), pass, rOK),
+		vc("another /24 of the prefix", synFrom("10.5.3.1"), drop, rPrefixCPS),
+	})
+}
+
+// With no TTL, or no client connection limit to bound a proven client,
+// nothing is proven; with a short TTL the proof lapses.
 func TestProvenClientTTL(t *testing.T) {
-	ok, total := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_SERVICE_CPS)
-	syn := func(src string) []byte { return packet.Build(tcp(src, 80, packet.SYN)) }
 	spend := []verdictCase{
-		vc("spoofed 1", syn("10.1.0.1"), pass, ok),
-		vc("spoofed 2", syn("10.1.0.2"), pass, ok),
+		vc("spoofed 1", synFrom("10.1.0.1"), pass, rOK),
+		vc("spoofed 2", synFrom("10.1.0.2"), pass, rOK),
 	}
 	real := newConn("10.2.0.1", 80)
 
 	d := newDatapath(t, Options{})
 	mustApply(t, d, provenPolicy(0))
 	checkVerdicts(t, d, spend)
-	runEgress(t, d, real.out(packet.ACK, 5001, 101))
-	checkVerdicts(t, d, []verdictCase{vc("TTL 0: the proof is off", syn("10.2.0.1"), drop, total)})
+	runEgress(t, d, serverSays(real, packet.ACK, 100))
+	checkVerdicts(t, d, []verdictCase{vc("TTL 0: the proof is off", synFrom("10.2.0.1"), drop, rServiceCPS)})
+
+	unbounded := provenPolicy(10 * time.Minute)
+	unbounded.Services[0].Client = Limits{}
+	if img, err := compile(unbounded); err != nil || img.cfg.ProvenServices != 0 {
+		t.Fatalf("a service without a client connection limit: proven bits %b (err %v), want none", img.cfg.ProvenServices, err)
+	}
 
 	d = newDatapath(t, Options{})
-	mustApply(t, d, provenPolicy(300*time.Millisecond))
+	mustApply(t, d, provenPolicy(400*time.Millisecond))
 	checkVerdicts(t, d, spend)
-	runEgress(t, d, real.out(packet.ACK, 5001, 101))
-	time.Sleep(400 * time.Millisecond)
-	// the total refilled by 0.4 in the meantime: not enough for a SYN
-	checkVerdicts(t, d, []verdictCase{vc("the proof lapsed", syn("10.2.0.1"), drop, total)})
+	runEgress(t, d, serverSays(real, packet.ACK, 100))
+	checkVerdicts(t, d, []verdictCase{vc("within the TTL", synFrom("10.2.0.1"), pass, rOK)})
+	time.Sleep(600 * time.Millisecond)
+	// the shared total (full) is checked before the client's own bucket
+	checkVerdicts(t, d, []verdictCase{vc("the proof lapsed", synFrom("10.2.0.1"), drop, rServiceCPS)})
 }
 
 func stats(tb testing.TB, d *Datapath) Stats {

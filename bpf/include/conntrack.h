@@ -155,6 +155,7 @@ struct ct_tcp {
 	__u16 dport;
 	__u8 family;
 	__u8 flags;
+	__u8 data;	/* the segment carries payload (or is a BIG TCP aggregate) */
 };
 
 static __always_inline void v4_mapped(__u8 out[16], const void *a4)
@@ -170,6 +171,7 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 {
 	struct cursor c = { .pos = data, .end = data_end };
 	struct tcphdr *th;
+	__u32 l4len = 0;	/* IP payload: TCP header + data; 0 = unknown (BIG TCP) */
 	__u16 proto;
 
 	if (parse_eth(&c, &proto) != AG_R_OK)
@@ -185,6 +187,8 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 		hlen = iph->ihl * 4;
 		if ((void *)iph + hlen > c.end)
 			return -1;
+		if (bpf_ntohs(iph->tot_len) > hlen)
+			l4len = bpf_ntohs(iph->tot_len) - hlen;
 		c.pos = (void *)iph + hlen;
 		t->family = 4;
 		v4_mapped(t->saddr, &iph->saddr);
@@ -199,6 +203,7 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 		__builtin_memcpy(t->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(t->daddr, &ip6->daddr, 16);
 		next = ip6->nexthdr;
+		l4len = bpf_ntohs(ip6->payload_len);
 #pragma unroll
 		for (int i = 0; i < AG_MAX_EXT_HDRS; i++) {
 			struct ipv6_ext *e;
@@ -224,6 +229,7 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 			next = e->nexthdr;
 			if (!cursor_pull(&c, len))
 				return -1;
+			l4len = l4len > len ? l4len - len : 0;
 		}
 		if (next != IPPROTO_TCP)
 			return -1;
@@ -238,6 +244,9 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 	t->seq = bpf_ntohl(th->seq);
 	t->ack = bpf_ntohl(th->ack_seq);
 	t->flags = ((__u8 *)th)[13];
+	/* a length of 0 is a BIG TCP aggregate (its real length is in the skb),
+	 * which only established connections send */
+	t->data = !l4len || l4len > th->doff * 4;
 	return 0;
 }
 
@@ -766,15 +775,18 @@ static __always_inline int client_allowed(const __u8 addr[16], __u8 family, __u3
 	return list && *list == AG_LIST_ALLOW;
 }
 
-/* The server sent this client a segment of an established connection: the
- * client completed a handshake, so it may skip the service's shared
- * new-connection limits for a while. Written at most once a second per client. */
+/* The server sent this client data on a connection: the client completed a
+ * handshake, so it may skip the service's shared new-connection limits for a
+ * while. Only data counts: a bare ACK is what the kernel answers a half-open
+ * connection's out-of-window segment with (and a challenge ACK, and a
+ * TIME_WAIT ACK), and a blind spoofer can elicit those. Written at most once a
+ * second per client. */
 static __always_inline void prove_client(const struct ag_config *cfg, const struct ct_tcp *t, __u32 svc)
 {
 	struct ag_client_key ck;
 	__u64 now, *seen;
 
-	if ((t->flags & (TCPF_SYN | TCPF_RST)) || !(t->flags & TCPF_ACK))
+	if ((t->flags & (TCPF_SYN | TCPF_RST)) || !(t->flags & TCPF_ACK) || !t->data)
 		return;
 	mask_addr(ck.addr, t->daddr, t->family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
 	ck.service = svc;

@@ -33,6 +33,28 @@ static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost
 	return 0;
 }
 
+/* Charges cost units that may not be refused (a proven client's SYN on a
+ * shared bucket): the bucket fills, so others see the load, but never past
+ * full, so the charge cannot lock them out for longer than a full burst. */
+static __always_inline void gcra_charge(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
+{
+	__u64 interval = l->interval;
+	__u64 old, next;
+
+	if (!interval)
+		return;
+#pragma unroll
+	for (int i = 0; i < AG_CAS_TRIES; i++) {
+		old = *(volatile __u64 *)tat;
+		next = (old > now ? old : now) + ((cost * interval) >> 16);
+		if (next > now + l->tolerance)
+			next = now + l->tolerance;
+		if (next <= old || __sync_val_compare_and_swap(tat, old, next) == old)
+			return;
+	}
+	stat_inc(AG_STAT_CAS_CONTENDED);
+}
+
 /* Checks one level's buckets; returns the kind that refused, or AG_KIND_MAX. */
 static __always_inline int limit_level(__u64 *tat, const struct ag_limit *lim,
 				       __u32 len, int syn, __u64 now)

@@ -115,10 +115,10 @@ struct {
 	__uint(max_entries, 1 << 16);
 } prefixes SEC(".maps");
 
-/* Clients the server has spoken to on an established connection (the egress
- * program saw a segment other than a SYN-ACK or a RST): they completed a
- * handshake, which a spoofed source cannot. Value: when, coarse ns. Only the
- * egress side inserts, so a flood cannot churn it. */
+/* Clients the server sent data to (conntrack.h prove_client): they completed
+ * a handshake, which a blind spoofer cannot. Value: when, coarse ns. Only the
+ * egress side inserts, so spoofed packets cannot churn it; many real clients
+ * can (least recently used go first). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ag_client_key);

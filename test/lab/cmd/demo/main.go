@@ -128,7 +128,7 @@ func allScenarios() []scenario {
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
 			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared: a client the server " +
-				"has not yet spoken to (connections.provenClientTTL) loses its SYNs as often as the flood does",
+				"has not yet sent data to (connections.provenClientTTL) loses its SYNs as often as the flood does",
 		},
 		{
 			name: "SYN flood, random sources, IPv6", unit: "SYNs", v6: true,
@@ -136,7 +136,7 @@ func allScenarios() []scenario {
 			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
 			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared: a client the server " +
-				"has not yet spoken to (connections.provenClientTTL) loses its SYNs as often as the flood does",
+				"has not yet sent data to (connections.provenClientTTL) loses its SYNs as often as the flood does",
 		},
 		{
 			name: "HTTP request flood, one source", unit: "requests",
