@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 )
 
@@ -179,10 +180,11 @@ func BenchmarkConntrack(b *testing.B) {
 	})
 }
 
-// What proven clients cost: the egress program on a server segment to a
-// proven client (a port lookup and an LRU lookup; the entry is rewritten at
-// most once a second), and a proven client's SYN (one more LRU lookup), each
-// against the same packet with provenClientTTL 0. TC and XDP test runs.
+// What proven clients cost: the egress program on a server segment with data
+// to a proven client (payload length, a port lookup and an LRU lookup; the
+// entry is rewritten at most once a second), and a proven client's SYN (one
+// more LRU lookup, a charge on the total), each against the same packet with
+// provenClientTTL 0. TC and XDP test runs.
 func BenchmarkProvenClients(b *testing.B) {
 	policy := func(ttl time.Duration) *Policy {
 		high := Rate{PerSecond: 1 << 40, Burst: 1 << 40}
@@ -195,7 +197,7 @@ func BenchmarkProvenClients(b *testing.B) {
 		prog  func(d *Datapath) *ebpf.Program
 		frame []byte
 	}{
-		{"egress_segment", (*Datapath).Egress, c.out(fPSH, 5001, 101)},
+		{"egress_data", (*Datapath).Egress, serverSays(c, packet.ACK|packet.PSH, 100)},
 		{"ingress_syn", (*Datapath).XDP, c.in(fSYN, 100, 0)},
 	} {
 		b.Run(k.name, func(b *testing.B) {
@@ -204,7 +206,7 @@ func BenchmarkProvenClients(b *testing.B) {
 			for _, ttl := range []time.Duration{10 * time.Minute, 0} {
 				d := newDatapath(b, Options{})
 				mustApply(b, d, policy(ttl))
-				runEgress(b, d, c.out(fPSH, 5001, 101)) // proves the client when on
+				runEgress(b, d, serverSays(c, packet.ACK|packet.PSH, 100)) // proves the client when on
 				for r := 0; r < benchRounds; r++ {
 					_, t, err := k.prog(d).Benchmark(k.frame, n, nil)
 					if err != nil {
