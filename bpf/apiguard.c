@@ -538,6 +538,38 @@ int baseline_pass(struct xdp_md *ctx)
 /* conntrack: TC egress on the guarded interface, the server's side of capped
  * services' connections (include/conntrack.h). It never drops; TC_ACT_UNSPEC
  * lets any later program or filter decide. */
+/* Proven clients (conntrack.h prove_client) take data from a local socket as
+ * proof only when the socket is a TCP connection past its handshake: not a raw
+ * socket forging a service's segments, not a Fast Open child still in SYN_RECV.
+ * Forwarded packets have no socket here (they are trusted: docs/conntrack.md),
+ * nor do non-inet senders (AF_PACKET needs root, who could write the map). */
+static __always_inline int from_connected_socket(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;	/* a request or TIME_WAIT socket: no data anyway */
+	/* Type 0 is no real socket: BPF_PROG_TEST_RUN gives its skbs a
+	 * placeholder of type 0, and every inet socket has a type. */
+	if ((sk->family != 2 /* AF_INET */ && sk->family != 10 /* AF_INET6 */) || !sk->type)
+		return 1;
+	if (sk->type != 1 /* SOCK_STREAM */ || sk->protocol != IPPROTO_TCP)
+		return 0;
+	switch (sk->state) {
+	case BPF_TCP_ESTABLISHED:
+	case BPF_TCP_FIN_WAIT1:
+	case BPF_TCP_FIN_WAIT2:
+	case BPF_TCP_CLOSE_WAIT:
+	case BPF_TCP_LAST_ACK:
+	case BPF_TCP_CLOSING:
+		return 1;
+	}
+	return 0;
+}
+
 SEC("tc")
 int apiguard_egress(struct __sk_buff *skb)
 {
@@ -545,7 +577,7 @@ int apiguard_egress(struct __sk_buff *skb)
 	 * (a pull on a cloned skb copies its head) */
 	if (skb->data + 128 > skb->data_end && skb->data_end - skb->data < skb->len)
 		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
-	conn_track_egress((void *)(long)skb->data, (void *)(long)skb->data_end);
+	conn_track_egress((void *)(long)skb->data, (void *)(long)skb->data_end, from_connected_socket(skb));
 	return TC_ACT_UNSPEC;
 }
 

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -152,8 +153,72 @@ func TestProvenClientTTL(t *testing.T) {
 	runEgress(t, d, serverSays(real, packet.ACK, 100))
 	checkVerdicts(t, d, []verdictCase{vc("within the TTL", synFrom("10.2.0.1"), pass, rOK)})
 	time.Sleep(600 * time.Millisecond)
-	// the shared total (full) is checked before the client's own bucket
+	// spend whatever the total regained meanwhile (a slow machine may have
+	// taken longer than the sleep), then the lapsed proof must not help
+	for i := 0; i < 10 && runXDP(t, d, synFrom(fmt.Sprintf("10.1.1.%d", i+1))) == xdpPass; i++ {
+	}
+	proven := stats(t, d).ProvenSYNs
 	checkVerdicts(t, d, []verdictCase{vc("the proof lapsed", synFrom("10.2.0.1"), drop, rServiceCPS)})
+	if n := stats(t, d).ProvenSYNs; n != proven {
+		t.Fatalf("a SYN used a lapsed proof (%d proven SYNs, was %d)", n, proven)
+	}
+}
+
+// The payload the proof needs is what is left after every header: IPv4
+// options and IPv6 extension headers are not data.
+func TestProvenNeedsData(t *testing.T) {
+	for _, h := range []struct {
+		name string
+		ext  func(*packet.Spec)
+		v6   bool
+	}{
+		{"ipv4", func(*packet.Spec) {}, false},
+		{"ipv4 with options", func(s *packet.Spec) { s.IPv4Options = 12 }, false},
+		{"ipv6", func(*packet.Spec) {}, true},
+		{"ipv6 with hop-by-hop and destination options", func(s *packet.Spec) { s.IPv6Ext = []uint8{0, 60} }, true},
+		{"ipv6 with a fragment header (first fragment)", func(s *packet.Spec) { s.IPv6Ext = []uint8{packet.Fragment}; s.MoreFragments = true }, true},
+	} {
+		t.Run(h.name, func(t *testing.T) {
+			client := "10.2.0.1"
+			if h.v6 {
+				client = "2001:db8:2:1::1"
+			}
+			c := newConn(client, 80)
+			says := func(payload int) []byte {
+				s := packet.Spec{Src: c.server(), Dst: c.client, Proto: packet.TCP, SrcPort: 80, DstPort: c.cport,
+					TCPFlags: packet.ACK | packet.PSH, Seq: 5001, Ack: 101, Payload: payload}
+				h.ext(&s)
+				return packet.Build(s)
+			}
+			d := newDatapath(t, Options{})
+			mustApply(t, d, provenPolicy(10*time.Minute))
+			runEgress(t, d, says(0))
+			if len(provenKeysAll(t, d)) != 0 {
+				t.Fatal("headers alone proved the client")
+			}
+			runEgress(t, d, says(1))
+			if len(provenKeysAll(t, d)) != 1 {
+				t.Fatal("one byte of data did not prove the client")
+			}
+		})
+	}
+}
+
+func provenKeysAll(t *testing.T, d *Datapath) []GuardAgClientKey {
+	t.Helper()
+	var (
+		out []GuardAgClientKey
+		k   GuardAgClientKey
+		v   uint64
+	)
+	it := d.objs.Proven.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, k)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func stats(tb testing.TB, d *Datapath) Stats {

@@ -4,17 +4,20 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/netns"
 	"github.com/apiguard/apiguard/test/packet"
 	"golang.org/x/sys/unix"
 )
 
 // Real kernel TCP over a veth pair: a blind spoofer makes the server answer a
 // half-open connection with a bare ACK (an out-of-window SYN, a segment
-// without flags, a FIN), and none of it proves the spoofed source; a real
-// client the server sends data to is proven.
+// without flags, a FIN), and none of it proves the spoofed source; nor does a
+// raw socket on the server's side forging the service's data; a real client
+// the server sends data to is proven.
 func TestProvenClientVeth(t *testing.T) {
 	lab := newVethLab(t)
 	d := newDatapath(t, Options{})
@@ -33,46 +36,63 @@ func TestProvenClientVeth(t *testing.T) {
 	startGreeter(t, lab, dst)
 
 	// what reaches the spoofer's side: the server's answers
-	capture := captureTCP(t, lab, 8443)
+	answers := captureTCP(t, lab, 8443)
 
 	spoofed := netip.MustParseAddr("10.200.5.5")
-	var fd int
-	if err := lab.a.Do(func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	send := func(flags uint8, seq, ack uint32) {
-		frame := packet.Build(packet.Spec{Src: spoofed, Dst: lab.lb.Addr4, Proto: packet.TCP,
-			SrcPort: 20000, DstPort: 8443, TCPFlags: flags, Seq: seq, Ack: ack})
-		if err := unix.Sendto(fd, frame[14:], 0, &unix.SockaddrInet4{Addr: lab.lb.Addr4.As4()}); err != nil {
-			t.Fatalf("send a spoofed segment: %v", err)
+	raw := func(ns *netns.Namespace) int {
+		var fd int
+		if err := ns.Do(func() (err error) {
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	spoofer := raw(lab.a)
+	send := func(fd int, s packet.Spec) {
+		if err := unix.Sendto(fd, packet.Build(s)[14:], 0, &unix.SockaddrInet4{Addr: s.Dst.As4()}); err != nil {
+			t.Fatalf("send a raw segment: %v", err)
+		}
+	}
+	toServer := func(flags uint8, seq uint32) packet.Spec {
+		return packet.Spec{Src: spoofed, Dst: lab.lb.Addr4, Proto: packet.TCP, SrcPort: 20000, DstPort: 8443, TCPFlags: flags, Seq: seq}
 	}
 	const isn = 1000
-	send(packet.SYN, isn, 0)
+	send(spoofer, toServer(packet.SYN, isn))
 	time.Sleep(50 * time.Millisecond)
-	send(packet.SYN, isn+1<<30, 0) // out of window: the half-open connection answers with an ACK
-	send(0, isn+1<<30, 0)
-	send(packet.FIN, isn+1<<30, 0)
-	time.Sleep(200 * time.Millisecond)
-
-	answers := capture()
-	var synack, bareACK bool
-	for _, a := range answers {
-		if a.dst != spoofed {
-			continue
+	send(spoofer, toServer(packet.SYN, isn+1<<30)) // out of window: the half-open connection answers with an ACK
+	send(spoofer, toServer(0, isn+1<<30))
+	send(spoofer, toServer(packet.FIN, isn+1<<30))
+	waitUntil(t, "the server answers the spoofer with a SYN-ACK and a bare ACK", 5*time.Second, func() bool {
+		var synack, bareACK bool
+		for _, a := range answers() {
+			if a.dst == spoofed {
+				synack = synack || a.flags == packet.SYN|packet.ACK
+				bareACK = bareACK || (a.flags == packet.ACK && !a.data)
+			}
 		}
-		synack = synack || a.flags == packet.SYN|packet.ACK
-		bareACK = bareACK || (a.flags == packet.ACK && !a.data)
-	}
-	if !synack || !bareACK {
-		t.Fatalf("the server's answers to the spoofer %+v: want a SYN-ACK and a bare ACK, or the test shows nothing", answers)
-	}
-	if provenKeys(t, d)[spoofed] {
+		return synack && bareACK
+	})
+	// a raw socket on the server's side forging a service's data
+	forged := netip.MustParseAddr("10.200.6.6")
+	send(raw(lab.b), packet.Spec{Src: lab.lb.Addr4, Dst: forged, Proto: packet.TCP, SrcPort: 8443, DstPort: 20000,
+		TCPFlags: packet.ACK | packet.PSH, Seq: 1, Ack: 1, Payload: 100})
+	waitUntil(t, "the forged segment leaves", 5*time.Second, func() bool {
+		for _, a := range answers() {
+			if a.dst == forged && a.data {
+				return true
+			}
+		}
+		return false
+	})
+	keys := provenKeys(t, d)
+	if keys[spoofed] {
 		t.Fatal("the spoofed source was proven by the server's answers to a half-open connection")
+	}
+	if keys[forged] {
+		t.Fatal("a raw socket forging the service's data proved its destination")
 	}
 
 	// a real client: the server greets it with data
@@ -130,7 +150,8 @@ type answer struct {
 }
 
 // captureTCP reads, on the client side of the veth, the IPv4 TCP segments
-// from port sport until the returned function is called.
+// from port sport for the rest of the test; the function returned lists
+// those seen so far.
 func captureTCP(t *testing.T, lab *vethLab, sport uint16) func() []answer {
 	t.Helper()
 	var fd int
@@ -151,15 +172,19 @@ func captureTCP(t *testing.T, lab *vethLab, sport uint16) func() []answer {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
-	out := make(chan []answer, 1)
-	stop := make(chan struct{})
+	var (
+		mu   sync.Mutex
+		got  []answer
+		stop = make(chan struct{})
+		done = make(chan struct{})
+	)
 	go func() {
-		var got []answer
+		defer close(done)
 		buf := make([]byte, 2048)
+		// bounded: 20 ms receive timeouts, at most ~30 minutes
 		for i := 0; i < 100000; i++ {
 			select {
 			case <-stop:
-				out <- got
 				return
 			default:
 			}
@@ -168,7 +193,7 @@ func captureTCP(t *testing.T, lab *vethLab, sport uint16) func() []answer {
 				continue
 			}
 			if err != nil {
-				break
+				return
 			}
 			p := buf[:n]
 			if n < 40 || p[9] != unix.IPPROTO_TCP {
@@ -180,40 +205,31 @@ func captureTCP(t *testing.T, lab *vethLab, sport uint16) func() []answer {
 			}
 			total := int(p[2])<<8 | int(p[3])
 			doff := int(p[ihl+12]>>4) * 4
+			mu.Lock()
 			got = append(got, answer{dst: netip.AddrFrom4([4]byte(p[16:20])), flags: p[ihl+13], data: total > ihl+doff})
+			mu.Unlock()
 		}
-		<-stop
-		out <- got
 	}()
-	var once bool
 	t.Cleanup(func() {
-		if !once {
-			close(stop)
-			<-out
-		}
+		close(stop)
+		<-done
 		unix.Close(fd)
 	})
 	return func() []answer {
-		once = true
-		close(stop)
-		return <-out
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]answer(nil), got...)
 	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// provenKeys lists the IPv4 client keys in the proven map.
+// provenKeys lists the client keys in the proven map as addresses.
 func provenKeys(t *testing.T, d *Datapath) map[netip.Addr]bool {
 	t.Helper()
 	out := map[netip.Addr]bool{}
-	var k GuardAgClientKey
-	var v uint64
-	it := d.objs.Proven.Iterate()
-	for it.Next(&k, &v) {
+	for _, k := range provenKeysAll(t, d) {
 		out[netip.AddrFrom16(k.Addr).Unmap()] = true
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

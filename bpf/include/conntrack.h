@@ -171,7 +171,8 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 {
 	struct cursor c = { .pos = data, .end = data_end };
 	struct tcphdr *th;
-	__u32 l4len = 0;	/* IP payload: TCP header + data; 0 = unknown (BIG TCP) */
+	__u32 l4len = 0;	/* IP payload: TCP header + data */
+	int big = 0;		/* a length of 0: a BIG TCP aggregate, data by nature */
 	__u16 proto;
 
 	if (parse_eth(&c, &proto) != AG_R_OK)
@@ -187,7 +188,9 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 		hlen = iph->ihl * 4;
 		if ((void *)iph + hlen > c.end)
 			return -1;
-		if (bpf_ntohs(iph->tot_len) > hlen)
+		if (!iph->tot_len)
+			big = 1;
+		else if (bpf_ntohs(iph->tot_len) > hlen)
 			l4len = bpf_ntohs(iph->tot_len) - hlen;
 		c.pos = (void *)iph + hlen;
 		t->family = 4;
@@ -204,6 +207,7 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 		__builtin_memcpy(t->daddr, &ip6->daddr, 16);
 		next = ip6->nexthdr;
 		l4len = bpf_ntohs(ip6->payload_len);
+		big = !l4len;
 #pragma unroll
 		for (int i = 0; i < AG_MAX_EXT_HDRS; i++) {
 			struct ipv6_ext *e;
@@ -244,9 +248,8 @@ static __always_inline int ct_parse(void *data, void *data_end, struct ct_tcp *t
 	t->seq = bpf_ntohl(th->seq);
 	t->ack = bpf_ntohl(th->ack_seq);
 	t->flags = ((__u8 *)th)[13];
-	/* a length of 0 is a BIG TCP aggregate (its real length is in the skb),
-	 * which only established connections send */
-	t->data = !l4len || l4len > th->doff * 4;
+	/* a length that does not add up is no data */
+	t->data = big || l4len > th->doff * 4;
 	return 0;
 }
 
@@ -798,8 +801,10 @@ static __always_inline void prove_client(const struct ag_config *cfg, const stru
 	bpf_map_update_elem(&proven, &ck, &now, BPF_ANY);
 }
 
-/* Egress: the server's side. It never drops: replies always leave. */
-static __always_inline void conn_track_egress(void *data, void *data_end)
+/* Egress: the server's side. It never drops: replies always leave. local_ok
+ * is 0 when the packet comes from a local socket that is not a TCP connection
+ * past its handshake (a raw socket forging server data): it proves no client. */
+static __always_inline void conn_track_egress(void *data, void *data_end, int local_ok)
 {
 	__u32 zero = 0, slot, idx, *svc_id;
 	const struct ag_conn_service *cs;
@@ -824,7 +829,7 @@ static __always_inline void conn_track_egress(void *data, void *data_end)
 	svc_id = bpf_map_lookup_elem(&ports, &idx);
 	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES)
 		return;
-	if ((cfg->proven_services >> *svc_id) & 1)
+	if (local_ok && ((cfg->proven_services >> *svc_id) & 1))
 		prove_client(cfg, &t, *svc_id);
 	if (!((cfg->conn_services >> *svc_id) & 1))
 		return;
