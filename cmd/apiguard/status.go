@@ -57,7 +57,7 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "events:\t%d sent, %d suppressed, %d lost\n", d.EventsSent, d.EventsSuppressed, d.EventsLost)
 	fmt.Fprintf(tw, "connections:\t%d established, %d half-open to capped services; flows %d new, %d picked up, %d timed out, %d refused for room\n",
 		d.ConnsEstablished, d.ConnsHalfOpen, d.FlowsNew, d.FlowsAdopted, d.FlowsExpired, d.FlowTableFull)
-	fmt.Fprintf(tw, "proven clients:\t%d SYNs skipped a shared connection limit\n", d.ProvenSYNs)
+	fmt.Fprintf(tw, "proven:\t%d SYNs of proven clients skipped a shared connection limit\n", d.ProvenSYNs)
 	if cs := st.CrowdSec; cs != nil {
 		crowdSecText(tw, cs, now)
 	}
