@@ -57,7 +57,18 @@ func linkPinName(mode AttachMode, iface string) string {
 // goes unguarded during a restart. In every mode a TC egress program goes on
 // the same interface too: it follows the server's side of connections to
 // services with connection caps (egress.go).
+//
+// Hooks an earlier run left on the same interface in another mode are removed
+// once the new ones are in place (no gap): two guards on one interface would
+// count and limit every packet twice.
 func (d *Datapath) Attach(iface string, mode AttachMode) (Attachment, error) {
+	// The kernel holds one XDP program per interface: native and generic
+	// exclude each other, so that switch alone has a gap.
+	if other := map[AttachMode]AttachMode{AttachNative: AttachGeneric, AttachGeneric: AttachNative}[mode]; other != "" {
+		if err := d.removeIngress(iface, other); err != nil {
+			return Attachment{Iface: iface, Mode: mode}, err
+		}
+	}
 	att, err := d.attachIngress(iface, mode)
 	if err != nil {
 		return att, err
@@ -65,7 +76,60 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (Attachment, error) {
 	if err := d.attachEgress(iface, mode); err != nil {
 		return att, err
 	}
-	return att, nil
+	return att, d.removeOtherModes(iface, mode)
+}
+
+// removeOtherModes takes off iface the ingress hooks of every mode but mode,
+// and the egress hook of the kind mode does not use.
+func (d *Datapath) removeOtherModes(iface string, mode AttachMode) error {
+	var errs []error
+	for _, m := range []AttachMode{AttachNative, AttachGeneric, AttachTCX, AttachTC} {
+		if m != mode {
+			errs = append(errs, d.removeIngress(iface, m))
+		}
+	}
+	if d.opts.PinDir == "" {
+		return errors.Join(errs...)
+	}
+	other := AttachTC
+	if _, err := os.Stat(egressPinPath(d.opts.PinDir, AttachTCX, iface)); mode == AttachTC || err != nil {
+		other = AttachTCX // the egress hook is a clsact filter (mode tc, or a kernel without TCX)
+	}
+	errs = append(errs, removePinnedHook(egressPinPath(d.opts.PinDir, other, iface), other, iface, netlink.HANDLE_MIN_EGRESS))
+	return errors.Join(errs...)
+}
+
+// removeIngress takes iface's ingress hook in mode off, when there is one:
+// pinned, or held by this Datapath. (Unpinned clsact filters are left: only
+// pins say which filters an earlier run of ours installed.)
+func (d *Datapath) removeIngress(iface string, mode AttachMode) error {
+	name := linkPinName(mode, iface)
+	if d.opts.PinDir != "" {
+		return removePinnedHook(filepath.Join(d.opts.PinDir, linksDir, name), mode, iface, netlink.HANDLE_MIN_INGRESS)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.links[name]
+	if l == nil {
+		return nil
+	}
+	delete(d.links, name)
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach %s from %s: %w", mode, iface, err)
+	}
+	return nil
+}
+
+// removePinnedHook is removeHook for a pin that may not exist.
+func removePinnedHook(path string, mode AttachMode, iface string, hook uint32) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := removeHook(path, mode, iface, hook); err != nil {
+		return err
+	}
+	slog.Info("removed an attachment in another mode", "iface", iface, "mode", mode)
+	return nil
 }
 
 func (d *Datapath) attachIngress(iface string, mode AttachMode) (Attachment, error) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -246,6 +247,54 @@ func TestPinnedAttachSurvivesOwner(t *testing.T) {
 			}
 			if got := exchange(t, tx, rx, 10); got != 10 {
 				t.Fatalf("after Detach %d of 10 datagrams arrived", got)
+			}
+		})
+	}
+}
+
+// Attaching in another mode replaces the earlier hooks on the interface
+// (pinned ones too): one guard, not two counting every packet. Without pins
+// the Datapath replaces the links it holds (clsact filters need pins to be
+// known as ours, so tc is left out there).
+func TestAttachSwitchesMode(t *testing.T) {
+	for _, pinned := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pinned", false: "unpinned"}[pinned], func(t *testing.T) {
+			lab := newVethLab(t)
+			opts, modes := Options{}, []AttachMode{AttachNative, AttachTCX, AttachGeneric, AttachNative}
+			if pinned {
+				opts.PinDir = tempPinDir(t)
+				modes = []AttachMode{AttachNative, AttachTCX, AttachTC, AttachGeneric, AttachNative}
+			}
+			d := newDatapath(t, opts)
+			mustApply(t, d, &Policy{})
+			dst := netip.AddrPortFrom(lab.lb.Addr4, 9999)
+			rx := listenUDP(t, lab.b, dst)
+			tx := dialUDP(t, lab.a, dst)
+			for _, mode := range modes {
+				if err := lab.b.Do(func() error { _, err := d.Attach(lab.lb.Name, mode); return err }); err != nil {
+					t.Fatal(err)
+				}
+				if pinned {
+					atts, err := Attachments(opts.PinDir)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(atts) != 1 || atts[0].Mode != mode {
+						t.Fatalf("after attaching %s: pinned attachments %+v, want that one only", mode, atts)
+					}
+					egress, err := os.ReadDir(filepath.Join(opts.PinDir, linksDir, egressDir))
+					if err != nil || len(egress) != 1 {
+						t.Fatalf("after attaching %s: egress pins %v (%v), want one", mode, egress, err)
+					}
+				}
+				// every datagram is counted once: one guard on the path
+				before := reasonCount(t, d, ActionPass, GuardAgReasonAG_R_NO_SERVICE)
+				if got := exchange(t, tx, rx, 20); got != 20 {
+					t.Fatalf("%s: %d of 20 datagrams arrived", mode, got)
+				}
+				if n := reasonCount(t, d, ActionPass, GuardAgReasonAG_R_NO_SERVICE) - before; n != 20 {
+					t.Fatalf("%s: 20 datagrams counted %d times", mode, n)
+				}
 			}
 		})
 	}

@@ -47,6 +47,9 @@ func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	path := egressPinPath(d.opts.PinDir, AttachTCX, dev.Name)
+	if d.opts.PinDir == "" && d.links[egressDir+"/"+linkPinName(AttachTCX, dev.Name)] != nil {
+		return nil // this Datapath's egress program is on it already
+	}
 	if d.opts.PinDir != "" {
 		if l, err := link.LoadPinnedLink(path, nil); err == nil {
 			uerr := l.Update(d.objs.ApiguardEgress)
