@@ -81,14 +81,17 @@ func TestApplyIsAtomicUnderTraffic(t *testing.T) {
 	dropPolicy := &Policy{DefaultDrop: true}
 	mustApply(t, d, denyPolicy)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	// 60 swaps, however long a slow machine takes (bounded at 10 s); the
+	// traffic runs until the swapper is done
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	swaps := 0
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; ctx.Err() == nil && i < 10000; i++ {
+		defer cancel()
+		for i := 0; ctx.Err() == nil && i < 60; i++ {
 			p := dropPolicy
 			if i%2 == 1 {
 				p = denyPolicy
