@@ -12,7 +12,7 @@ import (
 
 // Service ids of the base policy.
 const (
-	svcHTTP  = 1 // tcp 80, 8080-8081: client 10 pps, burst 5
+	svcHTTP  = 1 // tcp 80, 8080-8081: client 1 pps, burst 5
 	svcDNS   = 2 // udp 53: client 1000 B/s, burst 3028 (two full frames)
 	svcAPI   = 3 // tcp 443: client 1 new conn/s, burst 2
 	svcPfx   = 4 // tcp 9000: prefix 1 pps, burst 3
@@ -28,7 +28,9 @@ func basePolicy() *Policy {
 		Deny:          []netip.Prefix{pfx("192.0.2.0/24"), pfx("198.51.100.0/24"), pfx("2001:db8:dead::/48")},
 		Services: []Service{
 			{ID: svcHTTP, Name: "http", Proto: ProtoTCP, Ports: []PortRange{{80, 80}, {8080, 8081}},
-				Client: Limits{Packets: Rate{PerSecond: 10, Burst: 5}}},
+				// 1/s: a test's packets must not earn a token back, however
+				// slow the machine (10/s refilled within 100 ms)
+				Client: Limits{Packets: Rate{PerSecond: 1, Burst: 5}}},
 			{ID: svcDNS, Name: "dns", Proto: ProtoUDP, Ports: []PortRange{{53, 53}},
 				Client: Limits{Bytes: Rate{PerSecond: 1000, Burst: 3028}}},
 			{ID: svcAPI, Name: "api", Proto: ProtoTCP, Ports: []PortRange{{443, 443}},
@@ -461,7 +463,7 @@ func TestRefusalMemory(t *testing.T) {
 	testenv.OnOneCPU(t) // the memory is per CPU: the count below assumes one
 	d := newDatapath(t, Options{})
 	p := &Policy{Services: []Service{{ID: 1, Name: "udp", Proto: ProtoUDP, Ports: []PortRange{{9001, 9001}},
-		Client: Limits{Packets: Rate{PerSecond: 5, Burst: 1}}}}}
+		Client: Limits{Packets: Rate{PerSecond: 1, Burst: 1}}}}}
 	mustApply(t, d, p)
 	frame := packet.Build(udp("10.11.0.1", 9001, 0))
 	if runXDP(t, d, frame) != xdpPass {
@@ -489,8 +491,9 @@ func TestRefusalMemory(t *testing.T) {
 	if fromMemory != 49 {
 		t.Fatalf("the refusal memory dropped %d packets, want 49", fromMemory)
 	}
-	// 5/s: the bucket has room again 200 ms after the first packet
-	time.Sleep(250 * time.Millisecond)
+	// 1/s: the bucket has room again a second after the first packet (and
+	// not before, however slow the 50 runs above were)
+	time.Sleep(1100 * time.Millisecond)
 	if runXDP(t, d, frame) != xdpPass {
 		t.Fatal("refused after the bucket had room again")
 	}

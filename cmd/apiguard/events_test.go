@@ -21,8 +21,8 @@ type telemetryDaemon struct {
 
 func (d *telemetryDaemon) RecentEvents(_ context.Context, n int) ([]control.Event, error) {
 	evs := []control.Event{
-		{Time: d.now.Add(-2 * time.Second), Type: "deny_hit", Reason: "deny", Action: "drop", Client: "198.51.100.4", Proto: "tcp", Port: 22, TCPFlags: "SYN", Count: 1},
-		{Time: d.now.Add(-time.Second), Type: "limited", Reason: "client_pps", Action: "drop", Client: "192.0.2.10", Service: 2, Proto: "udp", Port: 53, Count: 1500},
+		{Time: d.now().Add(-2 * time.Second), Type: "deny_hit", Reason: "deny", Action: "drop", Client: "198.51.100.4", Proto: "tcp", Port: 22, TCPFlags: "SYN", Count: 1},
+		{Time: d.now().Add(-time.Second), Type: "limited", Reason: "client_pps", Action: "drop", Client: "192.0.2.10", Service: 2, Proto: "udp", Port: 53, Count: 1500},
 	}
 	return evs[len(evs)-min(n, len(evs)):], nil
 }
@@ -53,11 +53,11 @@ func (d *telemetryDaemon) FollowEvents(context.Context) (control.EventFeed, erro
 func (d *telemetryDaemon) Flagged(_ context.Context, active bool) ([]control.Flag, error) {
 	fs := []control.Flag{
 		{Prefix: netip.MustParsePrefix("203.0.113.66/32"), Reason: detect.Scan, Action: detect.ActionBan, Active: true, Episodes: 1,
-			FirstSeen: d.now.Add(-30 * time.Second), LastSeen: d.now.Add(-5 * time.Second),
+			FirstSeen: d.now().Add(-30 * time.Second), LastSeen: d.now().Add(-5 * time.Second),
 			Evidence: detect.Evidence{Window: 10 * time.Second, Ports: 40, Summary: "SYNs to 40 ports without a service in 10s (1, 2, 3, ...)"},
-			Ban:      detect.BanInfo{Banned: true, TTL: 10 * time.Minute, Expires: d.now.Add(9 * time.Minute)}},
+			Ban:      detect.BanInfo{Banned: true, TTL: 10 * time.Minute, Expires: d.now().Add(9 * time.Minute)}},
 		{Service: 3, Reason: detect.SYNFlood, Action: detect.ActionBan, Episodes: 2,
-			FirstSeen: d.now.Add(-time.Hour), LastSeen: d.now.Add(-10 * time.Minute),
+			FirstSeen: d.now().Add(-time.Hour), LastSeen: d.now().Add(-10 * time.Minute),
 			Evidence: detect.Evidence{Window: 10 * time.Second, Summary: "the service's total connection limit refused SYNs"},
 			Ban:      detect.BanInfo{Skipped: "many sources: nothing to ban"}},
 	}
@@ -74,7 +74,7 @@ func TestEventsAndFlaggedCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	fake := &telemetryDaemon{fakeDaemon: &fakeDaemon{now: now}, live: []control.Event{
+	fake := &telemetryDaemon{fakeDaemon: &fakeDaemon{now: time.Now}, live: []control.Event{
 		{Time: now, Type: "no_service", Reason: "no_service", Action: "pass", Client: "203.0.113.9", Proto: "tcp", Port: 8081, TCPFlags: "SYN", Count: 1},
 		{Time: now, Type: "ban_hit", Reason: "ban", Action: "drop", Client: "203.0.113.9", Proto: "tcp", Port: 443, Count: 1},
 	}}

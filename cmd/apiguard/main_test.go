@@ -147,26 +147,26 @@ func TestDaemonNotRunning(t *testing.T) {
 
 // fakeDaemon answers the control API with fixed data, so the CLI's tables can
 // be checked without BPF.
-type fakeDaemon struct{ now time.Time }
+type fakeDaemon struct{ now func() time.Time } // the time of each request, as a real daemon
 
 func (f *fakeDaemon) Status(context.Context) (*control.Status, error) {
 	return &control.Status{
-		Version: "v9", PID: 4242, StartedAt: f.now.Add(-time.Hour), PinDir: "/sys/fs/bpf/apiguard", Adopted: true,
+		Version: "v9", PID: 4242, StartedAt: f.now().Add(-time.Hour), PinDir: "/sys/fs/bpf/apiguard", Adopted: true,
 		Interfaces: []control.Interface{{Name: "eth0", Mode: "native", Adopted: true}},
-		Policy:     control.PolicySummary{Name: "default", Generation: 3, AppliedAt: f.now.Add(-time.Minute)},
+		Policy:     control.PolicySummary{Name: "default", Generation: 3, AppliedAt: f.now().Add(-time.Minute)},
 		Bans:       1,
 		Counters:   []control.Counter{{Action: "pass", Reason: "ok", Packets: 1000, Bytes: 1 << 20}, {Action: "drop", Reason: "ban", Packets: 7, Bytes: 420}},
 		Maps:       []control.MapUsage{{Name: "clients", Entries: 32768, Capacity: 131072}},
 		CrowdSec: &control.CrowdSec{LAPI: "http://127.0.0.1:8080",
-			Bouncer:  &crowdsec.BouncerStats{Pulls: 9, PullErrors: 3, Outages: 1, LastError: "pull decisions: connection refused", LastSuccess: f.now.Add(-time.Minute), Active: 4, Decisions: 5},
+			Bouncer:  &crowdsec.BouncerStats{Pulls: 9, PullErrors: 3, Outages: 1, LastError: "pull decisions: connection refused", LastSuccess: f.now().Add(-time.Minute), Active: 4, Decisions: 5},
 			Reporter: &crowdsec.ReporterStats{MachineID: "host-a", Sent: 6, Queued: 2}},
 		AccessLogs: []control.AccessLogStatus{{Path: "/var/log/nginx/access.log", Format: "combined", Lines: 1200, ParseErrors: 2,
-			Signals: 40, LagBytes: 2048, LastLine: f.now.Add(-3 * time.Second)}},
+			Signals: 40, LagBytes: 2048, LastLine: f.now().Add(-3 * time.Second)}},
 	}, nil
 }
 
 func (f *fakeDaemon) Policy(context.Context) (*control.PolicyInfo, error) {
-	return &control.PolicyInfo{PolicySummary: control.PolicySummary{Name: "default", Generation: 3, AppliedAt: f.now},
+	return &control.PolicyInfo{PolicySummary: control.PolicySummary{Name: "default", Generation: 3, AppliedAt: f.now()},
 		Path: "/etc/apiguard/policy.yaml", Source: "kind: Policy\n"}, nil
 }
 
@@ -179,7 +179,7 @@ func (f *fakeDaemon) DiffPolicy(context.Context, *control.PolicyUpload) (*contro
 }
 
 func (f *fakeDaemon) Bans(context.Context) ([]control.Ban, error) {
-	created, expires := f.now.Add(-time.Minute), f.now.Add(9*time.Minute)
+	created, expires := f.now().Add(-time.Minute), f.now().Add(9*time.Minute)
 	return []control.Ban{
 		{Prefix: "192.0.2.7/32", Reason: "port scan", Source: "detector", Created: &created, Expires: &expires},
 		{Prefix: "198.51.100.0/24", Reason: "unknown", Source: "unknown"},
@@ -197,7 +197,7 @@ func (f *fakeDaemon) RemoveBan(context.Context, netip.Prefix) error {
 
 func (f *fakeDaemon) TopClients(_ context.Context, n int, by control.SortKey) (*control.TopClients, error) {
 	return &control.TopClients{By: by, Tracked: 12, Clients: []control.ClientSummary{
-		{Addr: "192.0.2.1/32", Packets: 500, Bytes: 3 << 20, Drops: 2, Services: 2, LastSeen: f.now.Add(-2 * time.Second)},
+		{Addr: "192.0.2.1/32", Packets: 500, Bytes: 3 << 20, Drops: 2, Services: 2, LastSeen: f.now().Add(-2 * time.Second)},
 	}}, nil
 }
 
@@ -209,7 +209,7 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.NewServer(&fakeDaemon{now: time.Now()}, nil).Serve(ctx, ln) }()
+	go func() { done <- control.NewServer(&fakeDaemon{now: time.Now}, nil).Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

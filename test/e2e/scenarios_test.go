@@ -180,11 +180,14 @@ func TestFloodsAgainstTheShippedPolicy(t *testing.T) {
 				name      string
 				attack    lab.Attack
 				mustHurt  bool    // without apiguard
-				dropShare float64 // of what the attack sent, with apiguard
+				dropShare float64 // with apiguard: of what the attack sent beyond what the policy allows
+				allowed   float64 // what the shipped policy lets through in the flood's 3 s
 			}{
-				{"one-source UDP flood", lab.Attack{Kind: lab.UDPFlood, Port: 8080, Rate: 150000}, false, 0.9},
-				{"one-source HTTP request flood", lab.Attack{Kind: lab.HTTPFlood, Port: 80, Path: "/login", Conns: 128}, true, 0},
-				{"random-source SYN flood", lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 150000}, false, 0.9},
+				// udp client 5000/s, burst 10000
+				{"one-source UDP flood", lab.Attack{Kind: lab.UDPFlood, Port: 8080, Rate: 150000}, false, 0.9, 5000*3 + 10000},
+				{"one-source HTTP request flood", lab.Attack{Kind: lab.HTTPFlood, Port: 80, Path: "/login", Conns: 128}, true, 0, 0},
+				// http total connections 2000/s, burst 4000
+				{"random-source SYN flood", lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 150000}, false, 0.9, 2000*3 + 4000},
 			}
 			for i, f := range floods {
 				f.attack.Target = target
@@ -226,8 +229,11 @@ func TestFloodsAgainstTheShippedPolicy(t *testing.T) {
 						if st.SuccessRate() < 0.99 {
 							t.Errorf("%s: with apiguard the client got %.1f%% of its requests answered, want at least 99%%", f.name, 100*st.SuccessRate())
 						}
-						if f.dropShare > 0 && float64(dropped) < f.dropShare*float64(rep.Sent) {
-							t.Errorf("%s: apiguard dropped %d of %d packets, want at least %.0f%%", f.name, dropped, rep.Sent, 100*f.dropShare)
+						// a slow sender may offer little more than the policy allows:
+						// the share is of the excess
+						if excess := float64(rep.Sent) - f.allowed; f.dropShare > 0 && float64(dropped) < f.dropShare*excess {
+							t.Errorf("%s: apiguard dropped %d of %d packets, want at least %.0f%% of the %.0f over the policy's allowance",
+								f.name, dropped, rep.Sent, 100*f.dropShare, excess)
 						}
 						if dropped == 0 {
 							t.Errorf("%s: apiguard dropped nothing", f.name)
@@ -275,7 +281,15 @@ func TestClientLimitAcrossCPUs(t *testing.T) {
 		before, cpusBefore, recvBefore := g.counters(), perCPU(t, g.d.Config.PinDir), sink.Received()
 		rep := wait(t, g.attack(0, lab.Attack{Kind: lab.UDPFlood, Target: g.lab.ServerAddr(4), Port: 9000,
 			Duration: d, Threads: 2, CPUs: []int{0, 1}, Flows: 8}))
-		time.Sleep(100 * time.Millisecond) // the sink reads the last datagrams
+		// the sink reads the last datagrams: until its count holds still (at most 2 s)
+		for n, i := sink.Received(), 0; i < 40; i++ {
+			time.Sleep(50 * time.Millisecond)
+			m := sink.Received()
+			if m == n && i > 0 {
+				break
+			}
+			n = m
+		}
 		after, cpusAfter := g.counters(), perCPU(t, g.d.Config.PinDir)
 		passed := after["pass/ok"] - before["pass/ok"]
 		dropped := after["drop/client_pps"] - before["drop/client_pps"]
@@ -289,8 +303,9 @@ func TestClientLimitAcrossCPUs(t *testing.T) {
 			attempt, rep.Sent, passed, 100*float64(passed)/allowed, d, allowed, dropped, received, perCPUSeen)
 		t.Log(last)
 		// The datapath can only be stricter than the limit: the packets of a
-		// run span at most its duration plus a few milliseconds in queues.
-		if max := rate*(d+20*time.Millisecond).Seconds() + burst; float64(passed) > max {
+		// run span at most its duration plus what sat in queues (150 ms of
+		// slack for a busy machine's late softirqs).
+		if max := rate*(d+150*time.Millisecond).Seconds() + burst; float64(passed) > max {
 			t.Fatalf("%d packets passed, more than the limit allows (%.0f)", passed, max)
 		}
 		if received > passed || float64(received) < 0.98*float64(passed) {
@@ -536,7 +551,9 @@ func TestKill9DuringFlood(t *testing.T) {
 	if n := sinkDenied.Received(); n != 0 {
 		t.Errorf("%d datagrams of the denied source reached the server (daemon dead)", n)
 	}
-	if limit := 1000*gap.Seconds() + 100; float64(limitedInGap) > limit {
+	// the sink's reader may lag the kernel at either end of the gap: 300 ms
+	// of rate as slack, besides the burst
+	if limit := 1000*(gap.Seconds()+0.3) + 100; float64(limitedInGap) > limit {
 		t.Errorf("with the daemon dead, the limited source got %d datagrams through in %v (limit %.0f)", limitedInGap, gap, limit)
 	}
 	if limitedInGap < int64(500*gap.Seconds()) {
