@@ -92,37 +92,7 @@ func BenchmarkDatapath(b *testing.B) {
 				p.Deny = append(p.Deny, netip.MustParsePrefix("10.0.0.0/8"))
 			}
 			mustApply(b, d, p)
-			frame := packet.Build(c.spec)
-			if c.warm > 0 {
-				if _, _, err := d.XDP().Benchmark(frame, c.warm, nil); err != nil {
-					b.Fatal(err)
-				}
-			}
-			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-			if err != nil {
-				b.Fatalf("enable BPF run-time statistics: %v", err)
-			}
-			defer stats.Close()
-			var guard, base []time.Duration
-			n := max(b.N/benchRounds, 1)
-			b.ResetTimer()
-			for r := 0; r < benchRounds; r++ {
-				bt, err := runTime(d.Baseline(), frame, n)
-				if err != nil {
-					b.Fatal(err)
-				}
-				gt, err := runTime(d.XDP(), frame, n)
-				if err != nil {
-					b.Fatal(err)
-				}
-				base, guard = append(base, bt), append(guard, gt)
-			}
-			b.StopTimer()
-			g, bl := median(guard), median(base)
-			b.ReportMetric(float64(g.Nanoseconds()), "ns/pkt")
-			b.ReportMetric(float64(bl.Nanoseconds()), "baseline-ns/pkt")
-			b.ReportMetric(float64(g.Nanoseconds()-bl.Nanoseconds()), "delta-ns")
-			b.ReportMetric(float64(g)/float64(max(bl, 1)), "ratio")
+			benchAgainstBaseline(b, d.Baseline(), d.XDP(), packet.Build(c.spec), c.warm)
 		})
 	}
 }
@@ -157,7 +127,7 @@ func BenchmarkCalibrationNaiveBucket(b *testing.B) {
 	}
 	defer prog.Close()
 	defer state.Close()
-	benchAgainstBaseline(b, prog, 2_000_000)
+	calibrate(b, prog, 2_000_000)
 }
 
 // The other platform share: one read of the precise clock (bpf_ktime_get_ns),
@@ -168,29 +138,34 @@ func BenchmarkCalibrationClock(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer prog.Close()
-	benchAgainstBaseline(b, prog, 0)
+	calibrate(b, prog, 0)
 }
 
-// benchAgainstBaseline measures a calibration program and the datapath's
-// baseline_pass back to back, benchRounds rounds, medians.
-func benchAgainstBaseline(b *testing.B, prog *ebpf.Program, warm int) {
+// calibrate measures a calibration program against the datapath's baseline
+// with the same source draw over 64k sources.
+func calibrate(b *testing.B, prog *ebpf.Program, warm int) {
 	d := newDatapath(b, Options{BenchCycle: 1 << 16})
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		b.Fatalf("enable BPF run-time statistics: %v", err)
-	}
-	defer stats.Close()
-	frame := packet.Build(udp("10.0.0.1", 9000, 64))
+	benchAgainstBaseline(b, d.Baseline(), prog, packet.Build(udp("10.0.0.1", 9000, 64)), warm)
+}
+
+// benchAgainstBaseline measures prog and baseline back to back, benchRounds
+// rounds, medians of the kernel's run-time statistics.
+func benchAgainstBaseline(b *testing.B, baseline, prog *ebpf.Program, frame []byte, warm int) {
 	if warm > 0 {
 		if _, _, err := prog.Benchmark(frame, warm, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable BPF run-time statistics: %v", err)
+	}
+	defer stats.Close()
 	var guard, base []time.Duration
 	n := max(b.N/benchRounds, 1)
 	b.ResetTimer()
 	for r := 0; r < benchRounds; r++ {
-		bt, err := runTime(d.Baseline(), frame, n)
+		bt, err := runTime(baseline, frame, n)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -205,6 +180,7 @@ func benchAgainstBaseline(b *testing.B, prog *ebpf.Program, warm int) {
 	b.ReportMetric(float64(g.Nanoseconds()), "ns/pkt")
 	b.ReportMetric(float64(bl.Nanoseconds()), "baseline-ns/pkt")
 	b.ReportMetric(float64(g.Nanoseconds()-bl.Nanoseconds()), "delta-ns")
+	b.ReportMetric(float64(g)/float64(max(bl, 1)), "ratio")
 }
 
 func median(ds []time.Duration) time.Duration {
