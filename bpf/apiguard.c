@@ -213,7 +213,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	__u32 idx = slot * AG_MAX_SERVICES + svc_id;
 	const struct ag_service *svc = bpf_map_lookup_elem(&services, &idx);
 	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
-	int shared_syn;
+	int shared_syn, proven_svc;
 	const struct ag_limit *lc, *lp, *lt;
 	struct ag_service_state *ss = NULL, *ps = NULL;
 	struct ag_client_state *cs = NULL;
@@ -244,7 +244,8 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	 * flood fills them, and must not lock out the clients the server
 	 * already talks to. Its SYNs are still charged there (below). */
 	shared_syn = syn;
-	if (syn && ((cfg->proven_services >> svc_id) & 1)) {
+	proven_svc = syn && ((cfg->proven_services >> svc_id) & 1);
+	if (proven_svc) {
 		__u64 *seen;
 
 		key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
@@ -271,10 +272,9 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	/* Every service client has an entry: it carries the per-client counters
 	 * behind "top clients" even when the service sets no client limit. */
 	level = AG_LEVEL_CLIENT;
-	if (!cs) {
+	if (!proven_svc)	/* else built for the proof above */
 		key_for(&ckey, p, cfg->client_bits4, cfg->client_bits6, svc_id);
-		cs = bpf_map_lookup_elem(&clients, &ckey);
-	}
+	cs = bpf_map_lookup_elem(&clients, &ckey);
 	if (!cs) {
 		struct ag_client_state init = { .first_seen = now, .last_seen = now,
 						 .packets = 1, .bytes = p->len };
@@ -316,9 +316,9 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	}
 	if (syn && !shared_syn) {
 		if (ps)
-			gcra_charge(&ps->tat[AG_KIND_CPS], &lp[AG_KIND_CPS], 1, now);
+			gcra_take(&ps->tat[AG_KIND_CPS], &lp[AG_KIND_CPS], 1, now, 1);
 		if (ss)
-			gcra_charge(&ss->tat[AG_KIND_CPS], &lt[AG_KIND_CPS], 1, now);
+			gcra_take(&ss->tat[AG_KIND_CPS], &lt[AG_KIND_CPS], 1, now, 1);
 	}
 	return;
 
@@ -535,9 +535,6 @@ int baseline_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* conntrack: TC egress on the guarded interface, the server's side of capped
- * services' connections (include/conntrack.h). It never drops; TC_ACT_UNSPEC
- * lets any later program or filter decide. */
 /* Proven clients (conntrack.h prove_client) take data from a local socket as
  * proof only when the socket is a TCP connection past its handshake: not a raw
  * socket forging a service's segments, not a Fast Open child still in SYN_RECV.
@@ -570,6 +567,9 @@ static __always_inline int from_connected_socket(struct __sk_buff *skb)
 	return 0;
 }
 
+/* conntrack: TC egress on the guarded interface, the server's side of capped
+ * services' connections and of proven clients (include/conntrack.h). It never
+ * drops; TC_ACT_UNSPEC lets any later program or filter decide. */
 SEC("tc")
 int apiguard_egress(struct __sk_buff *skb)
 {

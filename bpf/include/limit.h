@@ -9,8 +9,11 @@
 
 #define AG_CAS_TRIES 4
 
-/* Returns 1 when cost units conform to the limit and charges them, else 0. */
-static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
+/* Takes cost units from the bucket. Returns 1 when they conform and are
+ * charged, else 0. With force (a proven client's SYN on a shared bucket) they
+ * are never refused: the bucket fills, so others see the load, but never past
+ * full, so the charge cannot lock them out for longer than a full burst. */
+static __always_inline int gcra_take(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now, int force)
 {
 	__u64 interval = l->interval;
 	__u64 inc, old, base, next;
@@ -23,8 +26,13 @@ static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost
 		old = *(volatile __u64 *)tat;
 		base = old > now ? old : now;
 		next = base + inc;
-		if (next - now > l->tolerance)
-			return 0;
+		if (next - now > l->tolerance) {
+			if (!force)
+				return 0;
+			next = now + l->tolerance;
+			if (next <= old)
+				return 1;	/* full already */
+		}
 		if (__sync_val_compare_and_swap(tat, old, next) == old)
 			return 1;
 	}
@@ -33,26 +41,9 @@ static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost
 	return 0;
 }
 
-/* Charges cost units that may not be refused (a proven client's SYN on a
- * shared bucket): the bucket fills, so others see the load, but never past
- * full, so the charge cannot lock them out for longer than a full burst. */
-static __always_inline void gcra_charge(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
+static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost, __u64 now)
 {
-	__u64 interval = l->interval;
-	__u64 old, next;
-
-	if (!interval)
-		return;
-#pragma unroll
-	for (int i = 0; i < AG_CAS_TRIES; i++) {
-		old = *(volatile __u64 *)tat;
-		next = (old > now ? old : now) + ((cost * interval) >> 16);
-		if (next > now + l->tolerance)
-			next = now + l->tolerance;
-		if (next <= old || __sync_val_compare_and_swap(tat, old, next) == old)
-			return;
-	}
-	stat_inc(AG_STAT_CAS_CONTENDED);
+	return gcra_take(tat, l, cost, now, 0);
 }
 
 /* Checks one level's buckets; returns the kind that refused, or AG_KIND_MAX. */
