@@ -253,36 +253,28 @@ func (d *Detector) ObserveSignal(s Signal) bool {
 	weight := uint64(max(s.Weight, 1))
 	c := d.apiClient(s.Client, now)
 	allowed := func() bool { return d.opts.IsAllowed(s.Client) || d.opts.IsAllowed(c.prefix.Addr()) }
-	switch {
-	case auth:
-		r := lazyRing(&c.auth)
-		r.add(d.api.authSpan, now, weight)
-		if r.sum > a.AuthFailures.Failures {
-			d.raise(AuthFailures, a.AuthFailures.Rule, d.api.authSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: r.sum,
-					Summary: fmt.Sprintf("%d failed logins in %v (latest %s)", r.sum, a.AuthFailures.Window, describe(s))}
+	// count counts the signal in one of the client's windows and raises
+	// reason once the window holds more than over
+	count := func(w **ring, sp span, over uint64, reason Reason, rule Rule, what string, window time.Duration) {
+		r := lazyRing(w)
+		r.add(sp, now, weight)
+		if r.sum > over {
+			d.raise(reason, rule, sp, c.prefix, 0, &signalEvent, now, func() Evidence {
+				return Evidence{Events: r.sum, Summary: fmt.Sprintf("%d %s in %v (latest %s)", r.sum, what, window, describe(s))}
 			}, allowed)
 		}
+	}
+	switch {
+	case auth:
+		count(&c.auth, d.api.authSpan, a.AuthFailures.Failures, AuthFailures, a.AuthFailures.Rule, "failed logins", a.AuthFailures.Window)
 	case enum:
 		d.enumerate(c, s, weight, now, allowed)
 	case th:
-		r := lazyRing(&c.th)
-		r.add(d.api.thSpan, now, weight)
-		if r.sum > a.AppThrottled.Responses {
-			d.raise(AppThrottled, a.AppThrottled.Rule, d.api.thSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: r.sum,
-					Summary: fmt.Sprintf("the application throttled it (429) %d times in %v (latest %s)", r.sum, a.AppThrottled.Window, describe(s))}
-			}, allowed)
-		}
+		count(&c.th, d.api.thSpan, a.AppThrottled.Responses, AppThrottled, a.AppThrottled.Rule,
+			"times the application throttled it (429)", a.AppThrottled.Window)
 	case burst:
-		r := lazyRing(&c.err)
-		r.add(d.api.errSpan, now, weight)
-		if r.sum > a.ErrorBurst.Responses {
-			d.raise(ErrorBurst, a.ErrorBurst.Rule, d.api.errSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: r.sum,
-					Summary: fmt.Sprintf("%d server errors (5xx) answering it in %v (latest %s)", r.sum, a.ErrorBurst.Window, describe(s))}
-			}, allowed)
-		}
+		count(&c.err, d.api.errSpan, a.ErrorBurst.Responses, ErrorBurst, a.ErrorBurst.Rule,
+			"server errors (5xx) answering it", a.ErrorBurst.Window)
 	}
 	return true
 }
