@@ -102,22 +102,9 @@ func (p *parser) allowFrom(o object, inline, files *yaml.Node, svc *Service) {
 	var entries []aclEntry
 	errsBefore := len(p.errs)
 	if inline != nil {
-		field := o.field("allowFrom")
-		items, _ := p.list(inline, field)
-		for i, it := range items {
-			it = resolve(it)
-			f := fmt.Sprintf("%s[%d]", field, i)
-			s, ok := p.scalar(it, f, "a CIDR such as 10.0.0.0/8")
-			if !ok {
-				continue
-			}
-			pfx, err := parseCIDR(strings.TrimSpace(s))
-			if err != nil {
-				p.errAt(it, f, "%v", err)
-				continue
-			}
+		p.cidrs(inline, o.field("allowFrom"), "a CIDR such as 10.0.0.0/8", func(pfx netip.Prefix, it *yaml.Node, _ int, f string) {
 			entries = append(entries, aclEntry{pfx: pfx, file: p.file, line: it.Line, field: f})
-		}
+		})
 	}
 	if files != nil {
 		field := o.field("allowFromFiles")

@@ -288,15 +288,26 @@ func (p *parser) addSource(s listSource) int32 {
 }
 
 func (p *parser) inlineList(n *yaml.Node, field string, kind listKind) {
+	src := int32(-1)
+	p.cidrs(n, field, "a CIDR such as 192.0.2.0/24", func(pfx netip.Prefix, it *yaml.Node, i int, _ string) {
+		if src < 0 {
+			src = p.addSource(listSource{file: p.file, field: field, inline: true})
+		}
+		p.entries = append(p.entries, entry{pfx: pfx, kind: kind, src: src, line: int32(it.Line), idx: int32(i)})
+	})
+}
+
+// cidrs reads a YAML list of CIDRs, reporting each bad item at its line, and
+// hands every good one to add with its node, index and field path.
+func (p *parser) cidrs(n *yaml.Node, field, example string, add func(pfx netip.Prefix, it *yaml.Node, i int, f string)) {
 	items, ok := p.list(n, field)
 	if !ok {
 		return
 	}
-	src := p.addSource(listSource{file: p.file, field: field, inline: true})
 	for i, it := range items {
 		it = resolve(it)
 		f := fmt.Sprintf("%s[%d]", field, i)
-		s, ok := p.scalar(it, f, "a CIDR such as 192.0.2.0/24")
+		s, ok := p.scalar(it, f, example)
 		if !ok {
 			continue
 		}
@@ -305,7 +316,7 @@ func (p *parser) inlineList(n *yaml.Node, field string, kind listKind) {
 			p.errAt(it, f, "%v", err)
 			continue
 		}
-		p.entries = append(p.entries, entry{pfx: pfx, kind: kind, src: src, line: int32(it.Line), idx: int32(i)})
+		add(pfx, it, i, f)
 	}
 }
 
