@@ -33,11 +33,13 @@ func connBenchPolicy() *Policy {
 	for i := 0; i < 1000; i++ {
 		acl = append(acl, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(i >> 8), byte(i), 0}), 24))
 	}
+	// ids after benchPolicy's own, however many it has
+	id := uint32(len(p.Services))
 	p.Services = append(p.Services,
-		Service{ID: 3, Name: "tracked", Proto: ProtoTCP, Ports: []PortRange{{8443, 8443}}, Client: lim,
+		Service{ID: id + 1, Name: "tracked", Proto: ProtoTCP, Ports: []PortRange{{8443, 8443}}, Client: lim,
 			MaxConns: ConnLimits{ClientEstablished: 1 << 30, TotalEstablished: 1 << 30}},
-		Service{ID: 4, Name: "untracked", Proto: ProtoTCP, Ports: []PortRange{{8080, 8080}}, Client: lim},
-		Service{ID: 5, Name: "acl", Proto: ProtoTCP, Ports: []PortRange{{9443, 9443}}, Client: lim, ACL: acl})
+		Service{ID: id + 2, Name: "untracked", Proto: ProtoTCP, Ports: []PortRange{{8080, 8080}}, Client: lim},
+		Service{ID: id + 3, Name: "acl", Proto: ProtoTCP, Ports: []PortRange{{9443, 9443}}, Client: lim, ACL: acl})
 	return p
 }
 
