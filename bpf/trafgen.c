@@ -3,11 +3,12 @@
  * generator, the trivial XDP_DROP program, and a naive per-source bucket that
  * calibrates what one random access to a 64k-client table costs here.
  *
- * The generator is Run with
- * BPF_PROG_TEST_RUN in live-frames mode: each run gets a copy of a template
- * frame, rewrites its source address (one source, N sources in turn, or random)
- * with checksums kept valid, and transmits it with XDP_TX out of the
- * generator's veth, at several Mpps from one core. */
+ * Two generators rewrite a template frame's source address (one source, N
+ * sources in turn, or random) with checksums kept valid: trafgen, run with
+ * BPF_PROG_TEST_RUN in live-frames mode, transmits each copy with XDP_TX out
+ * of the generator's veth; where the kernel refuses live frames, fanout_frames
+ * and fanout_source multiply frames sent from an AF_PACKET socket through a
+ * devmap broadcast (test/bench/trafgen). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -44,26 +45,26 @@ static __always_inline __u16 csum_replace4(__u16 check, __u32 old, __u32 new)
 	return ~sum;
 }
 
-SEC("xdp")
-int trafgen(struct xdp_md *ctx)
+/* Gives the frame the next source: in turn over gen.sources values, or at
+ * random, with checksums kept valid. 0 on success, -1 on a frame that does not
+ * fit the template's offsets. */
+static __always_inline int next_source(void *data, void *data_end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	__u32 off = gen.addr_off, zero = 0, old, new, idx;
 	__u64 *seq;
 	__be32 *addr;
 
 	if (gen.sources <= 1)
-		return XDP_TX;
+		return 0;
 	if (off > 64 || data + off + 4 > data_end)
-		return XDP_ABORTED;
+		return -1;
 	addr = data + off;
 	if (gen.random) {
 		idx = bpf_get_prandom_u32() % gen.sources;
 	} else {
 		seq = bpf_map_lookup_elem(&gen_seq, &zero);
 		if (!seq)
-			return XDP_ABORTED;
+			return -1;
 		idx = (*seq)++ % gen.sources;
 	}
 	old = bpf_ntohl(*addr);
@@ -75,17 +76,56 @@ int trafgen(struct xdp_md *ctx)
 		__u16 *c = data + (gen.ip_csum_off & 0xff);
 
 		if ((void *)(c + 1) > data_end)
-			return XDP_ABORTED;
+			return -1;
 		*c = bpf_htons(csum_replace4(bpf_ntohs(*c), old, new));
 	}
 	if (gen.l4_csum_off) {
 		__u16 *c = data + (gen.l4_csum_off & 0xff);
 
 		if ((void *)(c + 1) > data_end)
-			return XDP_ABORTED;
+			return -1;
 		*c = bpf_htons(csum_replace4(bpf_ntohs(*c), old, new));
 	}
-	return XDP_TX;
+	return 0;
+}
+
+/* Live-frames generator: each run transmits its copy of the template. */
+SEC("xdp")
+int trafgen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	return next_source(data, data_end) ? XDP_ABORTED : XDP_TX;
+}
+
+/* Redirect generator, where live frames are refused. Frames sent into an
+ * intermediate veth (as skbs, from an AF_PACKET socket) are broadcast by this
+ * program to every entry of fanout: each entry is the guarded pair's near end,
+ * so the guarded side receives each frame once per entry, as a real xdp_frame
+ * (what a NIC's driver hands XDP), not as an skb veth must convert. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(max_entries, 64);
+} fanout SEC(".maps");
+
+SEC("xdp")
+int fanout_frames(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&fanout, 0, BPF_F_BROADCAST);
+}
+
+/* Runs on each copy the broadcast made, before it is sent: every copy gets a
+ * source of its own. */
+SEC("xdp/devmap")
+int fanout_source(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	return next_source(data, data_end) ? XDP_DROP : XDP_PASS;
 }
 
 /* The "trivial XDP_DROP" configuration of the live benchmark. */

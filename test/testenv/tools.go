@@ -1,11 +1,13 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"runtime"
 	"testing"
 
+	"github.com/apiguard/apiguard/test/bench/trafgen"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,4 +54,20 @@ func OnOneCPU(tb testing.TB) {
 		unix.SchedSetaffinity(0, &orig)
 		runtime.UnlockOSThread()
 	})
+}
+
+// RequireLiveFrames stops a test of the live-frames generator where the kernel
+// refuses BPF_PROG_TEST_RUN in live-frames mode. It skips saying why, also
+// under CI=true: no setting makes such a kernel run it, and the generators that
+// replace it are tested on their own. Any other failure of the probe fails.
+func RequireLiveFrames(tb testing.TB) {
+	tb.Helper()
+	RequireRoot(tb)
+	err := trafgen.ProbeLiveFrames()
+	if errors.Is(err, trafgen.ErrLiveFramesRefused) {
+		tb.Skipf("cannot run here: %v", err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
 }

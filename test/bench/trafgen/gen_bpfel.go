@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type genBpfDevmapVal struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	BpfProg struct {
+		_  structs.HostLayout
+		Fd int32
+	}
+}
+
 type genGenConsts struct {
 	_         structs.HostLayout
 	Sources   uint32
@@ -26,14 +35,17 @@ type genGenConsts struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	genMapGenSeq       = "gen_seq"
-	genMapNaiveState   = "naive_state"
-	genProgClockRead   = "clock_read"
-	genProgDropAll     = "drop_all"
-	genProgNaiveBucket = "naive_bucket"
-	genProgPassAll     = "pass_all"
-	genProgTrafgen     = "trafgen"
-	genVarGen          = "gen"
+	genMapFanout        = "fanout"
+	genMapGenSeq        = "gen_seq"
+	genMapNaiveState    = "naive_state"
+	genProgClockRead    = "clock_read"
+	genProgDropAll      = "drop_all"
+	genProgFanoutFrames = "fanout_frames"
+	genProgFanoutSource = "fanout_source"
+	genProgNaiveBucket  = "naive_bucket"
+	genProgPassAll      = "pass_all"
+	genProgTrafgen      = "trafgen"
+	genVarGen           = "gen"
 )
 
 // loadGen returns the embedded CollectionSpec for gen.
@@ -78,17 +90,20 @@ type genSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genProgramSpecs struct {
-	ClockRead   *ebpf.ProgramSpec `ebpf:"clock_read"`
-	DropAll     *ebpf.ProgramSpec `ebpf:"drop_all"`
-	NaiveBucket *ebpf.ProgramSpec `ebpf:"naive_bucket"`
-	PassAll     *ebpf.ProgramSpec `ebpf:"pass_all"`
-	Trafgen     *ebpf.ProgramSpec `ebpf:"trafgen"`
+	ClockRead    *ebpf.ProgramSpec `ebpf:"clock_read"`
+	DropAll      *ebpf.ProgramSpec `ebpf:"drop_all"`
+	FanoutFrames *ebpf.ProgramSpec `ebpf:"fanout_frames"`
+	FanoutSource *ebpf.ProgramSpec `ebpf:"fanout_source"`
+	NaiveBucket  *ebpf.ProgramSpec `ebpf:"naive_bucket"`
+	PassAll      *ebpf.ProgramSpec `ebpf:"pass_all"`
+	Trafgen      *ebpf.ProgramSpec `ebpf:"trafgen"`
 }
 
 // genMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genMapSpecs struct {
+	Fanout     *ebpf.MapSpec `ebpf:"fanout"`
 	GenSeq     *ebpf.MapSpec `ebpf:"gen_seq"`
 	NaiveState *ebpf.MapSpec `ebpf:"naive_state"`
 }
@@ -120,12 +135,14 @@ func (o *genObjects) Close() error {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genMaps struct {
+	Fanout     *ebpf.Map `ebpf:"fanout"`
 	GenSeq     *ebpf.Map `ebpf:"gen_seq"`
 	NaiveState *ebpf.Map `ebpf:"naive_state"`
 }
 
 func (m *genMaps) Close() error {
 	return _GenClose(
+		m.Fanout,
 		m.GenSeq,
 		m.NaiveState,
 	)
@@ -142,17 +159,21 @@ type genVariables struct {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genPrograms struct {
-	ClockRead   *ebpf.Program `ebpf:"clock_read"`
-	DropAll     *ebpf.Program `ebpf:"drop_all"`
-	NaiveBucket *ebpf.Program `ebpf:"naive_bucket"`
-	PassAll     *ebpf.Program `ebpf:"pass_all"`
-	Trafgen     *ebpf.Program `ebpf:"trafgen"`
+	ClockRead    *ebpf.Program `ebpf:"clock_read"`
+	DropAll      *ebpf.Program `ebpf:"drop_all"`
+	FanoutFrames *ebpf.Program `ebpf:"fanout_frames"`
+	FanoutSource *ebpf.Program `ebpf:"fanout_source"`
+	NaiveBucket  *ebpf.Program `ebpf:"naive_bucket"`
+	PassAll      *ebpf.Program `ebpf:"pass_all"`
+	Trafgen      *ebpf.Program `ebpf:"trafgen"`
 }
 
 func (p *genPrograms) Close() error {
 	return _GenClose(
 		p.ClockRead,
 		p.DropAll,
+		p.FanoutFrames,
+		p.FanoutSource,
 		p.NaiveBucket,
 		p.PassAll,
 		p.Trafgen,

@@ -1,7 +1,21 @@
-// Package trafgen floods a veth at several Mpps from one core: an XDP program
-// run with BPF_PROG_TEST_RUN in live-frames mode transmits a template frame
-// (XDP_TX) out of an interface, rewriting its source address per packet. It is
-// the generator of the live-path benchmarks; it needs root and Linux 5.18+.
+// Package trafgen floods a veth from one core for the live-path benchmarks and
+// the flood tests. Three methods put a template frame on the wire, each
+// rewriting its source address per frame (one source, N in turn, or random)
+// with checksums kept valid:
+//
+//   - LiveFrames: an XDP program run with BPF_PROG_TEST_RUN in live-frames
+//     mode transmits each copy with XDP_TX (Linux 5.18+; several Mpps). Some
+//     kernels refuse the mode (EPERM): ProbeLiveFrames tells.
+//   - Redirect: an AF_PACKET socket sends the template into an intermediate
+//     veth whose XDP program broadcasts each frame through a devmap to the
+//     target link several times, a devmap program giving each copy its own
+//     source. The receiver gets xdp_frames, as from a NIC's driver.
+//   - Packet: an AF_PACKET socket (PACKET_QDISC_BYPASS, sendmmsg) sends
+//     straight out of the target link. The receiver gets skbs, which a veth
+//     converts for its XDP program at a cost a NIC's frames do not have.
+//
+// Best picks the first the kernel allows, in that order. The generator's
+// count is what it offered, never what arrived: count at the receiver.
 package trafgen
 
 //go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu" gen ../../../bpf/trafgen.c
@@ -10,15 +24,56 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	"github.com/cilium/ebpf"
+	"github.com/apiguard/apiguard/test/netns"
+	"golang.org/x/sys/unix"
 )
 
-const liveFrames = 2 // BPF_F_TEST_XDP_LIVE_FRAMES
+// Method is how a generator puts frames on the wire.
+type Method int
 
-// Config says what to send.
+// The methods, fastest first. Best is the zero value: the fastest allowed.
+const (
+	Best Method = iota
+	LiveFrames
+	Redirect
+	Packet
+)
+
+func (m Method) String() string {
+	switch m {
+	case Best:
+		return "best"
+	case LiveFrames:
+		return "live-frames"
+	case Redirect:
+		return "redirect"
+	case Packet:
+		return "af-packet"
+	}
+	return fmt.Sprintf("method(%d)", int(m))
+}
+
+// Delivers says what the receiving veth's XDP program is handed.
+func (m Method) Delivers() string {
+	if m == Packet {
+		return "skbs (converted for XDP by veth)"
+	}
+	return "xdp_frames (as from a NIC driver)"
+}
+
+// ParseMethod reads a method's name as String prints it.
+func ParseMethod(s string) (Method, error) {
+	for m := Best; m <= Packet; m++ {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown generator %q (want best, live-frames, redirect or af-packet)", s)
+}
+
+// Config says what to send and how.
 type Config struct {
 	// Frame is the template, as test/packet builds it (no VLAN tags).
 	Frame []byte
@@ -27,172 +82,210 @@ type Config struct {
 	// IPv4 address, bits 40..63 of an IPv6 one (so each source is its own /64).
 	Sources uint32
 	Random  bool
+	// Method: Best (default) takes the fastest the kernel allows.
+	Method Method
+	// Fanout is how many copies Redirect makes of each frame it sends
+	// (default 8, at most 64).
+	Fanout int
+	// CPU, when Pinned, is the CPU the sending thread runs on (the Packet and
+	// Redirect methods' kernel work runs there too). Pinned threads run with
+	// real-time priority while they send, so that other processes on a shared
+	// machine don't decide the offered rate.
+	CPU    int
+	Pinned bool
 }
 
-// Generator is a loaded generator program.
+// Generator sends one template frame out of one link.
 type Generator struct {
-	objs  genObjects
-	frame []byte
+	ns     *netns.Namespace
+	method Method
+	s      sender
+	cfg    Config
 }
 
-// New loads the generator for one template frame.
-func New(cfg Config) (*Generator, error) {
-	spec, err := loadGen()
-	if err != nil {
-		return nil, fmt.Errorf("read generator object: %w", err)
-	}
-	c, err := constsFor(cfg)
+// sender is one method. send offers n frames, or fewer when the kernel
+// pushed back, and returns how many it offered.
+type sender interface {
+	send(n uint32) (uint64, error)
+	close() error
+}
+
+// Open prepares a generator that sends cfg.Frame out of the link named link
+// in namespace ns.
+func Open(ns *netns.Namespace, link string, cfg Config) (*Generator, error) {
+	tmpl, err := templateOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["gen"].Set(c); err != nil {
-		return nil, fmt.Errorf("set generator constants: %w", err)
+	m := cfg.Method
+	if m == Best {
+		m = Redirect
+		if ProbeLiveFrames() == nil {
+			m = LiveFrames
+		}
 	}
-	g := &Generator{frame: cfg.Frame}
-	if err := spec.LoadAndAssign(&g.objs, nil); err != nil {
-		return nil, fmt.Errorf("load generator: %w", err)
+	g := &Generator{ns: ns, method: m, cfg: cfg}
+	switch m {
+	case LiveFrames:
+		g.s, err = newLive(ns, link, cfg, tmpl)
+	case Redirect:
+		g.s, err = newRedirect(ns, link, cfg, tmpl)
+	case Packet:
+		g.s, err = newPacket(ns, link, cfg, tmpl)
+	default:
+		err = fmt.Errorf("unknown generator method %d", int(m))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s generator on %s: %w", m, link, err)
 	}
 	return g, nil
 }
 
-func constsFor(cfg Config) (genGenConsts, error) {
-	f := cfg.Frame
-	if len(f) < 14+20+8 {
-		return genGenConsts{}, errors.New("template frame too short")
+// Method is the method this generator uses.
+func (g *Generator) Method() Method { return g.method }
+
+// Close releases the generator and anything it created.
+func (g *Generator) Close() error { return g.s.close() }
+
+// Send offers count frames (fewer if the kernel pushed back) and returns how
+// many it offered.
+func (g *Generator) Send(count uint32) (uint64, error) {
+	var sent uint64
+	err := g.do(func() (err error) {
+		sent, err = g.s.send(count)
+		return err
+	})
+	return sent, err
+}
+
+// Flood sends as fast as it can for d, at most maxFrames, and returns how many
+// frames it offered.
+func (g *Generator) Flood(d time.Duration, maxFrames uint64) (uint64, error) {
+	var sent uint64
+	err := g.do(func() error {
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) && sent < maxFrames {
+			n, err := g.s.send(uint32(min(g.chunk(), maxFrames-sent)))
+			sent += n
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// Paced sends at about rate frames per second for d, in 10 ms slices, and
+// returns how many frames it offered.
+func (g *Generator) Paced(d time.Duration, rate uint32) (uint64, error) {
+	const slice = 10 * time.Millisecond
+	per := max(rate/100, 1)
+	var sent uint64
+	err := g.do(func() error {
+		start := time.Now()
+		for i := 0; time.Since(start) < d && i < int(d/slice)+1; i++ {
+			n, err := g.s.send(per)
+			sent += n
+			if err != nil {
+				return err
+			}
+			if wait := time.Until(start.Add(time.Duration(i+1) * slice)); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// chunk is how many frames one send call of Flood offers: a live-frames run
+// ends in an RCU grace period, so it must last tens of milliseconds; the
+// socket methods come back between batches anyway.
+func (g *Generator) chunk() uint64 {
+	if g.method == LiveFrames {
+		return 1 << 18
 	}
-	c := genGenConsts{Sources: cfg.Sources}
-	if cfg.Random {
-		c.Random = 1
+	return 1 << 14
+}
+
+// do runs fn on a thread inside the generator's namespace (live frames name
+// the interface by index there), pinned when asked.
+func (g *Generator) do(fn func() error) error {
+	return g.ns.Do(func() error {
+		if !g.cfg.Pinned {
+			return fn()
+		}
+		var was, set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &was); err != nil {
+			return fmt.Errorf("read the generator's CPU affinity: %w", err)
+		}
+		set.Set(g.cfg.CPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pin the generator to CPU %d: %w", g.cfg.CPU, err)
+		}
+		if err := netns.Realtime(0); err != nil {
+			return fmt.Errorf("generator: %w", err)
+		}
+		ferr := fn()
+		// the thread goes back to the pool: timeshared, with its whole affinity
+		if err := errors.Join(netns.Timeshared(0), unix.SchedSetaffinity(0, &was)); err != nil {
+			return errors.Join(ferr, fmt.Errorf("unpin the generator: %w", err))
+		}
+		return ferr
+	})
+}
+
+// template is where the source address and the checksums covering it sit in
+// the frame.
+type template struct {
+	frame     []byte
+	addrOff   int // the 4 bytes of the source to vary
+	ipCsumOff int // IPv4 header checksum, 0 for IPv6
+	l4CsumOff int // UDP/TCP checksum (covers the address through the pseudo-header)
+}
+
+func templateOf(cfg Config) (template, error) {
+	f := cfg.Frame
+	t := template{frame: f}
+	if len(f) < 14+20+8 {
+		return t, errors.New("template frame too short")
 	}
 	var l4off, proto int
 	switch binary.BigEndian.Uint16(f[12:]) {
 	case 0x0800:
-		c.AddrOff = 14 + 12
-		c.IpCsumOff = 14 + 10
+		t.addrOff = 14 + 12
+		t.ipCsumOff = 14 + 10
 		l4off = 14 + int(f[14]&0x0f)*4
 		proto = int(f[14+9])
 	case 0x86dd:
 		// bits 32..63 of the source: IPv6 clients are /64s, so vary inside the prefix
-		c.AddrOff = 14 + 8 + 4
+		t.addrOff = 14 + 8 + 4
 		l4off = 14 + 40
 		proto = int(f[14+6])
 	default:
-		return c, errors.New("template frame is neither IPv4 nor IPv6")
+		return t, errors.New("template frame is neither IPv4 nor IPv6")
 	}
 	switch proto {
-	case 17:
-		c.L4CsumOff = uint32(l4off + 6)
-	case 6:
-		c.L4CsumOff = uint32(l4off + 16)
+	case unix.IPPROTO_UDP:
+		t.l4CsumOff = l4off + 6
+	case unix.IPPROTO_TCP:
+		t.l4CsumOff = l4off + 16
 	default:
-		return c, fmt.Errorf("template frame carries protocol %d, want TCP or UDP", proto)
+		return t, fmt.Errorf("template frame carries protocol %d, want TCP or UDP", proto)
 	}
-	return c, nil
+	if t.l4CsumOff+2 > len(f) {
+		return t, errors.New("template frame too short for its L4 header")
+	}
+	return t, nil
 }
 
-// Close unloads the generator.
-func (g *Generator) Close() error { return g.objs.Close() }
-
-// DropProgram returns a program that drops everything: the "trivial XDP_DROP"
-// configuration of the benchmarks. The caller closes it.
-func DropProgram() (*ebpf.Program, error) { return mapless("drop_all") }
-
-// PassProgram returns a program that passes everything: the "trivial
-// XDP_PASS" configuration of the benchmarks. The caller closes it.
-func PassProgram() (*ebpf.Program, error) { return mapless("pass_all") }
-
-// NaiveBucket returns the calibration program: one LRU lookup keyed by a random
-// u32 over 64k values and an increment. The caller closes both.
-func NaiveBucket() (*ebpf.Program, io.Closer, error) {
-	var o struct {
-		Prog  *ebpf.Program `ebpf:"naive_bucket"`
-		State *ebpf.Map     `ebpf:"naive_state"`
+// consts are the BPF generator's constants for a template.
+func (t template) consts(cfg Config) genGenConsts {
+	c := genGenConsts{Sources: cfg.Sources, AddrOff: uint32(t.addrOff),
+		IpCsumOff: uint32(t.ipCsumOff), L4CsumOff: uint32(t.l4CsumOff)}
+	if cfg.Random {
+		c.Random = 1
 	}
-	spec, err := loadGen()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read naive bucket object: %w", err)
-	}
-	// only the objects named in o's tags are loaded
-	if err := spec.LoadAndAssign(&o, nil); err != nil {
-		return nil, nil, fmt.Errorf("load naive bucket: %w", err)
-	}
-	return o.Prog, o.State, nil
-}
-
-// ClockRead returns a calibration program that only draws a source (like the
-// datapath's benchmark baseline) and reads the precise clock: the cost of the
-// one clock read every limited packet needs. The caller closes it.
-func ClockRead() (*ebpf.Program, error) { return mapless("clock_read") }
-
-// mapless loads one program of the object that uses no map.
-func mapless(name string) (*ebpf.Program, error) {
-	spec, err := loadGen()
-	if err != nil {
-		return nil, fmt.Errorf("read %s object: %w", name, err)
-	}
-	ps, ok := spec.Programs[name]
-	if !ok {
-		return nil, fmt.Errorf("no program %q in the generator object", name)
-	}
-	prog, err := ebpf.NewProgram(ps)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", name, err)
-	}
-	return prog, nil
-}
-
-// xdpMD mirrors struct xdp_md, the context BPF_PROG_TEST_RUN takes for XDP.
-type xdpMD struct {
-	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
-}
-
-// Send transmits count frames out of ifindex, which must be in the calling
-// thread's network namespace. It returns when the kernel has queued them all.
-func (g *Generator) Send(ifindex int, count uint32) error {
-	ctx := xdpMD{DataEnd: uint32(len(g.frame)), IngressIfindex: uint32(ifindex)}
-	_, err := g.objs.Trafgen.Run(&ebpf.RunOptions{
-		Data:      g.frame,
-		Context:   ctx,
-		Repeat:    count,
-		Flags:     liveFrames,
-		BatchSize: 64,
-	})
-	if err != nil {
-		return fmt.Errorf("live-frames run on ifindex %d: %w", ifindex, err)
-	}
-	return nil
-}
-
-// Flood sends for d, in calls of chunk frames (each call ends in an RCU grace
-// period, so a chunk should last tens of milliseconds or more), and returns how
-// many frames it offered. At most maxFrames are sent.
-func (g *Generator) Flood(ifindex int, d time.Duration, chunk, maxFrames uint32) (uint64, error) {
-	var sent uint64
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) && sent < uint64(maxFrames) {
-		n := min(chunk, uint32(uint64(maxFrames)-sent))
-		if err := g.Send(ifindex, n); err != nil {
-			return sent, err
-		}
-		sent += uint64(n)
-	}
-	return sent, nil
-}
-
-// Paced sends at about rate frames per second for d, in 10 ms slices.
-func (g *Generator) Paced(ifindex int, d time.Duration, rate uint32) (uint64, error) {
-	const slice = 10 * time.Millisecond
-	per := max(rate/100, 1)
-	var sent uint64
-	start := time.Now()
-	for i := 0; time.Since(start) < d && i < int(d/slice)+1; i++ {
-		if err := g.Send(ifindex, per); err != nil {
-			return sent, err
-		}
-		sent += uint64(per)
-		if wait := time.Until(start.Add(time.Duration(i+1) * slice)); wait > 0 {
-			time.Sleep(wait)
-		}
-	}
-	return sent, nil
+	return c
 }

@@ -1,69 +1,118 @@
-package trafgen
+package trafgen_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/test/bench/trafgen"
 	"github.com/apiguard/apiguard/test/netns"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
-// The generator's frames arrive on the peer with the sources it promised and
-// checksums the receiving stack accepts.
-func TestGeneratorReachesPeer(t *testing.T) {
-	testenv.RequireRoot(t)
-	gen, err := netns.New("aggen")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gen.Close() })
-	dut, err := netns.New("agdut")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dut.Close() })
-	lg, ld, err := netns.Veth(gen, dut, 91)
-	if err != nil {
-		t.Fatal(err)
-	}
+// pair is a generator namespace and a receiving one, joined by a veth pair.
+type pair struct {
+	gen, dut *netns.Namespace
+	lg, ld   *netns.Link
+}
 
+func newPair(tb testing.TB) *pair {
+	tb.Helper()
+	testenv.RequireRoot(tb)
+	p := &pair{}
+	var err error
+	if p.gen, err = netns.New("aggen"); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.gen.Close() })
+	if p.dut, err = netns.New("agdut"); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.dut.Close() })
+	if p.lg, p.ld, err = netns.Veth(p.gen, p.dut, 91); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// guard loads apiguard on the receiving end with one UDP service on 9000:
+// every source that reaches it becomes a client.
+func (p *pair) guard(tb testing.TB) *loader.Datapath {
+	tb.Helper()
 	d, err := loader.Load(loader.Options{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer d.Close()
+	tb.Cleanup(func() { d.Close() })
 	if _, err := d.Apply(&loader.Policy{Services: []loader.Service{{ID: 1, Name: "udp", Proto: loader.ProtoUDP, Ports: []loader.PortRange{{First: 9000, Last: 9000}}}}}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := dut.Do(func() error { _, err := d.Attach(ld.Name, loader.AttachNative); return err }); err != nil {
-		t.Fatal(err)
+	if err := p.dut.Do(func() error { _, err := d.Attach(p.ld.Name, loader.AttachNative); return err }); err != nil {
+		tb.Fatal(err)
 	}
+	return d
+}
 
-	for _, fam := range []struct{ src, dst netip.Addr }{{lg.Addr4, ld.Addr4}, {lg.Addr6, ld.Addr6}} {
-		before := clients(t, d)
-		frame := packet.Build(packet.Spec{Src: fam.src, Dst: fam.dst, Proto: packet.UDP, SrcPort: 1, DstPort: 9000, Payload: 18})
-		g, err := New(Config{Frame: frame, Sources: 500})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer g.Close()
-		err = gen.Do(func() error {
-			ifc, err := net.InterfaceByName(lg.Name)
-			if err != nil {
-				return err
+// Each method's frames arrive at the peer with the sources it promised and
+// checksums the receiving program accepts (apiguard counts a client per
+// source only for frames it parsed as valid UDP to its service).
+func TestGeneratorReachesPeer(t *testing.T) {
+	for _, m := range []trafgen.Method{trafgen.LiveFrames, trafgen.Redirect, trafgen.Packet} {
+		t.Run(m.String(), func(t *testing.T) {
+			if m == trafgen.LiveFrames {
+				testenv.RequireLiveFrames(t)
 			}
-			return g.Send(ifc.Index, 5000)
+			p := newPair(t)
+			d := p.guard(t)
+			for _, fam := range []struct{ src, dst netip.Addr }{{p.lg.Addr4, p.ld.Addr4}, {p.lg.Addr6, p.ld.Addr6}} {
+				before := clients(t, d)
+				frame := packet.Build(packet.Spec{Src: fam.src, Dst: fam.dst, Proto: packet.UDP, SrcPort: 1, DstPort: 9000, Payload: 18})
+				g, err := trafgen.Open(p.gen, p.lg.Name, trafgen.Config{Frame: frame, Sources: 500, Method: m})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g.Method() != m {
+					t.Fatalf("asked for %v, got %v", m, g.Method())
+				}
+				// in turn over 500 sources: 5000 frames name each of them 10 times
+				if _, err := g.Send(5000); err != nil {
+					t.Fatal(err)
+				}
+				g.Close()
+				want := 500
+				if got := clients(t, d) - before; got != want {
+					t.Errorf("%v: %d new clients seen at the peer, want %d", fam.src, got, want)
+				}
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := 500
-		if got := clients(t, d) - before; got != want {
-			t.Errorf("%v: %d new clients seen at the peer, want %d", fam.src, got, want)
-		}
+	}
+}
+
+// Best takes live frames where the kernel allows them, else the redirect
+// generator, and says which.
+func TestBestMethod(t *testing.T) {
+	p := newPair(t)
+	p.guard(t)
+	frame := packet.Build(packet.Spec{Src: p.lg.Addr4, Dst: p.ld.Addr4, Proto: packet.UDP, SrcPort: 1, DstPort: 9000})
+	g, err := trafgen.Open(p.gen, p.lg.Name, trafgen.Config{Frame: frame})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	want := trafgen.Redirect
+	if trafgen.ProbeLiveFrames() == nil {
+		want = trafgen.LiveFrames
+	}
+	if g.Method() != want {
+		t.Errorf("best generator here is %v, want %v (live frames: %v)", g.Method(), want, trafgen.ProbeLiveFrames())
 	}
 }
 
@@ -71,6 +120,90 @@ func clients(t *testing.T, d *loader.Datapath) int {
 	n := 0
 	if err := d.Clients(func(loader.Client) error { n++; return nil }); err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkGenerator measures each method's rate from one core, counted at
+// the receiver: a trivial XDP_DROP program on the peer (so the generator, not
+// the receiver, is the bottleneck) and the peer's rx_packets. It reports
+// received frames per second and the share of offered frames that arrived.
+// Run with -benchtime Nx: N seconds of flood per method.
+func BenchmarkGenerator(b *testing.B) {
+	for _, m := range []trafgen.Method{trafgen.LiveFrames, trafgen.Redirect, trafgen.Packet} {
+		b.Run(m.String(), func(b *testing.B) {
+			if m == trafgen.LiveFrames {
+				testenv.RequireLiveFrames(b)
+			}
+			testenv.RequireCPUs(b, 2)
+			p := newPair(b)
+			prog, err := trafgen.DropProgram()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer prog.Close()
+			attachDrop(b, p, prog)
+			// the receiver on CPU 1, the generator on CPU 0
+			if _, err := p.ld.ThreadedNAPI(1); err != nil {
+				b.Fatal(err)
+			}
+			frame := packet.Build(packet.Spec{Src: p.lg.Addr4, Dst: p.ld.Addr4, Proto: packet.UDP, SrcPort: 1, DstPort: 9000, Payload: 18})
+			g, err := trafgen.Open(p.gen, p.lg.Name, trafgen.Config{Frame: frame, Sources: 1 << 16, Random: true, Method: m, Pinned: true, CPU: 0})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer g.Close()
+			rx0 := rxPackets(b, p)
+			start := time.Now()
+			var offered uint64
+			b.ResetTimer()
+			for range b.N {
+				n, err := g.Flood(time.Second, 1<<30)
+				offered += n
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			time.Sleep(20 * time.Millisecond) // the receiver drains its ring
+			rx := rxPackets(b, p) - rx0
+			el := time.Since(start).Seconds()
+			b.ReportMetric(float64(rx)/el, "rx-pps")
+			b.ReportMetric(float64(rx)/float64(max(offered, 1)), "arrived/offered")
+		})
+	}
+}
+
+// attachDrop attaches prog in native mode on the receiving end until the
+// benchmark ends.
+func attachDrop(tb testing.TB, p *pair, prog *ebpf.Program) {
+	tb.Helper()
+	err := p.dut.Do(func() error {
+		ifc, err := net.InterfaceByName(p.ld.Name)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			return fmt.Errorf("attach XDP_DROP to %s: %w", p.ld.Name, err)
+		}
+		tb.Cleanup(func() { l.Close() })
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func rxPackets(tb testing.TB, p *pair) uint64 {
+	tb.Helper()
+	out, err := p.dut.Exec("cat", "/sys/class/net/"+p.ld.Name+"/statistics/rx_packets")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return n
 }
