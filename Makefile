@@ -16,7 +16,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl
 DEB_TOOLS := ip ethtool nft promtool nginx curl
 
-.PHONY: all build generate check-generate test bench bench-events bench-live bench-apply bench-crowdsec bench-apisignals lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator lint deps demo clean
 
 all: build
 
@@ -54,9 +54,19 @@ demo: deps build
 	./bin/apiguard-demo --apiguard $(BIN) --policy policies/default.yaml
 
 # Packages run one at a time: the kernel tests measure rates and share the CPUs.
+# Then every benchmark runs once (bench-check), so none can break unnoticed.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 ./...
+	$(MAKE) --no-print-directory bench-check
+
+# Every benchmark of the repository once, with the smallest sensible work:
+# each go benchmark at one iteration, the live and apply benchmarks with one
+# short run. It checks that they run and finish, not what they measure.
+bench-check:
+	$(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 1x ./...
+	$(GO) run ./test/bench/live --runs 1 --duration 500ms >/dev/null
+	$(GO) run ./test/bench/apply --entries 2000 --runs 1 >/dev/null
 
 # A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans;
 # a real LAPI's decision to the first dropped packet.
@@ -86,9 +96,17 @@ bench-apisignals: deps
 	$(GO) test -run '^$$' -bench 'Combined|JSONLines' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
 	$(GO) test -run '^$$' -bench 'OffendingRequestToDrop' -benchtime 20x -count 1 ./test/e2e/
 
-# The live path against nftables and XDP_DROP (about 4 minutes; root, 2+ CPUs).
+# The live path against nftables and XDP_DROP (about 4 minutes; root, 2+ CPUs),
+# with the fastest generator the kernel allows (GENERATOR=af-packet for the
+# skb path).
+GENERATOR ?= best
+LIVE_OUT := $(if $(filter best,$(GENERATOR)),docs/bench-live-latest.md,docs/bench-live-$(GENERATOR).md)
 bench-live: deps
-	$(GO) run ./test/bench/live --runs 3 --duration 2s --out docs/bench-live-latest.md
+	$(GO) run ./test/bench/live --runs 3 --duration 2s --generator $(GENERATOR) --out $(LIVE_OUT)
+
+# Each generator's rate from one core, counted at a receiver on the other CPU.
+bench-generator:
+	$(GO) test -run '^$$' -bench 'Generator' -benchtime 3x -count 1 ./test/bench/trafgen/
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

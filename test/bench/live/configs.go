@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -80,8 +81,12 @@ func setupTrivial(t *topology, what string, load func() (*ebpf.Program, error)) 
 		return nil, nil, err
 	}
 	var l link.Link
-	err = t.dut.Do(func() (err error) {
-		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.dutIfidx, Flags: link.XDPDriverMode})
+	err = t.dut.Do(func() error {
+		ifc, err := net.InterfaceByName(t.ld.Name)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 		return err
 	})
 	if err != nil {
