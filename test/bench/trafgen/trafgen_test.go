@@ -24,9 +24,16 @@ type pair struct {
 	lg, ld   *netns.Link
 }
 
-func newPair(tb testing.TB) *pair {
+// methods are the generators a test runs, each where the kernel allows it.
+var methods = []trafgen.Method{trafgen.LiveFrames, trafgen.Redirect, trafgen.Packet}
+
+// newPair builds the namespaces for a test of method m (Best: any).
+func newPair(tb testing.TB, m trafgen.Method) *pair {
 	tb.Helper()
 	testenv.RequireRoot(tb)
+	if m == trafgen.LiveFrames {
+		testenv.RequireLiveFrames(tb)
+	}
 	p := &pair{}
 	var err error
 	if p.gen, err = netns.New("aggen"); err != nil {
@@ -65,12 +72,9 @@ func (p *pair) guard(tb testing.TB) *loader.Datapath {
 // checksums the receiving program accepts (apiguard counts a client per
 // source only for frames it parsed as valid UDP to its service).
 func TestGeneratorReachesPeer(t *testing.T) {
-	for _, m := range []trafgen.Method{trafgen.LiveFrames, trafgen.Redirect, trafgen.Packet} {
+	for _, m := range methods {
 		t.Run(m.String(), func(t *testing.T) {
-			if m == trafgen.LiveFrames {
-				testenv.RequireLiveFrames(t)
-			}
-			p := newPair(t)
+			p := newPair(t, m)
 			d := p.guard(t)
 			for _, fam := range []struct{ src, dst netip.Addr }{{p.lg.Addr4, p.ld.Addr4}, {p.lg.Addr6, p.ld.Addr6}} {
 				before := clients(t, d)
@@ -99,7 +103,7 @@ func TestGeneratorReachesPeer(t *testing.T) {
 // Best takes live frames where the kernel allows them, else the redirect
 // generator, and says which.
 func TestBestMethod(t *testing.T) {
-	p := newPair(t)
+	p := newPair(t, trafgen.Best)
 	p.guard(t)
 	frame := packet.Build(packet.Spec{Src: p.lg.Addr4, Dst: p.ld.Addr4, Proto: packet.UDP, SrcPort: 1, DstPort: 9000})
 	g, err := trafgen.Open(p.gen, p.lg.Name, trafgen.Config{Frame: frame})
@@ -130,13 +134,10 @@ func clients(t *testing.T, d *loader.Datapath) int {
 // received frames per second and the share of offered frames that arrived.
 // Run with -benchtime Nx: N seconds of flood per method.
 func BenchmarkGenerator(b *testing.B) {
-	for _, m := range []trafgen.Method{trafgen.LiveFrames, trafgen.Redirect, trafgen.Packet} {
+	for _, m := range methods {
 		b.Run(m.String(), func(b *testing.B) {
-			if m == trafgen.LiveFrames {
-				testenv.RequireLiveFrames(b)
-			}
 			testenv.RequireCPUs(b, 2)
-			p := newPair(b)
+			p := newPair(b, m)
 			prog, err := trafgen.DropProgram()
 			if err != nil {
 				b.Fatal(err)
