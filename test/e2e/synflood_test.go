@@ -56,8 +56,12 @@ func (e *env) counter(action, reason string) uint64 {
 	return 0
 }
 
-// synFloodRate is the spoofed SYN rate the flood test offers.
-const synFloodRate = 200_000
+// synFloodRate is the spoofed SYN rate the flood test offers, against
+// synFloodPolicy's total of synFloodTotal new connections a second.
+const (
+	synFloodRate  = 200_000
+	synFloodTotal = 1000
+)
 
 // TestRandomSourceSYNFlood: SYNs from millions of random sources are held by
 // the service's total connection limit, reported as a SYN flood on the
@@ -74,8 +78,12 @@ func TestRandomSourceSYNFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	if rate := float64(offered) / elapsed.Seconds(); rate < synFloodRate*0.9 {
-		t.Fatalf("the generator offered %.0f SYN/s, want %d", rate, synFloodRate)
+	// The checks below hold at any rate far above the total; the rate itself
+	// is the generator's (BenchmarkGenerator), which a busy machine slows.
+	rate := float64(offered) / elapsed.Seconds()
+	t.Logf("offered %.0f SYN/s (asked for %d)", rate, synFloodRate)
+	if rate < 20*synFloodTotal {
+		t.Fatalf("the generator offered %.0f SYN/s, not far above the service total (%d/s): nothing to check", rate, synFloodTotal)
 	}
 
 	passed, refused := e.counter("pass", "ok"), e.counter("drop", "service_cps")
@@ -83,7 +91,7 @@ func TestRandomSourceSYNFlood(t *testing.T) {
 		t.Fatalf("offered %d SYNs: %d passed, %d refused at the service total", offered, passed, refused)
 	}
 	// contained: no more than the total's rate over the flood, plus its burst
-	if limit := uint64(1000*elapsed.Seconds()) + 1000 + 100; passed > limit {
+	if limit := uint64(synFloodTotal*elapsed.Seconds()) + 1000 + 100; passed > limit {
 		t.Errorf("%d SYNs passed in %v, more than the total limit allows (%d)", passed, elapsed, limit)
 	}
 

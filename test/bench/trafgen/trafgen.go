@@ -176,21 +176,26 @@ func (g *Generator) Flood(d time.Duration, maxFrames uint64) (uint64, error) {
 	return sent, err
 }
 
-// Paced sends at about rate frames per second for d, in 10 ms slices, and
-// returns how many frames it offered.
+// Paced sends at about rate frames per second for d and returns how many
+// frames it offered. Every 10 ms it sends what the rate owes by then, so a
+// thread the scheduler held back catches up (by at most 100 ms worth of
+// frames at once) instead of falling behind for good.
 func (g *Generator) Paced(d time.Duration, rate uint32) (uint64, error) {
 	const slice = 10 * time.Millisecond
-	per := max(rate/100, 1)
+	maxOwed := max(uint64(rate)/10, 1)
 	var sent uint64
 	err := g.do(func() error {
 		start := time.Now()
-		for i := 0; time.Since(start) < d && i < int(d/slice)+1; i++ {
-			n, err := g.s.send(per)
-			sent += n
-			if err != nil {
-				return err
+		for i := 1; i <= int(d/slice); i++ {
+			due := uint64(float64(rate) * min(time.Since(start), d).Seconds())
+			if due > sent {
+				n, err := g.s.send(uint32(min(due-sent, maxOwed)))
+				sent += n
+				if err != nil {
+					return err
+				}
 			}
-			if wait := time.Until(start.Add(time.Duration(i+1) * slice)); wait > 0 {
+			if wait := time.Until(start.Add(time.Duration(i) * slice)); wait > 0 {
 				time.Sleep(wait)
 			}
 		}
