@@ -55,6 +55,13 @@ spec:
 	runLink(t, a)
 	runLink(t, b)
 
+	// the link starts in the background: a detector ban made before host A's
+	// reporter runs is not reported (the ban is local only)
+	waitFor(t, "both links to run", func() bool {
+		_, ra := a.CrowdSecStats()
+		bb, _ := b.CrowdSecStats()
+		return ra != nil && bb != nil
+	})
 	const attacker = "198.51.100.60"
 	if xdpVerdict(t, b, attacker) != 2 {
 		t.Fatal("host B drops the attacker before anything happened")
