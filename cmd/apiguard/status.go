@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/spf13/cobra"
 )
 
@@ -145,6 +147,18 @@ func crowdSecText(tw io.Writer, cs *control.CrowdSec, now time.Time) {
 			cs.LAPI, state, last, b.Decisions, b.Active, b.PullErrors, b.Outages)
 	} else {
 		fmt.Fprintf(tw, "crowdsec:\t%s (reporting only)\n", cs.LAPI)
+	}
+	if cs.Insecure {
+		fmt.Fprintf(tw, "crowdsec:\tWARNING: plain HTTP to a LAPI that is not this host (keys readable, decisions injectable on the path)\n")
+	}
+	if b := cs.Bouncer; b != nil && len(b.Refused) > 0 {
+		var parts []string
+		for _, r := range crowdsec.RefusedReasons {
+			if n := b.Refused[r]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, strings.ReplaceAll(r, "_", " ")))
+			}
+		}
+		fmt.Fprintf(tw, "crowdsec:\tdecisions refused: %s\n", strings.Join(parts, ", "))
 	}
 	if cs.MapFull > 0 {
 		fmt.Fprintf(tw, "crowdsec:\t%d decisions NOT ENFORCED: the kernel's ban map is full\n", cs.MapFull)

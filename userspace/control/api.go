@@ -96,6 +96,8 @@ type CrowdSec struct {
 	Reporter *crowdsec.ReporterStats `json:"reporter,omitempty"`
 	// MapFull counts decisions the kernel refused: its ban map was full.
 	MapFull uint64 `json:"map_full,omitempty"`
+	// Insecure: plain HTTP to a LAPI that is not this host.
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // Interface is one attachment of the guard.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -36,10 +37,17 @@ const (
 	DefaultBatch        = 4096
 )
 
-// BouncerConfig configures a Bouncer. URL and APIKey are required.
+// BouncerConfig configures a Bouncer. URL and APIKey are required, except
+// that CertAuth stands for the key.
 type BouncerConfig struct {
 	URL    string
 	APIKey string
+	// CertAuth says HTTPClient presents a client certificate the LAPI knows
+	// the bouncer by: no API key is needed.
+	CertAuth bool
+	// MinPrefix4 and MinPrefix6 are the broadest ranges enforced; a broader
+	// decision is refused and counted (DefaultMinPrefix4, DefaultMinPrefix6).
+	MinPrefix4, MinPrefix6 int
 	// Interval is the time between two pulls (DefaultPollInterval).
 	Interval time.Duration
 	// Scopes and Origins filter the decisions the LAPI sends (empty: all
@@ -75,10 +83,12 @@ type BouncerStats struct {
 	// Decisions is the LAPI decisions those bans stand for.
 	Decisions int `json:"decisions"`
 	// Applied and Removed count kernel writes; Ignored counts decisions not
-	// enforced (another type or scope, a bad value, expired, this host's own).
+	// enforced (refused, expired, this host's own).
 	Applied uint64 `json:"applied"`
 	Removed uint64 `json:"removed"`
 	Ignored uint64 `json:"ignored"`
+	// Refused counts the decisions refused, by reason (RefusedReasons).
+	Refused map[string]uint64 `json:"refused,omitempty"`
 }
 
 // held is one banned prefix: how many live decisions stand behind it, the
@@ -93,6 +103,10 @@ type held struct {
 func (h held) ban(p netip.Prefix, origins []string) Ban {
 	return Ban{Prefix: p, Expires: time.Unix(0, h.expires), Origin: origins[h.origin]}
 }
+
+// loudRefusals is how many too-broad decisions one pull logs as warnings;
+// the rest are counted. A LAPI that sends thousands must not flood the log.
+const loudRefusals = 5
 
 // maxOrigins bounds the origin table: origins are a handful, and a hostile
 // LAPI must not grow it; the rest share one name.
@@ -118,12 +132,24 @@ type Bouncer struct {
 	startup bool
 	down    bool
 	st      BouncerStats
+	// loud counts this pull's too-broad decisions, for loudRefusals.
+	loud int
 }
 
 // NewBouncer checks cfg; nothing is contacted until Run or Pull.
 func NewBouncer(cfg BouncerConfig, k Kernel) (*Bouncer, error) {
-	if cfg.APIKey == "" {
-		return nil, errors.New("crowdsec bouncer: no API key")
+	if cfg.APIKey == "" && !cfg.CertAuth {
+		return nil, errors.New("crowdsec bouncer: no API key (and no client certificate)")
+	}
+	if cfg.MinPrefix4 == 0 {
+		cfg.MinPrefix4 = DefaultMinPrefix4
+	}
+	if cfg.MinPrefix6 == 0 {
+		cfg.MinPrefix6 = DefaultMinPrefix6
+	}
+	if cfg.MinPrefix4 < 0 || cfg.MinPrefix4 > 32 || cfg.MinPrefix6 < 0 || cfg.MinPrefix6 > 128 {
+		return nil, fmt.Errorf("crowdsec bouncer: minimum prefixes /%d (IPv4) and /%d (IPv6) are outside 0–32 and 0–128",
+			cfg.MinPrefix4, cfg.MinPrefix6)
 	}
 	if k == nil {
 		return nil, errors.New("crowdsec bouncer: no kernel to write bans to")
@@ -179,6 +205,7 @@ func (b *Bouncer) Stats() BouncerStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.st
+	st.Refused = maps.Clone(b.st.Refused)
 	st.Active = len(b.byPrefix)
 	st.Decisions = len(b.byID)
 	return st
@@ -201,6 +228,7 @@ func (b *Bouncer) Pull(ctx context.Context) error {
 	defer b.pullMu.Unlock()
 	b.mu.Lock()
 	startup := b.startup
+	b.loud = 0
 	b.st.Pulls++
 	b.st.LastPull = b.cfg.Now()
 	b.mu.Unlock()
@@ -266,11 +294,12 @@ func (b *Bouncer) intern(s string) uint16 {
 
 // addLocked tracks a new decision; it reports whether it is enforced.
 func (b *Bouncer) addLocked(d *Decision, now time.Time, dirty map[netip.Prefix]struct{}) bool {
-	t, err := d.parse(now)
-	if err != nil || !t.expires.After(now) {
-		if err != nil {
-			b.log.Debug("CrowdSec decision not enforced", "err", err)
-		}
+	t, ref := d.parse(now, b.cfg.MinPrefix4, b.cfg.MinPrefix6)
+	if ref != nil {
+		b.refusedLocked(ref)
+		return false
+	}
+	if !t.expires.After(now) {
 		return false
 	}
 	if d.Origin == OriginApiguard && b.cfg.Own(t.prefix) {
@@ -300,6 +329,27 @@ func (b *Bouncer) addLocked(d *Decision, now time.Time, dirty map[netip.Prefix]s
 	b.byPrefix[t.prefix] = h
 	dirty[t.prefix] = struct{}{}
 	return true
+}
+
+// refusedLocked counts a refused decision. A too-broad one is logged as a
+// warning (the first few of each pull): it is either a mistake to correct at
+// the LAPI or someone trying to cut this host off. The others are routine
+// (CrowdSec also sends captchas and country scopes) and logged at debug.
+func (b *Bouncer) refusedLocked(r *refusal) {
+	if b.st.Refused == nil {
+		b.st.Refused = map[string]uint64{}
+	}
+	b.st.Refused[r.reason]++
+	if r.reason != RefusedTooBroad {
+		b.log.Debug("CrowdSec decision not enforced", "reason", r.reason, "err", r.err)
+		return
+	}
+	if b.loud++; b.loud <= loudRefusals {
+		b.log.Warn("CrowdSec decision refused: its range is broader than the bouncer's minimum prefix (crowdsec.bouncer.minPrefix)",
+			"err", r.err, "min_ipv4", b.cfg.MinPrefix4, "min_ipv6", b.cfg.MinPrefix6)
+	} else if b.loud == loudRefusals+1 {
+		b.log.Warn("more too-broad CrowdSec decisions in this pull; counted, not logged")
+	}
 }
 
 // dropLocked forgets a decision; the prefix goes once no decision holds it.

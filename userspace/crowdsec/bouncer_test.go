@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -125,8 +126,14 @@ func TestIgnoredDecisions(t *testing.T) {
 	b, _ := newTestBouncer(t, f, k, func(c *BouncerConfig) { c.Own = func(p netip.Prefix) bool { return p == own } })
 	pull(t, b)
 	want(t, k, "192.0.2.4/32")
-	if st := b.Stats(); st.Ignored != 7 {
+	st := b.Stats()
+	if st.Ignored != 7 {
 		t.Fatalf("ignored %d, want 7", st.Ignored)
+	}
+	// expired and own are not refusals: they are not the LAPI's mistake
+	wantRefused := map[string]uint64{RefusedValue: 2, RefusedScope: 1, RefusedDuration: 1, RefusedType: 1}
+	if !maps.Equal(st.Refused, wantRefused) {
+		t.Fatalf("refused %v, want %v", st.Refused, wantRefused)
 	}
 }
 

@@ -11,10 +11,13 @@ package crowdsec
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,13 +41,81 @@ func (e *HTTPError) Error() string {
 		msg = http.StatusText(e.Status)
 	}
 	hint := ""
-	switch e.Status {
-	case http.StatusForbidden:
+	switch {
+	case e.Status >= 300 && e.Status <= 399:
+		hint = " (apiguard follows no redirect: the credentials would go wherever the answer points; set lapi to the LAPI's own URL)"
+	case e.Status == http.StatusForbidden:
 		hint = " (is the bouncer API key right? `cscli bouncers list` shows the registered bouncers)"
-	case http.StatusUnauthorized:
+	case e.Status == http.StatusUnauthorized:
 		hint = " (are the machine id and password right, and the machine validated? `cscli machines list`)"
 	}
 	return fmt.Sprintf("%s: LAPI answered %d: %s%s", e.Op, e.Status, msg, hint)
+}
+
+// TLS says how the HTTPS connection to the LAPI is made. It holds the PEM
+// contents of the files the policy names, read at every apply, so that a
+// renewed certificate takes effect with a reload.
+type TLS struct {
+	// CA is the certificates trusted for the LAPI's own (empty: the
+	// system's roots).
+	CA []byte
+	// Cert and Key are a client certificate and its key, both or neither.
+	// CrowdSec can authenticate a bouncer by its certificate instead of an
+	// API key (its bouncers_allowed_ou).
+	Cert, Key []byte
+}
+
+// requestTimeout bounds one request, a startup pull of 100k decisions included.
+const requestTimeout = 60 * time.Second
+
+// NewHTTPClient is the HTTP client the bouncer and the reporter share. It
+// goes to the LAPI directly (the HTTP_PROXY variables are not used: a proxy
+// would see the API key of a plain-HTTP LAPI), follows no redirect (see
+// newClient) and, with t, trusts t.CA and presents t's client certificate.
+func NewHTTPClient(t *TLS) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	if t != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if len(t.CA) > 0 {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(t.CA) {
+				return nil, errors.New("LAPI TLS: the CA file holds no PEM certificate")
+			}
+			cfg.RootCAs = pool
+		}
+		switch {
+		case len(t.Cert) > 0 && len(t.Key) > 0:
+			pair, err := tls.X509KeyPair(t.Cert, t.Key)
+			if err != nil {
+				return nil, fmt.Errorf("LAPI TLS: client certificate and key: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		case len(t.Cert) > 0 || len(t.Key) > 0:
+			return nil, errors.New("LAPI TLS: a client certificate needs its key, and a key its certificate")
+		}
+		tr.TLSClientConfig = cfg
+	}
+	return &http.Client{Timeout: requestTimeout, Transport: tr}, nil
+}
+
+// refuseRedirect makes a redirect the answer. Go's client would follow it to
+// any host and carry X-Api-Key along (it drops only Authorization and Cookie
+// when the host changes), and a 307 would carry the machine's password in the
+// login body. The LAPI has no reason to redirect: a redirect is a
+// misconfiguration or an attempt to collect credentials.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// IsLoopback reports whether the LAPI URL names this host (localhost or a
+// loopback address): only then may plain HTTP be quiet. Any other name may
+// resolve anywhere.
+func IsLoopback(u *url.URL) bool {
+	h := u.Hostname()
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // client is the HTTP side shared by the bouncer and the reporter.
@@ -63,12 +134,18 @@ func newClient(lapi string, hc *http.Client, version string) (*client, error) {
 		return nil, fmt.Errorf("LAPI URL %q: want http:// or https:// and a host", lapi)
 	}
 	if hc == nil {
-		hc = &http.Client{Timeout: 60 * time.Second}
+		if hc, err = NewHTTPClient(nil); err != nil {
+			return nil, err
+		}
 	}
+	// a copy: the caller's client keeps its own policy, this one follows
+	// no redirect whatever it was given
+	own := *hc
+	own.CheckRedirect = refuseRedirect
 	if version == "" {
 		version = "dev"
 	}
-	return &client{base: u, hc: hc, ua: "apiguard/" + version}, nil
+	return &client{base: u, hc: &own, ua: "apiguard/" + version}, nil
 }
 
 func (c *client) url(path string, q url.Values) string {
@@ -118,6 +195,9 @@ func (c *client) do(ctx context.Context, op, method, u string, hdr http.Header, 
 		if json.Unmarshal(data, &m) != nil || m.Message == "" {
 			m.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
 		}
+		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+			m.Message = fmt.Sprintf("a redirect to %.200q", loc)
+		}
 		return &HTTPError{Op: op, Status: resp.StatusCode, Message: m.Message}
 	}
 	if out == nil {
@@ -155,9 +235,12 @@ func (c *client) stream(ctx context.Context, key string, startup bool, scopes, o
 	if len(origins) > 0 {
 		q.Set("origins", strings.Join(origins, ","))
 	}
+	hdr := http.Header{}
+	if key != "" { // else the LAPI knows the bouncer by its client certificate
+		hdr.Set("X-Api-Key", key)
+	}
 	var out streamAnswer
-	err := c.do(ctx, "pull decisions", http.MethodGet, c.url("/v1/decisions/stream", q),
-		http.Header{"X-Api-Key": {key}}, nil, &out)
+	err := c.do(ctx, "pull decisions", http.MethodGet, c.url("/v1/decisions/stream", q), hdr, nil, &out)
 	if err != nil {
 		return nil, err
 	}

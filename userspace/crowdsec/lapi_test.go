@@ -180,3 +180,51 @@ func TestRealLAPIOutage(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// `cscli decisions add --range 0.0.0.0/0` and its kind change nothing in the
+// kernel and are counted; a range at the minimum prefix is enforced.
+func TestRealLAPITooBroad(t *testing.T) {
+	d := loadDatapath(t)
+	l := lapi.Start(t)
+	var logs strings.Builder
+	b, err := NewBouncer(BouncerConfig{URL: l.URL, APIKey: l.Key, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, dpKernel{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Pull(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	broad := []string{"0.0.0.0/0", "::/0", "128.0.0.0/1", "::ffff:0.0.0.0/96", "10.0.0.0/15", "2001:db8::/31"}
+	for _, r := range broad {
+		l.CSCLI(t, "decisions", "add", "--range", r, "--duration", "5m", "--reason", "test")
+	}
+	l.CSCLI(t, "decisions", "add", "--range", "10.2.0.0/16", "--duration", "5m", "--reason", "test")
+	if err := b.Pull(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bans, err := d.Bans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bans) != 1 || bans[0].Prefix != netip.MustParsePrefix("10.2.0.0/16") {
+		t.Fatalf("kernel bans %+v, want only 10.2.0.0/16", bans)
+	}
+	for src, want := range map[string]uint32{"192.0.2.1": xdpPass, "198.51.100.1": xdpPass, "10.1.0.1": xdpPass,
+		"2001:db8::1": xdpPass, "10.2.3.4": xdpDrop} {
+		if got := verdict(t, d, src); got != want {
+			t.Errorf("%s: verdict %d, want %d", src, got, want)
+		}
+	}
+	if st := b.Stats(); st.Refused[RefusedTooBroad] != uint64(len(broad)) {
+		t.Fatalf("refused %v, want %d too broad", st.Refused, len(broad))
+	}
+	// a startup pull (after a restart) refuses them again
+	b2, _ := NewBouncer(BouncerConfig{URL: l.URL, APIKey: l.Key, Logger: slog.New(slog.DiscardHandler)}, dpKernel{d})
+	if err := b2.Pull(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := b2.Stats(); st.Refused[RefusedTooBroad] != uint64(len(broad)) || st.Active != 1 {
+		t.Fatalf("startup pull: %+v", st)
+	}
+	t.Logf("warnings:\n%s", logs.String())
+}

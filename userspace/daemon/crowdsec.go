@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type csLink struct {
 	bouncer  *crowdsec.Bouncer
 	reporter *crowdsec.Reporter
 	err      string // why the configuration could not start
+	insecure bool   // plain HTTP to a LAPI that is not this host
 	stop     context.CancelFunc
 	done     chan struct{}
 
@@ -87,7 +89,7 @@ func (d *Daemon) runCrowdSec(ctx context.Context) error {
 func (d *Daemon) stopCrowdSec() {
 	d.cs.mu.Lock()
 	stop, done := d.cs.stop, d.cs.done
-	d.cs.stop, d.cs.done, d.cs.bouncer, d.cs.reporter, d.cs.err = nil, nil, nil, nil, ""
+	d.cs.stop, d.cs.done, d.cs.bouncer, d.cs.reporter, d.cs.err, d.cs.insecure = nil, nil, nil, nil, "", false
 	d.cs.cfg = policy.CrowdSec{}
 	d.cs.mu.Unlock()
 	if stop != nil {
@@ -96,8 +98,12 @@ func (d *Daemon) stopCrowdSec() {
 	}
 }
 
-// credentials are the secrets a crowdsec section names, once read.
-type credentials struct{ key, machine, password string }
+// credentials are the secrets a crowdsec section names, once read, and its
+// TLS files.
+type credentials struct {
+	key, machine, password string
+	tls                    crowdsec.TLS
+}
 
 func readCredentials(c policy.CrowdSec) (credentials, error) {
 	var cr credentials
@@ -105,12 +111,25 @@ func readCredentials(c policy.CrowdSec) (credentials, error) {
 	if !c.Enabled {
 		return cr, nil
 	}
+	for _, f := range []struct {
+		path, what string
+		to         *[]byte
+	}{{c.TLS.CAFile, "LAPI CA file", &cr.tls.CA}, {c.TLS.CertFile, "LAPI client certificate", &cr.tls.Cert},
+		{c.TLS.KeyFile, "LAPI client key", &cr.tls.Key}} {
+		if f.path == "" {
+			continue
+		}
+		if *f.to, err = os.ReadFile(f.path); err != nil {
+			return cr, fmt.Errorf("read the %s: %w", f.what, err)
+		}
+	}
 	if c.Report.Enabled {
 		if cr.machine, cr.password, err = machineCredentials(c.Report); err != nil {
 			return cr, err
 		}
 	}
-	if c.Bouncer.Enabled {
+	// a client certificate may stand for the key (policy: then no key is named)
+	if c.Bouncer.Enabled && (c.Bouncer.APIKey != policy.Secret{} || c.TLS.CertFile == "") {
 		if cr.key, err = readSecret(c.Bouncer.APIKey, "bouncer API key"); err != nil {
 			return cr, err
 		}
@@ -135,6 +154,11 @@ func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec, cr creden
 		log.Error("CrowdSec link not started; the local policy keeps enforcing", "err", err)
 		return
 	}
+	if u, err := url.Parse(c.LAPI); err == nil && u.Scheme == "http" && !crowdsec.IsLoopback(u) {
+		d.cs.insecure = true
+		log.Warn("PLAIN HTTP TO A LAPI THAT IS NOT THIS HOST: anyone on the path can read the bouncer's API key and the machine's password, and inject decisions that ban any address; use https:// with crowdsec.tls.caFile",
+			"lapi", c.LAPI)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -151,19 +175,28 @@ func (d *Daemon) startCrowdSec(ctx context.Context, c policy.CrowdSec, cr creden
 
 func (d *Daemon) newCrowdSec(c policy.CrowdSec, cr credentials) (*crowdsec.Bouncer, *crowdsec.Reporter, error) {
 	log := d.log.With("component", "crowdsec")
+	var tlsCfg *crowdsec.TLS
+	if c.TLS != (policy.CrowdSecTLS{}) {
+		tlsCfg = &cr.tls
+	}
+	hc, err := crowdsec.NewHTTPClient(tlsCfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	var r *crowdsec.Reporter
-	var err error
 	if c.Report.Enabled && cr.machine != "" {
 		r, err = crowdsec.NewReporter(crowdsec.ReporterConfig{URL: c.LAPI, MachineID: cr.machine, Password: cr.password,
-			BanDuration: c.Report.BanDuration, Version: d.cfg.Version, Logger: log})
+			BanDuration: c.Report.BanDuration, HTTPClient: hc, Version: d.cfg.Version, Logger: log})
 		if err != nil {
 			return nil, nil, err
 		}
 	}
 	var b *crowdsec.Bouncer
-	if c.Bouncer.Enabled && cr.key != "" {
-		cfg := crowdsec.BouncerConfig{URL: c.LAPI, APIKey: cr.key, Interval: c.Bouncer.PollInterval,
-			Scopes: c.Bouncer.Scopes, Origins: c.Bouncer.Origins, Version: d.cfg.Version, Logger: log}
+	certAuth := len(cr.tls.Cert) > 0
+	if c.Bouncer.Enabled && (cr.key != "" || certAuth) {
+		cfg := crowdsec.BouncerConfig{URL: c.LAPI, APIKey: cr.key, CertAuth: certAuth, Interval: c.Bouncer.PollInterval,
+			Scopes: c.Bouncer.Scopes, Origins: c.Bouncer.Origins, HTTPClient: hc, Version: d.cfg.Version, Logger: log,
+			MinPrefix4: int(c.Bouncer.MinPrefix.IPv4), MinPrefix6: int(c.Bouncer.MinPrefix.IPv6)}
 		if r != nil {
 			cfg.Own = r.Own
 		}
@@ -328,13 +361,13 @@ func (d *Daemon) CrowdSecStats() (*crowdsec.BouncerStats, *crowdsec.ReporterStat
 // crowdSecStatus is the status block; nil when the policy has no crowdsec section.
 func (d *Daemon) crowdSecStatus() *control.CrowdSec {
 	d.cs.mu.Lock()
-	cfg, errText := d.cs.cfg, d.cs.err
+	cfg, errText, insecure := d.cs.cfg, d.cs.err, d.cs.insecure
 	d.cs.mu.Unlock()
 	if !cfg.Enabled {
 		return nil
 	}
 	b, r := d.CrowdSecStats()
-	return &control.CrowdSec{LAPI: cfg.LAPI, Error: errText, Bouncer: b, Reporter: r, MapFull: d.cs.full.Load()}
+	return &control.CrowdSec{LAPI: cfg.LAPI, Error: errText, Bouncer: b, Reporter: r, MapFull: d.cs.full.Load(), Insecure: insecure}
 }
 
 // crowdSecOrigin names the LAPI origin of a crowdsec ban, for `ban ls`.

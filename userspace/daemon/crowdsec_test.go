@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,11 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
+	"github.com/apiguard/apiguard/test/tlsfixture"
 	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/apiguard/apiguard/userspace/detect"
 	"github.com/cilium/ebpf"
@@ -109,6 +112,8 @@ func TestCrowdSecLink(t *testing.T) {
 		{ID: 2, Origin: "CAPI", Scope: "Range", Type: "ban", Value: "2001:db8:7::/48", Duration: "1h"},
 		{ID: 3, Origin: "cscli", Scope: "Ip", Type: "ban", Value: "198.51.100.1", Duration: "1h"}, // banned by hand already
 		{ID: 4, Origin: "cscli", Scope: "Ip", Type: "ban", Value: "192.0.2.200", Duration: "1h"},  // allow-listed
+		{ID: 5, Origin: "cscli", Scope: "Range", Type: "ban", Value: "0.0.0.0/0", Duration: "1h"}, // too broad
+		{ID: 6, Origin: "cscli", Scope: "Range", Type: "ban", Value: "::ffff:0.0.0.0/96", Duration: "1h"},
 	})
 	t.Setenv("APIGUARD_TEST_CS_KEY", "the-key")
 	t.Setenv("APIGUARD_TEST_CS_ID", "host-a")
@@ -164,8 +169,18 @@ func TestCrowdSecLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CrowdSec == nil || st.CrowdSec.Bouncer == nil || !st.CrowdSec.Bouncer.Reachable || st.CrowdSec.Bouncer.Decisions != 4 {
+	if st.CrowdSec == nil || st.CrowdSec.Bouncer == nil || !st.CrowdSec.Bouncer.Reachable || st.CrowdSec.Bouncer.Decisions != 4 ||
+		st.CrowdSec.Bouncer.Refused[crowdsec.RefusedTooBroad] != 2 || st.CrowdSec.Insecure {
 		t.Fatalf("status %+v", st.CrowdSec)
+	}
+	// the whole address space stays reachable
+	for _, src := range []string{"192.0.2.9", "10.1.2.3", "8.8.8.8"} {
+		if xdpVerdict(t, d, src) != 2 {
+			t.Fatalf("%s is dropped after a /0 decision", src)
+		}
+	}
+	if bans, _ := d.dp.Bans(); len(bans) != 3 {
+		t.Fatalf("kernel bans %+v: want the manual ban and two decisions", bans)
 	}
 
 	// a detector ban goes to the LAPI with the policy's duration
@@ -223,4 +238,67 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// The policy's tls files reach the HTTP client: an HTTPS LAPI that wants a
+// client certificate is pulled with the CA and the certificate the policy
+// names (relative to its directory), no API key needed. Plain HTTP to an
+// address that is not this host is flagged in status.
+func TestCrowdSecTLSFiles(t *testing.T) {
+	testenv.RequireRoot(t)
+	pki := tlsfixture.New(t)
+	var sawKey atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawKey.Store(r.Header.Get("X-Api-Key"))
+		if len(r.TLS.PeerCertificates) == 0 {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `{"message":"access forbidden"}`)
+			return
+		}
+		fmt.Fprint(w, `{"new":[{"id":1,"origin":"cscli","scope":"Ip","type":"ban","value":"203.0.113.8","duration":"1h"}],"deleted":null}`)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.Server}, ClientCAs: pki.Pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"ca.pem": pki.CA, "bouncer.pem": pki.ClientCert, "bouncer.key": pki.ClientKey} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := startBans(t, testPinDir(t), t.TempDir())
+	pol := fmt.Sprintf(`apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: cs-tls}
+spec:
+  crowdsec:
+    lapi: %s
+    tls: {caFile: ca.pem, certFile: bouncer.pem, keyFile: bouncer.key}
+    bouncer: {pollInterval: 1s}
+`, srv.URL)
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cfg.PolicyPath = filepath.Join(dir, "p.yaml")
+	p, err := d.readPolicyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.apply(p, "test"); err != nil {
+		t.Fatal(err)
+	}
+	runLink(t, d)
+	waitFor(t, "the decision pulled over TLS", func() bool { return xdpVerdict(t, d, "203.0.113.8") == 1 })
+	if k := sawKey.Load(); k != "" {
+		t.Fatalf("X-Api-Key %q sent with a client certificate", k)
+	}
+
+	// plain HTTP to an address that is not this host (nothing listens there)
+	t.Setenv("APIGUARD_TEST_CS_KEY", "k")
+	d.mustApply(t, "apiVersion: apiguard.io/v1\nkind: Policy\nmetadata: {name: far}\nspec:\n  crowdsec:\n    lapi: http://192.0.2.1:1\n    bouncer: {apiKeyEnv: APIGUARD_TEST_CS_KEY}\n")
+	waitFor(t, "the plain-HTTP warning in status", func() bool {
+		st, _ := d.Status(context.Background())
+		return st.CrowdSec != nil && st.CrowdSec.Insecure
+	})
 }

@@ -138,6 +138,7 @@ var (
 	descCSActive      = desc("crowdsec_bans_active", "Prefixes banned for CrowdSec decisions.")
 	descCSDecisions   = desc("crowdsec_decisions_active", "CrowdSec decisions those bans stand for.")
 	descCSChanges     = desc("crowdsec_decision_changes_total", "Kernel writes for CrowdSec decisions (applied, removed) and decisions not enforced (ignored).", "change")
+	descCSRefused     = desc("crowdsec_decisions_refused_total", "CrowdSec decisions refused, by reason: too_broad (a range broader than the bouncer's minimum prefix), type (not a ban), scope, value, duration.", "reason")
 	descCSReports     = desc("crowdsec_reports_total", "Detector bans reported to the CrowdSec LAPI, by result (sent; dropped: the queue was full or the ban ran out first).", "result")
 	descCSReportErrs  = desc("crowdsec_report_errors_total", "Failed attempts to send reports (retried with back-off).")
 	descCSQueue       = desc("crowdsec_report_queue", "Reports waiting for the CrowdSec LAPI.")
@@ -167,7 +168,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
 		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
-		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges,
+		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
 		descCSReports, descCSReportErrs, descCSQueue,
 		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descReports,
 	} {
@@ -312,6 +313,10 @@ func collectCrowdSec(ch chan<- prometheus.Metric, cs CrowdSec) {
 		counter(ch, descCSChanges, b.Applied, "applied")
 		counter(ch, descCSChanges, b.Removed, "removed")
 		counter(ch, descCSChanges, b.Ignored, "ignored")
+		// every reason, zeros included: an alert on increase() needs the series
+		for _, r := range crowdsec.RefusedReasons {
+			counter(ch, descCSRefused, b.Refused[r], r)
+		}
 	}
 	if r != nil {
 		counter(ch, descCSReports, r.Sent, "sent")

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -18,8 +19,22 @@ type CrowdSec struct {
 	// Enabled is true when the policy has a crowdsec section.
 	Enabled bool
 	LAPI    string // http:// or https:// URL of the LAPI
+	TLS     CrowdSecTLS
 	Bouncer CrowdSecBouncer
 	Report  CrowdSecReport
+}
+
+// CrowdSecTLS names the files of an HTTPS connection to the LAPI (absolute,
+// or relative to the policy's directory as written). They are read when the
+// policy is applied, like the credentials.
+type CrowdSecTLS struct {
+	// CAFile holds the certificates trusted for the LAPI's (empty: the
+	// system's roots).
+	CAFile string
+	// CertFile and KeyFile are a client certificate and its key, both or
+	// neither. With them the bouncer needs no API key: CrowdSec can know a
+	// bouncer by its certificate.
+	CertFile, KeyFile string
 }
 
 // Secret names where a credential is read from: a file (its first line,
@@ -48,6 +63,9 @@ type CrowdSecBouncer struct {
 	Scopes []string
 	// Origins limits the decisions to these origins (empty: all).
 	Origins []string
+	// MinPrefix is the broadest range enforced per family; a broader
+	// decision is refused and counted.
+	MinPrefix KeyLengths
 }
 
 // CrowdSecReport configures the reports of the detector's bans.
@@ -66,10 +84,13 @@ type CrowdSecReport struct {
 // Defaults of the crowdsec section.
 const (
 	DefaultCrowdSecPoll = 10 * time.Second
-	minCrowdSecPoll     = time.Second
-	maxCrowdSecPoll     = time.Hour
-	minReportBan        = time.Minute
-	maxReportBan        = 30 * 24 * time.Hour
+	// A decision broader than these is refused (crowdsec.DefaultMinPrefix4/6).
+	DefaultCrowdSecMinPrefix4 = 16
+	DefaultCrowdSecMinPrefix6 = 32
+	minCrowdSecPoll           = time.Second
+	maxCrowdSecPoll           = time.Hour
+	minReportBan              = time.Minute
+	maxReportBan              = 30 * 24 * time.Hour
 )
 
 var (
@@ -111,11 +132,12 @@ func (p *parser) secret(o object, base, inline string, s *Secret, required bool)
 }
 
 func (p *parser) crowdsec(n *yaml.Node, c *CrowdSec) {
-	o, ok := p.mapping(n, "spec.crowdsec", "lapi", "bouncer", "report")
+	o, ok := p.mapping(n, "spec.crowdsec", "lapi", "tls", "bouncer", "report")
 	if !ok {
 		return
 	}
 	c.Enabled = true
+	var lapi *url.URL
 	if v := o.get("lapi"); v != nil {
 		if s, ok := p.str(v, o.field("lapi")); ok {
 			u, err := url.Parse(s)
@@ -127,16 +149,25 @@ func (p *parser) crowdsec(n *yaml.Node, c *CrowdSec) {
 			case u.User != nil:
 				p.errAt(resolve(v), o.field("lapi"), "credentials never go in the policy text: drop the user part of the URL")
 			default:
-				c.LAPI = s
+				c.LAPI, lapi = s, u
 			}
 		}
 	} else {
 		p.errAt(o.node, o.field("lapi"), "missing; the URL of the CrowdSec Local API, such as http://127.0.0.1:8080")
 	}
+	if v := o.get("tls"); v != nil {
+		p.crowdsecTLS(v, &c.TLS)
+		if lapi != nil && lapi.Scheme != "https" {
+			p.errAt(resolve(v), o.field("tls"), "set, but lapi %s is not https://", c.LAPI)
+		}
+	}
+	if lapi != nil && lapi.Scheme == "http" && !crowdsecLoopback(lapi.Hostname()) {
+		p.warnAt(resolve(o.get("lapi")), o.field("lapi"), "plain HTTP to %s, which is not this host: anyone on the path can read the bouncer's API key and the machine's password, and inject decisions that ban any address; use https:// (with tls.caFile)", lapi.Host)
+	}
 	bouncerSet, reportSet := false, false
 	if v := o.get("bouncer"); v != nil {
 		bouncerSet = true
-		p.crowdsecBouncer(v, &c.Bouncer)
+		p.crowdsecBouncer(v, &c.Bouncer, c.TLS.CertFile != "")
 	}
 	if v := o.get("report"); v != nil {
 		reportSet = true
@@ -147,20 +178,57 @@ func (p *parser) crowdsec(n *yaml.Node, c *CrowdSec) {
 	}
 }
 
-func (p *parser) crowdsecBouncer(n *yaml.Node, b *CrowdSecBouncer) {
-	o, ok := p.mapping(n, "spec.crowdsec.bouncer", "enabled", "apiKey", "apiKeyFile", "apiKeyEnv", "pollInterval", "scopes", "origins")
+// crowdsecLoopback: localhost or a loopback address. Any other name may
+// resolve anywhere (crowdsec.IsLoopback says the same at run time).
+func crowdsecLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+func (p *parser) crowdsecTLS(n *yaml.Node, t *CrowdSecTLS) {
+	o, ok := p.mapping(n, "spec.crowdsec.tls", "caFile", "certFile", "keyFile")
+	if !ok {
+		return
+	}
+	for _, f := range []struct {
+		key string
+		to  *string
+	}{{"caFile", &t.CAFile}, {"certFile", &t.CertFile}, {"keyFile", &t.KeyFile}} {
+		if v := o.get(f.key); v != nil {
+			if s, ok := p.str(v, o.field(f.key)); ok {
+				if strings.TrimSpace(s) == "" {
+					p.errAt(resolve(v), o.field(f.key), "empty file name")
+				} else {
+					*f.to = p.listPath(s)
+				}
+			}
+		}
+	}
+	if (o.get("certFile") == nil) != (o.get("keyFile") == nil) {
+		p.errAt(o.node, o.path, "certFile and keyFile go together: a client certificate and its key")
+	}
+}
+
+func (p *parser) crowdsecBouncer(n *yaml.Node, b *CrowdSecBouncer, certAuth bool) {
+	o, ok := p.mapping(n, "spec.crowdsec.bouncer", "enabled", "apiKey", "apiKeyFile", "apiKeyEnv", "pollInterval", "scopes", "origins", "minPrefix")
 	if !ok {
 		return
 	}
 	b.Enabled = true
 	b.PollInterval = DefaultCrowdSecPoll
 	b.Scopes = []string{"Ip", "Range"}
+	b.MinPrefix = KeyLengths{IPv4: DefaultCrowdSecMinPrefix4, IPv6: DefaultCrowdSecMinPrefix6}
 	if v := o.get("enabled"); v != nil {
 		if e, ok := p.boolean(v, o.field("enabled")); ok {
 			b.Enabled = e
 		}
 	}
-	p.secret(o, "apiKey", "apiKey", &b.APIKey, b.Enabled)
+	// a client certificate can stand for the key
+	p.secret(o, "apiKey", "apiKey", &b.APIKey, b.Enabled && !certAuth)
+	p.keyLengths(o, "minPrefix", &b.MinPrefix)
 	if v := o.get("pollInterval"); v != nil {
 		if d, ok := p.duration(v, o.field("pollInterval")); ok {
 			if d < minCrowdSecPoll || d > maxCrowdSecPoll {
@@ -262,8 +330,15 @@ func (c CrowdSec) summary() string {
 		return ""
 	}
 	s := "lapi " + c.LAPI
+	if c.TLS.CAFile != "" {
+		s += ", CA " + c.TLS.CAFile
+	}
+	if c.TLS.CertFile != "" {
+		s += ", client certificate " + c.TLS.CertFile
+	}
 	if c.Bouncer.Enabled {
-		s += fmt.Sprintf("; bouncer key from %v every %s, scopes %s", c.Bouncer.APIKey, durationString(c.Bouncer.PollInterval), strings.Join(c.Bouncer.Scopes, ","))
+		s += fmt.Sprintf("; bouncer key from %v every %s, scopes %s, ranges up to /%d and /%d", c.Bouncer.APIKey, durationString(c.Bouncer.PollInterval),
+			strings.Join(c.Bouncer.Scopes, ","), c.Bouncer.MinPrefix.IPv4, c.Bouncer.MinPrefix.IPv6)
 		if len(c.Bouncer.Origins) > 0 {
 			s += ", origins " + strings.Join(c.Bouncer.Origins, ",")
 		}

@@ -24,7 +24,7 @@ func TestCrowdSecSection(t *testing.T) {
 	want := CrowdSec{
 		Enabled: true, LAPI: "http://127.0.0.1:8080",
 		Bouncer: CrowdSecBouncer{Enabled: true, APIKey: Secret{File: "secrets/bouncer.key"}, PollInterval: 5 * time.Second,
-			Scopes: []string{"Ip"}, Origins: []string{"crowdsec", "cscli", "CAPI"}},
+			Scopes: []string{"Ip"}, Origins: []string{"crowdsec", "cscli", "CAPI"}, MinPrefix: KeyLengths{IPv4: 16, IPv6: 32}},
 		Report: CrowdSecReport{Enabled: true, MachineID: Secret{Env: "CS_MACHINE"}, Password: Secret{File: "/etc/apiguard/cs-password"}, BanDuration: 4 * time.Hour},
 	}
 	if !reflect.DeepEqual(p.Spec.CrowdSec, want) {
@@ -49,6 +49,39 @@ func TestCrowdSecSection(t *testing.T) {
 	}
 	if p := mustParse(t, doc("  mode: enforce"), nil); p.Spec.CrowdSec.Enabled {
 		t.Fatal("no section, but enabled")
+	}
+	if len(p.Warnings) != 0 {
+		t.Fatalf("warnings for an https LAPI: %v", p.Warnings)
+	}
+}
+
+func TestCrowdSecTLSAndScope(t *testing.T) {
+	p := mustParse(t, doc(
+		"  crowdsec:",
+		"    lapi: https://lapi.internal:8080",
+		"    tls: {caFile: lapi-ca.pem, certFile: /etc/apiguard/bouncer.pem, keyFile: /etc/apiguard/bouncer.key}",
+		"    bouncer:",
+		"      minPrefix: {ipv4: 24, ipv6: 48}",
+	), nil)
+	want := CrowdSec{Enabled: true, LAPI: "https://lapi.internal:8080",
+		TLS:     CrowdSecTLS{CAFile: "lapi-ca.pem", CertFile: "/etc/apiguard/bouncer.pem", KeyFile: "/etc/apiguard/bouncer.key"},
+		Bouncer: CrowdSecBouncer{Enabled: true, PollInterval: DefaultCrowdSecPoll, Scopes: []string{"Ip", "Range"}, MinPrefix: KeyLengths{IPv4: 24, IPv6: 48}}}
+	if !reflect.DeepEqual(p.Spec.CrowdSec, want) {
+		t.Fatalf("got %+v\nwant %+v (a client certificate stands for the API key)", p.Spec.CrowdSec, want)
+	}
+	if d := strings.Join(Diff(nil, p), "\n"); !strings.Contains(d, "CA lapi-ca.pem, client certificate /etc/apiguard/bouncer.pem") ||
+		!strings.Contains(d, "ranges up to /24 and /48") {
+		t.Fatalf("diff:\n%s", d)
+	}
+
+	// plain HTTP: quiet to this host, a warning to any other
+	for lapi, warn := range map[string]bool{"http://127.0.0.1:8080": false, "http://localhost:8080": false, "http://[::1]:8080": false,
+		"http://10.1.2.3:8080": true, "http://lapi.internal:8080": true, "https://10.1.2.3:8080": false} {
+		p := mustParse(t, doc("  crowdsec:", "    lapi: "+lapi, "    bouncer: {apiKeyEnv: K}"), nil)
+		got := p.Warnings.Error()
+		if warn != strings.Contains(got, "spec.crowdsec.lapi: plain HTTP to") {
+			t.Errorf("%s: warnings %q", lapi, got)
+		}
 	}
 }
 
@@ -86,6 +119,14 @@ func TestCrowdSecErrors(t *testing.T) {
 			[]string{"spec.crowdsec.report.credentialsFile: set either credentialsFile or machineID and password, not both"}},
 		{"typo", []string{"  crowdsec:", "    lapi: http://127.0.0.1:8080", "    bouncer: {apiKeyEnv: K, pollIntervall: 5s}"},
 			[]string{"did you mean \"pollInterval\""}},
+		{"tls on http", []string{"  crowdsec:", "    lapi: http://127.0.0.1:8080", "    tls: {caFile: ca.pem}", "    bouncer: {apiKeyEnv: K}"},
+			[]string{"p.yaml:8: spec.crowdsec.tls: set, but lapi http://127.0.0.1:8080 is not https://"}},
+		{"cert without key", []string{"  crowdsec:", "    lapi: https://127.0.0.1:8080", "    tls: {certFile: c.pem}", "    bouncer: {apiKeyEnv: K}"},
+			[]string{"p.yaml:8: spec.crowdsec.tls: certFile and keyFile go together"}},
+		{"empty ca", []string{"  crowdsec:", "    lapi: https://127.0.0.1:8080", "    tls: {caFile: \"\"}", "    bouncer: {apiKeyEnv: K}"},
+			[]string{"spec.crowdsec.tls.caFile: empty file name"}},
+		{"min prefix", []string{"  crowdsec:", "    lapi: http://127.0.0.1:8080", "    bouncer: {apiKeyEnv: K, minPrefix: {ipv4: 0, ipv6: 129}}"},
+			[]string{"spec.crowdsec.bouncer.minPrefix.ipv4: 0 is outside 1–32", "spec.crowdsec.bouncer.minPrefix.ipv6: 129 is outside 1–128"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
