@@ -21,6 +21,20 @@
 // apiguard is down or slow, they are dropped and counted (Dropped). The
 // control socket is root-only, so the API must run as root or be given the
 // socket another way (apiguard refuses every other user).
+//
+// Who the client is. A report bans an address at the NIC, on every port, so
+// it must never name a proxy: behind a load balancer the request's peer is the
+// balancer, and banning it cuts off every client. Set ClientIP for the way the
+// API is reached:
+//
+//   - behind proxies: ClientIP = ForwardedIP(their addresses...): the first
+//     X-Forwarded-For address, from the right, that is not one of them;
+//   - reached directly: ClientIP = PeerIP, so that no client can hide behind a
+//     header it wrote itself;
+//   - the default, RemoteIP: the peer, except that a request carrying a header
+//     a proxy sets (X-Forwarded-For, Forwarded, X-Real-IP, ...) is reported
+//     against nobody (Unattributed counts it): it probably came through a
+//     proxy this Reporter was not told about.
 package apireport
 
 import (
@@ -31,9 +45,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/clientip"
 )
 
 // DefaultSocket is the apiguard daemon's control socket.
@@ -57,19 +74,19 @@ type Report struct {
 
 // Reporter sends reports to the daemon. It is safe for concurrent use.
 type Reporter struct {
-	// ClientIP finds the client of a request; the default is the
-	// RemoteAddr's address. Behind a proxy, set it to read the header the
-	// proxy sets, and only from the proxy.
+	// ClientIP finds the client of a request, false when it cannot be told
+	// (RemoteIP by default; see the package comment).
 	ClientIP func(*http.Request) (netip.Addr, bool)
 
-	socket  string
-	http    *http.Client
-	queue   chan Report
-	done    chan struct{}
-	once    sync.Once
-	sent    atomic.Uint64
-	dropped atomic.Uint64
-	failed  atomic.Uint64
+	socket       string
+	http         *http.Client
+	queue        chan Report
+	done         chan struct{}
+	once         sync.Once
+	sent         atomic.Uint64
+	dropped      atomic.Uint64
+	failed       atomic.Uint64
+	unattributed atomic.Uint64
 }
 
 // queueLen bounds the reports waiting to be sent.
@@ -97,13 +114,60 @@ func New(socket string) *Reporter {
 	return r
 }
 
-// RemoteIP is the address of the request's peer.
-func RemoteIP(req *http.Request) (netip.Addr, bool) {
+// PeerIP is the address of the request's peer, whatever its headers say:
+// for an API that clients reach directly.
+func PeerIP(req *http.Request) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(req.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}, false
 	}
 	return ap.Addr().Unmap(), true
+}
+
+// proxyHeaders are the headers a proxy adds to name the client; a request
+// that carries one probably came through a proxy.
+var proxyHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip"}
+
+// RemoteIP is the request's peer, unless the request carries a header a
+// proxy sets: then it is probably the proxy, and nobody is named (false).
+// A client of an API reached directly can avoid its reports this way: such an
+// API should use PeerIP, an API behind proxies ForwardedIP.
+func RemoteIP(req *http.Request) (netip.Addr, bool) {
+	for _, h := range proxyHeaders {
+		if _, ok := req.Header[h]; ok {
+			return netip.Addr{}, false
+		}
+	}
+	return PeerIP(req)
+}
+
+// ForwardedIP finds the client behind the given proxies (addresses or
+// ranges): the X-Forwarded-For header is read only when the peer is one of
+// them, from its right end, skipping the proxies; the first other address is
+// the client. A proxy is never named: a request whose chain holds only proxies
+// (a health check, a proxy's own request) names nobody, and neither does one
+// whose chain has a hop that does not parse. This is what the daemon does for
+// the access log's trustedProxies (userspace/clientip); list the proxies'
+// own addresses, not their network: any host in a trusted range that reaches
+// the API directly can write the header and name any address.
+func ForwardedIP(proxies ...netip.Prefix) func(*http.Request) (netip.Addr, bool) {
+	trusted := make(clientip.Trusted, 0, len(proxies))
+	for _, p := range proxies {
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	return func(req *http.Request) (netip.Addr, bool) {
+		peer, ok := PeerIP(req)
+		if !ok {
+			return netip.Addr{}, false
+		}
+		// several header lines are one list, in order
+		xff := strings.Join(req.Header.Values("X-Forwarded-For"), ",")
+		a, res := trusted.Client(peer, []byte(xff))
+		return a, res == clientip.Attributed
+	}
 }
 
 // Send queues a report; it never blocks. It reports false when the report
@@ -138,7 +202,7 @@ func (r *Reporter) AuthzFailure(req *http.Request) bool {
 func (r *Reporter) about(req *http.Request, reason, path string) bool {
 	a, ok := r.ClientIP(req)
 	if !ok {
-		r.dropped.Add(1)
+		r.unattributed.Add(1)
 		return false
 	}
 	return r.Send(Report{Client: a.String(), Reason: reason, Path: path})
@@ -183,11 +247,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the real writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Stats are the reports sent, dropped (queue full, no client, closed) and
-// failed (the daemon refused or was unreachable).
+// Stats are the reports sent, dropped (queue full, closed) and failed (the
+// daemon refused or was unreachable).
 func (r *Reporter) Stats() (sent, dropped, failed uint64) {
 	return r.sent.Load(), r.dropped.Load(), r.failed.Load()
 }
+
+// Unattributed counts the requests not reported because ClientIP could not
+// name their client (a proxy's own request, a header from an unknown proxy).
+func (r *Reporter) Unattributed() uint64 { return r.unattributed.Load() }
 
 // Close stops the sender after the reports queued so far are sent (at most
 // a few seconds).

@@ -122,8 +122,15 @@ func TestMiddlewareReportsFailures(t *testing.T) {
 	if got := s.wait(t, 5); got[4] != (detect.Signal{Client: netip.MustParseAddr("2001:db8::9"), Report: detect.AuthFailures}) {
 		t.Fatalf("got %+v", got[4])
 	}
-	if sent, dropped, failed := rep.Stats(); sent != 5 || dropped != 0 || failed != 0 {
-		t.Fatalf("stats sent %d dropped %d failed %d", sent, dropped, failed)
+	// the sender counts once the daemon has answered, after the sink saw it
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		sent, dropped, failed := rep.Stats()
+		if sent == 5 && dropped == 0 && failed == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats sent %d dropped %d failed %d", sent, dropped, failed)
+		}
 	}
 }
 
@@ -146,5 +153,84 @@ func TestNoDaemonNeverFailsTheRequest(t *testing.T) {
 	rep.Close()
 	if rep.Send(apireport.Report{Client: "192.0.2.1", Reason: apireport.FailedLogin}) {
 		t.Fatal("accepted after Close")
+	}
+}
+
+// Behind a load balancer the peer is the balancer: it must never be named.
+func TestClientBehindProxies(t *testing.T) {
+	lb := apireport.ForwardedIP(netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("::ffff:10.0.1.0/120"))
+	for _, c := range []struct {
+		name, peer string
+		hdr        map[string][]string
+		remote     string // RemoteIP's answer ("": nobody)
+		peerIP     string // PeerIP's
+		forwarded  string // ForwardedIP's
+	}{
+		{"direct client", "198.51.100.7:4000", nil, "198.51.100.7", "198.51.100.7", "198.51.100.7"},
+		{"through the balancer", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"198.51.100.7"}},
+			"", "10.0.0.5", "198.51.100.7"},
+		{"a client's own header through the balancer", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"192.0.2.99, 198.51.100.7"}},
+			"", "10.0.0.5", "198.51.100.7"},
+		{"two header lines are one list", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"192.0.2.99", "198.51.100.7"}},
+			"", "10.0.0.5", "198.51.100.7"},
+		{"a chain of the balancers", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"198.51.100.7, 10.0.1.9"}},
+			"", "10.0.0.5", "198.51.100.7"},
+		{"the balancer's own health check", "10.0.0.5:4000", nil, "10.0.0.5", "10.0.0.5", ""},
+		{"only balancers in the chain", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"10.0.1.9"}}, "", "10.0.0.5", ""},
+		{"a direct client writing the header", "198.51.100.7:4000", map[string][]string{"X-Forwarded-For": {"192.0.2.99"}},
+			"", "198.51.100.7", "198.51.100.7"},
+		{"another proxy header", "10.0.0.5:4000", map[string][]string{"X-Real-Ip": {"198.51.100.7"}}, "", "10.0.0.5", ""},
+		{"Forwarded", "10.9.9.9:4000", map[string][]string{"Forwarded": {"for=198.51.100.7"}}, "", "10.9.9.9", "10.9.9.9"},
+		{"garbage in the chain", "10.0.0.5:4000", map[string][]string{"X-Forwarded-For": {"unknown"}}, "", "10.0.0.5", ""},
+		{"ipv6 peer", "[2001:db8::9]:4000", nil, "2001:db8::9", "2001:db8::9", "2001:db8::9"},
+		{"no port", "bogus", nil, "", "", ""},
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = c.peer
+		for k, vs := range c.hdr {
+			for _, v := range vs {
+				req.Header.Add(k, v)
+			}
+		}
+		for _, f := range []struct {
+			name string
+			fn   func(*http.Request) (netip.Addr, bool)
+			want string
+		}{{"RemoteIP", apireport.RemoteIP, c.remote}, {"PeerIP", apireport.PeerIP, c.peerIP}, {"ForwardedIP", lb, c.forwarded}} {
+			got, ok := f.fn(req)
+			if ok != (f.want != "") || (ok && got != netip.MustParseAddr(f.want)) {
+				t.Errorf("%s: %s = %v %v, want %q", c.name, f.name, got, ok, f.want)
+			}
+		}
+	}
+}
+
+func TestUnattributedNotReported(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, path := daemon(t)
+	rep := apireport.New(path)
+	defer rep.Close()
+	rep.ClientIP = apireport.ForwardedIP(netip.MustParsePrefix("10.0.0.5/32"))
+	h := rep.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	for _, xff := range []string{"198.51.100.7", ""} { // a client, then the balancer's own request
+		req := httptest.NewRequest("POST", "/login", nil)
+		req.RemoteAddr = "10.0.0.5:4000"
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if got := s.wait(t, 1); len(got) != 1 || got[0].Client != netip.MustParseAddr("198.51.100.7") {
+		t.Fatalf("reports %+v", got)
+	}
+	// the sender counts once the daemon has answered
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		sent, dropped, _ := rep.Stats()
+		if sent == 1 && dropped == 0 && rep.Unattributed() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sent %d dropped %d unattributed %d", sent, dropped, rep.Unattributed())
+		}
 	}
 }
