@@ -14,8 +14,9 @@ import (
 )
 
 // benchLines is a mix like an API's access log: mostly 200s, some 404s and
-// 401s, IPv4 and IPv6 clients, real user agents.
+// 401s, IPv4 and IPv6 clients, real user agents, written in the last minute.
 func benchLines(n int) [][]byte {
+	start := time.Now().Add(-time.Minute).Truncate(time.Minute)
 	uas := []string{"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0", "curl/7.88.1", "python-requests/2.31.0", "okhttp/4.12.0"}
 	out := make([][]byte, n)
 	for i := range out {
@@ -30,8 +31,8 @@ func benchLines(n int) [][]byte {
 		case 9:
 			status, req = 401, "POST /login HTTP/1.1"
 		}
-		out[i] = fmt.Appendf(nil, `%s - - [27/Nov/2026:10:22:%02d +0000] "%s" %d %d "https://app.example.com/dashboard" "%s"`,
-			addr, i%60, req, status, 100+i%5000, uas[i%len(uas)])
+		out[i] = fmt.Appendf(nil, `%s - - [%s] "%s" %d %d "https://app.example.com/dashboard" "%s"`,
+			addr, start.Add(time.Duration(i%60)*time.Second).Format("02/Jan/2006:15:04:05 -0700"), req, status, 100+i%5000, uas[i%len(uas)])
 	}
 	return out
 }
@@ -59,8 +60,8 @@ func BenchmarkCombined(b *testing.B) {
 func BenchmarkJSONLines(b *testing.B) {
 	lines := make([][]byte, 1024)
 	for i := range lines {
-		lines[i] = fmt.Appendf(nil, `{"remote_addr":"198.51.%d.%d","request":"GET /api/v1/items/%d HTTP/1.1","status":"%d","request_time":"0.0%02d","http_x_forwarded_for":"-"}`,
-			i%200, i%251, i, 200+(i%5)*100, i%100)
+		lines[i] = fmt.Appendf(nil, `{"time_iso8601":"2026-11-27T10:22:%02d+00:00","remote_addr":"198.51.%d.%d","request":"GET /api/v1/items/%d HTTP/1.1","status":"%d","request_time":"0.0%02d","http_x_forwarded_for":"-"}`,
+			i%60, i%200, i%251, i, 200+(i%5)*100, i%100)
 	}
 	p, err := NewJSONLines(DefaultFields())
 	if err != nil {
@@ -76,6 +77,26 @@ func BenchmarkJSONLines(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkParseTime is what dating a line that may count costs: $time_local
+// and $time_iso8601 (only 4xx and 5xx lines are dated).
+func BenchmarkParseTime(b *testing.B) {
+	for _, c := range []struct{ name, text string }{
+		{"time_local", "27/Nov/2026:10:22:02 +0100"},
+		{"iso8601", "2026-11-27T10:22:02+01:00"},
+		{"msec", "1764238922.123"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			text := []byte(c.text)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseTime(text); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkSourcePipeline is the whole path on one file: follow, split,

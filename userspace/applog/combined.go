@@ -3,7 +3,8 @@ package applog
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
+
+	"github.com/apiguard/apiguard/userspace/clientip"
 )
 
 // Combined parses nginx's `combined` log format:
@@ -12,8 +13,8 @@ import (
 //
 // With Forwarded set, the line carries one more quoted field, as nginx's
 // sample `main` format does: "$http_x_forwarded_for". nginx escapes quotes
-// inside fields as \x22, so a quote always ends a field. The time is not
-// parsed: a signal is dated when it is read.
+// inside fields as \x22, so a quote always ends a field. The time is kept as
+// text (Entry.Time): only lines that may count need it parsed.
 type Combined struct {
 	Forwarded bool
 }
@@ -37,7 +38,7 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 	if i <= 0 {
 		return errNoRemote
 	}
-	addr, ok := parseAddr(line[:i])
+	addr, ok := clientip.ParseAddr(line[:i])
 	if !ok {
 		return errBadRemote
 	}
@@ -53,6 +54,7 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 	if j < 0 {
 		return errNoTime
 	}
+	e.Time = rest[:j]
 	rest = rest[j+1:]
 	if len(rest) < 2 || rest[0] != ' ' || rest[1] != '"' {
 		return errNoRequest
@@ -124,41 +126,4 @@ func splitRequest(r []byte, e *Entry) {
 		target = target[:k]
 	}
 	e.Path = target
-}
-
-// parseAddr parses an IPv4 address without allocating; anything else goes
-// through netip.
-func parseAddr(b []byte) (netip.Addr, bool) {
-	var v4 [4]byte
-	n, dots, digits := 0, 0, 0
-	for _, c := range b {
-		switch {
-		case c >= '0' && c <= '9':
-			if digits > 0 && n == 0 {
-				goto slow // a leading zero
-			}
-			n = n*10 + int(c-'0')
-			digits++
-			if n > 255 {
-				goto slow // IPv6 starts with digits too
-			}
-		case c == '.' && digits > 0 && dots < 3:
-			v4[dots] = byte(n)
-			dots++
-			n, digits = 0, 0
-		default:
-			goto slow
-		}
-	}
-	if dots == 3 && digits > 0 {
-		v4[3] = byte(n)
-		return netip.AddrFrom4(v4), true
-	}
-	return netip.Addr{}, false
-slow:
-	a, err := netip.ParseAddr(string(b))
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap(), true
 }

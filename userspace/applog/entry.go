@@ -25,6 +25,9 @@ type Entry struct {
 	Status int
 	// Latency is the time the server took; 0 when the format has none.
 	Latency time.Duration
+	// Time is the request's time as logged ($time_local, or the JSON time
+	// field's text), for ParseTime: it is parsed only for lines that may count.
+	Time []byte
 }
 
 // Parser turns one line (without its newline) into an Entry.

@@ -8,13 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/clientip"
 )
 
-// Fields maps an Entry's parts to the keys of a JSON log line. Client and
-// Status are required; Request ("GET /x HTTP/1.1") may stand for Method and
+// Fields maps an Entry's parts to the keys of a JSON log line. Client, Status
+// and Time are required; Request ("GET /x HTTP/1.1") may stand for Method and
 // Path. Keys are top-level; a dotted key ("http.status") walks nested objects.
 type Fields struct {
-	Client    string `json:"client"`
+	Client string `json:"client"`
+	// Time is the request's time, in a form ParseTime reads.
+	Time      string `json:"time"`
 	Method    string `json:"method"`
 	Path      string `json:"path"`
 	Request   string `json:"request"`
@@ -29,7 +33,7 @@ type Fields struct {
 
 // DefaultFields fit a common nginx JSON log_format (escape=json).
 func DefaultFields() Fields {
-	return Fields{Client: "remote_addr", Request: "request", Status: "status", Latency: "request_time",
+	return Fields{Client: "remote_addr", Time: "time_iso8601", Request: "request", Status: "status", Latency: "request_time",
 		Forwarded: "http_x_forwarded_for", LatencyUnit: "s"}
 }
 
@@ -41,6 +45,9 @@ func (f Fields) Check() error {
 	}
 	if f.Status == "" {
 		errs = append(errs, "status: a field must name the status")
+	}
+	if f.Time == "" {
+		errs = append(errs, "time: a field must name the request's time (a line is dated by it)")
 	}
 	if f.Path == "" && f.Request == "" {
 		errs = append(errs, "path: a field must name the path (or request)")
@@ -61,7 +68,7 @@ func (f Fields) Check() error {
 type JSONLines struct {
 	Fields Fields
 	obj    map[string]json.RawMessage
-	strs   [4][]byte
+	strs   [5][]byte
 }
 
 // NewJSONLines returns a parser for the mapping (checked).
@@ -94,12 +101,15 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 	if err != nil || !ok {
 		return malformed("no client field " + strconv.Quote(f.Client))
 	}
-	addr, ok := parseAddr(client)
+	addr, ok := clientip.ParseAddr(client)
 	if !ok {
 		return errBadRemote
 	}
 	e.Remote = addr
 	if e.Status, err = p.status(); err != nil {
+		return err
+	}
+	if e.Time, err = p.time(); err != nil {
 		return err
 	}
 	if f.Request != "" {
@@ -181,6 +191,34 @@ func (p *JSONLines) str(key string, slot int) ([]byte, bool, error) {
 	}
 	p.strs[slot] = append(p.strs[slot][:0], s...)
 	return p.strs[slot], true, nil
+}
+
+// time finds the time field's text; it is parsed later, and only for lines
+// that may count. A JSON string is unquoted (a number is kept as it is).
+func (p *JSONLines) time() ([]byte, error) {
+	key := p.Fields.Time
+	raw, ok, err := p.lookup(key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || string(raw) == "null" {
+		return nil, malformed("no time field " + strconv.Quote(key))
+	}
+	if raw[0] != '"' {
+		return raw, nil
+	}
+	if string(raw) == `""` {
+		return nil, malformed("empty time field " + strconv.Quote(key))
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && len(raw) >= 2 && raw[len(raw)-1] == '"' {
+		return raw[1 : len(raw)-1], nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("%w: time field %q is not a string", ErrMalformed, key)
+	}
+	p.strs[4] = append(p.strs[4][:0], s...)
+	return p.strs[4], nil
 }
 
 func (p *JSONLines) status() (int, error) {

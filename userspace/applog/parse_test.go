@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/clientip"
 )
 
 func TestCombined(t *testing.T) {
@@ -63,8 +65,8 @@ func TestCombined(t *testing.T) {
 				t.Fatal(err)
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
-				e.Status != c.status || string(e.Forwarded) != c.fwd {
-				t.Fatalf("got remote %v method %q path %q status %d fwd %q", e.Remote, e.Method, e.Path, e.Status, e.Forwarded)
+				e.Status != c.status || string(e.Forwarded) != c.fwd || string(e.Time) != "27/Nov/2026:10:22:02 +0000" {
+				t.Fatalf("got remote %v method %q path %q status %d fwd %q time %q", e.Remote, e.Method, e.Path, e.Status, e.Forwarded, e.Time)
 			}
 		})
 	}
@@ -75,7 +77,7 @@ func TestJSONLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	custom, err := NewJSONLines(Fields{Client: "client.ip", Method: "http.method", Path: "http.path", Status: "http.status", Latency: "ms", LatencyUnit: "ms"})
+	custom, err := NewJSONLines(Fields{Client: "client.ip", Time: "ts", Method: "http.method", Path: "http.path", Status: "http.status", Latency: "ms", LatencyUnit: "ms"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,25 +91,30 @@ func TestJSONLines(t *testing.T) {
 		fwd    string
 		status int
 		lat    time.Duration
+		time   string
 		err    bool
 	}{
-		{name: "nginx escape=json", p: def, line: `{"remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012","http_x_forwarded_for":"-"}`,
-			remote: "203.0.113.5", method: "GET", path: "/items/3", status: 404, lat: 12 * time.Millisecond},
-		{name: "numbers", p: def, line: `{"remote_addr":"2001:db8::1","request":"POST /login HTTP/1.1","status":401,"request_time":0.5,"http_x_forwarded_for":"203.0.113.1"}`,
-			remote: "2001:db8::1", method: "POST", path: "/login", status: 401, lat: 500 * time.Millisecond, fwd: "203.0.113.1"},
-		{name: "nested", p: custom, line: `{"client":{"ip":"192.0.2.4"},"http":{"method":"DELETE","path":"/a/b","status":429},"ms":3}`,
-			remote: "192.0.2.4", method: "DELETE", path: "/a/b", status: 429, lat: 3 * time.Millisecond},
-		{name: "duration string", p: custom, line: `{"client.ip":"192.0.2.4","http.path":"/","http.status":"500","ms":"1.5s"}`,
-			remote: "192.0.2.4", path: "/", status: 500, lat: 1500 * time.Millisecond},
-		{name: "no status", p: def, line: `{"remote_addr":"203.0.113.5","request":"GET / HTTP/1.1"}`, err: true},
-		{name: "status out of range", p: def, line: `{"remote_addr":"203.0.113.5","status":42}`, err: true},
-		{name: "no client", p: def, line: `{"status":200}`, err: true},
-		{name: "bad client", p: def, line: `{"remote_addr":"nobody","status":200}`, err: true},
-		{name: "client not a string", p: def, line: `{"remote_addr":7,"status":200}`, err: true},
+		{name: "nginx escape=json", p: def, line: `{"time_iso8601":"2026-11-27T10:22:02+00:00","remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012","http_x_forwarded_for":"-"}`,
+			remote: "203.0.113.5", method: "GET", path: "/items/3", status: 404, lat: 12 * time.Millisecond, time: "2026-11-27T10:22:02+00:00"},
+		{name: "numbers", p: def, line: `{"time_iso8601":1764238922.5,"remote_addr":"2001:db8::1","request":"POST /login HTTP/1.1","status":401,"request_time":0.5,"http_x_forwarded_for":"203.0.113.1"}`,
+			remote: "2001:db8::1", method: "POST", path: "/login", status: 401, lat: 500 * time.Millisecond, fwd: "203.0.113.1", time: "1764238922.5"},
+		{name: "nested", p: custom, line: `{"ts":"27/Nov/2026:10:22:02 +0100","client":{"ip":"192.0.2.4"},"http":{"method":"DELETE","path":"/a/b","status":429},"ms":3}`,
+			remote: "192.0.2.4", method: "DELETE", path: "/a/b", status: 429, lat: 3 * time.Millisecond, time: "27/Nov/2026:10:22:02 +0100"},
+		{name: "duration string", p: custom, line: `{"ts":"2026-11-27T10:22:02Z","client.ip":"192.0.2.4","http.path":"/","http.status":"500","ms":"1.5s"}`,
+			remote: "192.0.2.4", path: "/", status: 500, lat: 1500 * time.Millisecond, time: "2026-11-27T10:22:02Z"},
+		{name: "escaped time", p: custom, line: `{"ts":"2026-11-27T10:22:02\u002b01:00","client.ip":"192.0.2.4","http.path":"/","http.status":"500"}`,
+			remote: "192.0.2.4", path: "/", status: 500, time: "2026-11-27T10:22:02+01:00"},
+		{name: "no time", p: def, line: `{"remote_addr":"203.0.113.5","request":"GET / HTTP/1.1","status":200}`, err: true},
+		{name: "null time", p: def, line: `{"time_iso8601":null,"remote_addr":"203.0.113.5","request":"GET / HTTP/1.1","status":200}`, err: true},
+		{name: "no status", p: def, line: `{"time_iso8601":"x","remote_addr":"203.0.113.5","request":"GET / HTTP/1.1"}`, err: true},
+		{name: "status out of range", p: def, line: `{"time_iso8601":"x","remote_addr":"203.0.113.5","status":42}`, err: true},
+		{name: "no client", p: def, line: `{"time_iso8601":"x","status":200}`, err: true},
+		{name: "bad client", p: def, line: `{"time_iso8601":"x","remote_addr":"nobody","status":200}`, err: true},
+		{name: "client not a string", p: def, line: `{"time_iso8601":"x","remote_addr":7,"status":200}`, err: true},
 		{name: "not json", p: def, line: `GET / 200`, err: true},
 		{name: "broken json", p: def, line: `{"remote_addr":"1.2.3.4",`, err: true},
-		{name: "negative latency", p: def, line: `{"remote_addr":"1.2.3.4","status":200,"request_time":-1}`, err: true},
-		{name: "nested not object", p: custom, line: `{"client":"x","http.status":200}`, err: true},
+		{name: "negative latency", p: def, line: `{"time_iso8601":"x","remote_addr":"1.2.3.4","status":200,"request_time":-1}`, err: true},
+		{name: "nested not object", p: custom, line: `{"ts":"x","client":"x","http.status":200}`, err: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var e Entry
@@ -122,8 +129,8 @@ func TestJSONLines(t *testing.T) {
 				t.Fatal(err)
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
-				e.Status != c.status || string(e.Forwarded) != c.fwd || e.Latency != c.lat {
-				t.Fatalf("got remote %v method %q path %q status %d fwd %q latency %v", e.Remote, e.Method, e.Path, e.Status, e.Forwarded, e.Latency)
+				e.Status != c.status || string(e.Forwarded) != c.fwd || e.Latency != c.lat || string(e.Time) != c.time {
+				t.Fatalf("got remote %v method %q path %q status %d fwd %q latency %v time %q", e.Remote, e.Method, e.Path, e.Status, e.Forwarded, e.Latency, e.Time)
 			}
 		})
 	}
@@ -132,30 +139,8 @@ func TestJSONLines(t *testing.T) {
 func TestFieldsCheck(t *testing.T) {
 	if _, err := NewJSONLines(Fields{Method: "m", LatencyUnit: "h"}); err == nil {
 		t.Fatal("accepted a mapping without client, status, path, with a bad unit")
-	} else if want := "json fields: client: a field must name the client address; status: a field must name the status; path: a field must name the path (or request); latencyUnit: \"h\" is none of s, ms, us, ns"; err.Error() != want {
+	} else if want := "json fields: client: a field must name the client address; status: a field must name the status; time: a field must name the request's time (a line is dated by it); path: a field must name the path (or request); latencyUnit: \"h\" is none of s, ms, us, ns"; err.Error() != want {
 		t.Fatalf("error\n%v\nwant\n%v", err, want)
-	}
-}
-
-func TestProxiesClient(t *testing.T) {
-	ps := Proxies{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-	for _, c := range []struct {
-		remote, fwd, want string
-		ok                bool
-	}{
-		{"203.0.113.1", "198.51.100.1", "203.0.113.1", true},                  // untrusted peer: its header is ignored
-		{"10.0.0.2", "", "10.0.0.2", true},                                    // proxy without a header
-		{"10.0.0.2", "198.51.100.1", "198.51.100.1", true},                    // one proxy
-		{"10.0.0.2", "1.1.1.1, 198.51.100.1, 10.0.0.1", "198.51.100.1", true}, // spoofed left part ignored
-		{"10.0.0.2", "10.0.0.9,10.0.0.1", "10.0.0.9", true},                   // all proxies
-		{"fd00::1", "2001:db8::5", "2001:db8::5", true},
-		{"10.0.0.2", "198.51.100.1, junk", "", false},
-	} {
-		e := Entry{Remote: netip.MustParseAddr(c.remote), Forwarded: []byte(c.fwd)}
-		got, ok := ps.Client(&e)
-		if ok != c.ok || (ok && got != netip.MustParseAddr(c.want)) {
-			t.Errorf("remote %s fwd %q: got %v %v, want %s %v", c.remote, c.fwd, got, ok, c.want, c.ok)
-		}
 	}
 }
 
@@ -180,13 +165,16 @@ func FuzzCombined(f *testing.F) {
 				t.Fatalf("path %q keeps a query or a space", e.Path)
 			}
 		}
-		Proxies{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}.Client(&e)
+		clientip.Trusted{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}.Client(e.Remote, e.Forwarded)
+		if _, err := ParseTime(e.Time); err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("time %q: error not ErrMalformed: %v", e.Time, err)
+		}
 	})
 }
 
 func FuzzJSONLines(f *testing.F) {
-	f.Add([]byte(`{"remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012"}`))
-	f.Add([]byte(`{"client":{"ip":"192.0.2.4"},"http":{"status":429}}`))
+	f.Add([]byte(`{"time_iso8601":"2026-11-27T10:22:02+00:00","remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012"}`))
+	f.Add([]byte(`{"time_iso8601":1764238922.123,"client":{"ip":"192.0.2.4"},"http":{"status":429}}`))
 	p, err := NewJSONLines(DefaultFields())
 	if err != nil {
 		f.Fatal(err)
@@ -199,8 +187,80 @@ func FuzzJSONLines(f *testing.F) {
 			}
 			return
 		}
-		if !e.Remote.IsValid() || e.Status < 100 || e.Status > 999 || e.Latency < 0 {
+		if !e.Remote.IsValid() || e.Status < 100 || e.Status > 999 || e.Latency < 0 || len(e.Time) == 0 {
 			t.Fatalf("accepted %q as %+v", line, e)
 		}
+		ParseTime(e.Time) // any text: an error or a time, never a panic
 	})
+}
+
+func TestParseTime(t *testing.T) {
+	utc := func(s string) time.Time { return mustTime(t, s) }
+	for _, c := range []struct {
+		in   string
+		want time.Time // zero: an error
+	}{
+		{"27/Nov/2026:10:22:02 +0000", utc("2026-11-27T10:22:02Z")},
+		{"27/Nov/2026:10:22:02 +0130", utc("2026-11-27T08:52:02Z")},
+		{"27/Nov/2026:10:22:02 -0800", utc("2026-11-27T18:22:02Z")},
+		{"01/Jan/2026:00:00:00 +1400", utc("2025-12-31T10:00:00Z")},
+		{"31/Dec/2026:23:59:60 +0000", utc("2027-01-01T00:00:00Z")}, // a leap second
+		{"2026-11-27T10:22:02+00:00", utc("2026-11-27T10:22:02Z")},
+		{"2026-11-27T10:22:02.123456Z", utc("2026-11-27T10:22:02.123456Z")},
+		{"2026-11-27T11:22:02+01:00", utc("2026-11-27T10:22:02Z")},
+		{"1764238922", utc("2025-11-27T10:22:02Z")},
+		{"1764238922.25", utc("2025-11-27T10:22:02.25Z")},
+		{"1764238922250", utc("2025-11-27T10:22:02.25Z")},       // ms
+		{"1764238922250000", utc("2025-11-27T10:22:02.25Z")},    // µs
+		{"1764238922250000000", utc("2025-11-27T10:22:02.25Z")}, // ns
+		{" 27/Nov/2026:10:22:02 +0000 ", utc("2026-11-27T10:22:02Z")},
+		// defined failures
+		{"", time.Time{}},
+		{"-", time.Time{}},
+		{"31/Feb/2026:10:22:02 +0000", time.Time{}},
+		{"27/Foo/2026:10:22:02 +0000", time.Time{}},
+		{"27/Nov/2026:24:22:02 +0000", time.Time{}},
+		{"27/Nov/2026:10:22:02 +2500", time.Time{}},
+		{"27/Nov/2026:10:22:02 *0000", time.Time{}},
+		{"2x/Nov/2026:10:22:02 +0000", time.Time{}},
+		{"2026-13-27T10:22:02Z", time.Time{}},
+		{"2026-11-27 10:22:02", time.Time{}},
+		{"-1764238922", time.Time{}},
+		{"NaN", time.Time{}},
+		{"Inf", time.Time{}},
+		{"1e300", time.Time{}},
+		{"9223372036.999999999", time.Time{}}, // past int64 nanoseconds
+		{"1.2.3", time.Time{}},
+		{"yesterday", time.Time{}},
+	} {
+		got, err := ParseTime([]byte(c.in))
+		if c.want.IsZero() {
+			if !errors.Is(err, ErrMalformed) {
+				t.Errorf("%q: %v, %v; want ErrMalformed", c.in, got, err)
+			}
+			continue
+		}
+		if err != nil || !got.Equal(c.want) {
+			t.Errorf("%q: %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+}
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestWindowsFor(t *testing.T) {
+	w := Windows{AuthFailures: time.Minute, Enumeration: 2 * time.Minute, AppThrottled: 3 * time.Minute, ErrorBurst: 4 * time.Minute}
+	for status, want := range map[int]time.Duration{401: time.Minute, 403: 2 * time.Minute, 404: 2 * time.Minute,
+		429: 3 * time.Minute, 500: 4 * time.Minute, 599: 4 * time.Minute, 400: 4 * time.Minute, 418: 4 * time.Minute} {
+		if got := w.For(status); got != want {
+			t.Errorf("%d: %v, want %v", status, got, want)
+		}
+	}
 }

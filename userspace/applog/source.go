@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
+	"github.com/apiguard/apiguard/userspace/clientip"
 	"github.com/apiguard/apiguard/userspace/detect"
+	"golang.org/x/sys/unix"
 )
 
 // SourceConfig is one access log to follow.
@@ -18,10 +21,21 @@ type SourceConfig struct {
 	// Fields is the JSON mapping (json only).
 	Fields Fields
 	// Forwarded (combined only) says the line ends with a quoted
-	// X-Forwarded-For field; it is believed only from Proxies.
+	// X-Forwarded-For field; it is believed only from Proxies, for the hops
+	// each trusted proxy added (clientip).
 	Forwarded bool
-	Proxies   Proxies
+	Proxies   clientip.Trusted
+	// Windows returns the API rules' windows in force (they change with the
+	// policy): a line older than its rule's window is ignored. nil: the
+	// defaults' minute for every rule.
+	Windows func() Windows
+	// Clock returns the wall time and CLOCK_MONOTONIC (the detector's clock),
+	// read together (default: the system's).
+	Clock func() (time.Time, int64)
 }
+
+// defaultWindow is every API rule's default window (policy.Defaults).
+const defaultWindow = time.Minute
 
 // SourceStats are a Source's counters and its follower's.
 type SourceStats struct {
@@ -31,9 +45,14 @@ type SourceStats struct {
 	ParseErrors uint64
 	// Signals counts lines that counted for a detector rule.
 	Signals uint64
-	// Unattributed counts lines whose forwarded field from a trusted proxy
-	// did not parse: no client to blame.
-	Unattributed uint64
+	// AllTrusted counts 4xx/5xx lines with nobody but trusted proxies in
+	// their chain (a trusted peer without a forwarded field included), and
+	// BadHops those whose chain had a hop that did not parse: nobody is
+	// blamed for either.
+	AllTrusted, BadHops uint64
+	// Stale counts 4xx/5xx lines older than their rule's window, Future
+	// those dated more than MaxSkew ahead: ignored.
+	Stale, Future uint64
 }
 
 // Source follows an access log and turns its lines into the detector's
@@ -45,8 +64,9 @@ type Source struct {
 	sink   func(detect.Signal) bool
 	log    *slog.Logger
 
-	parseErrors, signals, unattributed atomic.Uint64
-	loggedErrors                       atomic.Uint64
+	parseErrors, signals atomic.Uint64
+	allTrusted, badHops  atomic.Uint64
+	stale, future        atomic.Uint64
 }
 
 // NewSource checks cfg. sink gets each line's signal and reports whether it
@@ -57,6 +77,12 @@ func NewSource(cfg SourceConfig, sink func(detect.Signal) bool, log *slog.Logger
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.Windows == nil {
+		cfg.Windows = func() Windows { return Windows{defaultWindow, defaultWindow, defaultWindow, defaultWindow} }
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock
 	}
 	var p Parser
 	switch cfg.Format {
@@ -87,31 +113,79 @@ func (s *Source) Run(ctx context.Context) error {
 	var e Entry
 	return s.follow.Run(ctx, func(line []byte) {
 		if err := s.parser.Parse(line, &e); err != nil {
-			// the first few are logged, to show a format mismatch; the
-			// rest are counted
-			if s.parseErrors.Add(1) <= 3 {
-				s.log.Warn("access log line skipped", "path", s.cfg.Follow.Path, "err", err, "line", fmt.Sprintf("%.120q", line))
-			}
+			s.parseError(err, line)
 			return
 		}
 		// successes and redirects count for no rule: skip the conversion
 		if e.Status < 400 {
 			return
 		}
-		client, ok := s.cfg.Proxies.Client(&e)
+		at, ok := s.date(&e, line)
 		if !ok {
-			s.unattributed.Add(1)
 			return
 		}
-		if s.sink(detect.Signal{Client: client, Method: string(e.Method), Path: string(e.Path), Status: e.Status}) {
+		client, res := s.cfg.Proxies.Client(e.Remote, e.Forwarded)
+		switch res {
+		case clientip.AllTrusted:
+			s.allTrusted.Add(1)
+			return
+		case clientip.BadHop:
+			s.badHops.Add(1)
+			return
+		}
+		if s.sink(detect.Signal{Client: client, At: at, Method: string(e.Method), Path: string(e.Path), Status: e.Status}) {
 			s.signals.Add(1)
 		}
 	})
+}
+
+// parseError counts a skipped line; the first few are logged, to show a
+// format mismatch.
+func (s *Source) parseError(err error, line []byte) {
+	if s.parseErrors.Add(1) <= 3 {
+		s.log.Warn("access log line skipped", "path", s.cfg.Follow.Path, "err", err, "line", fmt.Sprintf("%.120q", line))
+	}
+}
+
+// date turns the line's own time into the detector's clock (CLOCK_MONOTONIC
+// ns, 0 for now). A line older than its rule's window, or dated beyond
+// MaxSkew in the future, is counted and ignored; one whose time does not
+// parse is a parse error.
+func (s *Source) date(e *Entry, line []byte) (int64, bool) {
+	t, err := ParseTime(e.Time)
+	if err != nil {
+		s.parseError(err, line)
+		return 0, false
+	}
+	now, mono := s.cfg.Clock()
+	age := now.Sub(t)
+	switch {
+	case age > s.cfg.Windows().For(e.Status):
+		s.stale.Add(1)
+		return 0, false
+	case age < -MaxSkew:
+		s.future.Add(1)
+		return 0, false
+	case age <= 0:
+		return 0, true // within the skew: now
+	}
+	// a line from before this boot (a log kept across a reboot) is placed
+	// at the boot: 0 would mean now
+	return max(mono-int64(age), 1), true
+}
+
+func systemClock() (time.Time, int64) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("CLOCK_MONOTONIC unavailable: " + err.Error())
+	}
+	return time.Now(), ts.Nano()
 }
 
 // Stats reads the counters.
 func (s *Source) Stats() SourceStats {
 	fs := s.follow.Stats()
 	return SourceStats{FollowStats: fs, Format: s.cfg.Format,
-		ParseErrors: s.parseErrors.Load() + fs.TooLong, Signals: s.signals.Load(), Unattributed: s.unattributed.Load()}
+		ParseErrors: s.parseErrors.Load() + fs.TooLong, Signals: s.signals.Load(),
+		AllTrusted: s.allTrusted.Load(), BadHops: s.badHops.Load(), Stale: s.stale.Load(), Future: s.future.Load()}
 }

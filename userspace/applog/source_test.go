@@ -2,6 +2,7 @@ package applog
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/userspace/clientip"
 	"github.com/apiguard/apiguard/userspace/detect"
 )
 
@@ -24,6 +26,9 @@ func runSource(t *testing.T, cfg SourceConfig, content string, lines uint64) ([]
 		t.Fatal(err)
 	}
 	cfg.Follow = FollowOptions{Path: path, FromStart: true, Poll: 5 * time.Millisecond}
+	if cfg.Clock == nil {
+		cfg.Clock = fixedClock
+	}
 	var mu sync.Mutex
 	var got []detect.Signal
 	src, err := NewSource(cfg, func(s detect.Signal) bool {
@@ -54,37 +59,52 @@ func runSource(t *testing.T, cfg SourceConfig, content string, lines uint64) ([]
 	return slices.Clone(got), src.Stats()
 }
 
+// The tests' lines are written at 10:22:02; they are read 30 s later, at a
+// CLOCK_MONOTONIC of 1000 s.
+var (
+	testNow  = time.Date(2026, 11, 27, 10, 22, 32, 0, time.UTC)
+	testMono = int64(1000 * time.Second)
+	// lineAt is where a line of 10:22:02 lands on the detector's clock
+	lineAt = testMono - int64(30*time.Second)
+)
+
+func fixedClock() (time.Time, int64) { return testNow, testMono }
+
 func TestSourceCombinedBehindProxies(t *testing.T) {
 	content := `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 5 "-" "ua" "1.2.3.4, 198.51.100.7"
 10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /items/5 HTTP/1.1" 200 5 "-" "ua" "198.51.100.7"
 203.0.113.9 - - [27/Nov/2026:10:22:02 +0000] "GET /items/6?x=1 HTTP/1.1" 404 5 "-" "ua" "198.51.100.7"
 10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /boom HTTP/1.1" 500 5 "-" "ua" "-"
 10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua" "not-an-ip"
+10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /y HTTP/1.1" 404 5 "-" "ua" "10.9.9.9, 10.0.0.1"
+10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /z HTTP/1.1" 404 5 "-" "ua" "198.51.100.8, 10.0.0.1"
 this line is not nginx's
 `
-	got, st := runSource(t, SourceConfig{Format: "combined", Forwarded: true, Proxies: Proxies{netip.MustParsePrefix("10.0.0.0/8")}}, content, 6)
+	got, st := runSource(t, SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.0/8")}}, content, 8)
 	want := []detect.Signal{
-		{Client: netip.MustParseAddr("198.51.100.7"), Method: "POST", Path: "/login", Status: 401},
+		{Client: netip.MustParseAddr("198.51.100.7"), At: lineAt, Method: "POST", Path: "/login", Status: 401},
 		// an untrusted peer's header is ignored
-		{Client: netip.MustParseAddr("203.0.113.9"), Method: "GET", Path: "/items/6", Status: 404},
-		{Client: netip.MustParseAddr("10.0.0.2"), Method: "GET", Path: "/boom", Status: 500},
+		{Client: netip.MustParseAddr("203.0.113.9"), At: lineAt, Method: "GET", Path: "/items/6", Status: 404},
+		// past a chain of trusted proxies
+		{Client: netip.MustParseAddr("198.51.100.8"), At: lineAt, Method: "GET", Path: "/z", Status: 404},
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("signals\n%+v\nwant\n%+v", got, want)
 	}
-	if st.Lines != 6 || st.ParseErrors != 1 || st.Unattributed != 1 || st.Signals != 2 || st.Format != "combined" {
+	// the 500 from the proxy itself and the all-trusted chain blame nobody
+	if st.Lines != 8 || st.ParseErrors != 1 || st.AllTrusted != 2 || st.BadHops != 1 || st.Signals != 3 || st.Format != "combined" {
 		t.Fatalf("stats %+v", st)
 	}
 }
 
 func TestSourceJSON(t *testing.T) {
-	content := `{"ip":"2001:db8::5","req":{"method":"GET","uri":"/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301"},"code":404}
-{"ip":"2001:db8::5","req":{"method":"GET","uri":"/"},"code":200}
-{"ip":"2001:db8::5","code":"oops"}
+	content := `{"t":"2026-11-27T10:22:02Z","ip":"2001:db8::5","req":{"method":"GET","uri":"/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301"},"code":404}
+{"t":"2026-11-27T10:22:02Z","ip":"2001:db8::5","req":{"method":"GET","uri":"/"},"code":200}
+{"t":"2026-11-27T10:22:02Z","ip":"2001:db8::5","code":"oops"}
 `
-	fields := Fields{Client: "ip", Method: "req.method", Path: "req.uri", Status: "code"}
+	fields := Fields{Client: "ip", Time: "t", Method: "req.method", Path: "req.uri", Status: "code"}
 	got, st := runSource(t, SourceConfig{Format: "json", Fields: fields}, content, 3)
-	want := []detect.Signal{{Client: netip.MustParseAddr("2001:db8::5"), Method: "GET", Path: "/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301", Status: 404}}
+	want := []detect.Signal{{Client: netip.MustParseAddr("2001:db8::5"), At: lineAt, Method: "GET", Path: "/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301", Status: 404}}
 	if !slices.Equal(got, want) || st.ParseErrors != 1 || st.Signals != 1 {
 		t.Fatalf("signals %+v stats %+v", got, st)
 	}
@@ -106,5 +126,55 @@ func TestNewSourceChecks(t *testing.T) {
 	}
 	if _, err := NewSource(SourceConfig{Follow: FollowOptions{Path: "/x"}}, nil, nil); err == nil {
 		t.Error("no sink accepted")
+	}
+}
+
+// Lines are dated by their own time: old ones (a restart, a rotation while
+// the daemon was down, fromStart) are ignored once older than their rule's
+// window, the rest land where they happened on the detector's clock; lines
+// from the future beyond MaxSkew are ignored, within it counted as now; a
+// time that does not parse makes a parse error.
+func TestSourceDatesLinesByTheirTime(t *testing.T) {
+	line := func(ts string, status int, path string) string {
+		return fmt.Sprintf(`198.51.100.7 - - [%s] "GET %s HTTP/1.1" %d 5 "-" "ua"`+"\n", ts, path, status)
+	}
+	var b strings.Builder
+	// now is 10:22:32 +0000; windows: 401 1m, 403/404 10m, 429 1m, 5xx 30s
+	b.WriteString(line("27/Nov/2026:08:00:00 +0000", 401, "/login"))   // hours old
+	b.WriteString(line("27/Nov/2026:10:21:31 +0000", 401, "/login"))   // 61 s: stale for a 1m window
+	b.WriteString(line("27/Nov/2026:10:21:33 +0000", 401, "/login"))   // 59 s
+	b.WriteString(line("27/Nov/2026:10:13:32 +0000", 404, "/items/1")) // 9 min: inside its 10m window
+	b.WriteString(line("27/Nov/2026:10:22:00 +0000", 500, "/boom"))    // 32 s: stale for 30s
+	b.WriteString(line("27/Nov/2026:11:22:31 +0100", 429, "/a"))       // 1 s ago, another zone
+	b.WriteString(line("27/Nov/2026:10:22:40 +0000", 429, "/b"))       // 8 s ahead: within the skew, now
+	b.WriteString(line("27/Nov/2026:10:23:32 +0000", 429, "/c"))       // a minute ahead: ignored
+	b.WriteString(line("27/Nov/2026:10:22:32 +0000", 200, "/"))        // a success: its time is not even read
+	b.WriteString(line("31/Feb/2026:10:22:32 +0000", 401, "/login"))   // no such date: a parse error
+	b.WriteString(line("27/Nov/2026:10:22:32 0000", 401, "/login"))    // no zone sign: a parse error
+	windows := Windows{AuthFailures: time.Minute, Enumeration: 10 * time.Minute, AppThrottled: time.Minute, ErrorBurst: 30 * time.Second}
+	got, st := runSource(t, SourceConfig{Format: "combined", Windows: func() Windows { return windows }}, b.String(), 11)
+	client := netip.MustParseAddr("198.51.100.7")
+	want := []detect.Signal{
+		{Client: client, At: testMono - int64(59*time.Second), Method: "GET", Path: "/login", Status: 401},
+		{Client: client, At: testMono - int64(9*time.Minute), Method: "GET", Path: "/items/1", Status: 404},
+		{Client: client, At: testMono - int64(time.Second), Method: "GET", Path: "/a", Status: 429},
+		{Client: client, At: 0, Method: "GET", Path: "/b", Status: 429},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("signals\n%+v\nwant\n%+v", got, want)
+	}
+	if st.Stale != 3 || st.Future != 1 || st.ParseErrors != 2 || st.Lines != 11 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// After a reboot CLOCK_MONOTONIC starts again: a line from before it (still
+// inside its window) lands at the boot, never at 0, which means now.
+func TestSourceLineFromBeforeBoot(t *testing.T) {
+	content := `198.51.100.7 - - [27/Nov/2026:10:21:40 +0000] "POST /login HTTP/1.1" 401 5 "-" "ua"` + "\n"
+	got, _ := runSource(t, SourceConfig{Format: "combined",
+		Clock: func() (time.Time, int64) { return testNow, int64(10 * time.Second) }}, content, 1)
+	if len(got) != 1 || got[0].At != 1 {
+		t.Fatalf("signals %+v: want one at 1 ns", got)
 	}
 }

@@ -58,6 +58,19 @@ type AccessLogStatus struct {
 	LagBytes int64     `json:"lag_bytes"`
 	LastLine time.Time `json:"last_line,omitzero"`
 	Error    string    `json:"error,omitempty"`
+	// Ignored counts the 4xx/5xx lines held against nobody.
+	Ignored IgnoredLines `json:"ignored"`
+}
+
+// IgnoredLines are 4xx/5xx lines that counted against nobody: Stale ones
+// were older than their rule's window, Future ones dated too far ahead;
+// AllTrusted ones had only trusted proxies in their chain, BadHop ones a
+// chain hop that did not parse.
+type IgnoredLines struct {
+	Stale      uint64 `json:"stale"`
+	Future     uint64 `json:"future"`
+	AllTrusted uint64 `json:"all_trusted"`
+	BadHop     uint64 `json:"bad_hop"`
 }
 
 // Signal checks a report and makes it the detector's signal.

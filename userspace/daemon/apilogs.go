@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/applog"
+	"github.com/apiguard/apiguard/userspace/clientip"
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/detect"
 	"github.com/apiguard/apiguard/userspace/metrics"
@@ -35,6 +36,25 @@ type apiSignals struct {
 	mu      sync.Mutex
 	running map[string]*runningSource
 	reports atomic.Uint64
+	// windows are the API rules' windows of the policy in force: the
+	// sources read them for every line that may count (setAPIWindows).
+	windows atomic.Pointer[applog.Windows]
+}
+
+// setAPIWindows publishes the API rules' windows of the policy in force.
+func (d *Daemon) setAPIWindows(det *policy.Detection) {
+	d.sig.windows.Store(&applog.Windows{AuthFailures: det.AuthFailures.Window, Enumeration: det.Enumeration.Window,
+		AppThrottled: det.AppThrottled.Window, ErrorBurst: det.ErrorBurst.Window})
+}
+
+// apiWindows are the windows in force (the defaults' before any policy).
+func (d *Daemon) apiWindows() applog.Windows {
+	if w := d.sig.windows.Load(); w != nil {
+		return *w
+	}
+	def := policy.Defaults().Detection
+	return applog.Windows{AuthFailures: def.AuthFailures.Window, Enumeration: def.Enumeration.Window,
+		AppThrottled: def.AppThrottled.Window, ErrorBurst: def.ErrorBurst.Window}
 }
 
 type runningSource struct {
@@ -99,7 +119,7 @@ func (d *Daemon) sourceConfig(l policy.AccessLog) applog.SourceConfig {
 	sum := sha256.Sum256([]byte(l.Path))
 	fields := applog.DefaultFields()
 	for _, f := range []struct{ from, to *string }{
-		{&l.Fields.Client, &fields.Client}, {&l.Fields.Method, &fields.Method}, {&l.Fields.Path, &fields.Path},
+		{&l.Fields.Client, &fields.Client}, {&l.Fields.Time, &fields.Time}, {&l.Fields.Method, &fields.Method}, {&l.Fields.Path, &fields.Path},
 		{&l.Fields.Request, &fields.Request}, {&l.Fields.Status, &fields.Status}, {&l.Fields.Latency, &fields.Latency},
 		{&l.Fields.Forwarded, &fields.Forwarded}, {&l.Fields.LatencyUnit, &fields.LatencyUnit},
 	} {
@@ -114,7 +134,8 @@ func (d *Daemon) sourceConfig(l policy.AccessLog) applog.SourceConfig {
 			FromStart: l.FromStart,
 			MaxLine:   int(l.MaxLineLength),
 		},
-		Format: l.Format, Fields: fields, Forwarded: l.Forwarded, Proxies: applog.Proxies(l.TrustedProxies),
+		Format: l.Format, Fields: fields, Forwarded: l.Forwarded, Proxies: clientip.Trusted(l.TrustedProxies),
+		Windows: d.apiWindows,
 	}
 }
 
@@ -191,6 +212,7 @@ func accessLogStatus(ss []applog.SourceStats) []control.AccessLogStatus {
 			Path: s.Path, Format: s.Format, Lines: s.Lines, ParseErrors: s.ParseErrors, Signals: s.Signals,
 			Rotations: s.Rotations, Truncations: s.Truncations, LagBytes: max(0, s.Size-s.Offset),
 			LastLine: s.LastLine, Error: s.Err,
+			Ignored: control.IgnoredLines{Stale: s.Stale, Future: s.Future, AllTrusted: s.AllTrusted, BadHop: s.BadHops},
 		}
 	}
 	return out
@@ -202,7 +224,7 @@ func (d *Daemon) AccessLogs() []metrics.AccessLog {
 	out := make([]metrics.AccessLog, len(ss))
 	for i, s := range ss {
 		out[i] = metrics.AccessLog{Path: s.Path, Lines: s.Lines, ParseErrors: s.ParseErrors, Signals: s.Signals,
-			LagBytes: max(0, s.Size-s.Offset)}
+			LagBytes: max(0, s.Size-s.Offset), Stale: s.Stale, Future: s.Future, AllTrusted: s.AllTrusted, BadHops: s.BadHops}
 	}
 	return out
 }

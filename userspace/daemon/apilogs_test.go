@@ -46,6 +46,9 @@ func (d *Daemon) waitLogs(t *testing.T, what string, cond func([]control.AccessL
 	}
 }
 
+// nginxTime is $time_local.
+func nginxTime(t time.Time) string { return t.Format("02/Jan/2006:15:04:05 -0700") }
+
 // xdpVerdict runs a TCP SYN from src through the loaded datapath.
 const xdpDrop = 1
 
@@ -76,15 +79,21 @@ func TestAccessLogSourcesFollowThePolicy(t *testing.T) {
 		t.Fatal("dropped before any signal")
 	}
 	var lines strings.Builder
-	for i := range 21 {
-		fmt.Fprintf(&lines, `203.0.113.9 - - [27/Nov/2026:10:00:%02d +0000] "POST /login HTTP/1.1" 401 20 "-" "hydra"`+"\n", i)
+	// an hour of ordinary failed logins from yesterday's log (fromStart): each
+	// is older than the rule's window and counts for nothing
+	old := time.Now().Add(-2 * time.Hour)
+	for i := range 60 {
+		fmt.Fprintf(&lines, `203.0.113.10 - - [%s] "POST /login HTTP/1.1" 401 20 "-" "app"`+"\n", nginxTime(old.Add(time.Duration(i)*time.Minute)))
+	}
+	for range 21 {
+		fmt.Fprintf(&lines, `203.0.113.9 - - [%s] "POST /login HTTP/1.1" 401 20 "-" "hydra"`+"\n", nginxTime(time.Now()))
 	}
 	lines.WriteString("garbage\n")
 	if err := os.WriteFile(a, []byte(lines.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLogs(t, "22 lines of a.log read", func(st []control.AccessLogStatus) bool {
-		return len(st) == 1 && st[0].Path == a && st[0].Lines == 22
+	d.waitLogs(t, "82 lines of a.log read", func(st []control.AccessLogStatus) bool {
+		return len(st) == 1 && st[0].Path == a && st[0].Lines == 82
 	})
 	f := d.waitFlag(t, "203.0.113.9", "auth-failures")
 	if f == nil || !f.Ban.Banned {
@@ -94,8 +103,20 @@ func TestAccessLogSourcesFollowThePolicy(t *testing.T) {
 		t.Fatalf("verdict %d after the ban, want XDP_DROP", v)
 	}
 	st := accessLogStatus(d.accessLogStats())[0]
-	if st.ParseErrors != 1 || st.Signals != 21 || st.LagBytes != 0 {
+	if st.ParseErrors != 1 || st.Signals != 21 || st.LagBytes != 0 || st.Ignored.Stale != 60 {
 		t.Fatalf("status %+v", st)
+	}
+	flags, err := d.Flagged(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flags {
+		if f.Subject() == "203.0.113.10" {
+			t.Fatalf("old lines of the log flagged their client: %+v", f)
+		}
+	}
+	if v := xdpVerdict(t, d, "203.0.113.10"); v == xdpDrop {
+		t.Fatal("old lines of the log banned their client")
 	}
 
 	// a new policy: a.log stops (its position saved), b.log starts
@@ -108,7 +129,7 @@ func TestAccessLogSourcesFollowThePolicy(t *testing.T) {
 		t.Fatalf("saved positions: %v %v", saved, err)
 	}
 	// back to a.log: it resumes after the 22 lines it read
-	if err := os.WriteFile(a, []byte(lines.String()+`192.0.2.5 - - [27/Nov/2026:10:01:00 +0000] "GET /items/7 HTTP/1.1" 404 0 "-" "-"`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(a, []byte(lines.String()+`192.0.2.5 - - [`+nginxTime(time.Now())+`] "GET /items/7 HTTP/1.1" 404 0 "-" "-"`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.mustApply(t, logsPolicy(a))

@@ -100,6 +100,7 @@ func parseUpload(up *control.PolicyUpload) (*parsedPolicy, error) {
 func (d *Daemon) apply(p *parsedPolicy, why string) (*control.ApplyResult, error) {
 	res, err := d.applyPolicy(p, why)
 	if err == nil {
+		d.setAPIWindows(&p.pol.Spec.Detection)
 		// after polMu is released: the detector takes polMu under its own lock
 		d.configureDetector()
 		d.configureCrowdSec()

@@ -63,6 +63,8 @@ type AccessLog struct {
 	Path                        string
 	Lines, ParseErrors, Signals uint64
 	LagBytes                    int64
+	// 4xx/5xx lines held against nobody, by why (access_log_ignored_total)
+	Stale, Future, AllTrusted, BadHops uint64
 }
 
 // Signals is the API layer's input: access logs and the application's reports.
@@ -147,6 +149,7 @@ var (
 	descLogParseErrors = desc("access_log_parse_errors_total", "Access log lines skipped as malformed or too long.", "path")
 	descLogSignals     = desc("access_log_signals_total", "Access log lines that counted for an API detector.", "path")
 	descLogLag         = desc("access_log_lag_bytes", "What an access log holds beyond what was read.", "path")
+	descLogIgnored     = desc("access_log_ignored_total", "Access log 4xx/5xx lines held against nobody, by reason: stale (older than their rule's window), future (dated beyond the allowed skew), all_trusted (only trusted proxies in the chain), bad_hop (a forwarded hop that does not parse).", "path", "reason")
 	descReports        = desc("reports_total", "Reports received from the application on the control socket.")
 )
 
@@ -170,7 +173,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
 		descCSReports, descCSReportErrs, descCSQueue,
-		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descReports,
+		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descLogIgnored, descReports,
 	} {
 		ch <- d
 	}
@@ -287,6 +290,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descLogParseErrors, l.ParseErrors, l.Path)
 			counter(ch, descLogSignals, l.Signals, l.Path)
 			gauge(ch, descLogLag, float64(l.LagBytes), l.Path)
+			counter(ch, descLogIgnored, l.Stale, l.Path, "stale")
+			counter(ch, descLogIgnored, l.Future, l.Path, "future")
+			counter(ch, descLogIgnored, l.AllTrusted, l.Path, "all_trusted")
+			counter(ch, descLogIgnored, l.BadHops, l.Path, "bad_hop")
 		}
 	}
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/apiguard/apiguard/userspace/clientip"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -150,6 +151,18 @@ func (p *parser) accessLogs(n *yaml.Node, field string) []AccessLog {
 		}
 		if v := o.get("trustedProxies"); v != nil {
 			l.TrustedProxies = p.prefixes(v, o.field("trustedProxies"))
+			// a list whose every item read (else errors were reported)
+			items := resolve(v).Content
+			if len(items) != len(l.TrustedProxies) {
+				items = nil
+			}
+			for i, pfx := range l.TrustedProxies {
+				if pfx.Bits() >= clientip.WidestTrusted || items == nil {
+					continue
+				}
+				p.warnAt(resolve(items[i]), fmt.Sprintf("%s[%d]", o.field("trustedProxies"), i),
+					"%v is wider than a /%d: any host in it that reaches the server directly can write X-Forwarded-For and blame any address; list the proxies' own addresses", pfx, clientip.WidestTrusted)
+			}
 		}
 		if v := o.get("fromStart"); v != nil {
 			if b, ok := p.boolean(v, o.field("fromStart")); ok {
@@ -171,7 +184,7 @@ func (p *parser) logFields(n *yaml.Node, field string) LogFields {
 	keys := []struct {
 		key string
 		v   *string
-	}{{"client", &lf.Client}, {"method", &lf.Method}, {"path", &lf.Path}, {"request", &lf.Request},
+	}{{"client", &lf.Client}, {"time", &lf.Time}, {"method", &lf.Method}, {"path", &lf.Path}, {"request", &lf.Request},
 		{"status", &lf.Status}, {"latency", &lf.Latency}, {"forwarded", &lf.Forwarded}}
 	known := []string{"latencyUnit"}
 	for _, k := range keys {

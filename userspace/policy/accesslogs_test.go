@@ -24,7 +24,7 @@ spec:
       trustedProxies: [10.0.0.0/8, 192.0.2.1]
     - path: /var/log/api/access.json
       format: json
-      fields: {client: client.ip, path: http.path, status: http.status, latency: ms, latencyUnit: ms}
+      fields: {client: client.ip, time: ts, path: http.path, status: http.status, latency: ms, latencyUnit: ms}
       fromStart: true
       maxLineLength: 4096
 `
@@ -46,10 +46,47 @@ spec:
 		{Path: "/var/log/nginx/access.log", Format: "combined", Forwarded: true,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}},
 		{Path: "/var/log/api/access.json", Format: "json", FromStart: true, MaxLineLength: 4096,
-			Fields: LogFields{Client: "client.ip", Path: "http.path", Status: "http.status", Latency: "ms", LatencyUnit: "ms"}},
+			Fields: LogFields{Client: "client.ip", Time: "ts", Path: "http.path", Status: "http.status", Latency: "ms", LatencyUnit: "ms"}},
 	}
 	if !reflect.DeepEqual(pol.Spec.AccessLogs, want) {
 		t.Errorf("access logs\n%+v\nwant\n%+v", pol.Spec.AccessLogs, want)
+	}
+	if len(pol.Warnings) != 0 {
+		t.Errorf("warnings for a /8: %v", pol.Warnings)
+	}
+}
+
+// Any host in a trusted range can blame any address: a range wider than a /8
+// is a warning at its line.
+func TestTrustedProxiesTooWide(t *testing.T) {
+	src := `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: wide}
+spec:
+  accessLogs:
+    - path: /var/log/nginx/access.log
+      forwarded: true
+      trustedProxies:
+        - 10.0.0.0/8
+        - 0.0.0.0/0
+        - 192.0.2.1
+        - fc00::/7
+`
+	pol, err := Parse("wide.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := pol.Warnings.Error()
+	for _, want := range []string{
+		"wide.yaml:10: spec.accessLogs[0].trustedProxies[1]: 0.0.0.0/0 is wider than a /8: any host in it",
+		"wide.yaml:12: spec.accessLogs[0].trustedProxies[3]: fc00::/7 is wider than a /8",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings lack %q:\n%s", want, got)
+		}
+	}
+	if len(pol.Warnings) != 2 {
+		t.Errorf("%d warnings, want 2:\n%s", len(pol.Warnings), got)
 	}
 }
 

@@ -254,7 +254,7 @@ type AccessLog struct {
 
 // LogFields are JSON keys (a dotted key walks nested objects).
 type LogFields struct {
-	Client, Method, Path, Request, Status, Latency, Forwarded string
+	Client, Time, Method, Path, Request, Status, Latency, Forwarded string
 	// LatencyUnit is what a numeric latency counts: s, ms, us or ns.
 	LatencyUnit string
 }
