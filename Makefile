@@ -16,7 +16,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl
 DEB_TOOLS := ip ethtool nft promtool nginx curl
 
-.PHONY: all build generate check-generate test bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator lint deps demo clean
+.PHONY: all build generate check-generate test bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
 
 all: build
 
@@ -68,6 +68,13 @@ bench-check:
 	$(GO) run ./test/bench/live --runs 1 --duration 500ms >/dev/null
 	$(GO) run ./test/bench/apply --entries 2000 --runs 1 >/dev/null
 
+# The ban book: adding one ban to a book of 1k, 20k and 100k bans, the old
+# bans.json rewrite against the journal (with and without an fdatasync), and
+# a compaction of 100k bans under a writer.
+bench-banbook:
+	$(GO) test -run '^$$' -bench 'BanBook$$' -benchtime 20x -count 1 ./userspace/daemon/
+	$(GO) test -run '^$$' -bench 'BanBookCompact100k' -benchtime 3x -count 1 ./userspace/daemon/
+
 # A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans;
 # a real LAPI's decision to the first dropped packet.
 bench-crowdsec:
@@ -93,7 +100,7 @@ bench-events:
 # API-layer signals: access log lines parsed per second on one core, and the
 # time from an offending request (through nginx) to the first dropped packet.
 bench-apisignals: deps
-	$(GO) test -run '^$$' -bench 'Combined|JSONLines' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
+	$(GO) test -run '^$$' -bench 'Combined|JSONLines|ParseTime' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
 	$(GO) test -run '^$$' -bench 'OffendingRequestToDrop' -benchtime 20x -count 1 ./test/e2e/
 
 # The live path against nftables and XDP_DROP (about 4 minutes; root, 2+ CPUs),

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
@@ -36,41 +33,6 @@ func sourceName(code uint32) string {
 	return sourceUnknown
 }
 
-const banStateFile = "bans.json"
-
-// banRecord is what the kernel does not keep about a ban.
-type banRecord struct {
-	Prefix  netip.Prefix `json:"prefix"`
-	Reason  string       `json:"reason"`
-	Source  string       `json:"source"`
-	Created time.Time    `json:"created"`
-	Expires time.Time    `json:"expires,omitzero"`
-}
-
-type banFile struct {
-	Bans []banRecord `json:"bans"`
-}
-
-// banBook holds the reasons of the bans in force, saved to the state directory
-// after every change. The kernel's map says which bans exist; the book only
-// explains them.
-type banBook struct {
-	// mu is held across each kernel update and the save that follows it, so the
-	// map and the book change in the same order.
-	mu   sync.Mutex
-	path string
-	recs map[netip.Prefix]banRecord
-}
-
-func (b *banBook) saveLocked() error {
-	f := banFile{Bans: make([]banRecord, 0, len(b.recs))}
-	for _, r := range b.recs {
-		f.Bans = append(f.Bans, r)
-	}
-	slices.SortFunc(f.Bans, func(x, y banRecord) int { return comparePrefix(x.Prefix, y.Prefix) })
-	return writeJSONFile(b.path, f)
-}
-
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
@@ -80,20 +42,9 @@ func comparePrefix(a, b netip.Prefix) int {
 
 // openBans reads the ban book and reconciles it with the kernel's map.
 func (d *Daemon) openBans() error {
-	b := &banBook{path: filepath.Join(d.cfg.StateDir, banStateFile), recs: map[netip.Prefix]banRecord{}}
-	var f banFile
-	if _, err := readJSONFile(b.path, &f); err != nil {
-		// keep the damaged file for a human; bans still work, their reasons are lost
-		bad := b.path + ".corrupt"
-		if rerr := os.Rename(b.path, bad); rerr != nil {
-			return fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
-		}
-		d.log.Warn("ban state file is damaged; moved aside, starting without ban reasons", "err", err, "moved_to", bad)
-	}
-	for _, r := range f.Bans {
-		if r.Prefix.IsValid() {
-			b.recs[r.Prefix.Masked()] = r
-		}
+	b, err := openBook(d.cfg.StateDir, d.log)
+	if err != nil {
+		return err
 	}
 	d.bans = b
 	return d.reconcileBans(time.Now())
@@ -114,14 +65,14 @@ func (d *Daemon) reconcileBans(now time.Time) error {
 	for _, kb := range kernel {
 		have[kb.Prefix.Masked()] = true
 	}
-	restored, dropped := 0, 0
+	restored := 0
+	var dropped []netip.Prefix
 	for p, r := range d.bans.recs {
 		switch {
 		case have[p]:
 			continue
 		case !r.Expires.IsZero() && !r.Expires.After(now), d.dp.Adopted():
-			delete(d.bans.recs, p)
-			dropped++
+			dropped = append(dropped, p)
 		default:
 			if err := d.dp.Ban(loader.Ban{Prefix: p, Expires: r.Expires, Reason: sourceCode(r.Source)}); err != nil {
 				return fmt.Errorf("restore ban on %v: %w", p, err)
@@ -132,9 +83,9 @@ func (d *Daemon) reconcileBans(now time.Time) error {
 	if restored > 0 {
 		d.log.Info("restored bans from the state directory", "bans", restored)
 	}
-	if restored+dropped > 0 {
-		if err := d.bans.saveLocked(); err != nil {
-			d.log.Warn("could not save ban reasons; they will read 'unknown' after a restart", "err", err)
+	if len(dropped) > 0 {
+		if _, err := d.bans.dropLocked(dropped...); err != nil {
+			d.log.Warn("could not record the bans gone from the kernel; their records stay until the next sweep", "err", err)
 		}
 	}
 	return nil
@@ -157,37 +108,92 @@ func (d *Daemon) Ban(p netip.Prefix, ttl time.Duration, reason, source string) (
 	if ttl > 0 {
 		rec.Expires = now.Add(ttl)
 	}
-	d.bans.mu.Lock()
-	defer d.bans.mu.Unlock()
-	if err := d.dp.Ban(loader.Ban{Prefix: p, Expires: rec.Expires, Reason: sourceCode(source)}); err != nil {
+	seq, err := d.banLocked(rec)
+	if err != nil {
 		return control.Ban{}, err
 	}
-	d.bans.recs[p] = rec
-	if err := d.bans.saveLocked(); err != nil {
-		d.log.Warn("could not save ban reasons; they will read 'unknown' after a restart", "err", err)
-	}
 	d.log.Info("banned", "prefix", p, "ttl", ttl, "reason", reason, "source", source)
+	if err := d.settle(seq, source, "ban", p); err != nil {
+		return control.Ban{}, err
+	}
 	return rec.api(), nil
+}
+
+// What banLocked and unbanLocked return for settle when there is no record
+// to wait for: nothing was to be recorded, or the record could not be written.
+const (
+	noRecord     = 0
+	recordFailed = ^uint64(0)
+)
+
+// banLocked bans in the kernel, then records it and returns the record's
+// sequence number. A record that cannot be written leaves the ban standing
+// (its reason reads "unknown" after a restart, a reboot does not restore it).
+func (d *Daemon) banLocked(rec banRecord) (seq uint64, err error) {
+	d.bans.mu.Lock()
+	defer d.bans.mu.Unlock()
+	if err := d.dp.Ban(loader.Ban{Prefix: rec.Prefix, Expires: rec.Expires, Reason: sourceCode(rec.Source)}); err != nil {
+		return noRecord, err
+	}
+	seq, err = d.bans.putLocked(rec)
+	if err != nil {
+		d.log.Warn("could not record the ban in the ban book; it will read 'unknown' after a restart", "prefix", rec.Prefix, "err", err)
+		return recordFailed, nil
+	}
+	return seq, nil
+}
+
+// settle makes a change someone waits for durable before it is acknowledged:
+// a ban or unban by hand (the CLI, the control API) survives a power cut once
+// answered. The detector's and the sweeper's records are synced within
+// bookSyncEvery (they survive the daemon being killed at once): the detector
+// must not wait for a disk under its lock. It runs without bans.mu, so
+// concurrent callers share one fdatasync.
+func (d *Daemon) settle(seq uint64, source, what string, p netip.Prefix) error {
+	switch {
+	case source == SourceDetector, seq == noRecord:
+		return nil
+	case seq == recordFailed:
+		return fmt.Errorf("%s %v is in force in the kernel, but the ban book could not record it: it would not survive a reboot", what, p)
+	}
+	if err := d.bans.sync(seq); err != nil {
+		return fmt.Errorf("%s %v is in force in the kernel, but the ban book could not sync it to disk: %w", what, p, err)
+	}
+	return nil
 }
 
 // Unban lifts the ban on exactly p.
 func (d *Daemon) Unban(p netip.Prefix) error {
 	p = p.Masked()
+	seq, err := d.unbanLocked(p)
+	if err != nil {
+		return err
+	}
+	// an unban answered must not come back: the book would restore the ban
+	// after a reboot
+	return d.settle(seq, SourceManual, "unban of", p)
+}
+
+func (d *Daemon) unbanLocked(p netip.Prefix) (uint64, error) {
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	if err := d.dp.Unban(p); err != nil {
 		if errors.Is(err, loader.ErrNotBanned) {
-			return control.NotFoundf("no ban on %v", p)
+			return noRecord, control.NotFoundf("no ban on %v", p)
 		}
-		return err
+		return noRecord, err
 	}
 	rec, known := d.bans.recs[p]
-	delete(d.bans.recs, p)
-	if err := d.bans.saveLocked(); err != nil {
-		d.log.Warn("could not save ban reasons", "err", err)
-	}
 	d.log.Info("unbanned", "prefix", p, "reason", rec.Reason, "known", known)
-	return nil
+	if !known {
+		return noRecord, nil // the book never had it (a CrowdSec ban, a foreign one)
+	}
+	seq, err := d.bans.dropLocked(p)
+	if err != nil {
+		d.log.Warn("could not record the unban in the ban book", "prefix", p, "err", err)
+		return recordFailed, nil
+	}
+	return seq, nil
 }
 
 func (d *Daemon) allowCovering(p netip.Prefix) (netip.Prefix, bool) {
@@ -288,7 +294,15 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	gone, err := d.dp.SweepBans(now)
-	changed := false
+	var forget []netip.Prefix
+	defer func() {
+		if len(forget) == 0 {
+			return
+		}
+		if _, err := d.bans.dropLocked(forget...); err != nil {
+			d.log.Warn("could not record swept bans in the ban book; a restart drops them anyway", "err", err)
+		}
+	}()
 	for _, b := range gone {
 		p := b.Prefix.Masked()
 		rec, ok := d.bans.recs[p]
@@ -297,10 +311,7 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 			continue
 		}
 		d.log.Info("ban expired", "prefix", p, "reason", rec.Reason, "source", rec.Source)
-		{
-			delete(d.bans.recs, p)
-			changed = true
-		}
+		forget = append(forget, p)
 	}
 	if err != nil {
 		return err
@@ -315,13 +326,9 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 		have[kb.Prefix.Masked()] = true
 	}
 	for p := range d.bans.recs {
-		if !have[p] {
-			delete(d.bans.recs, p)
-			changed = true
+		if !have[p] && !slices.Contains(forget, p) {
+			forget = append(forget, p)
 		}
-	}
-	if changed {
-		return d.bans.saveLocked()
 	}
 	return nil
 }

@@ -233,6 +233,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.openBans(); err != nil {
 		return err
 	}
+	defer func() {
+		if err := d.bans.close(); err != nil {
+			d.log.Error("close the ban book", "err", err)
+		}
+	}()
 	d.loadSavedPolicy()
 	if _, err := d.apply(initial, "start"); err != nil {
 		return err
@@ -263,6 +268,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 	return []component{
 		{"control", func(ctx context.Context) error { return control.NewServer(d, d.log).Serve(ctx, ln) }},
 		{"ban-sweeper", d.sweepBans},
+		{"ban-book", d.maintainBans},
 		{"flow-sweeper", d.sweepFlows},
 		{"reloader", func(ctx context.Context) error { return d.reloadOnHangup(ctx, hup) }},
 		{"events", d.consumeEvents},
