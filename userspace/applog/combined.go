@@ -12,9 +12,12 @@ import (
 //	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
 //
 // With Forwarded set, the line carries one more quoted field, as nginx's
-// sample `main` format does: "$http_x_forwarded_for". nginx escapes quotes
-// inside fields as \x22, so a quote always ends a field. The time is kept as
-// text (Entry.Time): only lines that may count need it parsed.
+// sample `main` format does: "$http_x_forwarded_for". nginx escapes a quote
+// inside a field as \x22 and a backslash as \x5C, Apache a quote as \": a
+// quote preceded by an odd number of backslashes is inside its field, so that
+// a client cannot shift the fields (and write the forwarded one) with quotes
+// in its request or user agent. The time is kept as text (Entry.Time): only
+// lines that may count need it parsed.
 type Combined struct {
 	Forwarded bool
 }
@@ -60,7 +63,7 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 		return errNoRequest
 	}
 	rest = rest[2:]
-	j = bytes.IndexByte(rest, '"')
+	j = closeQuote(rest)
 	if j < 0 {
 		return errNoRequest
 	}
@@ -95,7 +98,7 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 			return errNoXFF
 		}
 		rest = rest[k+1:]
-		k = bytes.IndexByte(rest, '"')
+		k = closeQuote(rest)
 		if k < 0 {
 			return errNoXFF
 		}
@@ -107,6 +110,26 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 		rest = rest[k+1:]
 	}
 	return nil
+}
+
+// closeQuote finds the quote that ends a field, b being what follows its
+// opening quote: the first one not escaped by a backslash.
+func closeQuote(b []byte) int {
+	for off := 0; ; {
+		k := bytes.IndexByte(b[off:], '"')
+		if k < 0 {
+			return -1
+		}
+		k += off
+		n := 0
+		for j := k - 1; j >= 0 && b[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return k
+		}
+		off = k + 1
+	}
 }
 
 // splitRequest takes "GET /path?q HTTP/1.1". A request nginx could not parse

@@ -40,6 +40,11 @@ func TestCombined(t *testing.T) {
 			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9, 10.0.0.1", status: 403},
 		{name: "forwarded dash", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua" "-"`,
 			remote: "10.0.0.2", method: "GET", path: "/x", status: 403},
+		// Apache escapes a quote as \": a client's quotes do not shift the fields
+		{name: "apache escaped quotes", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x\" 200 \"y HTTP/1.1" 404 5 "-" "ua\" \"198.51.100.66\" \"" "203.0.113.9, 10.0.0.1"`,
+			remote: "10.0.0.2", method: "GET", path: `/x\"`, fwd: "203.0.113.9, 10.0.0.1", status: 404},
+		{name: "escaped backslash before a quote", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 404 5 "-" "ua\\" "203.0.113.9"`,
+			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9", status: 404},
 		{name: "forwarded missing", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua"`, err: true},
 		{name: "empty", line: ``, err: true},
 		{name: "garbage", line: `hello world`, err: true},
