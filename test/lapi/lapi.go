@@ -9,6 +9,7 @@ package lapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,6 +33,9 @@ type LAPI struct {
 	Key      string // a registered bouncer's API key
 
 	extra map[string]string // more bouncers: name → key
+	// tls is the LAPI's certificate and the CA that signs client ones, when
+	// it listens with TLS (StartTLS)
+	tls *TLSFiles
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -63,19 +67,42 @@ func freePort(tb testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// TLSFiles are the PEM contents of an HTTPS LAPI's certificate and key and of
+// the CA its clients' certificates must chain to.
+type TLSFiles struct {
+	Cert, Key, ClientCA []byte
+}
+
 // Start writes a configuration, registers a machine and a bouncer, and starts
 // the LAPI; it is stopped in tb.Cleanup.
-func Start(tb testing.TB) *LAPI {
+func Start(tb testing.TB) *LAPI { return start(tb, nil) }
+
+// StartTLS starts a LAPI that listens with TLS and knows a bouncer by its
+// client certificate (OU "bouncer-ou", CrowdSec's default) as well as by key.
+func StartTLS(tb testing.TB, files TLSFiles) *LAPI { return start(tb, &files) }
+
+func start(tb testing.TB, tlsFiles *TLSFiles) *LAPI {
 	tb.Helper()
 	Need(tb)
 	dir := tb.TempDir()
 	port := freePort(tb)
-	l := &LAPI{Dir: dir, URL: fmt.Sprintf("http://127.0.0.1:%d", port),
+	scheme := "http"
+	if tlsFiles != nil {
+		scheme = "https"
+	}
+	l := &LAPI{Dir: dir, URL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), tls: tlsFiles,
 		Machine: fmt.Sprintf("apiguard-test-%d", os.Getpid()), Password: "test-password-123",
 		Key: fmt.Sprintf("test-key-%d", os.Getpid())}
 	for _, d := range []string{"hub", "notifications"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			tb.Fatal(err)
+		}
+	}
+	if tlsFiles != nil {
+		for name, body := range map[string][]byte{"server.pem": tlsFiles.Cert, "server.key": tlsFiles.Key, "client-ca.pem": tlsFiles.ClientCA} {
+			if err := os.WriteFile(filepath.Join(dir, name), body, 0o600); err != nil {
+				tb.Fatal(err)
+			}
 		}
 	}
 	for name, body := range map[string]string{"simulation.yaml": "simulation: off\n", "acquis.yaml": "",
@@ -127,14 +154,15 @@ db_config:
 api:
   client:
     credentials_path: %[1]s/local_api_credentials.yaml
+    insecure_skip_verify: true
   server:
     log_level: info
     listen_uri: 127.0.0.1:%[2]d
     profiles_path: %[1]s/profiles.yaml
     trusted_ips: [127.0.0.1, "::1"]
-prometheus:
+%[4]sprometheus:
   enabled: false
-`, l.Dir, port, data)
+`, l.Dir, port, data, l.tlsConfig())
 	l.Config = filepath.Join(l.Dir, fmt.Sprintf("config%d.yaml", l.dbs))
 	if err := os.WriteFile(l.Config, []byte(config), 0o600); err != nil {
 		tb.Fatal(err)
@@ -144,6 +172,22 @@ prometheus:
 	for name, key := range l.extra {
 		l.CSCLI(tb, "bouncers", "add", name, "-k", key)
 	}
+}
+
+// tlsConfig is the api.server.tls block (cscli, a test tool here, skips the
+// certificate check: api.client.insecure_skip_verify).
+func (l *LAPI) tlsConfig() string {
+	if l.tls == nil {
+		return ""
+	}
+	return fmt.Sprintf(`    tls:
+      cert_file: %[1]s/server.pem
+      key_file: %[1]s/server.key
+      client_verification: VerifyClientCertIfGiven
+      ca_cert_path: %[1]s/client-ca.pem
+      bouncers_allowed_ou: [bouncer-ou]
+      agents_allowed_ou: [agent-ou]
+`, l.Dir)
 }
 
 // AddBouncer registers another bouncer and returns its key. Each bouncer has
@@ -182,7 +226,9 @@ func (l *LAPI) Run(tb testing.TB) {
 	deadline := time.Now().Add(15 * time.Second)
 	// each probe is bounded too: a LAPI that accepts and never answers must not
 	// hold the test past its deadline
-	probe := &http.Client{Timeout: 2 * time.Second}
+	// (the probe checks health, not the certificate)
+	probe := &http.Client{Timeout: 2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for {
 		resp, err := probe.Get(l.URL + "/health")
 		if err == nil {
@@ -228,7 +274,7 @@ func (l *LAPI) Rebuild(tb testing.TB) {
 	tb.Helper()
 	l.Stop(tb)
 	port := 0
-	fmt.Sscanf(l.URL, "http://127.0.0.1:%d", &port)
+	fmt.Sscanf(l.URL[strings.LastIndexByte(l.URL, ':')+1:], "%d", &port)
 	l.newDatabase(tb, port)
 	l.Run(tb)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/test/lapi"
+	"github.com/apiguard/apiguard/test/tlsfixture"
 )
 
 // waitVerdict pulls until src gets want, within n pulls a poll interval apart.
@@ -227,4 +228,46 @@ func TestRealLAPITooBroad(t *testing.T) {
 		t.Fatalf("startup pull: %+v", st)
 	}
 	t.Logf("warnings:\n%s", logs.String())
+}
+
+// A real LAPI over TLS: the bouncer checks the LAPI's certificate against the
+// CA it is given and is known by its client certificate alone (no API key);
+// the system's roots refuse the test CA's certificate.
+func TestRealLAPITLS(t *testing.T) {
+	d := loadDatapath(t)
+	pki := tlsfixture.New(t)
+	l := lapi.StartTLS(t, lapi.TLSFiles{Cert: pki.ServerCert, Key: pki.ServerKey, ClientCA: pki.CA})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	bouncer := func(tlsCfg *TLS, key string) *Bouncer {
+		t.Helper()
+		hc, err := NewHTTPClient(tlsCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := NewBouncer(BouncerConfig{URL: l.URL, APIKey: key, CertAuth: key == "", HTTPClient: hc, Logger: quiet}, dpKernel{d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if err := bouncer(&TLS{}, l.Key).Pull(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("the system's roots: %v", err)
+	}
+	l.CSCLI(t, "decisions", "add", "--ip", "192.0.2.7", "--duration", "5m", "--reason", "test")
+	// by key over TLS
+	if err := bouncer(&TLS{CA: pki.CA}, l.Key).Pull(context.Background()); err != nil {
+		t.Fatalf("TLS with the key: %v", err)
+	}
+	// by certificate only
+	certOnly := bouncer(&TLS{CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, "")
+	if err := certOnly.Pull(context.Background()); err != nil {
+		t.Fatalf("TLS with a client certificate: %v", err)
+	}
+	if verdict(t, d, "192.0.2.7") != xdpDrop || certOnly.Stats().Active != 1 {
+		t.Fatalf("the decision pulled over TLS is not enforced: %+v", certOnly.Stats())
+	}
+	// CrowdSec registered the bouncer from its certificate (CN@address)
+	if out := l.CSCLI(t, "bouncers", "list"); !strings.Contains(out, "apiguard@127.0.0.1") {
+		t.Fatalf("no bouncer known by its certificate:\n%s", out)
+	}
 }
