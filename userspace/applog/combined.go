@@ -113,14 +113,20 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 }
 
 // closeQuote finds the quote that ends a field, b being what follows its
-// opening quote: the first one not escaped by a backslash.
+// opening quote: the first one not escaped by a backslash. Small enough to be
+// inlined: nginx never writes a backslash before a quote.
 func closeQuote(b []byte) int {
-	for off := 0; ; {
-		k := bytes.IndexByte(b[off:], '"')
-		if k < 0 {
-			return -1
-		}
-		k += off
+	k := bytes.IndexByte(b, '"')
+	if k > 0 && b[k-1] == '\\' {
+		return closeEscapedQuote(b, k)
+	}
+	return k
+}
+
+// closeEscapedQuote goes on from a quote at k that may be escaped: a quote
+// preceded by an odd number of backslashes is inside the field.
+func closeEscapedQuote(b []byte, k int) int {
+	for {
 		n := 0
 		for j := k - 1; j >= 0 && b[j] == '\\'; j-- {
 			n++
@@ -128,7 +134,11 @@ func closeQuote(b []byte) int {
 		if n%2 == 0 {
 			return k
 		}
-		off = k + 1
+		next := bytes.IndexByte(b[k+1:], '"')
+		if next < 0 {
+			return -1
+		}
+		k += 1 + next
 	}
 }
 
