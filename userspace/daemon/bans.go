@@ -108,7 +108,7 @@ func (d *Daemon) Ban(p netip.Prefix, ttl time.Duration, reason, source string) (
 	if ttl > 0 {
 		rec.Expires = now.Add(ttl)
 	}
-	seq, err := d.banLocked(rec)
+	seq, err := d.banAndRecord(rec)
 	if err != nil {
 		return control.Ban{}, err
 	}
@@ -119,17 +119,18 @@ func (d *Daemon) Ban(p netip.Prefix, ttl time.Duration, reason, source string) (
 	return rec.api(), nil
 }
 
-// What banLocked and unbanLocked return for settle when there is no record
+// What banAndRecord and unbanAndRecord return for settle when there is no record
 // to wait for: nothing was to be recorded, or the record could not be written.
 const (
 	noRecord     = 0
 	recordFailed = ^uint64(0)
 )
 
-// banLocked bans in the kernel, then records it and returns the record's
-// sequence number. A record that cannot be written leaves the ban standing
-// (its reason reads "unknown" after a restart, a reboot does not restore it).
-func (d *Daemon) banLocked(rec banRecord) (seq uint64, err error) {
+// banAndRecord bans in the kernel, then records it (both under bans.mu) and
+// returns the record's sequence number. A record that cannot be written
+// leaves the ban standing (its reason reads "unknown" after a restart, a
+// reboot does not restore it).
+func (d *Daemon) banAndRecord(rec banRecord) (seq uint64, err error) {
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	if err := d.dp.Ban(loader.Ban{Prefix: rec.Prefix, Expires: rec.Expires, Reason: sourceCode(rec.Source)}); err != nil {
@@ -165,7 +166,7 @@ func (d *Daemon) settle(seq uint64, source, what string, p netip.Prefix) error {
 // Unban lifts the ban on exactly p.
 func (d *Daemon) Unban(p netip.Prefix) error {
 	p = p.Masked()
-	seq, err := d.unbanLocked(p)
+	seq, err := d.unbanAndRecord(p)
 	if err != nil {
 		return err
 	}
@@ -174,7 +175,7 @@ func (d *Daemon) Unban(p netip.Prefix) error {
 	return d.settle(seq, SourceManual, "unban of", p)
 }
 
-func (d *Daemon) unbanLocked(p netip.Prefix) (uint64, error) {
+func (d *Daemon) unbanAndRecord(p netip.Prefix) (uint64, error) {
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	if err := d.dp.Unban(p); err != nil {
@@ -311,6 +312,7 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 			continue
 		}
 		d.log.Info("ban expired", "prefix", p, "reason", rec.Reason, "source", rec.Source)
+		delete(d.bans.recs, p) // now, so that the loop below does not meet it again
 		forget = append(forget, p)
 	}
 	if err != nil {
@@ -326,7 +328,7 @@ func (d *Daemon) sweepOnce(now time.Time) error {
 		have[kb.Prefix.Masked()] = true
 	}
 	for p := range d.bans.recs {
-		if !have[p] && !slices.Contains(forget, p) {
+		if !have[p] {
 			forget = append(forget, p)
 		}
 	}
