@@ -3,11 +3,10 @@ package detect
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/apiguard/apiguard/loader"
 )
 
 // Signal is one thing the API layer knows about a client: an answered request
@@ -85,19 +84,8 @@ func DefaultAPIRules() APIRules {
 	}
 }
 
+// withDefaults fills the thresholds; Config.withDefaults fills the rules.
 func (a APIRules) withDefaults(def APIRules) APIRules {
-	rule := func(r *Rule, d Rule) {
-		if r.Action == "" {
-			r.Action = d.Action
-		}
-		if r.Window == 0 {
-			r.Window = d.Window
-		}
-	}
-	rule(&a.AuthFailures.Rule, def.AuthFailures.Rule)
-	rule(&a.Enumeration.Rule, def.Enumeration.Rule)
-	rule(&a.AppThrottled.Rule, def.AppThrottled.Rule)
-	rule(&a.ErrorBurst.Rule, def.ErrorBurst.Rule)
 	setZero(&a.AuthFailures.Failures, def.AuthFailures.Failures)
 	setZero(&a.Enumeration.Objects, def.Enumeration.Objects)
 	setZero(&a.AppThrottled.Responses, def.AppThrottled.Responses)
@@ -109,26 +97,10 @@ func (a APIRules) withDefaults(def APIRules) APIRules {
 // maxEnumObjects bounds one client's set of distinct paths.
 const maxEnumObjects = 1 << 14
 
-func (a APIRules) validate(res time.Duration) []error {
+// validate checks the thresholds; Config.Validate checks the rules.
+func (a APIRules) validate() []error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for _, r := range []struct {
-		name Reason
-		rule Rule
-	}{
-		{AuthFailures, a.AuthFailures.Rule}, {Enumeration, a.Enumeration.Rule},
-		{AppThrottled, a.AppThrottled.Rule}, {ErrorBurst, a.ErrorBurst.Rule},
-	} {
-		if r.rule.Action != ActionFlag && r.rule.Action != ActionBan {
-			add("%s: action %q is neither %q nor %q", r.name, r.rule.Action, ActionFlag, ActionBan)
-		}
-		if r.rule.Window < 0 {
-			add("%s: window %v is negative", r.name, r.rule.Window)
-		}
-		if r.rule.Window > 24*time.Hour {
-			add("%s: window %v is longer than 24h", r.name, r.rule.Window)
-		}
-	}
 	if a.Enumeration.Objects >= maxEnumObjects {
 		add("enumeration: objects %d: at most %d are tracked per client", a.Enumeration.Objects, maxEnumObjects-1)
 	}
@@ -171,43 +143,27 @@ func checkTemplate(t string) error {
 type apiClient struct {
 	prefix netip.Prefix
 	last   int64
-	// made on first use: most clients trip one rule, if any
-	auth, th, err *ring
-	objects       map[uint64]int64 // path hash → last 403/404
-	pruned        int64
+	// the counting rules' windows, by table row, made on first use: most
+	// clients trip one rule, if any
+	counts  [numReasons]*ring
+	objects map[uint64]int64 // path hash → last 403/404
+	pruned  int64
 }
 
 // apiState is the Detector's API side, kept apart from the packet side: its
 // windows start and stop with its own rules.
 type apiState struct {
-	authSpan, enumSpan, thSpan, errSpan span
-	idle                                int64
-	clients                             *lru[addrKey, *apiClient]
-	seed                                maphash.Seed
-	signals                             uint64
+	idle    int64
+	clients *lru[addrKey, *apiClient]
+	seed    maphash.Seed
+	signals uint64
 }
 
-func (d *Detector) setAPIConfig(cfg Config) {
-	a := cfg.API
-	res := cfg.EventInterval
-	spans := [...]span{newSpan(a.AuthFailures.Window, res), newSpan(a.Enumeration.Window, res),
-		newSpan(a.AppThrottled.Window, res), newSpan(a.ErrorBurst.Window, res)}
-	old := [...]span{d.api.authSpan, d.api.enumSpan, d.api.thSpan, d.api.errSpan}
-	keys := cfg.ClientBits4 != d.cfg.ClientBits4 || cfg.ClientBits6 != d.cfg.ClientBits6
-	if d.api.clients == nil || spans != old || keys {
-		d.api.clients = newLRU[addrKey, *apiClient]()
-		d.api.seed = maphash.MakeSeed()
-	}
-	d.api.authSpan, d.api.enumSpan, d.api.thSpan, d.api.errSpan = spans[0], spans[1], spans[2], spans[3]
-	d.api.idle = 0
-	for _, s := range spans {
-		d.api.idle = max(d.api.idle, int64(s.window)+s.bucket)
-	}
+// resetAPI forgets every API client (their windows changed shape).
+func (d *Detector) resetAPI() {
+	d.api.clients = newLRU[addrKey, *apiClient]()
+	d.api.seed = maphash.MakeSeed()
 }
-
-// signalEvent stands in for the kernel event the flag flow takes: a signal has
-// no service, so the service's monitor mode does not apply (the policy's does).
-var signalEvent = loader.Event{Action: uint8(loader.ActionPass)}
 
 // ObserveSignal counts one API-layer signal. It reports whether the signal
 // counted for any rule (a 200 counts for none).
@@ -222,61 +178,71 @@ func (d *Detector) ObserveSignal(s Signal) bool {
 		now = int64(d.opts.Now())
 	}
 	d.api.signals++
-	a := &d.cfg.API
-	auth, enum, th, burst := false, false, false, false
-	if s.Report != "" {
-		switch s.Report {
-		case AuthFailures:
-			auth = a.AuthFailures.Enabled
-		case Enumeration:
-			enum = a.Enumeration.Enabled
-		case AppThrottled:
-			th = a.AppThrottled.Enabled
-		case ErrorBurst:
-			burst = a.ErrorBurst.Enabled
-		}
-	} else {
-		switch {
-		case s.Status == 401:
-			auth = a.AuthFailures.Enabled && loginPath(a.AuthFailures.LoginPaths, s.Path)
-		case s.Status == 403 || s.Status == 404:
-			enum = a.Enumeration.Enabled && objectPath(&a.Enumeration, s.Path)
-		case s.Status == 429:
-			th = a.AppThrottled.Enabled
-		case s.Status >= 500 && s.Status <= 599:
-			burst = a.ErrorBurst.Enabled
-		}
-	}
-	if !auth && !enum && !th && !burst {
+	reason := d.classify(s)
+	if reason == "" {
 		return false
 	}
 	weight := uint64(max(s.Weight, 1))
 	c := d.apiClient(s.Client, now)
-	allowed := func() bool { return d.opts.IsAllowed(s.Client) || d.opts.IsAllowed(c.prefix.Addr()) }
-	// count counts the signal in one of the client's windows and raises
-	// reason once the window holds more than over
-	count := func(w **ring, sp span, over uint64, reason Reason, rule Rule, what string, window time.Duration) {
-		r := lazyRing(w)
-		r.add(sp, now, weight)
-		if r.sum > over {
-			d.raise(reason, rule, sp, c.prefix, 0, &signalEvent, now, func() Evidence {
-				return Evidence{Events: r.sum, Summary: fmt.Sprintf("%d %s in %v (latest %s)", r.sum, what, window, describe(s))}
-			}, allowed)
-		}
-	}
-	switch {
-	case auth:
-		count(&c.auth, d.api.authSpan, a.AuthFailures.Failures, AuthFailures, a.AuthFailures.Rule, "failed logins", a.AuthFailures.Window)
-	case enum:
-		d.enumerate(c, s, weight, now, allowed)
-	case th:
-		count(&c.th, d.api.thSpan, a.AppThrottled.Responses, AppThrottled, a.AppThrottled.Rule,
-			"times the application throttled it (429)", a.AppThrottled.Window)
-	case burst:
-		count(&c.err, d.api.errSpan, a.ErrorBurst.Responses, ErrorBurst, a.ErrorBurst.Rule,
-			"server errors (5xx) answering it", a.ErrorBurst.Window)
+	h := hit{reason: reason, prefix: c.prefix, source: s.Client}
+	if reason == Enumeration {
+		d.enumerate(c, s, h, weight, now)
+	} else {
+		d.count(c, s, h, weight, now)
 	}
 	return true
+}
+
+// classify is the rule a signal counts for ("" for none).
+func (d *Detector) classify(s Signal) Reason {
+	a := &d.cfg.API
+	var r Reason
+	if s.Report != "" {
+		r = s.Report
+	} else {
+		switch {
+		case s.Status == 401 && loginPath(a.AuthFailures.LoginPaths, s.Path):
+			r = AuthFailures
+		case (s.Status == 403 || s.Status == 404) && objectPath(&a.Enumeration, s.Path):
+			r = Enumeration
+		case s.Status == 429:
+			r = AppThrottled
+		case s.Status >= 500 && s.Status <= 599:
+			r = ErrorBurst
+		}
+	}
+	if i := r.index(); i < 0 || table[i].layer != apiLayer || !table[i].rule(&d.cfg).Enabled {
+		return ""
+	}
+	return r
+}
+
+// counted is a counting rule's threshold (more than over) and what it counts.
+func (d *Detector) counted(r Reason) (over uint64, what string) {
+	a := &d.cfg.API
+	switch r {
+	case AuthFailures:
+		return a.AuthFailures.Failures, "failed logins"
+	case AppThrottled:
+		return a.AppThrottled.Responses, "times the application throttled it (429)"
+	case ErrorBurst:
+		return a.ErrorBurst.Responses, "server errors (5xx) answering it"
+	}
+	return math.MaxUint64, ""
+}
+
+// count counts the signal in the client's window of h.reason and raises it
+// once the window holds more than the rule's threshold.
+func (d *Detector) count(c *apiClient, s Signal, h hit, weight uint64, now int64) {
+	over, what := d.counted(h.reason)
+	window := d.cfg.rule(h.reason).Window
+	r := lazyRing(&c.counts[h.reason.index()])
+	r.add(d.span(h.reason), now, weight)
+	if r.sum > over {
+		d.raise(now, h, func() Evidence {
+			return Evidence{Events: r.sum, Summary: fmt.Sprintf("%d %s in %v (latest %s)", r.sum, what, window, describe(s))}
+		})
+	}
 }
 
 func describe(s Signal) string {
@@ -286,14 +252,14 @@ func describe(s Signal) string {
 	return fmt.Sprintf("%d to %s %.64s", s.Status, s.Method, s.Path)
 }
 
-func (d *Detector) enumerate(c *apiClient, s Signal, weight uint64, now int64, allowed func() bool) {
+func (d *Detector) enumerate(c *apiClient, s Signal, h hit, weight uint64, now int64) {
 	a := &d.cfg.API
 	threshold := int(a.Enumeration.Objects)
 	limit := min(max(2*threshold, 64), maxEnumObjects)
 	if c.objects == nil {
 		c.objects = map[uint64]int64{}
 	}
-	if len(c.objects) >= threshold && now-c.pruned >= d.api.enumSpan.bucket {
+	if len(c.objects) >= threshold && now-c.pruned >= d.span(Enumeration).bucket {
 		cutoff := now - int64(a.Enumeration.Window)
 		for k, t := range c.objects {
 			if t <= cutoff {
@@ -322,7 +288,7 @@ func (d *Detector) enumerate(c *apiClient, s Signal, weight uint64, now int64, a
 	if len(c.objects) <= threshold {
 		return
 	}
-	d.raise(Enumeration, a.Enumeration.Rule, d.api.enumSpan, c.prefix, 0, &signalEvent, now, func() Evidence {
+	d.raise(now, h, func() Evidence {
 		n := fmt.Sprint(len(c.objects))
 		if len(c.objects) >= limit {
 			n = "at least " + n
@@ -333,7 +299,7 @@ func (d *Detector) enumerate(c *apiClient, s Signal, weight uint64, now int64, a
 		}
 		return Evidence{Events: uint64(len(c.objects)),
 			Summary: fmt.Sprintf("%s distinct object paths answered 403/404 in %v (latest %.160s)", n, a.Enumeration.Window, latest)}
-	}, allowed)
+	})
 }
 
 func (d *Detector) apiClient(addr netip.Addr, now int64) *apiClient {

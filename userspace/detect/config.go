@@ -6,101 +6,6 @@ import (
 	"time"
 )
 
-// Reason names a suspicious behaviour. The values are stable: they are metric
-// label values, CLI output and the reason of the bans the detector makes.
-type Reason string
-
-const (
-	// Flood: a client kept hitting its own per-client packet or byte limit.
-	Flood Reason = "flood"
-	// SYNFlood: a client's new connections kept being refused by its connection
-	// limit; or, with no client to blame, a service's total connection limit
-	// refusing SYNs from many sources.
-	SYNFlood Reason = "syn-flood"
-	// Scan: TCP SYNs to many distinct ports that no service claims.
-	Scan Reason = "scan"
-	// DenyProbe: repeated hits on the deny list or on bans.
-	DenyProbe Reason = "deny-probe"
-	// BadFlags: TCP packets with impossible flag combinations (NULL, XMAS, SYN+FIN...).
-	BadFlags Reason = "bad-flags"
-	// Aggregate: one client prefix (/24, /48) causing most of the prefix- and
-	// service-level limiting, even though each of its addresses stays under its
-	// own limit.
-	Aggregate Reason = "aggregate"
-
-	// The API-layer reasons come from what the API server knows (its access
-	// log, or reports it makes on the control socket), not from packets.
-
-	// AuthFailures: many 401s on login paths, or reported failed logins.
-	AuthFailures Reason = "auth-failures"
-	// Enumeration: many distinct object paths (/items/{id}) answered 403 or 404.
-	Enumeration Reason = "enumeration"
-	// AppThrottled: the application's own rate limiting (429) kept refusing
-	// the client.
-	AppThrottled Reason = "app-throttled"
-	// ErrorBurst: many 5xx answers to one client's requests.
-	ErrorBurst Reason = "error-burst"
-)
-
-// New reasons go at the end: a reason's position is its ban code (Code).
-var reasons = []Reason{Flood, SYNFlood, Scan, DenyProbe, BadFlags, Aggregate,
-	AuthFailures, Enumeration, AppThrottled, ErrorBurst}
-
-// Reasons lists every reason, in a fixed order.
-func Reasons() []Reason { return append([]Reason(nil), reasons...) }
-
-// banCodeBase keeps the detector's ban reason codes (loader.Ban.Reason) apart
-// from the small codes the daemon uses for bans made by hand.
-const banCodeBase = 0x100
-
-// Code is the reason's code for loader.Ban.Reason, so that `apiguard ban ls`
-// can say which detector made a ban, even after a daemon restart.
-func (r Reason) Code() uint32 {
-	for i, x := range reasons {
-		if x == r {
-			return banCodeBase + uint32(i)
-		}
-	}
-	return 0
-}
-
-// ReasonFromCode is Code's inverse; ok is false for codes the detector does not make.
-func ReasonFromCode(code uint32) (Reason, bool) {
-	i := int(code) - banCodeBase
-	if i < 0 || i >= len(reasons) {
-		return "", false
-	}
-	return reasons[i], true
-}
-
-func (r Reason) index() int {
-	for i, x := range reasons {
-		if x == r {
-			return i
-		}
-	}
-	return -1
-}
-
-// Action is what a rule does when it fires.
-type Action string
-
-const (
-	// ActionFlag records the client as flagged and logs it; nothing is dropped.
-	ActionFlag Action = "flag"
-	// ActionBan flags and bans the client (its client key, or the prefix for
-	// aggregate) for a TTL that grows for repeat offenders.
-	ActionBan Action = "ban"
-)
-
-// Rule is what every detector has.
-type Rule struct {
-	Enabled bool
-	Action  Action
-	// Window is the sliding window the threshold is counted over.
-	Window time.Duration
-}
-
 // FloodRule fires when a client was limited by its own per-client packet or
 // byte limit for longer than LimitedFor within Window. The kernel sends at most
 // one event per limited bucket per EventInterval (on each CPU), so "limited
@@ -255,7 +160,8 @@ func DefaultConfig() Config {
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {
 	def := DefaultConfig()
-	rule := func(r *Rule, d Rule) {
+	for _, s := range table {
+		r, d := s.rule(&c), s.rule(&def)
 		if r.Action == "" {
 			r.Action = d.Action
 		}
@@ -263,12 +169,6 @@ func (c Config) withDefaults() Config {
 			r.Window = d.Window
 		}
 	}
-	rule(&c.Flood.Rule, def.Flood.Rule)
-	rule(&c.SYNFlood.Rule, def.SYNFlood.Rule)
-	rule(&c.Scan.Rule, def.Scan.Rule)
-	rule(&c.DenyProbe.Rule, def.DenyProbe.Rule)
-	rule(&c.BadFlags.Rule, def.BadFlags.Rule)
-	rule(&c.Aggregate.Rule, def.Aggregate.Rule)
 	setZero(&c.Flood.LimitedFor, def.Flood.LimitedFor)
 	setZero(&c.SYNFlood.SYNs, def.SYNFlood.SYNs)
 	setZero(&c.Scan.Ports, def.Scan.Ports)
@@ -306,27 +206,23 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for _, r := range []struct {
-		name string
-		rule Rule
-	}{
-		{"flood", c.Flood.Rule}, {"syn-flood", c.SYNFlood.Rule}, {"scan", c.Scan.Rule},
-		{"deny-probe", c.DenyProbe.Rule}, {"bad-flags", c.BadFlags.Rule}, {"aggregate", c.Aggregate.Rule},
-	} {
-		if r.rule.Action != ActionFlag && r.rule.Action != ActionBan {
-			add("%s: action %q is neither %q nor %q", r.name, r.rule.Action, ActionFlag, ActionBan)
+	for _, s := range table {
+		r := s.rule(&c)
+		if r.Action != ActionFlag && r.Action != ActionBan {
+			add("%s: action %q is neither %q nor %q", s.reason, r.Action, ActionFlag, ActionBan)
 		}
-		if r.rule.Window < 0 {
-			add("%s: window %v is negative", r.name, r.rule.Window)
+		if r.Window < 0 {
+			add("%s: window %v is negative", s.reason, r.Window)
 		}
-		if r.rule.Window > 0 && r.rule.Window < c.EventInterval {
-			add("%s: window %v is shorter than the event interval %v", r.name, r.rule.Window, c.EventInterval)
+		// the packet rules count the kernel's events, one per interval at most
+		if s.layer == packetLayer && r.Window > 0 && r.Window < c.EventInterval {
+			add("%s: window %v is shorter than the event interval %v", s.reason, r.Window, c.EventInterval)
 		}
-		if r.rule.Window > 24*time.Hour {
-			add("%s: window %v is longer than 24h", r.name, r.rule.Window)
+		if r.Window > 24*time.Hour {
+			add("%s: window %v is longer than 24h", s.reason, r.Window)
 		}
 	}
-	errs = append(errs, c.API.validate(c.EventInterval)...)
+	errs = append(errs, c.API.validate()...)
 	if c.Flood.LimitedFor < 0 || c.Flood.LimitedFor > c.Flood.Window {
 		add("flood: limitedFor %v must be between 0 and the window %v", c.Flood.LimitedFor, c.Flood.Window)
 	}

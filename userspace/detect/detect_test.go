@@ -682,6 +682,22 @@ func TestReasonCodes(t *testing.T) {
 	if Reason("nope").Code() != 0 {
 		t.Fatal("unknown reason has a code")
 	}
+	// the kernel keeps these codes across restarts: a row moved in the table
+	// would rename the bans already made
+	for r, code := range map[Reason]uint32{Flood: 0x100, Aggregate: 0x105, AuthFailures: 0x106, ErrorBurst: 0x109} {
+		if r.Code() != code {
+			t.Errorf("%s: code %#x, was %#x", r, r.Code(), code)
+		}
+	}
+	// every row's rule is where its reason says
+	cfg := DefaultConfig()
+	for _, s := range table {
+		r := s.rule(&cfg)
+		r.Window = 42 * time.Hour
+		if cfg.rule(s.reason).Window != 42*time.Hour {
+			t.Errorf("%s: the table's rule is not the config's", s.reason)
+		}
+	}
 }
 
 // the loader's reason numbering is what limited() decodes levels from
