@@ -83,7 +83,7 @@ bench-crowdsec:
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
-	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof' -benchtime 10000000x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 1 ./loader/
 
 # Applying 100k deny CIDRs to a running daemon: time and peak RSS.

@@ -535,26 +535,35 @@ int baseline_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Proven clients (conntrack.h prove_client) take data from a local socket as
- * proof only when the socket is a TCP connection past its handshake: not a raw
- * socket forging a service's segments, not a Fast Open child still in SYN_RECV.
- * Forwarded packets have no socket here (they are trusted: docs/conntrack.md),
- * nor do non-inet senders (AF_PACKET needs root, who could write the map). */
-static __always_inline int from_connected_socket(struct __sk_buff *skb)
+/* Who sent a segment leaving through the egress hook (proof.h). Proven
+ * clients and proven sources take a segment from a local socket only when the
+ * socket is a TCP connection past its handshake: not a raw socket forging a
+ * service's segments, not a request or TIME_WAIT socket (or the per-CPU
+ * control socket that sends resets and their ACKs), and not a Fast Open child
+ * whose handshake never completed. Such a child is created by a SYN with data
+ * and may answer it at once; closed, it moves on to FIN_WAIT1 without any ACK
+ * from its peer, so its state alone proves nothing. What does is an RTT
+ * sample: the kernel takes one only from an acceptable ACK of what the socket
+ * sent (the SYN-ACK first), which a blind spoofer cannot write. Forwarded
+ * packets have no socket here (they are trusted, with data:
+ * docs/conntrack.md), nor do non-inet senders (AF_PACKET needs root, who
+ * could write the maps). */
+static __always_inline __u8 sender_of(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
+	struct bpf_tcp_sock *tp;
 
 	if (!sk)
-		return 1;
+		return AG_SENDER_FORWARDED;
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
-		return 0;	/* a request or TIME_WAIT socket: no data anyway */
+		return AG_SENDER_FORGED;	/* a request or TIME_WAIT socket */
 	/* Type 0 is no real socket: BPF_PROG_TEST_RUN gives its skbs a
 	 * placeholder of type 0, and every inet socket has a type. */
 	if ((sk->family != 2 /* AF_INET */ && sk->family != 10 /* AF_INET6 */) || !sk->type)
-		return 1;
+		return AG_SENDER_FORWARDED;
 	if (sk->type != 1 /* SOCK_STREAM */ || sk->protocol != IPPROTO_TCP)
-		return 0;
+		return AG_SENDER_FORGED;
 	switch (sk->state) {
 	case BPF_TCP_ESTABLISHED:
 	case BPF_TCP_FIN_WAIT1:
@@ -562,14 +571,20 @@ static __always_inline int from_connected_socket(struct __sk_buff *skb)
 	case BPF_TCP_CLOSE_WAIT:
 	case BPF_TCP_LAST_ACK:
 	case BPF_TCP_CLOSING:
-		return 1;
+		break;
+	default:
+		return AG_SENDER_FORGED;
 	}
-	return 0;
+	tp = bpf_tcp_sock(sk);
+	if (!tp || !tp->srtt_us)
+		return AG_SENDER_FORGED;	/* its peer never acknowledged anything */
+	return AG_SENDER_CONNECTED;
 }
 
 /* conntrack: TC egress on the guarded interface, the server's side of capped
- * services' connections and of proven clients (include/conntrack.h). It never
- * drops; TC_ACT_UNSPEC lets any later program or filter decide. */
+ * services' connections, of proven clients (include/conntrack.h) and of
+ * proven sources (include/proof.h). It never drops; TC_ACT_UNSPEC lets any
+ * later program or filter decide. */
 SEC("tc")
 int apiguard_egress(struct __sk_buff *skb)
 {
@@ -577,7 +592,7 @@ int apiguard_egress(struct __sk_buff *skb)
 	 * (a pull on a cloned skb copies its head) */
 	if (skb->data + 128 > skb->data_end && skb->data_end - skb->data < skb->len)
 		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
-	conn_track_egress((void *)(long)skb->data, (void *)(long)skb->data_end, from_connected_socket(skb));
+	conn_track_egress((void *)(long)skb->data, (void *)(long)skb->data_end, sender_of(skb));
 	return TC_ACT_UNSPEC;
 }
 

@@ -229,6 +229,71 @@ func BenchmarkProvenClients(b *testing.B) {
 	}
 }
 
+// What proving sources (proof.h) costs the egress program: a server segment
+// with data to a client of a TCP service without limits or caps, with
+// spoofable evidence needing proof (ProveSources) and without, back to back in
+// the same run. With it the program parses the segment, looks the port up and
+// the source up in an LRU (written at most once a second); without it, it
+// stops after reading the policy slot: the ratio is what the proof adds to
+// every server segment of a host whose services have no caps. The second case
+// is a segment of a service with caps (conntrack's work already parses it).
+func BenchmarkSourceProof(b *testing.B) {
+	for _, k := range []struct {
+		name   string
+		policy func(on bool) *Policy
+	}{
+		{"egress_plain_service", func(on bool) *Policy { return proofPolicy(on, 0, 0) }},
+		{"egress_capped_service", func(on bool) *Policy {
+			p := proofPolicy(on, 0, 0)
+			p.Services[0].MaxConns = ConnLimits{ClientEstablished: 1 << 30, TotalEstablished: 1 << 30}
+			return p
+		}},
+	} {
+		b.Run(k.name, func(b *testing.B) {
+			c := newConn("10.0.0.1", 80)
+			frame := serverSays(c, packet.ACK|packet.PSH, 100)
+			n := max(b.N/benchRounds/2, 1)
+			var on, off []time.Duration
+			// the two datapaths run alternately, round by round
+			dps := map[bool]*Datapath{}
+			for _, prove := range []bool{true, false} {
+				d := newDatapath(b, Options{})
+				mustApply(b, d, k.policy(prove))
+				if k.name == "egress_capped_service" { // an established flow, as in Conntrack/egress_established
+					runXDP(b, d, c.in(fSYN, 100, 0))
+					runEgress(b, d, c.out(fSYNACK, 5000, 101))
+					runXDP(b, d, c.in(fACK, 101, 5001))
+				}
+				runEgress(b, d, frame)
+				dps[prove] = d
+			}
+			if _, ok, err := dps[true].SourceProof(netip.MustParsePrefix("10.0.0.1/32")); err != nil || !ok {
+				b.Fatalf("the segment did not prove its client (err %v)", err)
+			}
+			b.ResetTimer()
+			for r := 0; r < benchRounds; r++ {
+				for _, prove := range []bool{true, false} {
+					_, t, err := dps[prove].Egress().Benchmark(frame, n, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if prove {
+						on = append(on, t)
+					} else {
+						off = append(off, t)
+					}
+				}
+			}
+			b.StopTimer()
+			pr, of := median(on), median(off)
+			b.ReportMetric(float64(pr.Nanoseconds()), "proof-ns/pkt")
+			b.ReportMetric(float64(of.Nanoseconds()), "off-ns/pkt")
+			b.ReportMetric(float64(pr.Nanoseconds()-of.Nanoseconds()), "proof-cost-ns")
+			b.ReportMetric(float64(pr)/float64(of), "ratio")
+		})
+	}
+}
+
 func reportConn(b *testing.B, tracked, untracked progTimes) {
 	bl := median(append(append([]time.Duration(nil), tracked.base...), untracked.base...))
 	tr, un := median(tracked.guard), median(untracked.guard)

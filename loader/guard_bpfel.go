@@ -65,7 +65,7 @@ type GuardAgConfig struct {
 	ClientBits6    uint8
 	PrefixBits4    uint8
 	PrefixBits6    uint8
-	Pad            uint8
+	ProveSources   uint8
 	Pad2           uint32
 	ConnServices   uint64
 	ProvenServices uint64
@@ -278,6 +278,11 @@ type GuardAgServiceState struct {
 	Tat [3]uint64
 }
 
+type GuardAgSrcKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
+
 type GuardAgStat uint32
 
 const (
@@ -372,6 +377,7 @@ const (
 	GuardMapPorts              = "ports"
 	GuardMapPrefixes           = "prefixes"
 	GuardMapProven             = "proven"
+	GuardMapProvenSources      = "proven_sources"
 	GuardMapRefusals           = "refusals"
 	GuardMapServiceState       = "service_state"
 	GuardMapServices           = "services"
@@ -469,6 +475,7 @@ type GuardMapSpecs struct {
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
 	Proven        *ebpf.MapSpec `ebpf:"proven"`
+	ProvenSources *ebpf.MapSpec `ebpf:"proven_sources"`
 	Refusals      *ebpf.MapSpec `ebpf:"refusals"`
 	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
 	Services      *ebpf.MapSpec `ebpf:"services"`
@@ -534,6 +541,7 @@ type GuardMaps struct {
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
 	Proven        *ebpf.Map `ebpf:"proven"`
+	ProvenSources *ebpf.Map `ebpf:"proven_sources"`
 	Refusals      *ebpf.Map `ebpf:"refusals"`
 	ServiceState  *ebpf.Map `ebpf:"service_state"`
 	Services      *ebpf.Map `ebpf:"services"`
@@ -564,6 +572,7 @@ func (m *GuardMaps) Close() error {
 		m.Ports,
 		m.Prefixes,
 		m.Proven,
+		m.ProvenSources,
 		m.Refusals,
 		m.ServiceState,
 		m.Services,

@@ -226,6 +226,8 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
 		// clients with a proven handshake (maps.h)
 		GuardMapProven: m.Proven,
+		// sources a TCP service spoke to on a connection (proof.go)
+		GuardMapProvenSources: m.ProvenSources,
 	}
 }
 

@@ -79,6 +79,10 @@ type Policy struct {
 	// server sent it a segment of an established connection, which a
 	// spoofed source never gets. 0 turns it off.
 	ProvenTTL time.Duration
+	// ProveSources has the egress program record every source a TCP service
+	// spoke to on a connection past its handshake (proof.go): the detector
+	// bans on spoofable evidence only such a source.
+	ProveSources bool
 }
 
 // ApplyResult says what an Apply changed.
@@ -174,6 +178,9 @@ func compile(p *Policy) (*image, error) {
 		return nil, fmt.Errorf("proven-client TTL %v is negative", p.ProvenTTL)
 	}
 	img.cfg.ProvenTtl = uint64(p.ProvenTTL)
+	if p.ProveSources {
+		img.cfg.ProveSources = 1
+	}
 	if img.cfg.ClientBits4 > 32 || img.cfg.PrefixBits4 > 32 {
 		return nil, fmt.Errorf("IPv4 key lengths must be at most 32 (client %d, prefix %d)", img.cfg.ClientBits4, img.cfg.PrefixBits4)
 	}

@@ -39,6 +39,7 @@
 #include "parse.h"
 #include "limit.h"
 #include "acl.h"
+#include "proof.h"
 
 #define AG_FLOW_CAPACITY (1 << 18)	/* default; the loader sizes the tables */
 #define AG_HALF_ONE (1ULL << 32)	/* count words: established low, half-open high */
@@ -801,10 +802,10 @@ static __always_inline void prove_client(const struct ag_config *cfg, const stru
 	bpf_map_update_elem(&proven, &ck, &now, BPF_ANY);
 }
 
-/* Egress: the server's side. It never drops: replies always leave. local_ok
- * is 0 when the packet comes from a local socket that is not a TCP connection
- * past its handshake (a raw socket forging server data): it proves no client. */
-static __always_inline void conn_track_egress(void *data, void *data_end, int local_ok)
+/* Egress: the server's side. It never drops: replies always leave. sender
+ * (enum ag_sender) says who put the segment on the wire: a forged one (a raw
+ * socket forging server data) proves neither a client nor a source. */
+static __always_inline void conn_track_egress(void *data, void *data_end, __u8 sender)
 {
 	__u32 zero = 0, slot, idx, *svc_id;
 	const struct ag_conn_service *cs;
@@ -821,7 +822,7 @@ static __always_inline void conn_track_egress(void *data, void *data_end, int lo
 	slotp = bpf_map_lookup_elem(&active, &zero);
 	slot = slotp && *slotp ? 1 : 0;
 	cfg = bpf_map_lookup_elem(&config, &slot);
-	if (!cfg || !(cfg->conn_services | cfg->proven_services))
+	if (!cfg || !(cfg->conn_services | cfg->proven_services | cfg->prove_sources))
 		return;
 	if (ct_parse(data, data_end, &t))
 		return;
@@ -829,7 +830,9 @@ static __always_inline void conn_track_egress(void *data, void *data_end, int lo
 	svc_id = bpf_map_lookup_elem(&ports, &idx);
 	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES)
 		return;
-	if (local_ok && ((cfg->proven_services >> *svc_id) & 1))
+	if (cfg->prove_sources)
+		prove_source(cfg, t.daddr, t.family, t.flags, t.data, sender);
+	if (sender != AG_SENDER_FORGED && ((cfg->proven_services >> *svc_id) & 1))
 		prove_client(cfg, &t, *svc_id);
 	if (!((cfg->conn_services >> *svc_id) & 1))
 		return;

@@ -131,7 +131,7 @@ struct ag_config {
 	__u8 client_bits6;
 	__u8 prefix_bits4;	/* client-prefix key prefix lengths */
 	__u8 prefix_bits6;
-	__u8 _pad;
+	__u8 prove_sources;	/* proof.h: the egress program records proven sources */
 	__u32 _pad2;
 	/* bit n: service n has a source ACL or connection caps (conntrack.h);
 	 * services without either cost no lookup at all */
