@@ -50,8 +50,8 @@ func (p *parser) apiDetection(o object, d *Detection) {
 			}
 		}
 	}
-	p.thresholdDetector(o, "app-throttled", &d.AppThrottled.Detector, "responses", &d.AppThrottled.Responses)
-	p.thresholdDetector(o, "error-burst", &d.ErrorBurst.Detector, "responses", &d.ErrorBurst.Responses)
+	p.thresholdDetector(o, false, "app-throttled", &d.AppThrottled.Detector, "responses", &d.AppThrottled.Responses)
+	p.thresholdDetector(o, false, "error-burst", &d.ErrorBurst.Detector, "responses", &d.ErrorBurst.Responses)
 }
 
 // paths reads a list of URL paths; templates must name a {variable} segment.

@@ -32,6 +32,7 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 		Deny:          slices.Clone(s.Deny),
 		Conns:         s.Connections.loader(),
 		ProvenTTL:     s.Connections.ProvenClientTTL,
+		ProveSources:  s.Detection.provesSources(),
 	}
 
 	ids, err := assignIDs(s.Services, prev)

@@ -147,8 +147,9 @@ func TestCompileValues(t *testing.T) {
 			},
 			{ID: 1, Name: "dns", Proto: loader.ProtoUDP, Monitor: true, Ports: []loader.PortRange{{First: 53, Last: 53}}},
 		},
-		Conns:     loader.ConnTracking{EstablishedTimeout: 5 * time.Minute, HalfOpenTimeout: 10 * time.Second, ClosedTimeout: 10 * time.Second},
-		ProvenTTL: loader.DefaultProvenTTL,
+		Conns:        loader.ConnTracking{EstablishedTimeout: 5 * time.Minute, HalfOpenTimeout: 10 * time.Second, ClosedTimeout: 10 * time.Second},
+		ProvenTTL:    loader.DefaultProvenTTL,
+		ProveSources: true, // the packet detectors are on by default
 	}
 	if !reflect.DeepEqual(lp, want) {
 		t.Errorf("compiled\n%+v\nwant\n%+v", lp, want)

@@ -41,6 +41,9 @@ func Diff(old, new *Policy) []string {
 	d.change("bans maxTTL", durationString(o.Bans.MaxTTL), durationString(n.Bans.MaxTTL))
 	d.change("bans growth", floatString(o.Bans.Growth), floatString(n.Bans.Growth))
 	d.change("bans forgetAfter", durationString(o.Bans.ForgetAfter), durationString(n.Bans.ForgetAfter))
+	d.change("bans proofTTL", durationString(o.Bans.ProofTTL), durationString(n.Bans.ProofTTL))
+	d.change("bans maxPerMinute", strconv.FormatUint(o.Bans.MaxPerMinute, 10), strconv.FormatUint(n.Bans.MaxPerMinute, 10))
+	d.prefixes("neverBan", o.NeverBan, n.NeverBan)
 	d.change("crowdsec", o.CrowdSec.summary(), n.CrowdSec.summary())
 	return d.lines
 }
@@ -199,6 +202,7 @@ func (d *differ) detection(o, n *Detection) {
 		d.change("detection "+name+" enabled", strconv.FormatBool(a.Enabled), strconv.FormatBool(b.Enabled))
 		d.change("detection "+name+" action", string(a.Action), string(b.Action))
 		d.change("detection "+name+" window", durationString(a.Window), durationString(b.Window))
+		d.change("detection "+name+" banUnproven", strconv.FormatBool(a.BanUnproven), strconv.FormatBool(b.BanUnproven))
 	}
 	num := func(name string, a, b uint64) {
 		d.change("detection "+name, strconv.FormatUint(a, 10), strconv.FormatUint(b, 10))

@@ -157,7 +157,8 @@ func (p *parser) metadata(n *yaml.Node) string {
 
 func (p *parser) spec(n *yaml.Node, s *Spec) {
 	o, ok := p.mapping(n, "spec", "mode", "defaultAction", "tcpFlagSanity", "clientKey", "prefixKey",
-		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec", "accessLogs")
+		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec", "accessLogs",
+		"neverBan")
 	if !ok {
 		return
 	}
@@ -240,7 +241,21 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 	if v := o.get("accessLogs"); v != nil {
 		s.AccessLogs = p.accessLogs(v, o.field("accessLogs"))
 	}
+	if v := o.get("neverBan"); v != nil {
+		p.cidrs(v, o.field("neverBan"), "a CIDR such as 192.0.2.53/32", func(pfx netip.Prefix, it *yaml.Node, _ int, f string) {
+			if len(s.NeverBan) >= maxNeverBan {
+				if len(s.NeverBan) == maxNeverBan {
+					p.errAt(it, f, "more than %d entries: name networks, not hosts", maxNeverBan)
+				}
+				return
+			}
+			s.NeverBan = append(s.NeverBan, pfx)
+		})
+	}
 }
+
+// maxNeverBan bounds spec.neverBan: every ban decision checks it.
+const maxNeverBan = 1024
 
 // keyNode finds spec.<key>.<family> for an error position, or the spec itself.
 func (p *parser) keyNode(o object, key, family string) *yaml.Node {
@@ -677,7 +692,7 @@ func (p *parser) detection(n *yaml.Node, d *Detection) {
 	p.apiDetection(o, d)
 	if v := o.get("flood"); v != nil {
 		f := o.field("flood")
-		if do, ok := p.detector(v, f, &d.Flood.Detector, "limitedFor"); ok {
+		if do, ok := p.packetDetector(v, f, &d.Flood.Detector, "limitedFor"); ok {
 			if x := do.get("limitedFor"); x != nil {
 				if dur, ok := p.duration(x, do.field("limitedFor")); ok {
 					d.Flood.LimitedFor = dur
@@ -688,13 +703,13 @@ func (p *parser) detection(n *yaml.Node, d *Detection) {
 			}
 		}
 	}
-	p.thresholdDetector(o, "syn-flood", &d.SYNFlood.Detector, "syns", &d.SYNFlood.SYNs)
-	p.thresholdDetector(o, "scan", &d.Scan.Detector, "ports", &d.Scan.Ports)
-	p.thresholdDetector(o, "deny-probe", &d.DenyProbe.Detector, "hits", &d.DenyProbe.Hits)
-	p.thresholdDetector(o, "bad-flags", &d.BadFlags.Detector, "packets", &d.BadFlags.Packets)
+	p.thresholdDetector(o, true, "syn-flood", &d.SYNFlood.Detector, "syns", &d.SYNFlood.SYNs)
+	p.thresholdDetector(o, true, "scan", &d.Scan.Detector, "ports", &d.Scan.Ports)
+	p.thresholdDetector(o, true, "deny-probe", &d.DenyProbe.Detector, "hits", &d.DenyProbe.Hits)
+	p.thresholdDetector(o, true, "bad-flags", &d.BadFlags.Detector, "packets", &d.BadFlags.Packets)
 	if v := o.get("aggregate"); v != nil {
 		a := &d.Aggregate
-		if do, ok := p.detector(v, o.field("aggregate"), &a.Detector, "share", "minClients", "minEvents"); ok {
+		if do, ok := p.packetDetector(v, o.field("aggregate"), &a.Detector, "share", "minClients", "minEvents"); ok {
 			if x := do.get("share"); x != nil {
 				if f, ok := p.fraction(x, do.field("share")); ok {
 					a.Share = f
@@ -752,12 +767,33 @@ func (p *parser) detector(n *yaml.Node, field string, d *Detector, extra ...stri
 	return o, true
 }
 
-func (p *parser) thresholdDetector(parent object, key string, d *Detector, threshold string, into *uint64) {
+// packetDetector reads a packet detector: one whose evidence is packets, and
+// which may be told to ban unproven sources.
+func (p *parser) packetDetector(n *yaml.Node, field string, d *Detector, extra ...string) (object, bool) {
+	o, ok := p.detector(n, field, d, append([]string{"banUnproven"}, extra...)...)
+	if !ok {
+		return o, false
+	}
+	if v := o.get("banUnproven"); v != nil {
+		if b, ok := p.boolean(v, o.field("banUnproven")); ok {
+			d.BanUnproven = b
+		}
+	}
+	return o, true
+}
+
+// thresholdDetector reads a detector with one threshold; packet says whether
+// its evidence is packets (packetDetector).
+func (p *parser) thresholdDetector(parent object, packet bool, key string, d *Detector, threshold string, into *uint64) {
 	v := parent.get(key)
 	if v == nil {
 		return
 	}
-	o, ok := p.detector(v, parent.field(key), d, threshold)
+	read := p.detector
+	if packet {
+		read = p.packetDetector
+	}
+	o, ok := read(v, parent.field(key), d, threshold)
 	if !ok {
 		return
 	}
@@ -782,18 +818,23 @@ func (p *parser) fraction(n *yaml.Node, field string) (float64, bool) {
 }
 
 func (p *parser) bans(n *yaml.Node, b *Bans) {
-	o, ok := p.mapping(n, "spec.bans", "ttl", "maxTTL", "growth", "forgetAfter")
+	o, ok := p.mapping(n, "spec.bans", "ttl", "maxTTL", "growth", "forgetAfter", "proofTTL", "maxPerMinute")
 	if !ok {
 		return
+	}
+	if x := o.get("maxPerMinute"); x != nil {
+		if c, ok := p.count(x, o.field("maxPerMinute"), 1, 100000); ok {
+			b.MaxPerMinute = c
+		}
 	}
 	for _, d := range []struct {
 		key string
 		v   *time.Duration
-	}{{"ttl", &b.TTL}, {"maxTTL", &b.MaxTTL}, {"forgetAfter", &b.ForgetAfter}} {
+	}{{"ttl", &b.TTL}, {"maxTTL", &b.MaxTTL}, {"forgetAfter", &b.ForgetAfter}, {"proofTTL", &b.ProofTTL}} {
 		if x := o.get(d.key); x != nil {
 			if dur, ok := p.duration(x, o.field(d.key)); ok {
 				if dur < time.Second {
-					p.errAt(resolve(x), o.field(d.key), "%s is below 1s", durationString(dur))
+					p.errAt(resolve(x), o.field(d.key), "%v is below 1s", dur)
 				} else {
 					*d.v = dur
 				}

@@ -380,6 +380,25 @@ func TestParseErrors(t *testing.T) {
 			want:  []string{"junk.txt:1: spec.denyFiles[0]: \"garbage\"", "junk.txt:20: spec.denyFiles[0]: \"garbage\"", "junk.txt:50: spec.denyFiles[0]: 30 more bad entries not shown"},
 			count: maxListErrors + 1,
 		},
+		{
+			name: "what proves a source, and what may be banned",
+			src: doc(
+				"  detection:",
+				"    scan: {banUnproven: yes please}",
+				"    auth-failures: {banUnproven: true}",
+				"  bans: {proofTTL: 0s, maxPerMinute: 0}",
+				"  neverBan: [192.0.2.300, \"\"]",
+			),
+			want: []string{
+				"p.yaml:7: spec.detection.scan.banUnproven: expected true or false",
+				`p.yaml:8: spec.detection.auth-failures.banUnproven: unknown field "banUnproven"`,
+				"p.yaml:9: spec.bans.maxPerMinute: ",
+				"p.yaml:9: spec.bans.proofTTL: 0s is below 1s",
+				"p.yaml:10: spec.neverBan[0]: ",
+				"p.yaml:10: spec.neverBan[1]: ",
+			},
+			count: 6,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -493,11 +512,12 @@ func TestParseFull(t *testing.T) {
 		"  detection:",
 		"    flood: {enabled: false, action: flag, window: 2m, limitedFor: 30s}",
 		"    syn-flood: {syns: 500}",
-		"    scan: {window: 30s, ports: 50}",
+		"    scan: {window: 30s, ports: 50, banUnproven: true}",
 		"    deny-probe: {action: ban, hits: 3}",
 		"    bad-flags: {packets: 1}",
 		"    aggregate: {share: 0.8, minClients: 10, minEvents: 100, window: 5m}",
-		"  bans: {ttl: 1h, maxTTL: 7d, growth: 1.5, forgetAfter: 48h}",
+		"  bans: {ttl: 1h, maxTTL: 7d, growth: 1.5, forgetAfter: 48h, proofTTL: 1h, maxPerMinute: 5}",
+		"  neverBan: [192.0.2.53, \"2001:db8:53::/64\"]",
 	)
 	lists := map[string]string{
 		"ok.txt":  "10.0.0.0/8\r\n; comment\n  172.16.0.0/12  \n",
@@ -544,29 +564,53 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("dns: %+v", s.Services[1])
 	}
 	d := s.Detection
-	if d.Flood != (FloodDetection{Detector{false, ActionFlag, 2 * time.Minute}, 30 * time.Second}) {
+	if d.Flood != (FloodDetection{Detector{Action: ActionFlag, Window: 2 * time.Minute}, 30 * time.Second}) {
 		t.Errorf("flood %+v", d.Flood)
 	}
-	if d.SYNFlood != (SYNFloodDetection{Detector{true, ActionBan, 10 * time.Second}, 500}) {
+	if d.SYNFlood != (SYNFloodDetection{Detector{Enabled: true, Action: ActionBan, Window: 10 * time.Second}, 500}) {
 		t.Errorf("syn-flood %+v", d.SYNFlood)
 	}
-	if d.Scan != (ScanDetection{Detector{true, ActionBan, 30 * time.Second}, 50}) {
+	if d.Scan != (ScanDetection{Detector{Enabled: true, Action: ActionBan, Window: 30 * time.Second, BanUnproven: true}, 50}) {
 		t.Errorf("scan %+v", d.Scan)
 	}
-	if d.DenyProbe != (DenyProbeDetection{Detector{true, ActionBan, time.Minute}, 3}) {
+	if d.DenyProbe != (DenyProbeDetection{Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, 3}) {
 		t.Errorf("deny-probe %+v", d.DenyProbe)
 	}
-	if d.BadFlags != (BadFlagsDetection{Detector{true, ActionFlag, time.Minute}, 1}) {
+	if d.BadFlags != (BadFlagsDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 1}) {
 		t.Errorf("bad-flags %+v", d.BadFlags)
 	}
-	if d.Aggregate != (AggregateDetection{Detector{true, ActionFlag, 5 * time.Minute}, 0.8, 10, 100}) {
+	if d.Aggregate != (AggregateDetection{Detector{Enabled: true, Action: ActionFlag, Window: 5 * time.Minute}, 0.8, 10, 100}) {
 		t.Errorf("aggregate %+v", d.Aggregate)
 	}
-	if s.Bans != (Bans{time.Hour, 7 * 24 * time.Hour, 1.5, 48 * time.Hour}) {
+	if s.Bans != (Bans{time.Hour, 7 * 24 * time.Hour, 1.5, 48 * time.Hour, time.Hour, 5}) {
 		t.Errorf("bans %+v", s.Bans)
+	}
+	if !reflect.DeepEqual(s.NeverBan, prefixes("192.0.2.53/32", "2001:db8:53::/64")) {
+		t.Errorf("neverBan %v", s.NeverBan)
 	}
 	if len(p.Warnings) != 0 {
 		t.Errorf("warnings: %v", p.Warnings)
+	}
+}
+
+// The datapath records proven sources while a packet detector is on: its
+// flags say whether the source was proven, which decides whether it bans.
+func TestProveSources(t *testing.T) {
+	off := mustParse(t, doc("  detection:",
+		"    flood: {enabled: false}", "    syn-flood: {enabled: false}", "    scan: {enabled: false}",
+		"    deny-probe: {enabled: false}", "    bad-flags: {enabled: false}", "    aggregate: {enabled: false}"), nil)
+	on := mustParse(t, doc("  detection:", "    scan: {enabled: false}"), nil)
+	for _, c := range []struct {
+		p    *Policy
+		want bool
+	}{{off, false}, {on, true}} {
+		lp, err := c.p.Compile(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lp.ProveSources != c.want {
+			t.Errorf("ProveSources %v, want %v", lp.ProveSources, c.want)
+		}
 	}
 }
 

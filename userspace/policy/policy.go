@@ -86,6 +86,11 @@ type Spec struct {
 	// AccessLogs are the API servers' logs the daemon follows for the API
 	// detectors (auth-failures, enumeration, app-throttled, error-burst).
 	AccessLogs []AccessLog
+	// NeverBan are addresses the detector must never ban, on top of those the
+	// daemon finds itself (the host's own, its gateways and resolvers, the
+	// CrowdSec LAPI, trusted proxies): they are flagged, not banned, and no
+	// CrowdSec decision or unforced manual ban covers them.
+	NeverBan []netip.Prefix
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
@@ -137,6 +142,11 @@ type Detector struct {
 	Enabled bool
 	Action  DetectAction
 	Window  time.Duration // the sliding window the threshold is counted over
+	// BanUnproven lets a packet detector (flood, syn-flood, scan, deny-probe,
+	// bad-flags, aggregate) ban a source that never completed a TCP
+	// handshake with this host. Its evidence is packets, whose source address
+	// anyone can forge: with it, forged packets can get any address banned.
+	BanUnproven bool
 }
 
 // The kernel sends at most one event per client, event type (and, for scans,
@@ -207,6 +217,24 @@ type Detection struct {
 	ErrorBurst   CountDetection
 }
 
+// PacketDetectors are the detectors whose evidence is packets, by reason.
+func (d *Detection) PacketDetectors() map[string]Detector {
+	return map[string]Detector{"flood": d.Flood.Detector, "syn-flood": d.SYNFlood.Detector, "scan": d.Scan.Detector,
+		"deny-probe": d.DenyProbe.Detector, "bad-flags": d.BadFlags.Detector, "aggregate": d.Aggregate.Detector}
+}
+
+// provesSources says whether the datapath must record proven sources: a
+// packet detector is on, and its flags say whether their source was proven
+// (which decides whether they ban).
+func (d *Detection) provesSources() bool {
+	for _, det := range d.PacketDetectors() {
+		if det.Enabled {
+			return true
+		}
+	}
+	return false
+}
+
 // AuthFailuresDetection (reason "auth-failures") fires after more than
 // Failures 401 answers on LoginPaths (path prefixes; none means every path),
 // or reported failed logins, from one client within Window.
@@ -267,23 +295,39 @@ type Bans struct {
 	MaxTTL      time.Duration // the cap for repeat offenders
 	Growth      float64       // each repeat multiplies the TTL by this
 	ForgetAfter time.Duration // an offender with no ban for this long starts over
+	// ProofTTL is how long a completed TCP handshake proves a source: the
+	// packet detectors ban only a source proven this recently.
+	ProofTTL time.Duration
+	// MaxPerMinute caps the bans the detector makes in any minute; past it,
+	// clients are flagged and counted, not banned.
+	MaxPerMinute uint64
 }
+
+// The defaults of spec.bans.proofTTL and maxPerMinute. A client's handshake
+// proves it for as long as it is likely to come back with the same address.
+// A real attack from proven sources (they completed handshakes, so they are
+// real hosts) needs a few bans a minute; a storm of hundreds is a mistake or
+// an attack on the detector, and the kernel's limits hold the line meanwhile.
+const (
+	DefaultProofTTL         = 10 * time.Minute
+	DefaultMaxBansPerMinute = 60
+)
 
 // Defaults is the Spec a policy starts from: every field a file leaves out
 // takes its value from here. The detection defaults fit an API host whose
 // clients are programs and browsers: they take sustained abuse to fire.
 func Defaults() Spec {
 	var d Detection
-	d.Flood = FloodDetection{Detector{true, ActionBan, time.Minute}, 10 * time.Second}
-	d.SYNFlood = SYNFloodDetection{Detector{true, ActionBan, 10 * time.Second}, 100}
-	d.Scan = ScanDetection{Detector{true, ActionBan, 10 * time.Second}, 20}
-	d.DenyProbe = DenyProbeDetection{Detector{true, ActionFlag, time.Minute}, 10}
-	d.BadFlags = BadFlagsDetection{Detector{true, ActionFlag, time.Minute}, 5}
-	d.Aggregate = AggregateDetection{Detector{true, ActionFlag, time.Minute}, 0.5, 4, 20}
-	d.AuthFailures = AuthFailuresDetection{Detector: Detector{true, ActionBan, time.Minute}, Failures: 20}
-	d.Enumeration = EnumerationDetection{Detector: Detector{true, ActionBan, time.Minute}, Objects: 50, Learn: true}
-	d.AppThrottled = CountDetection{Detector{true, ActionBan, time.Minute}, 100}
-	d.ErrorBurst = CountDetection{Detector{true, ActionFlag, time.Minute}, 50}
+	d.Flood = FloodDetection{Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, 10 * time.Second}
+	d.SYNFlood = SYNFloodDetection{Detector{Enabled: true, Action: ActionBan, Window: 10 * time.Second}, 100}
+	d.Scan = ScanDetection{Detector{Enabled: true, Action: ActionBan, Window: 10 * time.Second}, 20}
+	d.DenyProbe = DenyProbeDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 10}
+	d.BadFlags = BadFlagsDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 5}
+	d.Aggregate = AggregateDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 0.5, 4, 20}
+	d.AuthFailures = AuthFailuresDetection{Detector: Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, Failures: 20}
+	d.Enumeration = EnumerationDetection{Detector: Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, Objects: 50, Learn: true}
+	d.AppThrottled = CountDetection{Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, 100}
+	d.ErrorBurst = CountDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 50}
 	return Spec{
 		Mode:          Enforce,
 		DefaultAction: Pass,
@@ -293,10 +337,12 @@ func Defaults() Spec {
 		Detection:     d,
 		Connections:   defaultConnections(),
 		Bans: Bans{
-			TTL:         10 * time.Minute,
-			MaxTTL:      24 * time.Hour,
-			Growth:      2,
-			ForgetAfter: 24 * time.Hour,
+			TTL:          10 * time.Minute,
+			MaxTTL:       24 * time.Hour,
+			Growth:       2,
+			ForgetAfter:  24 * time.Hour,
+			ProofTTL:     DefaultProofTTL,
+			MaxPerMinute: DefaultMaxBansPerMinute,
 		},
 	}
 }
