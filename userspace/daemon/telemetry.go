@@ -65,6 +65,7 @@ func (d *Daemon) startTelemetry() error {
 		Banner:    detect.BanFunc(d.detectorBan),
 		IsAllowed: d.IsAllowed,
 		ClientsIn: d.clientsIn,
+		ProofOf:   d.proofOf,
 		Logger:    d.log.With("component", "detector"),
 	})
 	if err != nil {

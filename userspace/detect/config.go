@@ -70,7 +70,7 @@ type AggregateRule struct {
 	MinEvents  uint64
 }
 
-// BanPolicy sets the bans' lengths.
+// BanPolicy sets the bans' lengths and what they need.
 type BanPolicy struct {
 	// TTL is a first offence's ban.
 	TTL time.Duration
@@ -80,6 +80,10 @@ type BanPolicy struct {
 	Growth float64
 	// ForgetAfter: an offender whose last ban ended this long ago starts over.
 	ForgetAfter time.Duration
+	// ProofTTL is how long a completed TCP handshake proves a source
+	// (Options.ProofOf): a packet rule bans only a source proven this
+	// recently, unless the rule says BanUnproven.
+	ProofTTL time.Duration
 }
 
 // Config is the detector's thresholds and limits. Zero fields take the
@@ -122,10 +126,11 @@ type Config struct {
 // defaults): real clients of an API do not stay over their own limits, do not
 // send SYNs to closed ports and never send invalid TCP flags, so the
 // thresholds leave room for bursts and retries while an attacker crosses them
-// in seconds. Floods, SYN floods and scans are banned; deny probes and bad
-// flags are flagged (the kernel drops those packets already, and they are easy
-// to spoof, so a ban could be turned against the spoofed victim), and so is
-// aggregate (its ban would cover a whole /24: a NAT, an office).
+// in seconds. Floods, SYN floods and scans are banned, when their source
+// proved itself with a completed TCP handshake (their evidence is packets,
+// whose source anyone can forge); deny probes and bad flags are flagged (the
+// kernel drops those packets already), and so is aggregate (its ban would
+// cover a whole /24: a NAT, an office).
 func DefaultConfig() Config {
 	minute := time.Minute
 	return Config{
@@ -145,8 +150,9 @@ func DefaultConfig() Config {
 		// Half of the limiting, 20 events (10-20 s of the prefix bucket being
 		// over), from at least 4 clients.
 		Aggregate: AggregateRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Share: 0.5, MinClients: 4, MinEvents: 20},
-		Bans:      BanPolicy{TTL: 10 * time.Minute, MaxTTL: 24 * time.Hour, Growth: 2, ForgetAfter: 24 * time.Hour},
-		API:       DefaultAPIRules(),
+		Bans: BanPolicy{TTL: 10 * time.Minute, MaxTTL: 24 * time.Hour, Growth: 2, ForgetAfter: 24 * time.Hour,
+			ProofTTL: 10 * time.Minute},
+		API: DefaultAPIRules(),
 
 		ClientBits4: 32, ClientBits6: 64, PrefixBits4: 24, PrefixBits6: 48,
 		EventInterval: time.Second,
@@ -182,6 +188,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.Bans.MaxTTL, max(def.Bans.MaxTTL, c.Bans.TTL))
 	setZero(&c.Bans.Growth, def.Bans.Growth)
 	setZero(&c.Bans.ForgetAfter, def.Bans.ForgetAfter)
+	setZero(&c.Bans.ProofTTL, def.Bans.ProofTTL)
 	setZero(&c.ClientBits4, def.ClientBits4)
 	setZero(&c.ClientBits6, def.ClientBits6)
 	setZero(&c.PrefixBits4, def.PrefixBits4)
@@ -240,6 +247,9 @@ func (c Config) Validate() error {
 	}
 	if c.Bans.Growth < 1 {
 		add("bans: growth %v is below 1", c.Bans.Growth)
+	}
+	if c.Bans.ProofTTL < 0 {
+		add("bans: proofTTL %v is negative", c.Bans.ProofTTL)
 	}
 	if c.Bans.ForgetAfter < 0 {
 		add("bans: forgetAfter %v is negative", c.Bans.ForgetAfter)

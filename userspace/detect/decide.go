@@ -9,11 +9,27 @@ import "net/netip"
 const (
 	skipMonitor        = "monitor mode"
 	skipServiceMonitor = "the service is in monitor mode"
+	// packet evidence names a source its sender wrote (proof.go in the
+	// datapath: bpf/include/proof.h)
+	skipUnproven = "unproven source: no TCP handshake completed within proofTTL, and the packets may be forged; the kernel's limits hold the line"
 )
 
-// decide takes a flag's action for a new episode (or again, for an episode
-// whose ban monitor mode held back) and says what came of it.
-func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64) BanInfo {
+// unblocked says whether what held an ongoing episode's ban back is gone:
+// monitor mode was switched off, or the source has proved itself since.
+func (d *Detector) unblocked(fs *flagState, h hit) bool {
+	switch fs.flag.Ban.Skipped {
+	case skipMonitor, skipServiceMonitor:
+		return !d.cfg.Monitor && !h.monitored
+	case skipUnproven:
+		return fs.flag.Proven
+	}
+	return false
+}
+
+// decide takes a flag's action and says what came of it: first for a new
+// episode, again while an episode whose ban was held back goes on (its
+// obstacles are counted once, the first time).
+func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64, first bool) BanInfo {
 	if rule.Action != ActionBan {
 		return BanInfo{}
 	}
@@ -21,20 +37,42 @@ func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64) BanInfo {
 	switch {
 	case !fs.flag.Prefix.IsValid():
 		skip = "many sources: nothing to ban"
+	case d.opts.Banner == nil:
+		skip = "no banner configured"
 	case d.cfg.Monitor:
 		skip = skipMonitor
 	case h.monitored:
 		skip = skipServiceMonitor
 	case d.allowed(h):
 		skip = "allow-listed"
-	case d.opts.Banner == nil:
-		skip = "no banner configured"
+	case !fs.flag.Proven && !rule.BanUnproven:
+		skip = skipUnproven
 	}
 	if skip != "" {
-		d.banSkipped++
+		if first {
+			d.banSkipped++
+			if skip == skipUnproven {
+				d.unproven++
+			}
+		}
 		return BanInfo{Skipped: skip}
 	}
 	return d.ban(fs, now)
+}
+
+// proven says whether the hit's subject proved itself as the evidence's
+// sender: API evidence comes over a connection whose handshake completed; a
+// packet's source address proves nothing, a TCP handshake completed with this
+// host within Bans.ProofTTL does.
+func (d *Detector) proven(h hit, now int64) bool {
+	if table[h.reason.index()].layer == apiLayer {
+		return true
+	}
+	if !h.prefix.IsValid() || d.opts.ProofOf == nil {
+		return false
+	}
+	at, ok := d.opts.ProofOf(h.prefix)
+	return ok && now-at < int64(d.cfg.Bans.ProofTTL)
 }
 
 // allowed reports whether the allow list covers the hit's source, or the

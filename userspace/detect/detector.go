@@ -57,6 +57,12 @@ type Options struct {
 	Wall func(mono uint64) time.Time
 	// Logger gets one line per flag raised (default slog.Default()).
 	Logger *slog.Logger
+	// ProofOf is when a source inside p last completed a TCP handshake with
+	// this host (CLOCK_MONOTONIC ns), as the daemon reads it from the
+	// datapath's proven sources (loader.Datapath.SourceProof): p is a client
+	// key, or a prefix for aggregate. nil means nothing is ever proven, so
+	// packet rules ban only with BanUnproven.
+	ProofOf func(p netip.Prefix) (mono int64, ok bool)
 	// ClientsIn counts the distinct client keys inside p seen since then in
 	// the kernel's per-client table (the daemon walks loader.Datapath.Clients).
 	// The aggregate rule needs it for MinClients: prefix events name only the
@@ -70,8 +76,11 @@ type Totals struct {
 	// Flagged counts flags raised (a flag that starts again counts again).
 	Flagged map[Reason]uint64
 	// Bans made, bans the Banner refused, and ban rules that did not ban
-	// (monitor mode, allow-listed, nothing to ban).
+	// (monitor mode, allow-listed, unproven, nothing to ban), once per episode.
 	Bans, BanErrors, BansSkipped uint64
+	// Unproven counts the episodes of packet ban rules held back because
+	// their source never proved itself (a subset of BansSkipped).
+	Unproven uint64
 	// Events observed.
 	Events uint64
 	// Clients evicted to stay under MaxClients while still within a window.
@@ -110,6 +119,7 @@ type Detector struct {
 
 	flagged                                    [numReasons]uint64
 	bans, banErrors, banSkipped, seen, evicted uint64
+	unproven                                   uint64
 }
 
 // New returns a Detector; cfg's zero fields take DefaultConfig's values.
@@ -277,7 +287,7 @@ func (d *Detector) Totals() Totals {
 	defer d.mu.Unlock()
 	t := Totals{
 		Flagged: make(map[Reason]uint64, numReasons),
-		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped,
+		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped, Unproven: d.unproven,
 		Events: d.seen, Evicted: d.evicted,
 		Clients: d.clients.len(), Prefixes: d.prefixes.len(), Flags: d.flags.len(),
 	}

@@ -70,13 +70,14 @@ func (d *Detector) raise(now int64, h hit, evidence func() Evidence) {
 		if now-fs.evidenceAt >= bucket {
 			fs.flag.Evidence = evidence()
 			fs.flag.Evidence.Window = rule.Window
+			fs.flag.Proven = d.proven(h, now)
 			fs.evidenceAt = now
 		}
-		// flagged while monitor mode held the ban back: once enforcing, the
-		// same ongoing episode is banned rather than waiting for a new one
-		if skipped := fs.flag.Ban.Skipped; (skipped == skipMonitor || skipped == skipServiceMonitor) &&
-			!d.cfg.Monitor && !h.monitored {
-			fs.flag.Ban = d.decide(fs, rule, h, now)
+		// a ban held back by what may change (monitor mode, a source not
+		// yet proven): the same ongoing episode is banned once it changes,
+		// rather than waiting for a new one
+		if d.unblocked(fs, h) {
+			fs.flag.Ban = d.decide(fs, rule, h, now, false)
 		}
 		return
 	}
@@ -97,7 +98,8 @@ func (d *Detector) raise(now int64, h hit, evidence func() Evidence) {
 	fs.flag.Episodes++
 	fs.flag.Action = rule.Action
 	fs.flag.Evidence = evid
-	fs.flag.Ban = d.decide(fs, rule, h, now)
+	fs.flag.Proven = d.proven(h, now)
+	fs.flag.Ban = d.decide(fs, rule, h, now, true)
 	d.flagged[h.reason.index()]++
 
 	attrs := []any{"reason", h.reason, "subject", fs.flag.Subject(), "evidence", evid.Summary, "outcome", fs.flag.Ban.String()}

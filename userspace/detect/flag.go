@@ -26,8 +26,14 @@ type Flag struct {
 	Active    bool      `json:"active"`
 	// Episodes counts how often the behaviour started again after a quiet
 	// window or an expired ban.
-	Episodes int     `json:"episodes"`
-	Ban      BanInfo `json:"ban"`
+	Episodes int `json:"episodes"`
+	// Proven says whether the subject proved itself as the evidence's real
+	// sender: for packet evidence, a TCP handshake completed with this host
+	// within the policy's proofTTL (checked when the flag is raised and with
+	// its evidence since); API evidence comes over such a connection. A
+	// service (many sources) is never proven.
+	Proven bool    `json:"proven"`
+	Ban    BanInfo `json:"ban"`
 }
 
 // Subject is how a flag names who it is about.

@@ -48,11 +48,38 @@ type harness struct {
 	// clientsIn answers ClientsIn; counts how often it was asked
 	clientsIn   int
 	clientsAsks int
+	// proofs answer ProofOf: when a source inside the prefix asked about
+	// completed a handshake. proveAll (the default) proves every source now,
+	// for the tests that are about the rules, not the proof.
+	proofs    map[netip.Prefix]time.Duration
+	proveAll  bool
+	proofAsks int
+}
+
+// prove records a completed handshake from p at time at (relative to t0).
+func (h *harness) prove(p string, at time.Duration) {
+	h.proveAll = false
+	h.proofs[netip.MustParsePrefix(p)] = t0 + at
+}
+
+func (h *harness) proofOf(p netip.Prefix) (int64, bool) {
+	h.proofAsks++
+	if h.proveAll {
+		return int64(h.clock), true
+	}
+	var latest time.Duration
+	found := false
+	for q, at := range h.proofs {
+		if p.Overlaps(q) && (!found || at > latest) {
+			latest, found = at, true
+		}
+	}
+	return int64(latest), found
 }
 
 func newHarness(t *testing.T, cfg Config, allowed ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, bans: &recorder{}, clock: t0, clientsIn: 10}
+	h := &harness{t: t, bans: &recorder{}, clock: t0, clientsIn: 10, proofs: map[netip.Prefix]time.Duration{}, proveAll: true}
 	allow := map[netip.Addr]bool{}
 	for _, a := range allowed {
 		allow[netip.MustParseAddr(a)] = true
@@ -64,6 +91,7 @@ func newHarness(t *testing.T, cfg Config, allowed ...string) *harness {
 		Wall:      func(mono uint64) time.Time { return wallBase.Add(time.Duration(mono)) },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ClientsIn: func(netip.Prefix, time.Time) (int, error) { h.clientsAsks++; return h.clientsIn, nil },
+		ProofOf:   h.proofOf,
 	})
 	if err != nil {
 		t.Fatal(err)

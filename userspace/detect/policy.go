@@ -13,7 +13,7 @@ import (
 func FromPolicy(spec *policy.Spec, eventInterval time.Duration) Config {
 	d := &spec.Detection
 	rule := func(r policy.Detector) Rule {
-		return Rule{Enabled: r.Enabled, Action: Action(r.Action), Window: r.Window}
+		return Rule{Enabled: r.Enabled, Action: Action(r.Action), Window: r.Window, BanUnproven: r.BanUnproven}
 	}
 	cfg := DefaultConfig()
 	cfg.Flood = FloodRule{Rule: rule(d.Flood.Detector), LimitedFor: d.Flood.LimitedFor}
@@ -30,7 +30,8 @@ func FromPolicy(spec *policy.Spec, eventInterval time.Duration) Config {
 		Templates: d.Enumeration.Templates, Learn: d.Enumeration.Learn}
 	cfg.API.AppThrottled = CountRule{Rule: rule(d.AppThrottled.Detector), Responses: d.AppThrottled.Responses}
 	cfg.API.ErrorBurst = CountRule{Rule: rule(d.ErrorBurst.Detector), Responses: d.ErrorBurst.Responses}
-	cfg.Bans = BanPolicy{TTL: spec.Bans.TTL, MaxTTL: spec.Bans.MaxTTL, Growth: spec.Bans.Growth, ForgetAfter: spec.Bans.ForgetAfter}
+	cfg.Bans = BanPolicy{TTL: spec.Bans.TTL, MaxTTL: spec.Bans.MaxTTL, Growth: spec.Bans.Growth, ForgetAfter: spec.Bans.ForgetAfter,
+		ProofTTL: spec.Bans.ProofTTL}
 	cfg.Monitor = spec.Mode == policy.Monitor
 	cfg.ClientBits4, cfg.ClientBits6 = spec.ClientKey.IPv4, spec.ClientKey.IPv6
 	cfg.PrefixBits4, cfg.PrefixBits6 = spec.PrefixKey.IPv4, spec.PrefixKey.IPv6

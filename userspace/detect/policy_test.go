@@ -30,11 +30,11 @@ spec:
   detection:
     flood: {window: 2m, limitedFor: 30s, action: flag}
     syn-flood: {enabled: false}
-    scan: {ports: 100000, window: 30s}
+    scan: {ports: 100000, window: 30s, banUnproven: true}
     deny-probe: {hits: 3, action: ban}
     bad-flags: {packets: 2}
     aggregate: {share: 0.8, minClients: 2, minEvents: 5, action: ban}
-  bans: {ttl: 5m, maxTTL: 1h, growth: 3, forgetAfter: 2h}
+  bans: {ttl: 5m, maxTTL: 1h, growth: 3, forgetAfter: 2h, proofTTL: 20m}
 `
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -46,13 +46,13 @@ spec:
 	}
 	cfg := FromPolicy(&pol.Spec, 2*time.Second)
 	want := DefaultConfig()
-	want.Flood = FloodRule{Rule{true, ActionFlag, 2 * time.Minute}, 30 * time.Second}
+	want.Flood = FloodRule{Rule{Enabled: true, Action: ActionFlag, Window: 2 * time.Minute}, 30 * time.Second}
 	want.SYNFlood.Enabled = false
-	want.Scan = ScanRule{Rule{true, ActionBan, 30 * time.Second}, maxScanPorts - 1}
-	want.DenyProbe = DenyProbeRule{Rule{true, ActionBan, time.Minute}, 3}
+	want.Scan = ScanRule{Rule{Enabled: true, Action: ActionBan, Window: 30 * time.Second, BanUnproven: true}, maxScanPorts - 1}
+	want.DenyProbe = DenyProbeRule{Rule{Enabled: true, Action: ActionBan, Window: time.Minute}, 3}
 	want.BadFlags.Packets = 2
-	want.Aggregate = AggregateRule{Rule{true, ActionBan, time.Minute}, 0.8, 2, 5}
-	want.Bans = BanPolicy{5 * time.Minute, time.Hour, 3, 2 * time.Hour}
+	want.Aggregate = AggregateRule{Rule{Enabled: true, Action: ActionBan, Window: time.Minute}, 0.8, 2, 5}
+	want.Bans = BanPolicy{TTL: 5 * time.Minute, MaxTTL: time.Hour, Growth: 3, ForgetAfter: 2 * time.Hour, ProofTTL: 20 * time.Minute}
 	want.Monitor = true
 	want.ClientBits6, want.PrefixBits4, want.PrefixBits6 = 56, 20, 40
 	want.EventInterval = 2 * time.Second

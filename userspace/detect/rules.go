@@ -137,6 +137,12 @@ type Rule struct {
 	Action  Action
 	// Window is the sliding window the threshold is counted over.
 	Window time.Duration
+	// BanUnproven lets a packet rule ban a source that never completed a TCP
+	// handshake (Options.ProofOf). Its evidence is packets, and a packet's
+	// source address is whatever its sender wrote: with it, anyone can get
+	// any address banned by forging packets from it. API rules ignore it:
+	// their evidence comes over completed connections.
+	BanUnproven bool
 }
 
 // rule is the rule of reason r in c.
