@@ -116,13 +116,22 @@ func newClientsFlaggedCmd(g *globals) *cobra.Command {
 
 func flagTable(w io.Writer, flags []control.Flag, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT\tREASON\tACTIVE\tFIRST SEEN\tLAST SEEN\tTIMES\tOUTCOME\tEVIDENCE")
+	fmt.Fprintln(tw, "CLIENT\tREASON\tACTIVE\tPROVEN\tFIRST SEEN\tLAST SEEN\tTIMES\tOUTCOME\tEVIDENCE")
 	for _, f := range flags {
 		act := "no"
 		if f.Active {
 			act = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s ago\t%d\t%s\t%s\n", f.Subject(), f.Reason, act,
+		// a source proves itself with a completed TCP handshake; a service
+		// (many sources) is no source
+		proven := "unproven"
+		switch {
+		case !f.Prefix.IsValid():
+			proven = "-"
+		case f.Proven:
+			proven = "proven"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s ago\t%d\t%s\t%s\n", f.Subject(), f.Reason, act, proven,
 			ago(now, f.FirstSeen), ago(now, f.LastSeen), f.Episodes, outcome(f, now), f.Evidence.Summary)
 	}
 	return tw.Flush()

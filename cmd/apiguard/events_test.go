@@ -53,9 +53,13 @@ func (d *telemetryDaemon) FollowEvents(context.Context) (control.EventFeed, erro
 func (d *telemetryDaemon) Flagged(_ context.Context, active bool) ([]control.Flag, error) {
 	fs := []control.Flag{
 		{Prefix: netip.MustParsePrefix("203.0.113.66/32"), Reason: detect.Scan, Action: detect.ActionBan, Active: true, Episodes: 1,
-			FirstSeen: d.now().Add(-30 * time.Second), LastSeen: d.now().Add(-5 * time.Second),
+			FirstSeen: d.now().Add(-30 * time.Second), LastSeen: d.now().Add(-5 * time.Second), Proven: true,
 			Evidence: detect.Evidence{Window: 10 * time.Second, Ports: 40, Summary: "SYNs to 40 ports without a service in 10s (1, 2, 3, ...)"},
 			Ban:      detect.BanInfo{Banned: true, TTL: 10 * time.Minute, Expires: d.now().Add(9 * time.Minute)}},
+		{Prefix: netip.MustParsePrefix("192.0.2.53/32"), Reason: detect.Scan, Action: detect.ActionBan, Episodes: 1,
+			FirstSeen: d.now().Add(-40 * time.Second), LastSeen: d.now().Add(-20 * time.Second),
+			Evidence: detect.Evidence{Window: 10 * time.Second, Ports: 40, Summary: "SYNs to 40 ports without a service in 10s (1, 2, 3, ...)"},
+			Ban:      detect.BanInfo{Skipped: "unproven source: no TCP handshake completed within proofTTL"}},
 		{Service: 3, Reason: detect.SYNFlood, Action: detect.ActionBan, Episodes: 2,
 			FirstSeen: d.now().Add(-time.Hour), LastSeen: d.now().Add(-10 * time.Minute),
 			Evidence: detect.Evidence{Window: 10 * time.Second, Summary: "the service's total connection limit refused SYNs"},
@@ -144,10 +148,12 @@ func TestEventsAndFlaggedCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines = strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "CLIENT") ||
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "CLIENT") || !strings.Contains(lines[0], "PROVEN") ||
 		!strings.Contains(lines[1], "203.0.113.66") || !strings.Contains(lines[1], "scan") || !strings.Contains(lines[1], "banned 10m0s") ||
-		!strings.Contains(lines[1], "SYNs to 40 ports") ||
-		!strings.Contains(lines[2], "service 3 (many sources)") || !strings.Contains(lines[2], "not banned: many sources") {
+		!strings.Contains(lines[1], "SYNs to 40 ports") || !strings.Contains(lines[1], " proven ") ||
+		!strings.Contains(lines[2], "192.0.2.53") || !strings.Contains(lines[2], " unproven ") ||
+		!strings.Contains(lines[2], "not banned: unproven source") ||
+		!strings.Contains(lines[3], "service 3 (many sources)") || !strings.Contains(lines[3], "not banned: many sources") {
 		t.Errorf("clients flagged:\n%s", out)
 	}
 	out, _, err = cli("clients", "flagged", "--active", "-o", "json")
@@ -155,7 +161,8 @@ func TestEventsAndFlaggedCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fs []control.Flag
-	if err := json.Unmarshal([]byte(out), &fs); err != nil || len(fs) != 1 || fs[0].Evidence.Ports != 40 || fs[0].Ban.TTL != 10*time.Minute {
+	if err := json.Unmarshal([]byte(out), &fs); err != nil || len(fs) != 1 || fs[0].Evidence.Ports != 40 || fs[0].Ban.TTL != 10*time.Minute ||
+		!fs[0].Proven || !strings.Contains(out, `"proven": true`) {
 		t.Errorf("clients flagged --active -o json: %v %+v", err, fs)
 	}
 

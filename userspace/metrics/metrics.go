@@ -121,6 +121,7 @@ var (
 	descBansActive       = desc("bans_active", "Bans in force in the datapath.")
 	descBans             = desc("bans_total", "Bans made, by who made them.", "source")
 	descBanErrors        = desc("ban_errors_total", "Bans the detector decided but could not apply.")
+	descBansWithheld     = desc("bans_withheld_total", "Episodes of ban rules the detector did not ban for, by why: the source never completed a TCP handshake (unproven).", "why")
 	descTracked          = desc("detector_tracked", "What the detector keeps state for, by kind.", "kind")
 	descMapEntries       = desc("map_entries", "Entries in the datapath maps that can fill up.", "map")
 	descMapCapacity      = desc("map_capacity", "Capacity of the datapath maps that can fill up.", "map")
@@ -168,7 +169,7 @@ func NewCollector(src Sources) (*Collector, error) {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descEvents, descEventsSent, descEventsLost, descEventsSuppressed,
-		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors,
+		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors, descBansWithheld,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
 		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
@@ -262,6 +263,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(ch, descBans, t.Bans, "detector")
 		counter(ch, descBanErrors, t.BanErrors)
+		counter(ch, descBansWithheld, t.Unproven, "unproven")
 		gauge(ch, descTracked, float64(t.Clients), "clients")
 		gauge(ch, descTracked, float64(t.Prefixes), "prefixes")
 		gauge(ch, descTracked, float64(t.Flags), "flags")
