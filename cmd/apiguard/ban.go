@@ -20,13 +20,19 @@ func newBanCmd(g *globals) *cobra.Command {
 }
 
 func newBanAddCmd(g *globals) *cobra.Command {
-	var ttl, reason string
+	var (
+		ttl, reason string
+		force       bool
+	)
 	cmd := &cobra.Command{
 		Use:   "add ADDR|CIDR",
 		Short: "Drop all traffic from an address or CIDR (a bare address is a /32 or /128)",
 		Long: `Drop all traffic from an address or CIDR until the ban expires or is removed.
 Without --ttl the ban lasts the policy's bans.ttl; --ttl 0 bans until removed.
-The kernel checks the expiry itself: a ban lapses on time even without the daemon.`,
+The kernel checks the expiry itself: a ban lapses on time even without the daemon.
+A ban covering an address that is never banned (the host's own addresses, its
+default gateways and resolvers, the CrowdSec LAPI, trusted proxies, the policy's
+neverBan list) is refused unless --force is given.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// checked here too, so a typo is reported without a daemon
@@ -36,7 +42,7 @@ The kernel checks the expiry itself: a ban lapses on time even without the daemo
 			}
 			c, ctx, done := g.client(cmd)
 			defer done()
-			b, err := c.AddBan(ctx, control.BanRequest{Prefix: p.String(), TTL: ttl, Reason: reason})
+			b, err := c.AddBan(ctx, control.BanRequest{Prefix: p.String(), TTL: ttl, Reason: reason, Force: force})
 			if err != nil {
 				return err
 			}
@@ -54,6 +60,7 @@ The kernel checks the expiry itself: a ban lapses on time even without the daemo
 	}
 	cmd.Flags().StringVar(&ttl, "ttl", "", "how long the ban lasts, e.g. 10m or 2h (default: the policy's bans.ttl; 0: until removed)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, shown by 'ban ls'")
+	cmd.Flags().BoolVar(&force, "force", false, "ban even an address that is never banned (the host's own, its gateway, ...)")
 	return cmd
 }
 

@@ -188,6 +188,10 @@ func (f *fakeDaemon) Bans(context.Context) ([]control.Ban, error) {
 }
 
 func (f *fakeDaemon) AddBan(_ context.Context, b control.NewBan) (*control.Ban, error) {
+	// 192.0.2.53 stands for a never-banned address (the host's resolver)
+	if b.Prefix.Contains(netip.MustParseAddr("192.0.2.53")) && !b.Force {
+		return nil, control.Invalidf("%v covers an address that is never banned: a resolver; --force bans it anyway", b.Prefix)
+	}
 	return &control.Ban{Prefix: b.Prefix.String(), Reason: b.Reason, Source: "manual"}, nil
 }
 
@@ -272,6 +276,13 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 
 	if _, err := cli("ban", "rm", "192.0.2.9"); err == nil || err.Error() != "no ban on 192.0.2.9/32" {
 		t.Errorf("ban rm of a missing ban: %v", err)
+	}
+	// a never-banned address: refused, unless forced
+	if _, err := cli("ban", "add", "192.0.2.0/24"); err == nil || !strings.Contains(err.Error(), "never banned: a resolver; --force") {
+		t.Errorf("ban add on a never-banned address: %v", err)
+	}
+	if out, err := cli("ban", "add", "192.0.2.0/24", "--force"); err != nil || !strings.Contains(out, "banned 192.0.2.0/24") {
+		t.Errorf("ban add --force: %v %q", err, out)
 	}
 
 	out, err = cli("ban", "ls", "-o", "json")

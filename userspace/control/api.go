@@ -259,6 +259,9 @@ type BanRequest struct {
 	Prefix string `json:"prefix"`
 	TTL    string `json:"ttl,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Force bans a prefix that covers a never-banned address (the host's
+	// own, its gateway or resolvers, ...), which is refused otherwise.
+	Force bool `json:"force,omitempty"`
 }
 
 // NewBan is a BanRequest checked and parsed by the server.
@@ -269,6 +272,7 @@ type NewBan struct {
 	TTL        time.Duration
 	DefaultTTL bool
 	Reason     string
+	Force      bool
 }
 
 // ParsePrefix reads an address or CIDR the way users write them: a bare address
@@ -306,7 +310,7 @@ func (r *BanRequest) parse() (NewBan, error) {
 	if err != nil {
 		return NewBan{}, err
 	}
-	nb := NewBan{Prefix: p, Reason: strings.TrimSpace(r.Reason)}
+	nb := NewBan{Prefix: p, Reason: strings.TrimSpace(r.Reason), Force: r.Force}
 	if len(nb.Reason) > MaxReasonLen {
 		return NewBan{}, Invalidf("reason is %d bytes, at most %d are kept", len(nb.Reason), MaxReasonLen)
 	}

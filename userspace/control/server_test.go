@@ -215,12 +215,12 @@ func TestRoundTrip(t *testing.T) {
 	if _, err := c.AddBan(ctx, BanRequest{Prefix: "192.0.2.77", TTL: "10m", Reason: "scanner"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AddBan(ctx, BanRequest{Prefix: "2001:db8::1/48"}); err != nil {
+	if _, err := c.AddBan(ctx, BanRequest{Prefix: "2001:db8::1/48", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	want := []NewBan{
 		{Prefix: netip.MustParsePrefix("192.0.2.77/32"), TTL: 10 * time.Minute, Reason: "scanner"},
-		{Prefix: netip.MustParsePrefix("2001:db8::/48"), DefaultTTL: true},
+		{Prefix: netip.MustParsePrefix("2001:db8::/48"), DefaultTTL: true, Force: true},
 	}
 	if len(fb.added) != len(want) {
 		t.Fatalf("backend got bans %+v, want %+v", fb.added, want)

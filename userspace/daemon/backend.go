@@ -138,6 +138,9 @@ func (d *Daemon) Bans(context.Context) ([]control.Ban, error) {
 // AddBan bans an address or CIDR by hand. Without a TTL it takes the policy's
 // first-offence ban TTL.
 func (d *Daemon) AddBan(_ context.Context, nb control.NewBan) (*control.Ban, error) {
+	if why, ok := d.neverBan(nb.Prefix); ok && !nb.Force {
+		return nil, control.Invalidf("%v covers an address that is never banned: %s; --force (\"force\": true) bans it anyway", nb.Prefix.Masked(), why)
+	}
 	ttl := nb.TTL
 	if nb.DefaultTTL {
 		d.polMu.Lock()

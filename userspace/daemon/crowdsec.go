@@ -272,8 +272,9 @@ func (d *Daemon) reportBan(p netip.Prefix, ttl time.Duration, reason, evidence s
 }
 
 // ApplyCrowdSec writes the bouncer's bans. A manual or detector ban on the
-// same prefix wins (it stays as it is, and a deletion does not lift it), and
-// a prefix the allow list covers is not banned: it would have no effect.
+// same prefix wins (it stays as it is, and a deletion does not lift it), a
+// prefix the allow list covers is not banned (it would have no effect), and
+// neither is one covering the never-ban set (neverban.go): it is counted.
 func (d *Daemon) ApplyCrowdSec(add []crowdsec.Ban, remove []netip.Prefix) error {
 	var allow []netip.Prefix
 	d.polMu.Lock()
@@ -282,6 +283,7 @@ func (d *Daemon) ApplyCrowdSec(add []crowdsec.Ban, remove []netip.Prefix) error 
 	}
 	d.polMu.Unlock()
 	code := sourceCode(SourceCrowdSec)
+	add = d.withoutNeverBan(add)
 	d.bans.mu.Lock()
 	defer d.bans.mu.Unlock()
 	for _, p := range remove {

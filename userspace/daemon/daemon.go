@@ -48,8 +48,11 @@ type Config struct {
 	// FlowCapacity sizes the flow table (loader.Options.FlowCapacity). It is
 	// fixed while the maps stay pinned.
 	FlowCapacity uint32
-	Version      string
-	Log          *slog.Logger
+	// ResolvConf is where the host's resolvers are read from: they are
+	// never banned (neverban.go).
+	ResolvConf string
+	Version    string
+	Log        *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -76,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FlowCapacity == 0 {
 		c.FlowCapacity = DefaultFlowCapacity
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = DefaultResolvConf
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -167,6 +173,8 @@ type Daemon struct {
 	cs csLink
 	// sig follows the access logs the policy names (apilogs.go).
 	sig apiSignals
+	// never is the set of addresses no ban may cover (neverban.go).
+	never neverBanLink
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -175,7 +183,8 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)}}, nil
+	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)},
+		never: neverBanLink{changed: make(chan struct{}, 1)}}, nil
 }
 
 // Config returns the daemon's configuration with defaults filled in.
@@ -245,6 +254,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.attach(); err != nil {
 		return err
 	}
+	// before the detector starts: it must know whom never to ban
+	d.buildNeverBan(ctx)
 	if err := d.startTelemetry(); err != nil {
 		return err
 	}
@@ -276,6 +287,7 @@ func (d *Daemon) components(ln, metricsLn net.Listener, hup <-chan os.Signal) []
 		{"access-logs", d.followAccessLogs},
 		{"metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, metricsLn) }},
 		{"crowdsec", d.runCrowdSec},
+		{"never-ban", d.refreshNeverBan},
 	}
 }
 

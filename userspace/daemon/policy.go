@@ -104,6 +104,7 @@ func (d *Daemon) apply(p *parsedPolicy, why string) (*control.ApplyResult, error
 		// after polMu is released: the detector takes polMu under its own lock
 		d.configureDetector()
 		d.configureCrowdSec()
+		d.configureNeverBan()
 	}
 	return res, err
 }

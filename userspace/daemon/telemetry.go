@@ -66,6 +66,7 @@ func (d *Daemon) startTelemetry() error {
 		IsAllowed: d.IsAllowed,
 		ClientsIn: d.clientsIn,
 		ProofOf:   d.proofOf,
+		NeverBan:  d.neverBan,
 		Logger:    d.log.With("component", "detector"),
 	})
 	if err != nil {
@@ -99,6 +100,10 @@ func (d *Daemon) configureDetector() {
 // detectorBan applies a ban the detector decided, with the reason and evidence
 // `apiguard ban ls` shows.
 func (d *Daemon) detectorBan(p netip.Prefix, ttl time.Duration, reason detect.Reason, evidence string) error {
+	// the detector asked before deciding; the set may have grown since
+	if why, ok := d.neverBan(p); ok {
+		return fmt.Errorf("never banned: %s", why)
+	}
 	if _, err := d.Ban(p, ttl, string(reason)+": "+evidence, SourceDetector); err != nil {
 		return err
 	}

@@ -22,9 +22,21 @@ func scanPolicy(ports int) string {
 kind: Policy
 metadata: {name: scan-%d}
 spec:
+  services: [{name: web, protocol: tcp, ports: [80]}]
   detection:
     scan: {window: 1m, ports: %d, action: ban}
 `, ports, ports)
+}
+
+// proveSource has the egress program see the web service send src data on a
+// connection, which proves src (bpf/include/proof.h).
+func proveSource(t *testing.T, d *Daemon, src string) {
+	t.Helper()
+	frame := packet.Build(packet.Spec{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr(src), Proto: packet.TCP,
+		SrcPort: 80, DstPort: 40000, TCPFlags: packet.ACK | packet.PSH, Seq: 1, Ack: 1, Payload: 100})
+	if _, err := d.dp.Egress().Run(&ebpf.RunOptions{Data: frame}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (d *Daemon) mustApply(t *testing.T, src string) {
@@ -107,9 +119,10 @@ func TestTelemetryWiring(t *testing.T) {
 	}
 	defer feed.Close()
 
+	proveSource(t, d, "198.51.100.20")
 	synScan(t, d, "198.51.100.20", 1000, 8)
 	f := d.waitFlag(t, "198.51.100.20", "scan")
-	if f == nil || !f.Ban.Banned || f.Ban.TTL != 10*time.Minute {
+	if f == nil || !f.Ban.Banned || f.Ban.TTL != 10*time.Minute || !f.Proven {
 		t.Fatalf("scan flag %+v", f)
 	}
 	bans, err := d.listBans(time.Now())
@@ -131,18 +144,24 @@ func TestTelemetryWiring(t *testing.T) {
 	if err != nil || len(recent) != 8 {
 		t.Fatalf("recent events: %d, %v", len(recent), err)
 	}
+	// the same from a source the service never spoke to: flagged, unproven
+	synScan(t, d, "198.51.100.22", 1000, 8)
+	f = d.waitFlag(t, "198.51.100.22", "scan")
+	if f == nil || f.Ban.Banned || f.Proven || !strings.Contains(f.Ban.Skipped, "unproven") {
+		t.Fatalf("unproven scan flag %+v", f)
+	}
 
 	// a stricter policy reaches the detector: 8 ports are no longer a scan
 	d.mustApply(t, scanPolicy(50))
 	synScan(t, d, "198.51.100.21", 2000, 8)
 	// the detector sees an event before the history does
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if recent, _ := d.RecentEvents(ctx, 100); len(recent) == 16 {
+		if recent, _ := d.RecentEvents(ctx, 100); len(recent) == 24 {
 			break
 		}
 	}
 	flags, err := d.Flagged(ctx, false)
-	if err != nil || len(flags) != 1 {
+	if err != nil || len(flags) != 2 {
 		t.Fatalf("flags under the new threshold: %+v, %v", flags, err)
 	}
 	// a refused policy is counted, and so is a ban by hand
@@ -163,12 +182,13 @@ func TestTelemetryWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`apiguard_clients_flagged_total{reason="scan"} 1`,
+		`apiguard_clients_flagged_total{reason="scan"} 2`,
+		`apiguard_bans_withheld_total{why="unproven"} 1`,
 		`apiguard_bans_total{source="detector"} 1`,
 		`apiguard_bans_total{source="manual"} 1`,
 		`apiguard_bans_active 2`,
 		`apiguard_policy_reload_errors_total 1`,
-		`apiguard_events_total{type="no_service"} 16`,
+		`apiguard_events_total{type="no_service"} 24`,
 		`apiguard_events_lost_total{stage="queue"} 0`,
 		`apiguard_policy_generation 1`,
 	} {

@@ -1,6 +1,9 @@
 package detect
 
-import "net/netip"
+import (
+	"net/netip"
+	"strings"
+)
 
 // Whether a flag bans: the rule must say ban, and nothing may stand in the
 // way. Each obstacle is said in Flag.Ban.Skipped.
@@ -12,6 +15,8 @@ const (
 	// packet evidence names a source its sender wrote (proof.go in the
 	// datapath: bpf/include/proof.h)
 	skipUnproven = "unproven source: no TCP handshake completed within proofTTL, and the packets may be forged; the kernel's limits hold the line"
+	// followed by why the subject may never be banned
+	skipNeverBan = "never banned: "
 )
 
 // unblocked says whether what held an ongoing episode's ban back is gone:
@@ -45,14 +50,21 @@ func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64, first boo
 		skip = skipServiceMonitor
 	case d.allowed(h):
 		skip = "allow-listed"
-	case !fs.flag.Proven && !rule.BanUnproven:
-		skip = skipUnproven
+	default:
+		if why, never := d.opts.NeverBan(fs.flag.Prefix); never {
+			skip = skipNeverBan + why
+		} else if !fs.flag.Proven && !rule.BanUnproven {
+			skip = skipUnproven
+		}
 	}
 	if skip != "" {
 		if first {
 			d.banSkipped++
-			if skip == skipUnproven {
+			switch {
+			case skip == skipUnproven:
 				d.unproven++
+			case strings.HasPrefix(skip, skipNeverBan):
+				d.neverBan++
 			}
 		}
 		return BanInfo{Skipped: skip}

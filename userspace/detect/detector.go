@@ -57,6 +57,10 @@ type Options struct {
 	Wall func(mono uint64) time.Time
 	// Logger gets one line per flag raised (default slog.Default()).
 	Logger *slog.Logger
+	// NeverBan reports subjects no ban may cover (the host's own addresses,
+	// its gateways and resolvers, ...), and why: a ban on p would cover such
+	// an address. They are flagged, saying why, and never banned.
+	NeverBan func(p netip.Prefix) (why string, ok bool)
 	// ProofOf is when a source inside p last completed a TCP handshake with
 	// this host (CLOCK_MONOTONIC ns), as the daemon reads it from the
 	// datapath's proven sources (loader.Datapath.SourceProof): p is a client
@@ -79,8 +83,9 @@ type Totals struct {
 	// (monitor mode, allow-listed, unproven, nothing to ban), once per episode.
 	Bans, BanErrors, BansSkipped uint64
 	// Unproven counts the episodes of packet ban rules held back because
-	// their source never proved itself (a subset of BansSkipped).
-	Unproven uint64
+	// their source never proved itself, NeverBan those of subjects in the
+	// never-ban set (both are part of BansSkipped).
+	Unproven, NeverBan uint64
 	// Events observed.
 	Events uint64
 	// Clients evicted to stay under MaxClients while still within a window.
@@ -119,7 +124,7 @@ type Detector struct {
 
 	flagged                                    [numReasons]uint64
 	bans, banErrors, banSkipped, seen, evicted uint64
-	unproven                                   uint64
+	unproven, neverBan                         uint64
 }
 
 // New returns a Detector; cfg's zero fields take DefaultConfig's values.
@@ -135,6 +140,9 @@ func New(cfg Config, opts Options) (*Detector, error) {
 	}
 	if opts.IsAllowed == nil {
 		opts.IsAllowed = func(netip.Addr) bool { return false }
+	}
+	if opts.NeverBan == nil {
+		opts.NeverBan = func(netip.Prefix) (string, bool) { return "", false }
 	}
 	d := &Detector{
 		opts:      opts,
@@ -287,7 +295,7 @@ func (d *Detector) Totals() Totals {
 	defer d.mu.Unlock()
 	t := Totals{
 		Flagged: make(map[Reason]uint64, numReasons),
-		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped, Unproven: d.unproven,
+		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped, Unproven: d.unproven, NeverBan: d.neverBan,
 		Events: d.seen, Evicted: d.evicted,
 		Clients: d.clients.len(), Prefixes: d.prefixes.len(), Flags: d.flags.len(),
 	}

@@ -50,6 +50,10 @@ type Daemon interface {
 	ManualBans() uint64
 	// Attachments lists the interfaces the guard is attached to.
 	Attachments() []loader.Attachment
+	// NeverBanEntries is the size of the never-ban set; NeverBanCrowdSec
+	// counts the CrowdSec decisions skipped because they covered it.
+	NeverBanEntries() int
+	NeverBanCrowdSec() uint64
 }
 
 // CrowdSec is the daemon's link to a CrowdSec LAPI. Either stats may be nil:
@@ -121,7 +125,9 @@ var (
 	descBansActive       = desc("bans_active", "Bans in force in the datapath.")
 	descBans             = desc("bans_total", "Bans made, by who made them.", "source")
 	descBanErrors        = desc("ban_errors_total", "Bans the detector decided but could not apply.")
-	descBansWithheld     = desc("bans_withheld_total", "Episodes of ban rules the detector did not ban for, by why: the source never completed a TCP handshake (unproven).", "why")
+	descBansWithheld     = desc("bans_withheld_total", "Episodes of ban rules the detector did not ban for, by why: the source never completed a TCP handshake (unproven), it is in the never-ban set (never_ban).", "why")
+	descNeverBan         = desc("never_ban_entries", "Prefixes no ban may cover: the host's addresses, gateways and resolvers, the CrowdSec LAPI, trusted proxies, spec.neverBan.")
+	descNeverBanCS       = desc("crowdsec_never_ban_skipped_total", "CrowdSec decisions not enforced because they covered the never-ban set.")
 	descTracked          = desc("detector_tracked", "What the detector keeps state for, by kind.", "kind")
 	descMapEntries       = desc("map_entries", "Entries in the datapath maps that can fill up.", "map")
 	descMapCapacity      = desc("map_capacity", "Capacity of the datapath maps that can fill up.", "map")
@@ -169,7 +175,7 @@ func NewCollector(src Sources) (*Collector, error) {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descEvents, descEventsSent, descEventsLost, descEventsSuppressed,
-		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors, descBansWithheld,
+		descUndecodable, descSubscriberDrops, descFlagged, descBansActive, descBans, descBanErrors, descBansWithheld, descNeverBan, descNeverBanCS,
 		descTracked, descMapEntries, descMapCapacity, descMapInserts, descMapInsertFails,
 		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
@@ -264,6 +270,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descBans, t.Bans, "detector")
 		counter(ch, descBanErrors, t.BanErrors)
 		counter(ch, descBansWithheld, t.Unproven, "unproven")
+		counter(ch, descBansWithheld, t.NeverBan, "never_ban")
 		gauge(ch, descTracked, float64(t.Clients), "clients")
 		gauge(ch, descTracked, float64(t.Prefixes), "prefixes")
 		gauge(ch, descTracked, float64(t.Flags), "flags")
@@ -272,6 +279,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if dm := c.src.Daemon; dm != nil {
 		counter(ch, descBans, dm.ManualBans(), "manual")
 		counter(ch, descReloadErrors, dm.ReloadErrors())
+		gauge(ch, descNeverBan, float64(dm.NeverBanEntries()))
+		counter(ch, descNeverBanCS, dm.NeverBanCrowdSec())
 		seen := map[loader.Attachment]bool{}
 		for _, a := range dm.Attachments() {
 			a.Adopted = false

@@ -54,6 +54,10 @@ type fakeDaemon struct{}
 
 func (fakeDaemon) ReloadErrors() uint64 { return 2 }
 func (fakeDaemon) ManualBans() uint64   { return 3 }
+func (fakeDaemon) NeverBanEntries() int { return 11 }
+func (fakeDaemon) NeverBanCrowdSec() uint64 {
+	return 4
+}
 func (fakeDaemon) Attachments() []loader.Attachment {
 	return []loader.Attachment{{Iface: "eth0", Mode: loader.AttachNative}, {Iface: "eth0", Mode: loader.AttachNative, Adopted: true}, {Iface: "eth1", Mode: loader.AttachTCX}}
 }
@@ -100,7 +104,7 @@ func fakeSources() Sources {
 			loader.EventType(loader.GuardAgEventTypeAG_EV_LIMITED): 30, loader.EventType(loader.GuardAgEventTypeAG_EV_NO_SERVICE): 10,
 		}},
 		Fanout:   fakeFanout(12),
-		Detector: fakeDetector{Flagged: map[detect.Reason]uint64{detect.Flood: 4, detect.Scan: 1}, Bans: 5, BanErrors: 1, Unproven: 8, Clients: 9, Prefixes: 2, Flags: 5},
+		Detector: fakeDetector{Flagged: map[detect.Reason]uint64{detect.Flood: 4, detect.Scan: 1}, Bans: 5, BanErrors: 1, Unproven: 8, NeverBan: 2, Clients: 9, Prefixes: 2, Flags: 5},
 		Daemon:   fakeDaemon{},
 		CrowdSec: fakeCrowdSec{},
 		Signals:  fakeSignals{},
@@ -175,6 +179,9 @@ func TestCollectorValues(t *testing.T) {
 		"apiguard_bans_total{source=detector}":                                                 5,
 		"apiguard_bans_total{source=manual}":                                                   3,
 		"apiguard_bans_withheld_total{why=unproven}":                                           8,
+		"apiguard_bans_withheld_total{why=never_ban}":                                          2,
+		"apiguard_never_ban_entries":                                                           11,
+		"apiguard_crowdsec_never_ban_skipped_total":                                            4,
 		"apiguard_ban_errors_total":                                                            1,
 		"apiguard_detector_tracked{kind=clients}":                                              9,
 		"apiguard_map_entries{map=clients}":                                                    77,
