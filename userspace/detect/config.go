@@ -84,6 +84,11 @@ type BanPolicy struct {
 	// (Options.ProofOf): a packet rule bans only a source proven this
 	// recently, unless the rule says BanUnproven.
 	ProofTTL time.Duration
+	// MaxPerMinute caps the bans made in any minute (a sliding one): past
+	// it, flags that would ban are held back and counted. A storm of bans is
+	// an attack on the detector or a mistake, and the kernel's limits hold
+	// the line meanwhile.
+	MaxPerMinute int
 }
 
 // Config is the detector's thresholds and limits. Zero fields take the
@@ -151,7 +156,7 @@ func DefaultConfig() Config {
 		// over), from at least 4 clients.
 		Aggregate: AggregateRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Share: 0.5, MinClients: 4, MinEvents: 20},
 		Bans: BanPolicy{TTL: 10 * time.Minute, MaxTTL: 24 * time.Hour, Growth: 2, ForgetAfter: 24 * time.Hour,
-			ProofTTL: 10 * time.Minute},
+			ProofTTL: 10 * time.Minute, MaxPerMinute: 60},
 		API: DefaultAPIRules(),
 
 		ClientBits4: 32, ClientBits6: 64, PrefixBits4: 24, PrefixBits6: 48,
@@ -189,6 +194,7 @@ func (c Config) withDefaults() Config {
 	setZero(&c.Bans.Growth, def.Bans.Growth)
 	setZero(&c.Bans.ForgetAfter, def.Bans.ForgetAfter)
 	setZero(&c.Bans.ProofTTL, def.Bans.ProofTTL)
+	setZero(&c.Bans.MaxPerMinute, def.Bans.MaxPerMinute)
 	setZero(&c.ClientBits4, def.ClientBits4)
 	setZero(&c.ClientBits6, def.ClientBits6)
 	setZero(&c.PrefixBits4, def.PrefixBits4)
@@ -248,6 +254,9 @@ func (c Config) Validate() error {
 	if c.Bans.Growth < 1 {
 		add("bans: growth %v is below 1", c.Bans.Growth)
 	}
+	if c.Bans.MaxPerMinute < 0 || c.Bans.MaxPerMinute > maxBansPerMinute {
+		add("bans: maxPerMinute %d outside 1–%d", c.Bans.MaxPerMinute, maxBansPerMinute)
+	}
 	if c.Bans.ProofTTL < 0 {
 		add("bans: proofTTL %v is negative", c.Bans.ProofTTL)
 	}
@@ -271,6 +280,9 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxBansPerMinute bounds the ban-rate cap, and so the memory that counts it.
+const maxBansPerMinute = 100000
 
 // maxScanPorts bounds the per-client port set: every TCP port.
 const maxScanPorts = 65536

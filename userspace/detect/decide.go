@@ -3,6 +3,7 @@ package detect
 import (
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Whether a flag bans: the rule must say ban, and nothing may stand in the
@@ -17,6 +18,7 @@ const (
 	skipUnproven = "unproven source: no TCP handshake completed within proofTTL, and the packets may be forged; the kernel's limits hold the line"
 	// followed by why the subject may never be banned
 	skipNeverBan = "never banned: "
+	skipCapped   = "over the ban-rate cap (bans.maxPerMinute)"
 )
 
 // unblocked says whether what held an ongoing episode's ban back is gone:
@@ -27,6 +29,8 @@ func (d *Detector) unblocked(fs *flagState, h hit) bool {
 		return !d.cfg.Monitor && !h.monitored
 	case skipUnproven:
 		return fs.flag.Proven
+	case skipCapped:
+		return true // decide looks at the cap again
 	}
 	return false
 }
@@ -55,6 +59,8 @@ func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64, first boo
 			skip = skipNeverBan + why
 		} else if !fs.flag.Proven && !rule.BanUnproven {
 			skip = skipUnproven
+		} else if d.overCap(now) {
+			skip = skipCapped
 		}
 	}
 	if skip != "" {
@@ -63,13 +69,32 @@ func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64, first boo
 			switch {
 			case skip == skipUnproven:
 				d.unproven++
+			case skip == skipCapped:
+				d.capped++
 			case strings.HasPrefix(skip, skipNeverBan):
 				d.neverBan++
 			}
 		}
 		return BanInfo{Skipped: skip}
 	}
-	return d.ban(fs, now)
+	info := d.ban(fs, now)
+	if info.Banned {
+		d.recent = append(d.recent, now)
+	}
+	return info
+}
+
+// overCap says whether Bans.MaxPerMinute bans were made within the minute
+// before now, forgetting those made earlier.
+func (d *Detector) overCap(now int64) bool {
+	i := 0
+	for i < len(d.recent) && now-d.recent[i] >= int64(time.Minute) {
+		i++
+	}
+	if i > 0 {
+		d.recent = append(d.recent[:0], d.recent[i:]...)
+	}
+	return len(d.recent) >= d.cfg.Bans.MaxPerMinute
 }
 
 // proven says whether the hit's subject proved itself as the evidence's

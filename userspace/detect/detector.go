@@ -84,8 +84,9 @@ type Totals struct {
 	Bans, BanErrors, BansSkipped uint64
 	// Unproven counts the episodes of packet ban rules held back because
 	// their source never proved itself, NeverBan those of subjects in the
-	// never-ban set (both are part of BansSkipped).
-	Unproven, NeverBan uint64
+	// never-ban set, Capped those over the ban-rate cap (all are part of
+	// BansSkipped).
+	Unproven, NeverBan, Capped uint64
 	// Events observed.
 	Events uint64
 	// Clients evicted to stay under MaxClients while still within a window.
@@ -116,15 +117,17 @@ type Detector struct {
 	// the API rules' state (api.go)
 	api apiState
 
-	// flags and their episodes (episode.go), repeat offenders (ttl.go)
+	// flags and their episodes (episode.go), repeat offenders (ttl.go),
+	// the times of the bans made within the last minute (decide.go)
 	flags     *lru[flagKey, *flagState]
 	offenders *lru[netip.Prefix, *offender]
+	recent    []int64
 
 	clock, lastPrune int64
 
 	flagged                                    [numReasons]uint64
 	bans, banErrors, banSkipped, seen, evicted uint64
-	unproven, neverBan                         uint64
+	unproven, neverBan, capped                 uint64
 }
 
 // New returns a Detector; cfg's zero fields take DefaultConfig's values.
@@ -295,7 +298,7 @@ func (d *Detector) Totals() Totals {
 	defer d.mu.Unlock()
 	t := Totals{
 		Flagged: make(map[Reason]uint64, numReasons),
-		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped, Unproven: d.unproven, NeverBan: d.neverBan,
+		Bans:    d.bans, BanErrors: d.banErrors, BansSkipped: d.banSkipped, Unproven: d.unproven, NeverBan: d.neverBan, Capped: d.capped,
 		Events: d.seen, Evicted: d.evicted,
 		Clients: d.clients.len(), Prefixes: d.prefixes.len(), Flags: d.flags.len(),
 	}

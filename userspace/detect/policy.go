@@ -31,7 +31,7 @@ func FromPolicy(spec *policy.Spec, eventInterval time.Duration) Config {
 	cfg.API.AppThrottled = CountRule{Rule: rule(d.AppThrottled.Detector), Responses: d.AppThrottled.Responses}
 	cfg.API.ErrorBurst = CountRule{Rule: rule(d.ErrorBurst.Detector), Responses: d.ErrorBurst.Responses}
 	cfg.Bans = BanPolicy{TTL: spec.Bans.TTL, MaxTTL: spec.Bans.MaxTTL, Growth: spec.Bans.Growth, ForgetAfter: spec.Bans.ForgetAfter,
-		ProofTTL: spec.Bans.ProofTTL}
+		ProofTTL: spec.Bans.ProofTTL, MaxPerMinute: int(min(spec.Bans.MaxPerMinute, maxBansPerMinute))}
 	cfg.Monitor = spec.Mode == policy.Monitor
 	cfg.ClientBits4, cfg.ClientBits6 = spec.ClientKey.IPv4, spec.ClientKey.IPv6
 	cfg.PrefixBits4, cfg.PrefixBits6 = spec.PrefixKey.IPv4, spec.PrefixKey.IPv6

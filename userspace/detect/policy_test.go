@@ -34,7 +34,7 @@ spec:
     deny-probe: {hits: 3, action: ban}
     bad-flags: {packets: 2}
     aggregate: {share: 0.8, minClients: 2, minEvents: 5, action: ban}
-  bans: {ttl: 5m, maxTTL: 1h, growth: 3, forgetAfter: 2h, proofTTL: 20m}
+  bans: {ttl: 5m, maxTTL: 1h, growth: 3, forgetAfter: 2h, proofTTL: 20m, maxPerMinute: 7}
 `
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -52,7 +52,8 @@ spec:
 	want.DenyProbe = DenyProbeRule{Rule{Enabled: true, Action: ActionBan, Window: time.Minute}, 3}
 	want.BadFlags.Packets = 2
 	want.Aggregate = AggregateRule{Rule{Enabled: true, Action: ActionBan, Window: time.Minute}, 0.8, 2, 5}
-	want.Bans = BanPolicy{TTL: 5 * time.Minute, MaxTTL: time.Hour, Growth: 3, ForgetAfter: 2 * time.Hour, ProofTTL: 20 * time.Minute}
+	want.Bans = BanPolicy{TTL: 5 * time.Minute, MaxTTL: time.Hour, Growth: 3, ForgetAfter: 2 * time.Hour,
+		ProofTTL: 20 * time.Minute, MaxPerMinute: 7}
 	want.Monitor = true
 	want.ClientBits6, want.PrefixBits4, want.PrefixBits6 = 56, 20, 40
 	want.EventInterval = 2 * time.Second

@@ -164,3 +164,48 @@ func TestAggregateProof(t *testing.T) {
 		})
 	}
 }
+
+// At most Bans.MaxPerMinute bans in any minute, API bans included: past it,
+// flags are held back and counted, and banned once the minute has room and
+// their episode goes on.
+func TestBanRateCap(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Bans.MaxPerMinute = 3
+	cfg.Scan.Window = 2 * time.Minute // the scans below go on for a minute
+	h := newHarness(t, cfg)
+	scan := func(src string, at time.Duration) {
+		for p := 0; p < 25; p++ {
+			h.feed(event(evNoSvc, rNoSvc, src, at+time.Duration(p)*time.Millisecond, port(uint16(1000+p))))
+		}
+	}
+	for i := 0; i < 2; i++ {
+		scan(fmt.Sprintf("198.51.100.%d", i+1), time.Duration(i)*time.Second)
+	}
+	for i := 0; i < 21; i++ { // a third ban, from the API layer
+		req(h, "192.0.2.44", 2*time.Second+time.Duration(i)*time.Millisecond, "POST", "/login", 401)
+	}
+	scan("198.51.100.3", 3*time.Second)
+	scan("198.51.100.4", 4*time.Second)
+	if len(h.bans.bans) != 3 {
+		t.Fatalf("bans %v, want 3", h.bans.bans)
+	}
+	for _, src := range []string{"198.51.100.3", "198.51.100.4"} {
+		if f := h.mustFlag(src, Scan); f.Ban.Banned || f.Ban.Skipped != skipCapped {
+			t.Errorf("%s over the cap: %+v", src, f.Ban)
+		}
+	}
+	if tot := h.d.Totals(); tot.Capped != 2 {
+		t.Errorf("totals %+v", tot)
+	}
+	// a minute after the first ban: one has room again, the scan of .3
+	// going on takes it, .4's waits
+	for p := 0; p < 5; p++ {
+		h.feed(event(evNoSvc, rNoSvc, "198.51.100.3", 60*time.Second+time.Duration(p)*time.Second, port(uint16(2000+p))))
+	}
+	if f := h.mustFlag("198.51.100.3", Scan); !f.Ban.Banned || f.Episodes != 1 {
+		t.Errorf("the capped scanner, the cap lifted: %+v", f)
+	}
+	if len(h.bans.bans) != 4 || h.d.Totals().Capped != 2 {
+		t.Errorf("bans %v, totals %+v", h.bans.bans, h.d.Totals())
+	}
+}
