@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -98,5 +99,52 @@ func TestEventsThrottled(t *testing.T) {
 	// drops it, so it makes no event to suppress
 	if st.EventsSent != 8 || st.EventsSuppressed != 49 {
 		t.Errorf("events sent %d suppressed %d, want 8 and 49", st.EventsSent, st.EventsSuppressed)
+	}
+}
+
+// Each event type has its own budget: a random-source flood of SYNs to
+// closed ports, one no_service event per source, spends the no_service
+// budget, and the events of other kinds still get through. With the one
+// global budget of before, the flood left nothing for them. The budget is
+// time-based (GCRA): the flood is sent as fast as prog.Run goes, and the
+// events that get through are bounded by the burst plus what the elapsed time
+// refilled.
+func TestEventBudgetsPerType(t *testing.T) {
+	// a small budget: the flood outruns its refill however slow the machine
+	const perSecond = 10
+	d := newDatapath(t, Options{EventsPerSecond: perSecond, EventInterval: time.Hour})
+	mustApply(t, d, basePolicy())
+	start := time.Now()
+	const flood = 1000
+	for i := 0; i < flood; i++ {
+		src := netip.AddrFrom4([4]byte{10, 7, byte(i >> 8), byte(i)})
+		runXDP(t, d, packet.Build(tcp(src.String(), 1234, packet.SYN)))
+	}
+	// after the flood: a single source over its own limit, a deny hit, and
+	// invalid flags, one each
+	for i := 0; i < 7; i++ {
+		runXDP(t, d, packet.Build(tcp("10.6.0.1", 80, packet.ACK))) // 5 pass, then limited
+	}
+	runXDP(t, d, packet.Build(udp("198.51.100.5", 53, 0)))
+	runXDP(t, d, packet.Build(tcp("10.6.0.3", 80, 0)))
+	elapsed := time.Since(start)
+
+	count := map[string]int{}
+	for _, e := range readEvents(t, d, 5*flood) {
+		count[EventType(e.Type).String()]++
+	}
+	// the burst (one second's worth), what the elapsed time refilled, and
+	// one for the rounding of a partly refilled token
+	most := perSecond + int(elapsed.Seconds()*perSecond) + 1
+	if n := count["no_service"]; n < perSecond || n > most {
+		t.Errorf("%d no_service events for %d sources in %v, want %d to %d", n, flood, elapsed, perSecond, most)
+	}
+	for _, typ := range []string{"limited", "deny_hit", "bad_flags"} {
+		if count[typ] != 1 {
+			t.Errorf("%s events: %d, want 1 (all: %v)", typ, count[typ], count)
+		}
+	}
+	if st := stats(t, d); st.EventsSuppressed < uint64(flood-most) {
+		t.Errorf("%d events suppressed, want at least %d", st.EventsSuppressed, flood-most)
 	}
 }

@@ -366,7 +366,7 @@ const (
 	GuardMapConnTotals         = "conn_totals"
 	GuardMapCounters           = "counters"
 	GuardMapCtScratch          = "ct_scratch"
-	GuardMapEventBudget        = "event_budget"
+	GuardMapEventBudgets       = "event_budgets"
 	GuardMapEventThrottle      = "event_throttle"
 	GuardMapEvents             = "events"
 	GuardMapFlows              = "flows"
@@ -464,7 +464,7 @@ type GuardMapSpecs struct {
 	ConnTotals    *ebpf.MapSpec `ebpf:"conn_totals"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	CtScratch     *ebpf.MapSpec `ebpf:"ct_scratch"`
-	EventBudget   *ebpf.MapSpec `ebpf:"event_budget"`
+	EventBudgets  *ebpf.MapSpec `ebpf:"event_budgets"`
 	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
@@ -530,7 +530,7 @@ type GuardMaps struct {
 	ConnTotals    *ebpf.Map `ebpf:"conn_totals"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	CtScratch     *ebpf.Map `ebpf:"ct_scratch"`
-	EventBudget   *ebpf.Map `ebpf:"event_budget"`
+	EventBudgets  *ebpf.Map `ebpf:"event_budgets"`
 	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Flows         *ebpf.Map `ebpf:"flows"`
@@ -561,7 +561,7 @@ func (m *GuardMaps) Close() error {
 		m.ConnTotals,
 		m.Counters,
 		m.CtScratch,
-		m.EventBudget,
+		m.EventBudgets,
 		m.EventThrottle,
 		m.Events,
 		m.Flows,

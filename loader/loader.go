@@ -24,7 +24,8 @@ type Options struct {
 	PinDir string
 	// EventInterval is the least time between two events of one type for one client.
 	EventInterval time.Duration
-	// EventsPerSecond bounds the ring buffer's input across all CPUs.
+	// EventsPerSecond bounds each event type's events across all CPUs: the
+	// ring buffer's input is at most that many per type (bpf/include/events.h).
 	EventsPerSecond uint32
 	// ClientCapacity and PrefixCapacity size the per-client and per-prefix LRU maps.
 	ClientCapacity uint32
@@ -220,7 +221,7 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapBans4: m.Bans4, GuardMapBans6: m.Bans6,
 		GuardMapClients: m.Clients, GuardMapPrefixes: m.Prefixes,
 		GuardMapCounters: m.Counters, GuardMapStats: m.Stats, GuardMapEvents: m.Events,
-		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudget: m.EventBudget, GuardMapRefusals: m.Refusals,
+		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudgets: m.EventBudgets, GuardMapRefusals: m.Refusals,
 		// connection filtering (ct_scratch is per-packet scratch: not pinned)
 		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Ring-buffer events, throttled in the kernel: at most one event per
- * (client, type[, port]) per event_interval on each CPU, and a global GCRA
- * budget across CPUs. What is held back is counted, never silently lost. */
+ * (client, type[, port]) per event_interval on each CPU, and a GCRA budget per
+ * event type across CPUs. Each type has its own budget so that a flood of one
+ * kind cannot blind the detector to another: a random-source SYN flood to
+ * closed ports spends the no_service budget, one event per spoofed source,
+ * and the limited events of a real flooder still get through. What is held
+ * back is counted, never silently lost. */
 #ifndef APIGUARD_EVENTS_H
 #define APIGUARD_EVENTS_H
 
@@ -29,7 +33,7 @@ static __always_inline int event_throttled(const __u8 addr[16], __u8 type, __u16
 	__u64 tag = event_tag(addr, type, port, service);
 	__u32 idx = tag & (AG_EV_SLOTS - 1);
 	struct ev_slot *s = bpf_map_lookup_elem(&event_throttle, &idx);
-	__u32 zero = 0;
+	__u32 budget_idx = type;
 	__u64 *budget;
 	struct ag_limit l = {
 		.interval = consts.event_rate_interval,
@@ -40,7 +44,7 @@ static __always_inline int event_throttled(const __u8 addr[16], __u8 type, __u16
 		return 1;
 	if (s->tag == tag && now - s->last < consts.event_interval)
 		return 1;
-	budget = bpf_map_lookup_elem(&event_budget, &zero);
+	budget = bpf_map_lookup_elem(&event_budgets, &budget_idx);
 	if (!budget || !gcra(budget, &l, 1, now))
 		return 1;
 	s->tag = tag;

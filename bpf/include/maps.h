@@ -15,7 +15,7 @@
 /* Load-time settings, frozen before the verifier sees the program. */
 struct ag_consts {
 	__u64 event_interval;	/* ns between two events of one kind for one client */
-	__u64 event_rate_interval; /* global event GCRA, same units as ag_limit */
+	__u64 event_rate_interval; /* each event type's GCRA, same units as ag_limit */
 	__u64 event_rate_tolerance;
 	__u32 nr_cpus;
 	__u32 client_capacity;
@@ -157,13 +157,14 @@ struct {
 	__uint(max_entries, AG_EV_SLOTS);
 } event_throttle SEC(".maps");
 
-/* One GCRA word bounding events per second across all CPUs. */
+/* One GCRA word per event type (enum ag_event_type), bounding that type's
+ * events per second across all CPUs (events.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, 1);
-} event_budget SEC(".maps");
+	__uint(max_entries, AG_EV_MAX);
+} event_budgets SEC(".maps");
 
 /* Per-CPU memory of sources a packet-rate bucket just refused, and until when
  * it will go on refusing them: a one-source flood far over its limit is

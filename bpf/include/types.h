@@ -58,7 +58,7 @@ enum ag_stat {
 	AG_STAT_PREFIX_INSERT,
 	AG_STAT_PREFIX_INSERT_FAIL,
 	AG_STAT_EVENT_SENT,
-	AG_STAT_EVENT_SUPPRESSED,	/* throttled per client or globally */
+	AG_STAT_EVENT_SUPPRESSED,	/* throttled per client, or by its type's budget */
 	AG_STAT_EVENT_LOST,		/* ring buffer full */
 	AG_STAT_CAS_CONTENDED,		/* a limiter gave up after bounded CAS retries */
 	AG_STAT_FLOW_NEW,		/* connections followed from their SYN */
