@@ -147,7 +147,7 @@ func cpuTicks(b *testing.B, pid int) uint64 {
 // "service" aims at the guarded service: its total connection limit holds and
 // reports one event per interval. "closed-port" aims at a port no service
 // claims: every SYN is a new (source, port), so the kernel sends events up to
-// its global budget (5000/s) and the detector sees each source once.
+// its no_service budget (5000/s) and the detector sees each source once.
 // Run with -benchtime 10x.
 func BenchmarkDaemonUnderRandomSourceFlood(b *testing.B) {
 	b.Run("service", func(b *testing.B) { floodCPU(b, 443) })

@@ -12,8 +12,9 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
-// DefaultQueueSize holds about a second of the kernel's default global event
-// budget (5000/s) many times over: the queue only fills if the detector stalls.
+// DefaultQueueSize holds more than a second of the kernel's default event
+// budgets (5000/s for each of its ten event types) all spent at once: the
+// queue only fills if the detector stalls.
 const DefaultQueueSize = 1 << 16
 
 // Options tune a Reader. Zero values take the defaults.
