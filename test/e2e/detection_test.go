@@ -30,6 +30,9 @@ spec:
       limits:
         client:
           packets: {rate: 200/s, burst: 200}
+    - name: api
+      protocol: tcp
+      ports: [9443]
   detection:
     flood: {window: 30s, limitedFor: 3s, action: ban}
     scan: {window: 10s, ports: 20, action: ban}
@@ -148,6 +151,47 @@ func metric(body []byte, series string) (float64, bool) {
 	return 0, false
 }
 
+// proveFrom completes a TCP handshake from src with a listener of the api
+// service on the guarded side, which then closes: the server's answers on
+// that connection prove src (bpf/include/proof.h), so packet evidence about
+// it may ban it.
+func (e *env) proveFrom(t *testing.T, src netip.Addr) {
+	t.Helper()
+	var ln net.Listener
+	err := e.pair.guarded.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(e.pair.guardEnd.Addr4, 9443).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c) // until the client's FIN
+		c.Close()
+	}()
+	err = e.pair.peer.Do(func() error {
+		dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: 2 * time.Second}
+		c, err := dialer.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-accepted
+}
+
 func (e *env) flagFor(t *testing.T, subject string, reason string) *control.Flag {
 	t.Helper()
 	var flags []control.Flag
@@ -161,9 +205,11 @@ func (e *env) flagFor(t *testing.T, subject string, reason string) *control.Flag
 }
 
 // TestDetectionEndToEnd: a UDP flood is flagged "flood" and banned, a SYN scan
-// is flagged "scan" and banned, a client below its limits sending all along
-// is never flagged and loses nothing; the CLI shows flags, bans and events,
-// and /metrics (checked by promtool) counts them.
+// is flagged "scan" and banned (both from sources that completed a TCP
+// handshake with the host before: packet evidence bans only such sources), a
+// client below its limits sending all along is never flagged and loses
+// nothing; the CLI shows flags, bans and events, and /metrics (checked by
+// promtool) counts them.
 func TestDetectionEndToEnd(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
@@ -172,6 +218,8 @@ func TestDetectionEndToEnd(t *testing.T) {
 	legit := e.peerAddr(t, 3)
 	scanner := e.peerAddr(t, 4)
 	d := e.startDaemon(e.write("detect.yaml", detectionPolicy))
+	e.proveFrom(t, flooder)
+	e.proveFrom(t, scanner)
 
 	// the legitimate client: 50 datagrams a second, all through the test
 	legitConn := e.udpFrom(t, legit)
@@ -229,7 +277,7 @@ func TestDetectionEndToEnd(t *testing.T) {
 	if flag == nil || !flag.Ban.Banned {
 		t.Fatalf("the flood was not flagged and banned within 20s: %+v\n%s", flag, d.logText())
 	}
-	if flag.Evidence.Kernel != "client_pps" || flag.Evidence.Drops == 0 || flag.Ban.TTL != time.Minute {
+	if flag.Evidence.Kernel != "client_pps" || flag.Evidence.Drops == 0 || flag.Ban.TTL != time.Minute || !flag.Proven {
 		t.Errorf("flood flag %+v", flag)
 	}
 	var bans []control.Ban
