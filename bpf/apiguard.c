@@ -38,6 +38,7 @@ struct verdict {
 	__u32 service;
 	__u64 count;
 	__u8 conn;		/* conntrack.h: 1 + policy slot of a service with an ACL or caps */
+	__u8 proof;		/* proof.h: an ACK to a TCP service, which may complete a handshake */
 	__u64 now;		/* the precise clock, when the verdict read it; else 0 */
 };
 
@@ -451,6 +452,9 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 		return;
 	apply_limits(p, cfg, slot, *svc_id, v);
 	conn_mark(p, cfg, slot, *svc_id, v); /* conntrack: capped services go to conn_track_ingress */
+	/* proof: an ACK that may complete a handshake goes to proof_track_ingress */
+	v->proof = cfg->prove_sources && p->proto == IPPROTO_TCP &&
+		   (p->tcp_flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) == TCPF_ACK;
 }
 
 /* The single exit: monitor conversion, the counter, the event. */
@@ -498,6 +502,7 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	bench_cycle_source(&p);
 	guard(&p, parsed, &v);
 	conn_track_ingress(ctx, tc, &p, &v); /* conntrack: the client's side of capped services */
+	proof_track_ingress(ctx, tc, &p, &v); /* proof: handshakes completing */
 	return record(&p, &v);
 }
 
@@ -555,9 +560,11 @@ static __always_inline __u8 sender_of(struct __sk_buff *skb)
 
 	if (!sk)
 		return AG_SENDER_FORWARDED;
+	if (sk->state == BPF_TCP_NEW_SYN_RECV)
+		return AG_SENDER_REQUEST;	/* the kernel's SYN-ACK (or its ACK to a half-open connection) */
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
-		return AG_SENDER_FORGED;	/* a request or TIME_WAIT socket */
+		return AG_SENDER_FORGED;	/* a TIME_WAIT socket */
 	/* Type 0 is no real socket: BPF_PROG_TEST_RUN gives its skbs a
 	 * placeholder of type 0, and every inet socket has a type. */
 	if ((sk->family != 2 /* AF_INET */ && sk->family != 10 /* AF_INET6 */) || !sk->type)

@@ -229,32 +229,45 @@ func BenchmarkProvenClients(b *testing.B) {
 	}
 }
 
-// What proving sources (proof.h) costs the egress program: a server segment
-// with data to a client of a TCP service without limits or caps, with
-// spoofable evidence needing proof (ProveSources) and without, back to back in
-// the same run. With it the program parses the segment, looks the port up and
-// the source up in an LRU (written at most once a second); without it, it
-// stops after reading the policy slot: the ratio is what the proof adds to
-// every server segment of a host whose services have no caps. The second case
-// is a segment of a service with caps (conntrack's work already parses it).
+// What proving sources (proof.h) costs, each case against the same packet
+// with the proof off (ProveSources), the two datapaths round by round in the
+// same run:
+//
+//   - egress_plain_service: the egress program on a server segment with data
+//     to a client of a TCP service without limits or caps. With the proof it
+//     parses the segment, looks the port up, the handshake table is not
+//     touched (no SYN-ACK) and the source is looked up in the LRU (written at
+//     most once a second); without it, the program stops after reading the
+//     policy slot: the ratio is what the proof adds to every server segment of
+//     a host whose services have no caps.
+//   - egress_capped_service: the same on a capped service, whose segments
+//     conntrack parses anyway.
+//   - ingress_ack: the XDP guard on a client's data segment (with ACK) to a TCP
+//     service: the handshake check reads one slot of the handshake table.
+//   - egress_synack: the egress program on a SYN-ACK, which writes one.
 func BenchmarkSourceProof(b *testing.B) {
+	c := newConn("10.0.0.1", 80)
 	for _, k := range []struct {
 		name   string
 		policy func(on bool) *Policy
+		prog   func(d *Datapath) *ebpf.Program
+		frame  []byte
 	}{
-		{"egress_plain_service", func(on bool) *Policy { return proofPolicy(on, 0, 0) }},
+		{"egress_plain_service", func(on bool) *Policy { return proofPolicy(on, 0, 0) }, (*Datapath).Egress,
+			serverSays(c, packet.ACK|packet.PSH, 100)},
 		{"egress_capped_service", func(on bool) *Policy {
 			p := proofPolicy(on, 0, 0)
 			p.Services[0].MaxConns = ConnLimits{ClientEstablished: 1 << 30, TotalEstablished: 1 << 30}
 			return p
-		}},
+		}, (*Datapath).Egress, serverSays(c, packet.ACK|packet.PSH, 100)},
+		{"ingress_ack", func(on bool) *Policy { return proofPolicy(on, 0, 0) }, (*Datapath).XDP,
+			packet.Build(packet.Spec{Src: c.client, Dst: c.server(), Proto: packet.TCP, SrcPort: c.cport, DstPort: c.sport,
+				TCPFlags: packet.ACK | packet.PSH, Seq: 101, Ack: 5001, Payload: 100})},
+		{"egress_synack", func(on bool) *Policy { return proofPolicy(on, 0, 0) }, (*Datapath).Egress, c.out(fSYNACK, 5000, 101)},
 	} {
 		b.Run(k.name, func(b *testing.B) {
-			c := newConn("10.0.0.1", 80)
-			frame := serverSays(c, packet.ACK|packet.PSH, 100)
 			n := max(b.N/benchRounds/2, 1)
 			var on, off []time.Duration
-			// the two datapaths run alternately, round by round
 			dps := map[bool]*Datapath{}
 			for _, prove := range []bool{true, false} {
 				d := newDatapath(b, Options{})
@@ -264,7 +277,7 @@ func BenchmarkSourceProof(b *testing.B) {
 					runEgress(b, d, c.out(fSYNACK, 5000, 101))
 					runXDP(b, d, c.in(fACK, 101, 5001))
 				}
-				runEgress(b, d, frame)
+				runEgress(b, d, serverSays(c, packet.ACK|packet.PSH, 100)) // proves the client when on
 				dps[prove] = d
 			}
 			if _, ok, err := dps[true].SourceProof(netip.MustParsePrefix("10.0.0.1/32")); err != nil || !ok {
@@ -273,7 +286,7 @@ func BenchmarkSourceProof(b *testing.B) {
 			b.ResetTimer()
 			for r := 0; r < benchRounds; r++ {
 				for _, prove := range []bool{true, false} {
-					_, t, err := dps[prove].Egress().Benchmark(frame, n, nil)
+					_, t, err := k.prog(dps[prove]).Benchmark(k.frame, n, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

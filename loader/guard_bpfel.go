@@ -174,6 +174,12 @@ const (
 	GuardAgFlowStateAG_FLOW_DEAD        GuardAgFlowState = 8
 )
 
+type GuardAgHandshake struct {
+	_   structs.HostLayout
+	Tag uint32
+	Isn uint32
+}
+
 type GuardAgKind uint32
 
 const (
@@ -370,6 +376,7 @@ const (
 	GuardMapEventThrottle      = "event_throttle"
 	GuardMapEvents             = "events"
 	GuardMapFlows              = "flows"
+	GuardMapHandshakes         = "handshakes"
 	GuardMapLists40            = "lists4_0"
 	GuardMapLists41            = "lists4_1"
 	GuardMapLists60            = "lists6_0"
@@ -468,6 +475,7 @@ type GuardMapSpecs struct {
 	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
 	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
 	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
@@ -534,6 +542,7 @@ type GuardMaps struct {
 	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	Handshakes    *ebpf.Map `ebpf:"handshakes"`
 	Lists40       *ebpf.Map `ebpf:"lists4_0"`
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
 	Lists60       *ebpf.Map `ebpf:"lists6_0"`
@@ -565,6 +574,7 @@ func (m *GuardMaps) Close() error {
 		m.EventThrottle,
 		m.Events,
 		m.Flows,
+		m.Handshakes,
 		m.Lists40,
 		m.Lists41,
 		m.Lists60,

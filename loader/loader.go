@@ -227,8 +227,9 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
 		// clients with a proven handshake (maps.h)
 		GuardMapProven: m.Proven,
-		// sources a TCP service spoke to on a connection (proof.go)
-		GuardMapProvenSources: m.ProvenSources,
+		// sources proven by a completed handshake, and the handshakes
+		// awaiting their last ACK (proof.go)
+		GuardMapProvenSources: m.ProvenSources, GuardMapHandshakes: m.Handshakes,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/apiguard/apiguard/test/packet"
+	"github.com/cilium/ebpf"
 )
 
 // proofPolicy: plain TCP and UDP services without any limit, and sources
@@ -112,5 +113,71 @@ func TestSourceProofKeyAndRefresh(t *testing.T) {
 	}
 	if _, ok := sourceProof(t, d, "10.9.0.0/24"); ok {
 		t.Fatal("an ingress packet proved its source")
+	}
+}
+
+// The handshake proves its client: the egress program remembers the ISN of
+// the SYN-ACK, and the client's ACK of exactly ISN+1 proves it, through
+// either ingress program; an ACK of anything else, from another port, with
+// SYN or RST, or one the guard drops, proves nothing, and neither does any of
+// it with the proof off.
+func TestHandshakeProof(t *testing.T) {
+	d := newDatapath(t, Options{})
+	p := proofPolicy(true, 0, 0)
+	p.Deny = []netip.Prefix{netip.MustParsePrefix("10.66.0.0/16")}
+	mustApply(t, d, p)
+	prog := map[string]func(frame []byte){
+		"xdp": func(frame []byte) { runXDP(t, d, frame) },
+		"tc": func(frame []byte) {
+			if _, err := d.TC().Run(&ebpf.RunOptions{Data: frame}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for i, name := range []string{"xdp", "tc"} {
+		in := prog[name]
+		c := newConn(fmt.Sprintf("10.2.%d.1", i), 80)
+		key := fmt.Sprintf("10.2.%d.1/32", i)
+		runEgress(t, d, c.out(fSYNACK, 5000, 101))
+		for _, no := range []struct {
+			what  string
+			frame []byte
+		}{
+			{"an ACK of ISN+2", c.in(fACK, 101, 5002)},
+			{"an ACK of ISN", c.in(fACK, 101, 5000)},
+			{"an ACK from another port", c.port(40001).in(fACK, 101, 5001)},
+			{"a RST with the right number", c.in(packet.RST|packet.ACK, 101, 5001)},
+			{"a SYN with the right number", c.in(packet.SYN|packet.ACK, 101, 5001)},
+		} {
+			in(no.frame)
+			if _, ok := sourceProof(t, d, key); ok {
+				t.Fatalf("%s: %s proved the client", name, no.what)
+			}
+		}
+		in(c.in(fACK, 101, 5001))
+		if _, ok := sourceProof(t, d, key); !ok {
+			t.Fatalf("%s: the handshake's ACK did not prove the client", name)
+		}
+	}
+	// a denied client's ACK never reaches the check
+	denied := newConn("10.66.0.1", 80)
+	runEgress(t, d, denied.out(fSYNACK, 7000, 101))
+	runXDP(t, d, denied.in(fACK, 101, 7001))
+	if _, ok := sourceProof(t, d, "10.66.0.1/32"); ok {
+		t.Fatal("a dropped ACK proved its client")
+	}
+	// IPv6, and the proof off
+	c6 := newConn("2001:db8:2:9::1", 80)
+	runEgress(t, d, c6.out(fSYNACK, 9000, 101))
+	runXDP(t, d, c6.in(fACK, 101, 9001))
+	if _, ok := sourceProof(t, d, "2001:db8:2:9::/64"); !ok {
+		t.Fatal("an IPv6 handshake did not prove its client")
+	}
+	mustApply(t, d, proofPolicy(false, 0, 0))
+	off := newConn("10.2.77.1", 80)
+	runEgress(t, d, off.out(fSYNACK, 5000, 101))
+	runXDP(t, d, off.in(fACK, 101, 5001))
+	if _, ok := sourceProof(t, d, "10.2.77.1/32"); ok {
+		t.Fatal("a handshake proved its client with the proof off")
 	}
 }

@@ -721,6 +721,48 @@ __attribute__((noinline)) int conn_ingress_skb(struct __sk_buff *skb, struct ct_
 	return 0;
 }
 
+/* proof.h's ingress side, global for the same reason: an ACK that matched an
+ * expected handshake's 4-tuple is parsed again for its acknowledgment number. */
+__attribute__((noinline)) int proof_acked_xdp(struct xdp_md *ctx, struct ag_handshake *slot)
+{
+	const struct ag_config *cfg = active_config();
+	struct ct_tcp t;
+
+	if (!slot || !cfg || ct_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &t))
+		return 0;
+	handshake_acked(cfg, slot, t.saddr, t.family, t.flags, t.ack);
+	return 0;
+}
+
+__attribute__((noinline)) int proof_acked_skb(struct __sk_buff *skb, struct ag_handshake *slot)
+{
+	const struct ag_config *cfg = active_config();
+	struct ct_tcp t;
+
+	if (!slot || !cfg || ct_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &t))
+		return 0;
+	handshake_acked(cfg, slot, t.saddr, t.family, t.flags, t.ack);
+	return 0;
+}
+
+/* Ingress, after the guard: an ACK the guard passes to a TCP service, when
+ * the policy proves sources, may complete a handshake the egress program saw
+ * begin. Most cost a hash and a read of a small table. */
+static __always_inline void proof_track_ingress(void *ctx, int tc, const struct pkt *p, const struct verdict *v)
+{
+	struct ag_handshake *slot;
+
+	if (!v->proof || v->action != AG_ACT_PASS)
+		return;
+	slot = handshake_expected(p->addr, p->sport, p->dport);
+	if (!slot)
+		return;
+	if (tc)
+		proof_acked_skb(ctx, slot);
+	else
+		proof_acked_xdp(ctx, slot);
+}
+
 /* Ingress, after the guard: a capped service's TCP packet goes through the
  * state machine, which may refuse a SYN. tc is a constant: it picks the
  * function for the program's context type. */
@@ -830,9 +872,12 @@ static __always_inline void conn_track_egress(void *data, void *data_end, __u8 s
 	svc_id = bpf_map_lookup_elem(&ports, &idx);
 	if (!svc_id || !*svc_id || *svc_id >= AG_MAX_SERVICES)
 		return;
-	if (cfg->prove_sources)
+	if (cfg->prove_sources) {
+		expect_handshake(t.daddr, t.dport, t.sport, t.seq, t.flags, sender);
 		prove_source(cfg, t.daddr, t.family, t.flags, t.data, sender);
-	if (sender != AG_SENDER_FORGED && ((cfg->proven_services >> *svc_id) & 1))
+	}
+	if ((sender == AG_SENDER_CONNECTED || sender == AG_SENDER_FORWARDED) &&
+	    ((cfg->proven_services >> *svc_id) & 1))
 		prove_client(cfg, &t, *svc_id);
 	if (!((cfg->conn_services >> *svc_id) & 1))
 		return;

@@ -7,17 +7,29 @@
  * invalid flags) only a source found here; docs/detection.md has the reasoning
  * and what remains.
  *
- * Contract: the egress program (conn_track_egress) calls prove_source with a
- * parsed server segment of a TCP service and who sent it (ag_sender). Only the
- * egress side writes, so spoofed packets cannot churn the table; the key is the
- * client address masked to the policy's client key; the value is when, coarse
- * ns, written at most once per AG_PROOF_REFRESH per key. */
+ * Two things prove a source, both seen from this host's side of a connection:
+ *
+ * - the handshake itself: the egress program remembers the initial sequence
+ *   number of each SYN-ACK the kernel sends (expect_handshake, a small
+ *   direct-mapped table), and the guard proves the client whose ACK
+ *   acknowledges exactly that number plus one (handshake_acked): a blind
+ *   spoofer never sees it, so its chance is one in 2^32 per try;
+ * - the server speaking on the connection afterwards (prove_source from the
+ *   egress program): this covers connections whose handshake the table missed.
+ *
+ * Contract: conntrack.h's egress and ingress hooks call these with parsed
+ * segments of a TCP service and who sent them (ag_sender). Spoofed packets
+ * cannot write proven_sources (only acknowledged handshakes and the server's
+ * own segments do), nor choose what the handshake table expects. The key is
+ * the client address masked to the policy's client key; the value is when,
+ * coarse ns, written at most once per AG_PROOF_REFRESH per key. */
 #ifndef APIGUARD_PROOF_H
 #define APIGUARD_PROOF_H
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "types.h"
+#include "maps.h"
 #include "parse.h"
 
 #ifndef AG_PROOF_CAPACITY
@@ -27,12 +39,30 @@
 #define AG_PROOF_REFRESH 1000000000ULL	/* ns: a busy connection writes once a second */
 #endif
 
+#ifndef AG_HANDSHAKE_SLOTS
+#define AG_HANDSHAKE_SLOTS 2048	/* 16 KiB: every ACK to a TCP service reads a slot */
+#endif
+
 /* Who put a server segment on the wire, as far as the egress hook can tell. */
 enum ag_sender {
 	AG_SENDER_FORGED = 0,	/* a local socket that is no TCP connection past its handshake */
-	AG_SENDER_FORWARDED,	/* no local socket: routed traffic, or a non-inet sender */
+	AG_SENDER_FORWARDED,	/* no local socket: routed traffic, a SYN cookie, or a non-inet sender */
 	AG_SENDER_CONNECTED,	/* a local TCP socket past its handshake */
+	AG_SENDER_REQUEST,	/* the request socket of a handshake: the kernel's SYN-ACK */
 };
+
+/* A SYN-ACK sent, by a hash of its 4-tuple. */
+struct ag_handshake {
+	__u32 tag;	/* the hash's high half, never 0; 0: empty */
+	__u32 isn;	/* the server's initial sequence number */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_handshake);
+	__uint(max_entries, AG_HANDSHAKE_SLOTS);
+} handshakes SEC(".maps");
 
 struct ag_src_key {
 	__u8 addr[16];		/* v4-mapped for IPv4, masked to the client key */
@@ -45,6 +75,30 @@ struct {
 	__uint(max_entries, AG_PROOF_CAPACITY);
 } proven_sources SEC(".maps");
 
+/* The policy slot in force. */
+static __always_inline const struct ag_config *active_config(void)
+{
+	__u32 zero = 0, slot;
+	const __u32 *slotp = bpf_map_lookup_elem(&active, &zero);
+
+	slot = slotp && *slotp ? 1 : 0;
+	return bpf_map_lookup_elem(&config, &slot);
+}
+
+/* Records that addr (masked to the client key) proved itself now. */
+static __always_inline void record_proof(const struct ag_config *cfg, const __u8 addr[16], __u8 family)
+{
+	struct ag_src_key k;
+	__u64 now, *seen;
+
+	mask_addr(k.addr, addr, family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
+	now = bpf_ktime_get_coarse_ns();
+	seen = bpf_map_lookup_elem(&proven_sources, &k);
+	if (seen && now - *seen < AG_PROOF_REFRESH)
+		return;
+	bpf_map_update_elem(&proven_sources, &k, &now, BPF_ANY);
+}
+
 /* The server sent this segment to daddr on a connection. From a local socket
  * past its handshake any segment but a SYN or a RST proves its peer (data, the
  * ACK of a FIN, a keepalive probe, the server's own FIN): the socket exists
@@ -55,19 +109,79 @@ struct {
 static __always_inline void prove_source(const struct ag_config *cfg, const __u8 daddr[16], __u8 family,
 					 __u8 flags, __u8 data, __u8 sender)
 {
-	struct ag_src_key k;
-	__u64 now, *seen;
+	if ((sender != AG_SENDER_CONNECTED && sender != AG_SENDER_FORWARDED) ||
+	    (flags & (TCPF_SYN | TCPF_RST)) || !(flags & TCPF_ACK))
+		return;
+	if (sender == AG_SENDER_FORWARDED && !data)
+		return;
+	record_proof(cfg, daddr, family);
+}
 
-	if (sender == AG_SENDER_FORGED || (flags & (TCPF_SYN | TCPF_RST)) || !(flags & TCPF_ACK))
+/* One hash of (client address, client port, service port) names a slot and
+ * its tag. A slot is shared by whichever handshakes hash to it: the latest
+ * wins, and an overwritten one is proven later, by the server's segments. */
+static __always_inline __u64 handshake_hash(const __u8 client[16], __u16 cport, __u16 sport)
+{
+	const __u32 *w = (const __u32 *)client;
+	__u64 h = ((__u64)cport << 16 | sport) * 0x9e3779b97f4a7c15ULL;
+
+	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
+	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
+	h ^= (__u64)w[2] * 0x27d4eb2f165667c5ULL;
+	h ^= (__u64)w[3] * 0x94d049bb133111ebULL;
+	return h ^ (h >> 29);
+}
+
+static __always_inline __u32 handshake_tag(__u64 h)
+{
+	return (__u32)(h >> 32) | 1;
+}
+
+/* Egress: the kernel sends a SYN-ACK (from a request socket, or with no
+ * socket under SYN cookies): remember its ISN for the client's ACK. */
+static __always_inline void expect_handshake(const __u8 client[16], __u16 cport, __u16 sport,
+					     __u32 isn, __u8 flags, __u8 sender)
+{
+	__u64 h;
+	__u32 idx;
+	struct ag_handshake *slot;
+
+	if ((flags & (TCPF_SYN | TCPF_ACK | TCPF_RST | TCPF_FIN)) != (TCPF_SYN | TCPF_ACK))
 		return;
-	if (sender != AG_SENDER_CONNECTED && !data)
+	if (sender != AG_SENDER_REQUEST && sender != AG_SENDER_FORWARDED)
 		return;
-	mask_addr(k.addr, daddr, family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
-	now = bpf_ktime_get_coarse_ns();
-	seen = bpf_map_lookup_elem(&proven_sources, &k);
-	if (seen && now - *seen < AG_PROOF_REFRESH)
+	h = handshake_hash(client, cport, sport);
+	idx = h & (AG_HANDSHAKE_SLOTS - 1);
+	slot = bpf_map_lookup_elem(&handshakes, &idx);
+	if (!slot)
 		return;
-	bpf_map_update_elem(&proven_sources, &k, &now, BPF_ANY);
+	slot->isn = isn;
+	slot->tag = handshake_tag(h);
+}
+
+/* Ingress, the cheap part, for every ACK to a TCP service: is a handshake of
+ * this 4-tuple expected? Returns its slot, or NULL (almost always). */
+static __always_inline struct ag_handshake *handshake_expected(const __u8 client[16], __u16 cport, __u16 sport)
+{
+	__u64 h = handshake_hash(client, cport, sport);
+	__u32 idx = h & (AG_HANDSHAKE_SLOTS - 1);
+	struct ag_handshake *slot = bpf_map_lookup_elem(&handshakes, &idx);
+
+	if (!slot || slot->tag != handshake_tag(h))
+		return NULL;
+	return slot;
+}
+
+/* Ingress, on an expected 4-tuple: an ACK of exactly ISN+1 completes the
+ * handshake and proves the client. The slot is emptied either way once the
+ * ACK matched, so it serves one handshake. */
+static __always_inline void handshake_acked(const struct ag_config *cfg, struct ag_handshake *slot,
+					    const __u8 client[16], __u8 family, __u8 flags, __u32 ack)
+{
+	if ((flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK || ack != slot->isn + 1)
+		return;
+	slot->tag = 0;
+	record_proof(cfg, client, family);
 }
 
 #endif

@@ -78,9 +78,6 @@ type Attack struct {
 	Path string `json:"path,omitempty"`
 	// Conns is the HTTP flood's number of concurrent connections (default 32).
 	Conns int `json:"conns,omitempty"`
-	// CloseEach makes a connection flood close each connection once it is
-	// open, rather than hold them all to the end.
-	CloseEach bool `json:"close_each,omitempty"`
 }
 
 func (a *Attack) setDefaults() {
@@ -624,8 +621,7 @@ func (b *batchSender) send(n int, c *counters) {
 
 func (b *batchSender) close() { unix.Close(b.fd) }
 
-// connFlood opens connections at the rate and keeps them open until the end
-// (or, with CloseEach, closes each once it is open).
+// connFlood opens connections at the rate and keeps them open until the end.
 func connFlood(ctx context.Context, a *Attack, c *counters) error {
 	addr := netip.AddrPortFrom(a.Target, uint16(a.Port)).String()
 	var (
@@ -668,10 +664,6 @@ func connFlood(ctx context.Context, a *Attack, c *counters) error {
 					return
 				}
 				c.ok.Add(1)
-				if a.CloseEach {
-					cn.Close()
-					return
-				}
 				mu.Lock()
 				conns = append(conns, cn)
 				mu.Unlock()
