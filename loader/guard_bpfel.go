@@ -175,9 +175,10 @@ const (
 )
 
 type GuardAgHandshake struct {
-	_   structs.HostLayout
-	Tag uint32
-	Isn uint32
+	_    structs.HostLayout
+	Tag  uint32
+	Isn  uint32
+	Sent uint64
 }
 
 type GuardAgKind uint32

@@ -40,7 +40,12 @@
 #endif
 
 #ifndef AG_HANDSHAKE_SLOTS
-#define AG_HANDSHAKE_SLOTS 2048	/* 16 KiB: every ACK to a TCP service reads a slot */
+#define AG_HANDSHAKE_SLOTS 2048	/* 32 KiB: every ACK to a TCP service reads a slot */
+#endif
+#ifndef AG_HANDSHAKE_TTL
+/* ns a SYN-ACK waits for its ACK: about how long the kernel keeps the
+ * handshake's request socket (five retransmissions, 1 s doubling) */
+#define AG_HANDSHAKE_TTL 64000000000ULL
 #endif
 
 /* Who put a server segment on the wire, as far as the egress hook can tell. */
@@ -55,6 +60,7 @@ enum ag_sender {
 struct ag_handshake {
 	__u32 tag;	/* the hash's high half, never 0; 0: empty */
 	__u32 isn;	/* the server's initial sequence number */
+	__u64 sent;	/* coarse ns of the latest SYN-ACK (retransmissions too) */
 };
 
 struct {
@@ -156,6 +162,7 @@ static __always_inline void expect_handshake(const __u8 client[16], __u16 cport,
 	if (!slot)
 		return;
 	slot->isn = isn;
+	slot->sent = bpf_ktime_get_coarse_ns();
 	slot->tag = handshake_tag(h);
 }
 
@@ -173,12 +180,16 @@ static __always_inline struct ag_handshake *handshake_expected(const __u8 client
 }
 
 /* Ingress, on an expected 4-tuple: an ACK of exactly ISN+1 completes the
- * handshake and proves the client. The slot is emptied either way once the
- * ACK matched, so it serves one handshake. */
+ * handshake and proves the client, as the kernel's own check completes it
+ * (so a blind guess is worth no more here than against TCP itself), while
+ * the kernel still waits for it. The slot is emptied once the ACK matched,
+ * so it serves one handshake. */
 static __always_inline void handshake_acked(const struct ag_config *cfg, struct ag_handshake *slot,
 					    const __u8 client[16], __u8 family, __u8 flags, __u32 ack)
 {
 	if ((flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK || ack != slot->isn + 1)
+		return;
+	if (bpf_ktime_get_coarse_ns() - slot->sent > AG_HANDSHAKE_TTL)
 		return;
 	slot->tag = 0;
 	record_proof(cfg, client, family);
