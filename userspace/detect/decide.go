@@ -2,7 +2,6 @@ package detect
 
 import (
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -37,51 +36,54 @@ func (d *Detector) unblocked(fs *flagState, h hit) bool {
 
 // decide takes a flag's action and says what came of it: first for a new
 // episode, again while an episode whose ban was held back goes on (its
-// obstacles are counted once, the first time).
+// obstacle is counted once, the first time).
 func (d *Detector) decide(fs *flagState, rule *Rule, h hit, now int64, first bool) BanInfo {
 	if rule.Action != ActionBan {
 		return BanInfo{}
 	}
-	skip := ""
-	switch {
-	case !fs.flag.Prefix.IsValid():
-		skip = "many sources: nothing to ban"
-	case d.opts.Banner == nil:
-		skip = "no banner configured"
-	case d.cfg.Monitor:
-		skip = skipMonitor
-	case h.monitored:
-		skip = skipServiceMonitor
-	case d.allowed(h):
-		skip = "allow-listed"
-	default:
-		if why, never := d.opts.NeverBan(fs.flag.Prefix); never {
-			skip = skipNeverBan + why
-		} else if !fs.flag.Proven && !rule.BanUnproven {
-			skip = skipUnproven
-		} else if d.overCap(now) {
-			skip = skipCapped
-		}
-	}
-	if skip != "" {
+	if why, counter := d.obstacle(fs, rule, h, now); why != "" {
 		if first {
 			d.banSkipped++
-			switch {
-			case skip == skipUnproven:
-				d.unproven++
-			case skip == skipCapped:
-				d.capped++
-			case strings.HasPrefix(skip, skipNeverBan):
-				d.neverBan++
+			if counter != nil {
+				*counter++
 			}
 		}
-		return BanInfo{Skipped: skip}
+		return BanInfo{Skipped: why}
 	}
 	info := d.ban(fs, now)
 	if info.Banned {
 		d.recent = append(d.recent, now)
 	}
 	return info
+}
+
+// obstacle is what stands between a ban rule and its ban, if anything, with
+// the counter it has beside Totals.BansSkipped. The cheap and definite ones
+// come first; the ban-rate cap last, so that it counts only bans that would
+// otherwise be made.
+func (d *Detector) obstacle(fs *flagState, rule *Rule, h hit, now int64) (string, *uint64) {
+	switch {
+	case !fs.flag.Prefix.IsValid():
+		return "many sources: nothing to ban", nil
+	case d.opts.Banner == nil:
+		return "no banner configured", nil
+	case d.cfg.Monitor:
+		return skipMonitor, nil
+	case h.monitored:
+		return skipServiceMonitor, nil
+	case d.allowed(h):
+		return "allow-listed", nil
+	}
+	if why, never := d.opts.NeverBan(fs.flag.Prefix); never {
+		return skipNeverBan + why, &d.neverBan
+	}
+	if !fs.flag.Proven && !rule.BanUnproven {
+		return skipUnproven, &d.unproven
+	}
+	if d.overCap(now) {
+		return skipCapped, &d.capped
+	}
+	return "", nil
 }
 
 // overCap says whether Bans.MaxPerMinute bans were made within the minute
