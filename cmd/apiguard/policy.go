@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -85,20 +84,16 @@ func newPolicyValidateCmd(g *globals) *cobra.Command {
 // readUpload reads a policy file and the list files it names, so the daemon
 // can validate exactly what the caller sees, whatever its own file system holds.
 func readUpload(file string) (*control.PolicyUpload, error) {
-	data, err := os.ReadFile(file)
+	data, err := policy.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
+		return nil, err
 	}
 	up := &control.PolicyUpload{Name: file, Source: string(data), Files: map[string]string{}}
-	dir := filepath.Dir(file)
+	read := policy.ListReader(filepath.Dir(file))
 	// Parsed here only to learn which list files the policy names; the daemon
 	// validates the upload and reports every problem itself.
 	_, _ = policy.Parse(file, data, func(p string) ([]byte, error) {
-		full := p
-		if !filepath.IsAbs(full) {
-			full = filepath.Join(dir, p)
-		}
-		b, err := os.ReadFile(full)
+		b, err := read(p)
 		if err == nil {
 			up.Files[p] = string(b)
 		}

@@ -61,17 +61,11 @@ func PolicyErrors(err error) error {
 // readPolicyFile reads and validates the --policy file.
 func (d *Daemon) readPolicyFile() (*parsedPolicy, error) {
 	path := d.cfg.PolicyPath
-	data, err := os.ReadFile(path)
+	data, err := policy.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
+		return nil, err
 	}
-	dir := filepath.Dir(path)
-	pol, err := policy.Parse(path, data, func(p string) ([]byte, error) {
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
-		}
-		return os.ReadFile(p)
-	})
+	pol, err := policy.Parse(path, data, policy.ListReader(filepath.Dir(path)))
 	if err != nil {
 		return nil, PolicyErrors(err)
 	}

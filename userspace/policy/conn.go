@@ -123,17 +123,12 @@ func (p *parser) allowFrom(o object, inline, files *yaml.Node, svc *Service) {
 				continue
 			}
 			seen[name] = it.Line
-			switch {
-			case name == "":
+			if name == "" {
 				p.errAt(it, f, "empty file name")
 				continue
-			case p.readFile == nil:
-				p.errAt(it, f, "cannot read list file %s: no file access here", name)
-				continue
 			}
-			data, err := p.readFile(name)
-			if err != nil {
-				p.errAt(it, f, "read list file: %v", err)
+			data, ok := p.readList(it, f, name)
+			if !ok {
 				continue
 			}
 			entries = p.aclFile(data, p.listPath(name), f, entries)
@@ -157,6 +152,9 @@ func (p *parser) allowFrom(o object, inline, files *yaml.Node, svc *Service) {
 func (p *parser) aclFile(data []byte, file, field string, into []aclEntry) []aclEntry {
 	bad, line := 0, 0
 	for len(data) > 0 {
+		if !p.countEntry(file, line+1, field) {
+			return into
+		}
 		line++
 		var text []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -174,17 +172,17 @@ func (p *parser) aclFile(data []byte, file, field string, into []aclEntry) []acl
 		if len(text) == 0 {
 			continue
 		}
-		pfx, err := parseCIDR(string(text))
+		pfx, err := parseListLine(string(text))
 		if err != nil {
 			if bad++; bad <= maxListErrors {
-				p.errs = append(p.errs, Error{File: file, Line: line, Field: field, Msg: err.Error()})
+				p.addErr(Error{File: file, Line: line, Field: field, Msg: err.Error()})
 			}
 			continue
 		}
 		into = append(into, aclEntry{pfx: pfx, file: file, line: line, field: field})
 	}
 	if bad > maxListErrors {
-		p.errs = append(p.errs, Error{File: file, Line: line, Field: field,
+		p.addErr(Error{File: file, Line: line, Field: field,
 			Msg: fmt.Sprintf("%d more bad entries not shown", bad-maxListErrors)})
 	}
 	return into

@@ -75,17 +75,32 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	return pfx, nil
 }
 
-// readList parses a list file: one entry per line, '#' or ';' starts a
+// parseListLine is parseCIDR for a line of a list file, which is quoted back
+// in an error only when it looks like an address (addressLike): the policy
+// that names a list file may name any file the daemon can read.
+func parseListLine(s string) (netip.Prefix, error) {
+	if !addressLike(s) {
+		return netip.Prefix{}, fmt.Errorf("not an address or CIDR: a %d-byte entry with characters no address has (not quoted)", len(s))
+	}
+	return parseCIDR(s)
+}
+
+// listEntries parses a list file: one entry per line, '#' or ';' starts a
 // comment, blank lines and surrounding space are ignored.
-func (p *parser) readList(data []byte, kind listKind, src int32) {
+func (p *parser) listEntries(data []byte, kind listKind, src int32) {
 	s := p.sources[src]
 	// one conversion for the whole file: each line is then a substring, so a
 	// 100,000-line list costs no allocation per line
 	text := strings.TrimPrefix(string(data), "\ufeff") // a byte order mark from Windows editors
-	p.entries = slices.Grow(p.entries, strings.Count(text, "\n")+1)
+	// sized for the file's lines, but never past what any policy may hold:
+	// a file of empty lines must not reserve gigabytes
+	p.entries = slices.Grow(p.entries, max(0, min(strings.Count(text, "\n")+1, maxListEntries-p.listed)))
 	bad := 0
 	line := int32(0)
 	for len(text) > 0 {
+		if !p.countEntry(s.file, int(line+1), s.field) {
+			return
+		}
 		line++
 		var cur string
 		cur, text, _ = strings.Cut(text, "\n")
@@ -96,20 +111,39 @@ func (p *parser) readList(data []byte, kind listKind, src int32) {
 		if cur == "" {
 			continue
 		}
-		pfx, err := parseCIDR(cur)
+		pfx, err := parseListLine(cur)
 		if err != nil {
 			bad++
 			if bad <= maxListErrors {
-				p.errs = append(p.errs, Error{File: s.file, Line: int(line), Field: s.field, Msg: err.Error()})
+				p.addErr(Error{File: s.file, Line: int(line), Field: s.field, Msg: err.Error()})
 			}
 			continue
 		}
 		p.entries = append(p.entries, entry{pfx: pfx, kind: kind, src: src, line: line})
 	}
 	if bad > maxListErrors {
-		p.errs = append(p.errs, Error{File: s.file, Line: int(line), Field: s.field,
+		p.addErr(Error{File: s.file, Line: int(line), Field: s.field,
 			Msg: fmt.Sprintf("%d more bad entries not shown", bad-maxListErrors)})
 	}
+}
+
+// maxListEntries is what the datapath's tables hold together (allow and deny,
+// IPv4 and IPv6, and the allowFrom table). Past it a policy could never be
+// applied, so reading stops there rather than keep entries to refuse later.
+const maxListEntries = 4*ListCapacity + ACLCapacity
+
+// countEntry counts one more line of a list file towards maxListEntries,
+// and reports (once) the line where the policy passes it.
+func (p *parser) countEntry(file string, line int, field string) bool {
+	p.listed++
+	if p.listed <= maxListEntries {
+		return true
+	}
+	if p.listed == maxListEntries+1 {
+		p.addErr(Error{File: file, Line: line, Field: field,
+			Msg: fmt.Sprintf("the list files hold more than %d lines, more than the datapath's tables hold together; the rest is not read", maxListEntries)})
+	}
+	return false
 }
 
 // at is an Error pointing at e.
@@ -186,7 +220,7 @@ func (p *parser) checkEntries() {
 		}
 		if e.kind == denyList && top.allow >= 0 {
 			a := es[top.allow]
-			p.errs = append(p.errs, p.at(e, fmt.Sprintf("deny %s can never match: allow %s (%s) contains it, and allow is checked first",
+			p.addErr(p.at(e, fmt.Sprintf("deny %s can never match: allow %s (%s) contains it, and allow is checked first",
 				e.pfx, a.pfx, p.where(a))))
 		}
 		switch {
@@ -224,7 +258,7 @@ func (p *parser) checkEntries() {
 	for kind, byFam := range counts {
 		for fam, n := range byFam {
 			if n > ListCapacity {
-				p.errs = append(p.errs, Error{File: p.file, Line: p.listLine[kind], Field: "spec." + listKind(kind).String(),
+				p.addErr(Error{File: p.file, Line: p.listLine[kind], Field: "spec." + listKind(kind).String(),
 					Msg: fmt.Sprintf("%d distinct IPv%d entries; the datapath holds at most %d", n, 4+2*fam, ListCapacity)})
 			}
 		}

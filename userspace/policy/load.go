@@ -1,24 +1,17 @@
 package policy
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 )
 
 // LoadFile reads, parses and validates a policy file and the CIDR list files it
 // names (paths relative to the policy file's directory). Validation errors come
-// back as Errors.
+// back as Errors. The policy and its list files must be regular files within
+// MaxPolicyBytes and MaxListBytes.
 func LoadFile(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
+		return nil, err
 	}
-	dir := filepath.Dir(path)
-	return Parse(path, data, func(p string) ([]byte, error) {
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
-		}
-		return os.ReadFile(p)
-	})
+	return Parse(path, data, ListReader(filepath.Dir(path)))
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apiguard/apiguard/userspace/safefile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -26,6 +27,12 @@ type parser struct {
 	sources  []listSource
 	entries  []entry
 	listLine [2]int // line of spec.allow / spec.deny, for errors about a whole list
+	// listBytes is what the list files read so far hold, against MaxListBytes.
+	listBytes int64
+	// listed counts the lines of list files, against maxListEntries.
+	listed int
+	// moreErrs counts problems past maxErrors, reported as one summary.
+	moreErrs int
 }
 
 // Parse reads a policy from data; name is used in error messages and readFile
@@ -36,6 +43,9 @@ func Parse(name string, data []byte, readFile func(path string) ([]byte, error))
 	pol := p.parse(data)
 	if len(p.errs) > 0 {
 		p.sort(p.errs)
+		if p.moreErrs > 0 {
+			p.errs = append(p.errs, Error{File: p.file, Line: 1, Field: "document", Msg: fmt.Sprintf("%d more problems not shown", p.moreErrs)})
+		}
 		return nil, p.errs
 	}
 	p.sort(p.warns)
@@ -69,15 +79,30 @@ func (p *parser) syntax(err error) {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
-	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: "yaml", Msg: msg})
+	p.addErr(Error{File: p.file, Line: line, Field: "yaml", Msg: msg})
+}
+
+// addErr records a problem, or only counts it past maxErrors: a policy with
+// a million mistakes costs no more memory than one with maxErrors.
+func (p *parser) addErr(e Error) {
+	if len(p.errs) >= maxErrors {
+		p.moreErrs++
+		return
+	}
+	p.errs = append(p.errs, e)
 }
 
 func (p *parser) parse(data []byte) *Policy {
 	pol := &Policy{Source: p.file, Spec: Defaults()}
+	if len(data) > MaxPolicyBytes {
+		p.addErr(Error{File: p.file, Line: 1, Field: "document", Msg: fmt.Sprintf("the file holds %s; a policy holds at most %s (put long lists in list files: allowFiles, denyFiles, allowFromFiles)",
+			safefile.Size(int64(len(data))), safefile.Size(MaxPolicyBytes))})
+		return pol
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-		p.errs = append(p.errs, Error{File: p.file, Line: 1, Field: "yaml", Msg: "the file holds no policy"})
+		p.addErr(Error{File: p.file, Line: 1, Field: "yaml", Msg: "the file holds no policy"})
 		return pol
 	} else if err != nil {
 		p.syntax(err)
@@ -91,6 +116,16 @@ func (p *parser) parse(data []byte) *Policy {
 	}
 	if len(doc.Content) == 0 {
 		p.errAt(&doc, "yaml", "the file holds no policy")
+		return pol
+	}
+	// before any value is looked at: aliases multiply the work of every
+	// check that follows
+	if b := (nodeBudget{limit: MaxPolicyNodes}); !b.spend(&doc) {
+		at, what := &doc, "the document"
+		if b.over != nil {
+			at, what = b.over, fmt.Sprintf("with alias *%s (line %d)", b.over.Value, b.over.Line)
+		}
+		p.errAt(at, "yaml", "the policy expands to more than %d values, %s; aliases count in full each time they are used (put long lists in list files)", MaxPolicyNodes, what)
 		return pol
 	}
 	top, ok := p.mapping(doc.Content[0], "", "apiVersion", "kind", "metadata", "spec")
@@ -368,19 +403,38 @@ func (p *parser) fileLists(n *yaml.Node, field string, kind listKind) []string {
 			p.errAt(it, f, "empty file name")
 			continue
 		}
-		if p.readFile == nil {
-			p.errAt(it, f, "cannot read list file %s: no file access here", name)
-			continue
-		}
-		data, err := p.readFile(name)
-		if err != nil {
-			p.errAt(it, f, "read list file: %v", err)
+		data, ok := p.readList(it, f, name)
+		if !ok {
 			continue
 		}
 		src := p.addSource(listSource{file: p.listPath(name), field: f})
-		p.readList(data, kind, src)
+		p.listEntries(data, kind, src)
 	}
 	return names
+}
+
+// readList reads the list file name (named at it, field f), within what is
+// left of MaxListBytes for this policy.
+func (p *parser) readList(it *yaml.Node, f, name string) ([]byte, bool) {
+	if p.readFile == nil {
+		p.errAt(it, f, "cannot read list file %s: no file access here", name)
+		return nil, false
+	}
+	if p.listBytes > MaxListBytes {
+		p.errAt(it, f, "not read: the list files before it already hold more than %s", safefile.Size(MaxListBytes))
+		return nil, false
+	}
+	data, err := p.readFile(name)
+	if err != nil {
+		p.errAt(it, f, "read list file: %v", err)
+		return nil, false
+	}
+	p.listBytes += int64(len(data))
+	if p.listBytes > MaxListBytes {
+		p.errAt(it, f, "the list files of a policy hold at most %s together; with %s this one passes that", safefile.Size(MaxListBytes), p.listPath(name))
+		return nil, false
+	}
+	return data, true
 }
 
 // rateKeys are the keys of a limit block, in the order they are reported.
@@ -407,13 +461,16 @@ func (p *parser) services(n *yaml.Node, field string) []Service {
 		p.errAt(n, field, "expected a list of services, found %s", describe(n))
 		return nil
 	}
-	if len(n.Content) > MaxServices {
-		p.errAt(n, field, "%d services; the datapath holds at most %d", len(n.Content), MaxServices)
+	items := n.Content
+	if len(items) > MaxServices {
+		// the rest are not even read: each could cost as much as all the others
+		p.errAt(n, field, "%d services; the datapath holds at most %d (only the first %d are checked)", len(items), MaxServices, MaxServices)
+		items = items[:MaxServices]
 	}
 	var out []Service
 	var claims []portClaim
 	names := map[string]int{} // name -> line
-	for i, it := range n.Content {
+	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		svc, nameNode, ok := p.service(it, f, i, &claims)
 		if nameNode != nil && svc.Name != "" {
@@ -428,7 +485,7 @@ func (p *parser) services(n *yaml.Node, field string) []Service {
 			out = append(out, svc)
 		}
 	}
-	p.checkPorts(claims, n.Content)
+	p.checkPorts(claims, items)
 	return out
 }
 

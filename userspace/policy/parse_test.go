@@ -181,7 +181,7 @@ func TestParseErrors(t *testing.T) {
 			want: []string{
 				"p.yaml:7: spec.denyFiles[1]: read list file: open missing.txt: file does not exist",
 				"p.yaml:7: spec.denyFiles[2]: deny.txt is named twice (first at line 7)",
-				`allow.txt:1: spec.allowFiles[0]: "junk" is not a valid address or CIDR`,
+				`allow.txt:1: spec.allowFiles[0]: not an address or CIDR: a 4-byte entry with characters no address has (not quoted)`,
 				`deny.txt:4: spec.denyFiles[0]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?`,
 				"deny.txt:5: spec.denyFiles[0]: deny 198.51.100.128/25 can never match: allow 198.51.100.0/24 (spec.allow[0], line 6) contains it",
 				`deny.txt:6: spec.denyFiles[0]: "2001:db8::/129" is not a valid CIDR`,
@@ -377,7 +377,7 @@ func TestParseErrors(t *testing.T) {
 			name:  "list file with many bad lines",
 			src:   doc("  denyFiles: [junk.txt]"),
 			lists: map[string]string{"junk.txt": strings.Repeat("garbage\n", 50)},
-			want:  []string{"junk.txt:1: spec.denyFiles[0]: \"garbage\"", "junk.txt:20: spec.denyFiles[0]: \"garbage\"", "junk.txt:50: spec.denyFiles[0]: 30 more bad entries not shown"},
+			want:  []string{"junk.txt:1: spec.denyFiles[0]: not an address or CIDR: a 7-byte entry", "junk.txt:20: spec.denyFiles[0]: not an address or CIDR: a 7-byte entry", "junk.txt:50: spec.denyFiles[0]: 30 more bad entries not shown"},
 			count: maxListErrors + 1,
 		},
 		{

@@ -49,7 +49,7 @@ func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) {
 	if field == "" {
 		field = "document"
 	}
-	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	p.addErr(Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) warnAt(n *yaml.Node, field, format string, args ...any) {
