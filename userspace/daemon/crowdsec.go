@@ -17,6 +17,7 @@ import (
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/apiguard/apiguard/userspace/policy"
+	"github.com/apiguard/apiguard/userspace/safefile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -212,14 +213,11 @@ func readSecret(s policy.Secret, what string) (string, error) {
 	var v string
 	switch {
 	case s.File != "":
-		data, err := os.ReadFile(s.File)
-		if err != nil {
+		// one line and nothing else: a policy may name any file, and this
+		// one is sent to the LAPI as a credential (safefile.ReadSecret)
+		var err error
+		if v, err = safefile.ReadSecret(s.File); err != nil {
 			return "", fmt.Errorf("read the %s: %w", what, err)
-		}
-		v, _, _ = strings.Cut(string(data), "\n")
-		v = strings.TrimSpace(v)
-		if v == "" {
-			return "", fmt.Errorf("the %s file %s is empty", what, s.File)
 		}
 	case s.Env != "":
 		v = strings.TrimSpace(os.Getenv(s.Env))
@@ -236,7 +234,7 @@ func readSecret(s policy.Secret, what string) (string, error) {
 // `cscli machines add -f` writes it or from their own sources.
 func machineCredentials(r policy.CrowdSecReport) (id, pw string, err error) {
 	if r.CredentialsFile != "" {
-		data, err := os.ReadFile(r.CredentialsFile)
+		data, err := safefile.Read(r.CredentialsFile, safefile.MaxSecret)
 		if err != nil {
 			return "", "", fmt.Errorf("read the CrowdSec machine credentials: %w", err)
 		}
@@ -244,8 +242,9 @@ func machineCredentials(r policy.CrowdSecReport) (id, pw string, err error) {
 			Login    string `yaml:"login"`
 			Password string `yaml:"password"`
 		}
+		// yaml's own message quotes the value it could not decode: not passed on
 		if err := yaml.Unmarshal(data, &f); err != nil {
-			return "", "", fmt.Errorf("%s is not a credentials file as cscli writes it: %w", r.CredentialsFile, err)
+			return "", "", fmt.Errorf("%s is not a credentials file as cscli writes it (url, login and password)", r.CredentialsFile)
 		}
 		if f.Login == "" || f.Password == "" {
 			return "", "", fmt.Errorf("%s lacks login or password", r.CredentialsFile)
