@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/safefile"
 )
 
 // Defaults for FollowOptions.
@@ -44,6 +46,11 @@ type FollowOptions struct {
 	// RotateGrace is how long a rotated file is still read after its last
 	// data: a server writes to the old file until it reopens its logs.
 	RotateGrace time.Duration
+	// Notify, when set, hears of each new problem (opening, reading, keeping
+	// the position) once, and of each time the file is opened (err nil):
+	// at start, after rotation, after a problem. It runs on the follower's
+	// goroutine and must not block.
+	Notify func(err error)
 }
 
 // FollowStats are a Follower's counters.
@@ -63,6 +70,9 @@ type FollowStats struct {
 	// Err is the latest problem opening or reading the file ("" once it is
 	// read again).
 	Err string
+	// Problems counts the problems met, each once while it lasts: a log that
+	// cannot be opened counts one, not one per poll.
+	Problems uint64
 }
 
 // Position is what the state file keeps.
@@ -220,8 +230,16 @@ const minGap = 2 * time.Millisecond
 
 func (f *Follower) setErr(err error) {
 	f.mu.Lock()
-	f.stats.Err = err.Error()
+	msg := err.Error()
+	fresh := msg != f.stats.Err
+	if fresh {
+		f.stats.Err = msg
+		f.stats.Problems++
+	}
 	f.mu.Unlock()
+	if fresh && f.opts.Notify != nil {
+		f.opts.Notify(err)
+	}
 }
 
 // check looks at the path: a new file there (first open, or rotation) is
@@ -257,15 +275,13 @@ func (f *Follower) check(cur *reader, stored Position, haveState, first bool, no
 		f.mu.Unlock()
 		return cur, nil
 	}
-	file, err := os.Open(f.opts.Path)
+	// a regular file only, checked on what was opened (the path may be a
+	// FIFO, which would block a plain open, /dev/zero, or a file under /proc:
+	// the policy names it), and the file opened may not be the one stat saw:
+	// its own identity is used
+	file, ofi, err := safefile.Open(f.opts.Path)
 	if err != nil {
-		return cur, fmt.Errorf("follow %s: %w", f.opts.Path, err)
-	}
-	// the file opened may not be the one stat saw: use its own identity
-	ofi, err := file.Stat()
-	if err != nil {
-		file.Close()
-		return cur, fmt.Errorf("follow %s: %w", f.opts.Path, err)
+		return cur, fmt.Errorf("follow: %w", err)
 	}
 	r := &reader{file: file, buf: make([]byte, f.opts.MaxLine+readChunk), lastData: now}
 	r.dev, r.ino = fileID(ofi)
@@ -290,6 +306,9 @@ func (f *Follower) check(cur *reader, stored Position, haveState, first bool, no
 	f.stats.Inode = r.ino
 	f.stats.Err = ""
 	f.mu.Unlock()
+	if f.opts.Notify != nil {
+		f.opts.Notify(nil)
+	}
 	return r, nil
 }
 

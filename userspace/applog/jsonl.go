@@ -3,6 +3,7 @@ package applog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -94,7 +95,12 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 		p.obj = map[string]json.RawMessage{}
 	}
 	if err := json.Unmarshal(line, &p.obj); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		// encoding/json's message quotes the line; only the position is kept
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return malformed(fmt.Sprintf("not valid JSON (at byte %d)", se.Offset))
+		}
+		return malformed("not a JSON object of fields")
 	}
 	f := &p.Fields
 	client, ok, err := p.str(f.Client, 0)
@@ -233,7 +239,7 @@ func (p *JSONLines) status() (int, error) {
 	s := string(bytes.Trim(raw, `"`))
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 100 || n > 999 {
-		return 0, malformed(fmt.Sprintf("status %s is not an HTTP status", raw))
+		return 0, malformed("status is not an HTTP status")
 	}
 	return n, nil
 }
@@ -247,7 +253,7 @@ func (p *JSONLines) latency() (time.Duration, error) {
 	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, fmt.Errorf("%w: latency %s", ErrMalformed, raw)
+			return 0, malformed("latency is not a JSON string")
 		}
 		if d, err := time.ParseDuration(s); err == nil {
 			return d, nil
@@ -256,11 +262,11 @@ func (p *JSONLines) latency() (time.Duration, error) {
 	}
 	v, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-		return 0, fmt.Errorf("%w: latency %s is not a duration", ErrMalformed, raw)
+		return 0, malformed("latency is not a duration")
 	}
 	unit := map[string]float64{"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1}[p.Fields.LatencyUnit]
 	if v*unit > math.MaxInt64 {
-		return 0, fmt.Errorf("%w: latency %s is too long", ErrMalformed, raw)
+		return 0, malformed("latency is too long")
 	}
 	return time.Duration(v * unit), nil
 }

@@ -24,6 +24,9 @@ var errBadTime = malformed("time does not parse")
 //   - a Unix time as a number ($msec "1700000000.123"): seconds, or, when
 //     too large to be seconds (more than 11 integer digits), milliseconds,
 //     microseconds or nanoseconds by its size.
+//
+// An error says what the field is not, never what it holds (it is logged, and
+// the policy may name any file as an access log).
 func ParseTime(b []byte) (time.Time, error) {
 	b = bytes.TrimSpace(b)
 	switch {
@@ -32,7 +35,7 @@ func ParseTime(b []byte) (time.Time, error) {
 	case len(b) > 0 && (b[0] >= '0' && b[0] <= '9') && bytes.IndexByte(b, '-') > 0:
 		t, err := time.Parse(time.RFC3339Nano, string(b))
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%w: %q is not RFC 3339", errBadTime, b)
+			return time.Time{}, fmt.Errorf("%w: a %d-byte time is not RFC 3339", errBadTime, len(b))
 		}
 		return t, nil
 	default:
@@ -56,7 +59,7 @@ func parseTimeLocal(b []byte) (time.Time, error) {
 	}
 	if b[2] != '/' || b[6] != '/' || b[11] != ':' || b[14] != ':' || b[17] != ':' || b[20] != ' ' ||
 		(b[21] != '+' && b[21] != '-') {
-		return time.Time{}, fmt.Errorf("%w: %q is not dd/Mon/yyyy:hh:mm:ss +zzzz", errBadTime, b)
+		return time.Time{}, fmt.Errorf("%w: a %d-byte time is not dd/Mon/yyyy:hh:mm:ss +zzzz", errBadTime, len(b))
 	}
 	mon := -1
 	for i, m := range months {
@@ -68,11 +71,11 @@ func parseTimeLocal(b []byte) (time.Time, error) {
 	zh, zm := num(b[22:24]), num(b[24:26])
 	if mon < 0 || day < 1 || day > 31 || year < 0 || hh < 0 || hh > 23 || mm < 0 || mm > 59 || ss < 0 || ss > 60 ||
 		zh < 0 || zh > 14 || zm < 0 || zm > 59 {
-		return time.Time{}, fmt.Errorf("%w: %q is not a date", errBadTime, b)
+		return time.Time{}, fmt.Errorf("%w: a %d-byte time is not a date", errBadTime, len(b))
 	}
 	date := time.Date(year, time.Month(mon), day, 0, 0, 0, 0, time.UTC)
 	if date.Day() != day {
-		return time.Time{}, fmt.Errorf("%w: %q is not a date", errBadTime, b) // 31/Feb
+		return time.Time{}, fmt.Errorf("%w: a %d-byte time is not a date", errBadTime, len(b)) // 31/Feb
 	}
 	off := time.Duration(zh)*time.Hour + time.Duration(zm)*time.Minute
 	if b[21] == '-' {
@@ -90,7 +93,7 @@ func parseTimeLocal(b []byte) (time.Time, error) {
 func parseUnixTime(b []byte) (time.Time, error) {
 	intPart, frac, _ := bytes.Cut(b, []byte{'.'})
 	if len(intPart) == 0 || len(intPart) > 19 || !allDigits(intPart) || !allDigits(frac) {
-		return time.Time{}, fmt.Errorf("%w: %q is neither a date nor a Unix time", errBadTime, b)
+		return time.Time{}, fmt.Errorf("%w: a %d-byte time is neither a date nor a Unix time", errBadTime, len(b))
 	}
 	var n uint64
 	for _, c := range intPart {
@@ -106,7 +109,7 @@ func parseUnixTime(b []byte) (time.Time, error) {
 		unit = time.Millisecond
 	}
 	if n >= uint64(math.MaxInt64/int64(unit)) { // with any fraction, past int64
-		return time.Time{}, fmt.Errorf("%w: %q is too far in the future", errBadTime, b)
+		return time.Time{}, fmt.Errorf("%w: a %d-byte time is too far in the future", errBadTime, len(b))
 	}
 	ns := int64(n) * int64(unit)
 	// the fraction, in the unit, to the nanosecond

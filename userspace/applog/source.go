@@ -98,11 +98,27 @@ func NewSource(cfg SourceConfig, sink func(detect.Signal) bool, log *slog.Logger
 	default:
 		return nil, fmt.Errorf("source %s: format %q is neither combined nor json", cfg.Follow.Path, cfg.Format)
 	}
-	f, err := NewFollower(cfg.Follow)
+	s := &Source{cfg: cfg, parser: p, sink: sink, log: log}
+	opts := cfg.Follow
+	if opts.Notify == nil {
+		opts.Notify = s.notify
+	}
+	f, err := NewFollower(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg, follow: f, parser: p, sink: sink, log: log}, nil
+	s.follow = f
+	return s, nil
+}
+
+// notify logs the follower's news: a log that cannot be opened or read is an
+// error (the API detectors are blind to it), said once per problem.
+func (s *Source) notify(err error) {
+	if err != nil {
+		s.log.Error("cannot read access log; retrying", "path", s.cfg.Follow.Path, "err", err)
+		return
+	}
+	s.log.Info("following access log", "path", s.cfg.Follow.Path, "format", s.cfg.Format)
 }
 
 // Path is the followed file.
@@ -141,9 +157,12 @@ func (s *Source) Run(ctx context.Context) error {
 
 // parseError counts a skipped line; the first few are logged, to show a
 // format mismatch.
+//
+// The line itself is never logged: the policy may name any file as an access
+// log, and its lines are not ours to show.
 func (s *Source) parseError(err error, line []byte) {
 	if s.parseErrors.Add(1) <= 3 {
-		s.log.Warn("access log line skipped", "path", s.cfg.Follow.Path, "err", err, "line", fmt.Sprintf("%.120q", line))
+		s.log.Warn("access log line skipped", "path", s.cfg.Follow.Path, "err", err, "bytes", len(line))
 	}
 }
 

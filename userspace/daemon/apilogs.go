@@ -163,7 +163,8 @@ func (d *Daemon) startSource(ctx context.Context, l policy.AccessLog) error {
 	}
 	d.sig.running[l.Path] = rs
 	d.sig.mu.Unlock()
-	d.log.Info("following access log", "path", l.Path, "format", cfg.Format)
+	// the source logs "following access log" once it has the file open, and
+	// an error for as long as it cannot
 	return nil
 }
 
@@ -224,7 +225,8 @@ func (d *Daemon) AccessLogs() []metrics.AccessLog {
 	out := make([]metrics.AccessLog, len(ss))
 	for i, s := range ss {
 		out[i] = metrics.AccessLog{Path: s.Path, Lines: s.Lines, ParseErrors: s.ParseErrors, Signals: s.Signals,
-			LagBytes: max(0, s.Size-s.Offset), Stale: s.Stale, Future: s.Future, AllTrusted: s.AllTrusted, BadHops: s.BadHops}
+			LagBytes: max(0, s.Size-s.Offset), Stale: s.Stale, Future: s.Future, AllTrusted: s.AllTrusted, BadHops: s.BadHops,
+			Problems: s.Problems, Readable: s.Err == ""}
 	}
 	return out
 }

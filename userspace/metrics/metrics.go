@@ -69,6 +69,10 @@ type AccessLog struct {
 	LagBytes                    int64
 	// 4xx/5xx lines held against nobody, by why (access_log_ignored_total)
 	Stale, Future, AllTrusted, BadHops uint64
+	// Problems counts the problems met opening or reading it; Readable is
+	// false while one lasts.
+	Problems uint64
+	Readable bool
 }
 
 // Signals is the API layer's input: access logs and the application's reports.
@@ -157,6 +161,8 @@ var (
 	descLogSignals     = desc("access_log_signals_total", "Access log lines that counted for an API detector.", "path")
 	descLogLag         = desc("access_log_lag_bytes", "What an access log holds beyond what was read.", "path")
 	descLogIgnored     = desc("access_log_ignored_total", "Access log 4xx/5xx lines held against nobody, by reason: stale (older than their rule's window), future (dated beyond the allowed skew), all_trusted (only trusted proxies in the chain), bad_hop (a forwarded hop that does not parse).", "path", "reason")
+	descLogProblems    = desc("access_log_errors_total", "Problems opening or reading an access log (missing, no permission, not a regular file), each counted once while it lasts.", "path")
+	descLogReadable    = desc("access_log_readable", "1 while an access log is open and read, 0 while it cannot be: the API detectors are blind to it.", "path")
 	descReports        = desc("reports_total", "Reports received from the application on the control socket.")
 )
 
@@ -180,7 +186,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCASContended, descProvenSYNs, descGeneration, descReloadErrors, descAttach, descScrapeErrors,
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
 		descCSReports, descCSReportErrs, descCSQueue,
-		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descLogIgnored, descReports,
+		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descLogIgnored, descLogProblems, descLogReadable, descReports,
 	} {
 		ch <- d
 	}
@@ -306,6 +312,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descLogIgnored, l.Future, l.Path, "future")
 			counter(ch, descLogIgnored, l.AllTrusted, l.Path, "all_trusted")
 			counter(ch, descLogIgnored, l.BadHops, l.Path, "bad_hop")
+			counter(ch, descLogProblems, l.Problems, l.Path)
+			readable := 0.0
+			if l.Readable {
+				readable = 1
+			}
+			gauge(ch, descLogReadable, readable, l.Path)
 		}
 	}
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
