@@ -12,6 +12,15 @@ import (
 // ErrNotBanned is returned by Unban for a prefix that has no ban.
 var ErrNotBanned = errors.New("no such ban")
 
+// MaxBanTTL is the longest ban with an expiry: ten years. Every path from a
+// duration to a kernel expiry (the control API, the policy's bans, CrowdSec
+// decisions) refuses or caps what is longer; Ban refuses an expiry past it.
+// A ban meant to last for ever has no expiry at all.
+const MaxBanTTL = 10 * 365 * 24 * time.Hour
+
+// ErrBanTooLong is returned by Ban for an expiry more than MaxBanTTL ahead.
+var ErrBanTooLong = fmt.Errorf("expiry more than %v ahead (the longest ban with an expiry; none means until removed)", MaxBanTTL)
+
 // Ban drops a client address or CIDR until Expires (zero: until removed). The
 // kernel checks the expiry itself, so a ban lapses on time without the daemon.
 type Ban struct {
@@ -43,6 +52,10 @@ func (d *Datapath) Ban(b Ban) error {
 	}
 	v := GuardAgBan{Reason: b.Reason}
 	if !b.Expires.IsZero() {
+		// a minute of slack: callers add MaxBanTTL to their own "now"
+		if time.Until(b.Expires) > MaxBanTTL+time.Minute {
+			return fmt.Errorf("ban %v: %w", b.Prefix, ErrBanTooLong)
+		}
 		v.Expires = wallToMono(b.Expires)
 	}
 	if is4 {
@@ -74,6 +87,31 @@ func (d *Datapath) Unban(p netip.Prefix) error {
 		return fmt.Errorf("unban %v: %w", p, err)
 	}
 	return nil
+}
+
+// LookupBan reads the ban on exactly p as the kernel holds it.
+func (d *Datapath) LookupBan(p netip.Prefix) (Ban, error) {
+	is4, k4, k6, err := banKey(p)
+	if err != nil {
+		return Ban{}, err
+	}
+	var v GuardAgBan
+	if is4 {
+		err = d.objs.Bans4.Lookup(k4, &v)
+	} else {
+		err = d.objs.Bans6.Lookup(k6, &v)
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Ban{}, fmt.Errorf("ban %v: %w", p, ErrNotBanned)
+	}
+	if err != nil {
+		return Ban{}, fmt.Errorf("read ban %v: %w", p, err)
+	}
+	b := Ban{Prefix: p.Masked(), Reason: v.Reason}
+	if v.Expires != 0 {
+		b.Expires = MonoToWall(v.Expires)
+	}
+	return b, nil
 }
 
 // Bans lists every ban in the kernel, expired ones included until swept.

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"math"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,9 +38,16 @@ func (c monoClock) wall(mono uint64) time.Time {
 	return c.wallNow.Add(-time.Duration(c.monoNow - int64(mono)))
 }
 
+// wallToMono converts a wall time to a kernel timestamp. It saturates: a time
+// too far ahead for the 64-bit clock becomes the clock's last instant, never
+// a wrapped-around value in the past (Ban refuses such times before this).
 func wallToMono(t time.Time) uint64 {
-	d := time.Until(t)
-	m := int64(monoNow()) + int64(d)
+	d := time.Until(t) // saturates at ±292 years itself
+	now := int64(monoNow())
+	if d > 0 && now > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	m := now + int64(d)
 	if m <= 0 {
 		return 1 // already expired; 0 would mean "never"
 	}
