@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/loader"
 )
 
 // Scopes the bouncer can enforce, as the LAPI spells them.
@@ -106,6 +108,10 @@ func (d *Decision) parse(now time.Time, min4, min6 int) (target, *refusal) {
 	if err != nil {
 		return target{}, refuse(RefusedDuration, "decision %d: duration %q: %w", d.ID, d.Duration, err)
 	}
+	// the LAPI's word is capped, not refused: a decision of a thousand years
+	// still bans, for the longest a ban with an expiry may last (and the
+	// bouncer's nanosecond expiries end in 2262)
+	dur = min(dur, loader.MaxBanTTL)
 	return target{prefix: p, expires: now.Add(dur)}, nil
 }
 

@@ -99,6 +99,9 @@ func (d *Daemon) Ban(p netip.Prefix, ttl time.Duration, reason, source string) (
 		return control.Ban{}, control.Invalidf("invalid prefix")
 	}
 	p = p.Masked()
+	if ttl > loader.MaxBanTTL {
+		return control.Ban{}, control.Invalidf("ttl %v is longer than the longest ban, %v (ten years); a ban without a ttl (0) lasts until removed", ttl, loader.MaxBanTTL)
+	}
 	if a, ok := d.allowCovering(p); ok {
 		return control.Ban{}, fmt.Errorf("%w: %v is on the allow list (%v), which is checked before bans: a ban would have no effect",
 			control.ErrInvalid, p, a)
@@ -111,6 +114,10 @@ func (d *Daemon) Ban(p netip.Prefix, ttl time.Duration, reason, source string) (
 	seq, err := d.banAndRecord(rec)
 	if err != nil {
 		return control.Ban{}, err
+	}
+	// the answer says what the kernel holds, not what was asked
+	if kb, err := d.dp.LookupBan(p); err == nil {
+		rec.Expires = kb.Expires
 	}
 	d.log.Info("banned", "prefix", p, "ttl", ttl, "reason", reason, "source", source)
 	if err := d.settle(seq, source, "ban", p); err != nil {
@@ -260,6 +267,7 @@ func (d *Daemon) bookBans(now time.Time) (out []control.Ban, fromCS []int, err e
 			// made by someone else (or the book was lost): say only what the kernel knows
 			rec = banRecord{Prefix: p, Reason: "unknown", Source: sourceName(kb.Reason), Expires: kb.Expires}
 		}
+		rec.Expires = kb.Expires // the kernel's expiry is the one in force
 		out = append(out, rec.api())
 	}
 	slices.SortFunc(out, func(a, b control.Ban) int {

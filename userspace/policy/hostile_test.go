@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apiguard/apiguard/userspace/safefile"
 	"golang.org/x/sys/unix"
@@ -264,5 +265,26 @@ func TestListFileErrorsQuoteNoSecrets(t *testing.T) {
 		if !strings.Contains(msg, w) {
 			t.Errorf("missing %q in:\n%s", w, msg)
 		}
+	}
+}
+
+// TestBanDurationsAreBounded: ttl and maxTTL become kernel expiries; past
+// loader.MaxBanTTL the kernel's clock cannot hold them.
+func TestBanDurationsAreBounded(t *testing.T) {
+	src := func(bans string) []byte {
+		return []byte("apiVersion: apiguard.io/v1\nkind: Policy\nmetadata: {name: t}\nspec:\n  bans: " + bans + "\n")
+	}
+	_, err := Parse("p.yaml", src("{ttl: 3650d, maxTTL: 3651d, forgetAfter: 20000d}"), nil)
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:5: spec.bans.maxTTL: 3651d is above 3650d, the longest ban with an expiry") ||
+		strings.Contains(err.Error(), "forgetAfter") || strings.Contains(err.Error(), "spec.bans.ttl") {
+		t.Errorf("err = %v", err)
+	}
+	_, err = Parse("p.yaml", src("{ttl: 2562047h47m16s}"), nil)
+	if err == nil || !strings.Contains(err.Error(), "spec.bans.ttl: 2562047h47m16s is above 3650d") {
+		t.Errorf("err = %v", err)
+	}
+	pol, err := Parse("p.yaml", src("{ttl: 1h, maxTTL: 3650d}"), nil)
+	if err != nil || pol.Spec.Bans.MaxTTL != 3650*24*time.Hour {
+		t.Errorf("ten years refused: %v", err)
 	}
 }

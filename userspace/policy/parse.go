@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/userspace/safefile"
 	"go.yaml.in/yaml/v3"
 )
@@ -890,9 +891,14 @@ func (p *parser) bans(n *yaml.Node, b *Bans) {
 	}{{"ttl", &b.TTL}, {"maxTTL", &b.MaxTTL}, {"forgetAfter", &b.ForgetAfter}, {"proofTTL", &b.ProofTTL}} {
 		if x := o.get(d.key); x != nil {
 			if dur, ok := p.duration(x, o.field(d.key)); ok {
-				if dur < time.Second {
-					p.errAt(resolve(x), o.field(d.key), "%v is below 1s", dur)
-				} else {
+				switch {
+				case dur < time.Second:
+					p.errAt(resolve(x), o.field(d.key), "%s is below 1s", durationString(dur))
+				case dur > loader.MaxBanTTL && (d.key == "ttl" || d.key == "maxTTL"):
+					// a ban's expiry lives in the kernel as a 64-bit
+					// nanosecond clock; ten years is the longest it takes
+					p.errAt(resolve(x), o.field(d.key), "%s is above %s, the longest ban with an expiry", durationString(dur), durationString(loader.MaxBanTTL))
+				default:
 					*d.v = dur
 				}
 			}
