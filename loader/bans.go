@@ -117,29 +117,23 @@ func (d *Datapath) LookupBan(p netip.Prefix) (Ban, error) {
 // Bans lists every ban in the kernel, expired ones included until swept.
 func (d *Datapath) Bans() ([]Ban, error) {
 	var out []Ban
+	clock := newMonoClock() // one reading of both clocks for all: equal stamps, equal times
 	conv := func(v GuardAgBan) (time.Time, uint32) {
 		if v.Expires == 0 {
 			return time.Time{}, v.Reason
 		}
-		return MonoToWall(v.Expires), v.Reason
+		return clock.wall(v.Expires), v.Reason
 	}
-	var k4 GuardAgLpm4
-	var v GuardAgBan
-	it := d.objs.Bans4.Iterate()
-	for it.Next(&k4, &v) {
-		exp, r := conv(v)
-		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4(k4.Addr), int(k4.Prefixlen)), Expires: exp, Reason: r})
-	}
-	if err := it.Err(); err != nil {
+	if err := eachEntry(d.objs.Bans4, func(k *GuardAgLpm4, v *GuardAgBan) {
+		exp, r := conv(*v)
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen)), Expires: exp, Reason: r})
+	}); err != nil {
 		return nil, fmt.Errorf("read IPv4 bans: %w", err)
 	}
-	var k6 GuardAgLpm6
-	it = d.objs.Bans6.Iterate()
-	for it.Next(&k6, &v) {
-		exp, r := conv(v)
-		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)), Expires: exp, Reason: r})
-	}
-	if err := it.Err(); err != nil {
+	if err := eachEntry(d.objs.Bans6, func(k *GuardAgLpm6, v *GuardAgBan) {
+		exp, r := conv(*v)
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen)), Expires: exp, Reason: r})
+	}); err != nil {
 		return nil, fmt.Errorf("read IPv6 bans: %w", err)
 	}
 	return out, nil
