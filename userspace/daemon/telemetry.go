@@ -190,7 +190,7 @@ func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           metrics.Handler(reg),
+		Handler:           metrics.Handler(reg, nil),
 		ReadHeaderTimeout: 10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,

@@ -5,9 +5,11 @@
 package metrics
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,12 +95,36 @@ type Sources struct {
 	Signals  Signals
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
+	// WalkEvery is how long the walks of the datapath's maps (entries per
+	// map, active bans) are reused: one scrape walks, those within WalkEvery
+	// after it reuse its figures. Zero means DefaultWalkEvery; negative, a
+	// walk on every scrape.
+	WalkEvery time.Duration
 }
 
-// Collector reads everything at scrape time.
+// DefaultWalkEvery bounds the map walks to one per 5 seconds however often
+// the metrics are scraped: with 100k clients and 100k bans a walk reads 300k
+// entries (tens of milliseconds of the daemon's CPU), and anyone who can
+// reach the metrics address may scrape.
+const DefaultWalkEvery = 5 * time.Second
+
+// walk is what one walk of the maps found.
+type walk struct {
+	at         time.Time
+	usage      []loader.MapUsage
+	bansActive int
+}
+
+// Collector reads everything at scrape time; the map walks at most every
+// Sources.WalkEvery.
 type Collector struct {
 	src          Sources
 	scrapeErrors atomic.Uint64
+
+	// walkMu is held during a walk: scrapes that come meanwhile wait for it
+	// and use its figures rather than walk too.
+	walkMu sync.Mutex
+	last   *walk
 }
 
 const ns = "apiguard"
@@ -174,6 +200,9 @@ func NewCollector(src Sources) (*Collector, error) {
 	if src.Now == nil {
 		src.Now = time.Now
 	}
+	if src.WalkEvery == 0 {
+		src.WalkEvery = DefaultWalkEvery
+	}
 	return &Collector{src: src}, nil
 }
 
@@ -246,26 +275,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descSubscriberDrops, f.Dropped())
 	}
 
-	if us, err := dp.Usage(); err != nil {
-		c.fail(ch, descMapEntries, "map usage", err)
-	} else {
-		for _, u := range us {
+	if w := c.walked(ch); w != nil {
+		for _, u := range w.usage {
 			gauge(ch, descMapEntries, float64(u.Entries), u.Name)
 			gauge(ch, descMapCapacity, float64(u.Capacity), u.Name)
 		}
-	}
-
-	if bans, err := dp.Bans(); err != nil {
-		c.fail(ch, descBansActive, "bans", err)
-	} else {
-		now := c.src.Now()
-		active := 0
-		for _, b := range bans {
-			if b.Expires.IsZero() || b.Expires.After(now) {
-				active++
-			}
-		}
-		gauge(ch, descBansActive, float64(active))
+		gauge(ch, descBansActive, float64(w.bansActive))
 	}
 
 	if det := c.src.Detector; det != nil {
@@ -323,6 +338,36 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descScrapeErrors, c.scrapeErrors.Load())
 }
 
+// walked returns the latest walk of the maps, walking again when it is older
+// than WalkEvery. A failed walk is reported (and not kept): nil.
+func (c *Collector) walked(ch chan<- prometheus.Metric) *walk {
+	c.walkMu.Lock()
+	defer c.walkMu.Unlock()
+	now := c.src.Now()
+	if c.last != nil && c.src.WalkEvery > 0 && now.Sub(c.last.at) < c.src.WalkEvery && !now.Before(c.last.at) {
+		return c.last
+	}
+	dp := c.src.Datapath
+	us, err := dp.Usage()
+	if err != nil {
+		c.fail(ch, descMapEntries, "map usage", err)
+		return nil
+	}
+	bans, err := dp.Bans()
+	if err != nil {
+		c.fail(ch, descBansActive, "bans", err)
+		return nil
+	}
+	w := &walk{at: now, usage: us}
+	for _, b := range bans {
+		if b.Expires.IsZero() || b.Expires.After(now) {
+			w.bansActive++
+		}
+	}
+	c.last = w
+	return w
+}
+
 func collectCrowdSec(ch chan<- prometheus.Metric, cs CrowdSec) {
 	b, r := cs.CrowdSecStats()
 	if b != nil {
@@ -376,10 +421,45 @@ type slogPrinter struct{}
 
 func (slogPrinter) Println(v ...any) { slog.Warn("metrics: " + fmt.Sprint(v...)) }
 
-// Handler serves the registry at /metrics. A failed read is logged and the
-// rest of the scrape is served, so one bad map never hides every metric.
-func Handler(reg *prometheus.Registry) http.Handler {
+// Check is one part of the daemon's health (/healthz).
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// HealthFunc reports the daemon's health, one Check per part.
+type HealthFunc func() []Check
+
+// healthReport is /healthz's JSON answer.
+type healthReport struct {
+	Status string  `json:"status"` // ok or failing
+	Checks []Check `json:"checks"`
+}
+
+// Handler serves the registry at /metrics and health's verdict at /healthz
+// (200 when every check passes, 503 otherwise; a nil health serves no
+// /healthz). A failed read is logged and the rest of the scrape is served, so
+// one bad map never hides every metric.
+func Handler(reg *prometheus.Registry, health HealthFunc) http.Handler {
 	mux := http.NewServeMux()
+	if health != nil {
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			rep := healthReport{Status: "ok", Checks: health()}
+			code := http.StatusOK
+			for _, c := range rep.Checks {
+				if !c.OK {
+					rep.Status, code = "failing", http.StatusServiceUnavailable
+				}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(code)
+			if err := json.NewEncoder(w).Encode(rep); err != nil {
+				slog.Debug("healthz: write the answer", "err", err)
+			}
+		})
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slogPrinter{},
 		ErrorHandling:       promhttp.ContinueOnError,
@@ -391,7 +471,7 @@ func Handler(reg *prometheus.Registry) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintln(w, "apiguard: metrics at /metrics")
+		fmt.Fprintln(w, "apiguard: metrics at /metrics, health at /healthz")
 	})
 	return mux
 }

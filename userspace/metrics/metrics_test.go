@@ -282,7 +282,7 @@ func TestLint(t *testing.T) {
 
 func scrape(t *testing.T, reg *prometheus.Registry) (int, []byte) {
 	t.Helper()
-	srv := httptest.NewServer(Handler(reg))
+	srv := httptest.NewServer(Handler(reg, nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
@@ -354,7 +354,7 @@ func TestOptionalSources(t *testing.T) {
 }
 
 func TestHandlerIndex(t *testing.T) {
-	srv := httptest.NewServer(Handler(prometheus.NewRegistry()))
+	srv := httptest.NewServer(Handler(prometheus.NewRegistry(), nil))
 	defer srv.Close()
 	for path, want := range map[string]int{"/": 200, "/nope": 404} {
 		resp, err := http.Get(srv.URL + path)
