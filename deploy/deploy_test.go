@@ -354,6 +354,15 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if dig(t, c, "securityContext", "privileged") != false {
 		t.Error("container is privileged")
 	}
+	// the probes ask the daemon's health, not whether its HTTP server answers
+	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+		if p := dig(t, c, probe, "httpGet", "path"); p != "/healthz" {
+			t.Errorf("%s probes %v, want /healthz", probe, p)
+		}
+		if p := dig(t, c, probe, "httpGet", "port"); p != "metrics" {
+			t.Errorf("%s probes port %v, want the metrics port", probe, p)
+		}
+	}
 
 	// volumes: bpffs from the host, the policy from the ConfigMap
 	vols := map[string]map[string]any{}

@@ -160,6 +160,9 @@ type Daemon struct {
 	// polMu serialises policy changes; pol is the policy in force.
 	polMu sync.Mutex
 	pol   *policyState
+	// applyErr is why the kernel refused the latest policy write (nil after
+	// a success): a datapath that cannot take a policy is unhealthy.
+	applyErr error
 	// saved is the last applied policy as an earlier run recorded it: until
 	// this run applies its own, it keeps service ids stable and says when the
 	// policy still in force was applied.

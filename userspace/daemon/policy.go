@@ -119,8 +119,11 @@ func (d *Daemon) applyPolicy(p *parsedPolicy, why string) (*control.ApplyResult,
 	}
 	res, err := d.dp.Apply(compiled)
 	if err != nil {
+		// not the policy's fault: the kernel refused a write (health.go)
+		d.applyErr = err
 		return nil, fmt.Errorf("apply policy %s (the policy in force stays): %w", p.path, err)
 	}
+	d.applyErr = nil
 	var changes []string
 	if old != nil {
 		changes = policy.Diff(old, p.pol)

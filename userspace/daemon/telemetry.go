@@ -190,14 +190,14 @@ func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           metrics.Handler(reg, nil),
+		Handler:           metrics.Handler(reg, d.Health),
 		ReadHeaderTimeout: 10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	d.log.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	d.log.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics", "health", "/healthz")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)

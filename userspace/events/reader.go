@@ -149,6 +149,17 @@ func (r *Reader) Err() error {
 	}
 }
 
+// Alive reports whether the reader still reads the ring buffer: false once it
+// was closed or failed (Err says how).
+func (r *Reader) Alive() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // Stats reads the counters. Safe to call at any time, from any goroutine.
 func (r *Reader) Stats() Stats {
 	s := Stats{

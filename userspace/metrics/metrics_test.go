@@ -356,7 +356,7 @@ func TestOptionalSources(t *testing.T) {
 func TestHandlerIndex(t *testing.T) {
 	srv := httptest.NewServer(Handler(prometheus.NewRegistry(), nil))
 	defer srv.Close()
-	for path, want := range map[string]int{"/": 200, "/nope": 404} {
+	for path, want := range map[string]int{"/": 200, "/nope": 404, "/healthz": 404} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
