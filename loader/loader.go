@@ -99,7 +99,7 @@ func Load(opts Options) (*Datapath, error) {
 	spec.Maps[GuardMapConnClients].MaxEntries = opts.FlowCapacity
 
 	if opts.PinDir != "" {
-		if err := EnsureBPFFS(opts.PinDir); err != nil {
+		if _, err := EnsureBPFFS(opts.PinDir); err != nil {
 			return nil, err
 		}
 	}

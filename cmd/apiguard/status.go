@@ -40,6 +40,9 @@ func yesNo(b bool) string {
 }
 
 func statusText(w io.Writer, st *control.Status, now time.Time) error {
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n\n", warn)
+	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "daemon:\tapiguard %s, pid %d, up %s\n", st.Version, st.PID, ago(now, st.StartedAt))
 	pins := st.PinDir

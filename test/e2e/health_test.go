@@ -53,6 +53,10 @@ func TestHealthzFollowsTheDatapath(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
 	e.startDaemon(e.write("daemon.yaml", basePolicy))
+	// started the usual way (nsenter --net), the pins are the host's
+	if st := e.status(); len(st.Warnings) != 0 {
+		t.Errorf("status warnings %q, want none", st.Warnings)
+	}
 	code, body := e.get(t, "/healthz")
 	if code != 200 || !strings.Contains(string(body), `"status":"ok"`) {
 		t.Fatalf("healthy daemon: %d %s", code, body)

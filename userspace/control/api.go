@@ -70,11 +70,14 @@ func NotFoundf(format string, args ...any) error {
 
 // Status is the daemon's state for `apiguard status`.
 type Status struct {
-	Version    string        `json:"version"`
-	PID        int           `json:"pid"`
-	StartedAt  time.Time     `json:"started_at"`
-	PinDir     string        `json:"pin_dir"`
-	Adopted    bool          `json:"adopted"` // pinned maps from an earlier run were taken over
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	PinDir    string    `json:"pin_dir"`
+	Adopted   bool      `json:"adopted"` // pinned maps from an earlier run were taken over
+	// Warnings are what the operator must know about this run, such as pins
+	// that cannot outlive the daemon.
+	Warnings   []string      `json:"warnings,omitempty"`
 	Interfaces []Interface   `json:"interfaces"`
 	Policy     PolicySummary `json:"policy"`
 	Bans       int           `json:"bans"`

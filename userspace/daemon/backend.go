@@ -25,6 +25,9 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		PinDir:    d.cfg.PinDir,
 		Adopted:   d.dp.Adopted(),
 	}
+	if d.pinWarning != "" {
+		st.Warnings = append(st.Warnings, d.pinWarning)
+	}
 	for _, a := range d.attachments {
 		st.Interfaces = append(st.Interfaces, control.Interface{Name: a.Iface, Mode: string(a.Mode), Adopted: a.Adopted})
 	}

@@ -154,6 +154,8 @@ type Daemon struct {
 
 	dp          *loader.Datapath
 	attachments []loader.Attachment
+	// pinWarning says why the pins cannot outlive this process ("": they can).
+	pinWarning string
 
 	bans *banBook
 
@@ -330,8 +332,17 @@ func runAll(ctx context.Context, log *slog.Logger, comps []component) error {
 func (d *Daemon) prepareDirs() (unlock func(), err error) {
 	// before MkdirAll, which would otherwise create the directory on the wrong
 	// file system and leave the error to a puzzling pin failure
-	if err := loader.EnsureBPFFS(d.cfg.PinDir); err != nil {
+	scope, err := loader.EnsureBPFFS(d.cfg.PinDir)
+	if err != nil {
 		return nil, fmt.Errorf("--bpffs: %w", err)
+	}
+	if scope.Mounted {
+		d.log.Info("mounted bpffs", "at", "/sys/fs/bpf")
+	}
+	if scope.Ephemeral != "" {
+		// the whole point of pinning is lost: say so at start and in status
+		d.pinWarning = "pins die with the daemon: " + scope.Ephemeral
+		d.log.Warn(d.pinWarning, "pins", d.cfg.PinDir)
 	}
 	for _, dir := range []string{d.cfg.PinDir, d.cfg.StateDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

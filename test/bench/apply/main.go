@@ -105,7 +105,7 @@ func run() error {
 		return err
 	}
 	pinDir := fmt.Sprintf("/sys/fs/bpf/apiguard-bench-apply-%d", os.Getpid())
-	if err := loader.EnsureBPFFS(pinDir); err != nil {
+	if _, err := loader.EnsureBPFFS(pinDir); err != nil {
 		return err
 	}
 	defer loader.Detach(pinDir)
