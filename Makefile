@@ -12,16 +12,21 @@ GEN_DIRS := loader/ test/bench/trafgen/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
 # nginx writes the access log the API-signal end-to-end test follows; curl
-# sends a report as docs/control-api.md shows.
-DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl
-DEB_TOOLS := ip ethtool nft promtool nginx curl
+# sends a report as docs/control-api.md shows. strace and systemd-analyze
+# (systemd) check the systemd unit's SystemCallFilter against what the daemon
+# calls; setpriv and prlimit (util-linux, always there) give it the unit's
+# privileges.
+DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl strace systemd
+DEB_TOOLS := ip ethtool nft promtool nginx curl strace systemd-analyze
 
 .PHONY: all build generate check-generate test bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
 
 all: build
 
+# Static, without cgo: the daemon drops the capabilities it needs only to start
+# on every thread at once, which Go allows only without cgo (userspace/privs).
 build:
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/apiguard
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/apiguard
 
 # Rebuild the BPF object and its Go bindings with the pinned compiler.
 generate:

@@ -24,6 +24,8 @@ import (
 func BuildApiguard(ctx context.Context, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version=lab", "-o", out,
 		"github.com/apiguard/apiguard/cmd/apiguard")
+	// as `make build` does: without cgo the daemon can drop capabilities
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build apiguard: %w\n%s", err, b)
 	}
@@ -44,6 +46,10 @@ type DaemonConfig struct {
 	StateDir string
 	// Dir holds the daemon's logs (one per start) and default files.
 	Dir string
+	// Wrap is a command line the daemon runs under, inside the namespace
+	// (setpriv with the systemd unit's capabilities, say): Wrap[0] is run
+	// with Wrap[1:], then the apiguard binary and its arguments.
+	Wrap []string
 }
 
 // Daemon is an apiguard daemon process that can be stopped, killed and
@@ -123,9 +129,12 @@ func (d *Daemon) Start() error {
 		return fmt.Errorf("daemon log: %w", err)
 	}
 	defer logf.Close()
-	p, err := startProc(procSpec{name: "apiguard daemon", ns: c.NS, path: c.Bin, logFile: logf,
-		args: []string{"daemon", "--iface", c.Iface, "--policy", c.Policy, "--attach", c.Attach,
-			"--bpffs", c.PinDir, "--socket", c.Socket, "--state-dir", c.StateDir, "--log-format", "json"}})
+	path, args := c.Bin, []string{"daemon", "--iface", c.Iface, "--policy", c.Policy, "--attach", c.Attach,
+		"--bpffs", c.PinDir, "--socket", c.Socket, "--state-dir", c.StateDir, "--log-format", "json"}
+	if len(c.Wrap) > 0 {
+		path, args = c.Wrap[0], append(append(append([]string(nil), c.Wrap[1:]...), c.Bin), args...)
+	}
+	p, err := startProc(procSpec{name: "apiguard daemon", ns: c.NS, path: path, logFile: logf, args: args})
 	if err != nil {
 		d.mu.Unlock()
 		return err

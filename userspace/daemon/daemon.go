@@ -21,6 +21,7 @@ import (
 
 	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/privs"
 )
 
 // Defaults for the daemon's flags.
@@ -236,6 +237,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer mln.Close() // the metrics server closes it too
 
+	if err := privs.RaiseMemlock(); err != nil {
+		// kernels from 5.11 charge BPF memory to the cgroup, not this limit
+		d.log.Info("RLIMIT_MEMLOCK not raised; kernels before 5.11 may refuse to load", "err", err)
+	}
 	if err := d.load(); err != nil {
 		return err
 	}
@@ -264,6 +269,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startTelemetry(); err != nil {
 		return err
 	}
+	d.dropPrivileges()
 
 	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
 		"ifaces", strings.Join(d.cfg.Ifaces, ","), "mode", d.cfg.Attach)
@@ -350,6 +356,22 @@ func (d *Daemon) prepareDirs() (unlock func(), err error) {
 		}
 	}
 	return LockPinDir(d.cfg.PinDir)
+}
+
+// dropPrivileges gives up the capabilities used only to load and attach
+// (package privs): from here on the daemon reads and writes maps, which
+// CAP_BPF covers. A daemon that cannot drop them says so and runs on.
+func (d *Daemon) dropPrivileges() {
+	dropped, err := privs.Drop(privs.AfterStart...)
+	if err != nil {
+		d.log.Warn("capabilities needed only to start are kept", "err", err)
+		return
+	}
+	kept, err := privs.Held()
+	if err != nil {
+		d.log.Warn("read the capabilities kept", "err", err)
+	}
+	d.log.Info("dropped the capabilities needed only to start", "dropped", strings.Join(dropped, ","), "kept", strings.Join(kept, ","))
 }
 
 func (d *Daemon) load() error {

@@ -1,0 +1,101 @@
+package privs
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/apiguard/apiguard/test/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// The drop runs in a child process (this test binary again): a test must not
+// take capabilities away from the tests after it.
+func TestMain(m *testing.M) {
+	if os.Getenv("PRIVS_TEST_CHILD") == "1" {
+		os.Exit(child())
+	}
+	os.Exit(m.Run())
+}
+
+// child drops AfterStart with many threads running and prints each thread's
+// permitted set as /proc shows it, then Held's view.
+func child() int {
+	done := make(chan struct{})
+	for range 8 {
+		go func() { <-done }() // threads that exist before the drop
+	}
+	dropped, err := Drop(AfterStart...)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	fmt.Println("dropped:", strings.Join(dropped, ","))
+	tasks, _ := filepath.Glob("/proc/self/task/*/status")
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "CapPrm:\t"); ok {
+				fmt.Println("thread:", v)
+			}
+		}
+	}
+	held, _ := Held()
+	fmt.Println("held:", strings.Join(held, ","))
+	close(done)
+	return 0
+}
+
+func TestDropOnEveryThread(t *testing.T) {
+	testenv.RequireRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PRIVS_TEST_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var threads []uint64
+	var dropped, held []string
+	for _, l := range strings.Split(string(out), "\n") {
+		switch k, v, _ := strings.Cut(l, ": "); k {
+		case "dropped":
+			dropped = strings.Split(v, ",")
+		case "held":
+			held = strings.Split(v, ",")
+		case "thread":
+			n, err := strconv.ParseUint(v, 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			threads = append(threads, n)
+		}
+	}
+	for _, c := range []string{"CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"} {
+		if !slices.Contains(dropped, c) || slices.Contains(held, c) {
+			t.Errorf("%s: dropped %v, held %v", c, dropped, held)
+		}
+	}
+	if !slices.Contains(held, "CAP_BPF") {
+		t.Errorf("CAP_BPF went: held %v", held)
+	}
+	gone := uint64(1)<<unix.CAP_PERFMON | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_SYS_ADMIN | 1<<unix.CAP_SYS_RESOURCE
+	if len(threads) < 2 {
+		t.Fatalf("only %d threads seen:\n%s", len(threads), out)
+	}
+	for i, p := range threads {
+		if p&gone != 0 || p&(1<<unix.CAP_BPF) == 0 {
+			t.Errorf("thread %d of %d: CapPrm %x", i, len(threads), p)
+		}
+	}
+}
+
+func TestName(t *testing.T) {
+	if Name(unix.CAP_BPF) != "CAP_BPF" || Name(unix.CAP_NET_ADMIN) != "CAP_NET_ADMIN" || Name(99) != "CAP_99" {
+		t.Error(Name(unix.CAP_BPF), Name(unix.CAP_NET_ADMIN), Name(99))
+	}
+}
