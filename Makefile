@@ -90,6 +90,8 @@ bench-crowdsec:
 bench:
 	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof' -benchtime 10000000x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'AliasBomb' -benchtime 20x -count 1 ./userspace/policy/
+	$(GO) test -run '^$$' -bench 'Scrape100k' -benchtime 20x -count 1 ./userspace/metrics/
 
 # Applying 100k deny CIDRs to a running daemon: time and peak RSS.
 bench-apply:
