@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is one problem in a policy file or a list file it names.
@@ -15,6 +16,38 @@ type Error struct {
 
 func (e Error) Error() string {
 	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+}
+
+// maxMsg bounds a message: one that quotes a value quotes a short excerpt of
+// it. Without it a megabyte-long name, aliased a hundred times, would be
+// quoted in full in a hundred errors.
+const maxMsg = 400
+
+// clipped is e fit for a terminal and a log line: messages at most maxMsg
+// bytes, and no control character in the message or the file name (a name
+// with a newline in it would forge a line of the "file:line: field:
+// message" output).
+func (e Error) clipped() Error {
+	e.File = printable(e.File, 4*maxMsg)
+	e.Field = printable(e.Field, maxMsg)
+	e.Msg = printable(e.Msg, maxMsg)
+	return e
+}
+
+func printable(s string, limit int) string {
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // Errors is every problem found, in file order.

@@ -288,3 +288,36 @@ func TestBanDurationsAreBounded(t *testing.T) {
 		t.Errorf("ten years refused: %v", err)
 	}
 }
+
+// TestErrorsQuoteShortExcerpts: a value quoted in an error is cut short, and
+// no control character reaches the output (a newline would forge a line of
+// "file:line: field: message").
+func TestErrorsQuoteShortExcerpts(t *testing.T) {
+	huge := strings.Repeat("A", 512<<10)
+	var b strings.Builder
+	b.WriteString(bombHead)
+	fmt.Fprintf(&b, "    - {name: &n %q, ports: [1]}\n", huge)
+	for i := 1; i < MaxServices; i++ {
+		fmt.Fprintf(&b, "    - {name: *n, ports: [%d]}\n", i+1)
+	}
+	b.WriteString("  denyFiles: [\"evil\\nfake.yaml:1: spec: injected\"]\n")
+	_, err := Parse("p.yaml", []byte(b.String()), func(string) ([]byte, error) { return []byte("x\n"), nil })
+	var es Errors
+	if !errors.As(err, &es) || len(es) < MaxServices {
+		t.Fatalf("err = %v", err)
+	}
+	total := 0
+	for _, e := range es {
+		total += len(e.Error())
+		if len(e.Msg) > maxMsg+len("…") {
+			t.Errorf("a %d-byte message", len(e.Msg))
+		}
+	}
+	if total > 100<<10 {
+		t.Errorf("%d errors take %d KB for a %d KB policy", len(es), total>>10, b.Len()>>10)
+	}
+	out := es.Error()
+	if n := strings.Count(out, "\n"); n != len(es)-1 || strings.Contains(out, "\nfake.yaml") {
+		t.Errorf("%d problems print as %d lines:\n%s", len(es), n+1, out[:min(len(out), 2000)])
+	}
+}

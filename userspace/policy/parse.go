@@ -90,7 +90,7 @@ func (p *parser) addErr(e Error) {
 		p.moreErrs++
 		return
 	}
-	p.errs = append(p.errs, e)
+	p.errs = append(p.errs, e.clipped())
 }
 
 func (p *parser) parse(data []byte) *Policy {

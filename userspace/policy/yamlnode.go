@@ -53,7 +53,7 @@ func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) {
 }
 
 func (p *parser) warnAt(n *yaml.Node, field, format string, args ...any) {
-	p.warns = append(p.warns, Error{File: p.file, Line: n.Line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	p.warns = append(p.warns, Error{File: p.file, Line: n.Line, Field: field, Msg: fmt.Sprintf(format, args...)}.clipped())
 }
 
 // object is a checked mapping: its known keys' value nodes by name.

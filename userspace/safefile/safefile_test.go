@@ -34,6 +34,10 @@ func TestReadRefusesWhatIsNotARegularDataFile(t *testing.T) {
 	if err := os.Symlink("/dev/zero", toZero); err != nil {
 		t.Fatal(err)
 	}
+	toEnviron := filepath.Join(dir, "list.txt")
+	if err := os.Symlink("/proc/self/environ", toEnviron); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		path string
 		want error
@@ -44,6 +48,7 @@ func TestReadRefusesWhatIsNotARegularDataFile(t *testing.T) {
 		{toZero, ErrNotRegular, "is a character device"}, // checked after the open: the link's target
 		{dir, ErrNotRegular, "is a directory"},
 		{"/proc/self/environ", ErrKernelFile, "is on procfs"},
+		{toEnviron, ErrKernelFile, "is on procfs"},
 		{"/proc/self/status", ErrKernelFile, "is on procfs"},
 		{"/sys/kernel/mm/transparent_hugepage/enabled", ErrKernelFile, "is on sysfs"},
 	} {
