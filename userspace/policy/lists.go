@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unsafe"
 )
 
 // listKind tells allow entries from deny entries.
@@ -89,12 +90,14 @@ func parseListLine(s string) (netip.Prefix, error) {
 // comment, blank lines and surrounding space are ignored.
 func (p *parser) listEntries(data []byte, kind listKind, src int32) {
 	s := p.sources[src]
-	// one conversion for the whole file: each line is then a substring, so a
-	// 100,000-line list costs no allocation per line
-	text := strings.TrimPrefix(string(data), "\ufeff") // a byte order mark from Windows editors
-	// sized for the file's lines, but never past what any policy may hold:
-	// a file of empty lines must not reserve gigabytes
-	p.entries = slices.Grow(p.entries, max(0, min(strings.Count(text, "\n")+1, maxListEntries-p.listed)))
+	// the file as a string without a copy (data is never written to, and no
+	// line outlives this call: entries keep parsed prefixes), so each line
+	// is a substring: a 100,000-line list costs no allocation per line, a
+	// 64 MiB one no second 64 MiB
+	text := strings.TrimPrefix(unsafe.String(unsafe.SliceData(data), len(data)), "\ufeff") // a byte order mark from Windows editors
+	// sized for the file's lines, but never past a full table's worth: a
+	// file of empty lines must not reserve what it will never fill
+	p.entries = slices.Grow(p.entries, max(0, min(strings.Count(text, "\n")+1, ListCapacity, maxListEntries-p.listed)))
 	bad := 0
 	line := int32(0)
 	for len(text) > 0 {

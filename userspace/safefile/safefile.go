@@ -117,10 +117,22 @@ func Read(path string, limit int64) ([]byte, error) {
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s holds %s, over the limit of %s: %w", path, Size(fi.Size()), Size(limit), ErrTooLarge)
 	}
-	// the size stat gave is a hint: read one byte past the limit to notice growth
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	// Sized from what stat said, a 64 MiB file takes 64 MiB, not the
+	// doublings of a buffer that grows as it reads; the size is only a hint
+	// (the file may grow meanwhile), so reading goes on to EOF or past limit.
+	data := make([]byte, 0, fi.Size()+512)
+	for int64(len(data)) <= limit {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%s grew over the limit of %s while it was read: %w", path, Size(limit), ErrTooLarge)
