@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,11 +52,46 @@ func child() int {
 	return 0
 }
 
+// runChild runs the child in bin and returns what it printed.
+func runChild(t *testing.T, bin string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PRIVS_TEST_CHILD=1")
+	return cmd.CombinedOutput()
+}
+
+// cgoLinked says whether this test binary links cgo (test helpers may
+// bring it in through the net package).
+func cgoLinked() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return true
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "CGO_ENABLED" {
+			return s.Value == "1"
+		}
+	}
+	return false
+}
+
 func TestDropOnEveryThread(t *testing.T) {
 	testenv.RequireRoot(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PRIVS_TEST_CHILD=1")
-	out, err := cmd.CombinedOutput()
+	bin := os.Args[0]
+	if cgoLinked() {
+		// with cgo the drop is refused, and says why
+		if out, err := runChild(t, bin); err == nil || !strings.Contains(string(out), "built with cgo") {
+			t.Errorf("with cgo: %v\n%s", err, out)
+		}
+		// the daemon is built without it: so is the binary that tests the drop
+		bin = filepath.Join(t.TempDir(), "privs.test")
+		build := exec.Command("go", "test", "-c", "-o", bin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build without cgo: %v\n%s", err, out)
+		}
+	}
+	out, err := runChild(t, bin)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
