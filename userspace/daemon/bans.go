@@ -74,7 +74,14 @@ func (d *Daemon) reconcileBans(now time.Time) error {
 		case !r.Expires.IsZero() && !r.Expires.After(now), d.dp.Adopted():
 			dropped = append(dropped, p)
 		default:
-			if err := d.dp.Ban(loader.Ban{Prefix: p, Expires: r.Expires, Reason: sourceCode(r.Source)}); err != nil {
+			err := d.dp.Ban(loader.Ban{Prefix: p, Expires: r.Expires, Reason: sourceCode(r.Source)})
+			if errors.Is(err, loader.ErrBanTooLong) {
+				// a record no version of the daemon writes: it must not stop the start
+				d.log.Warn("ban record not restored: its expiry is past the longest ban", "prefix", p, "expires", r.Expires)
+				dropped = append(dropped, p)
+				continue
+			}
+			if err != nil {
 				return fmt.Errorf("restore ban on %v: %w", p, err)
 			}
 			restored++

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -51,5 +52,27 @@ func TestBanTTLIsBoundedAndReportedAsTheKernelHoldsIt(t *testing.T) {
 	listed, ok := banByPrefix(t, d, p.String())
 	if !ok || !same(listed.Expires) {
 		t.Errorf("ban ls: %+v, want expiry %v", listed, kb.Expires)
+	}
+}
+
+// TestRestoreSkipsBansPastTheLongest: a ban record whose expiry is past
+// loader.MaxBanTTL (a hand-edited state file) is dropped at start with a
+// warning; the rest are restored.
+func TestRestoreSkipsBansPastTheLongest(t *testing.T) {
+	testenv.RequireRoot(t)
+	pinDir, stateDir := testPinDir(t), t.TempDir()
+	far, near := netip.MustParsePrefix("192.0.2.70/32"), netip.MustParsePrefix("192.0.2.71/32")
+	if err := writeJSONFile(filepath.Join(stateDir, banStateFile), banFile{Bans: []banRecord{
+		{Prefix: far, Reason: "edited", Source: SourceManual, Expires: time.Now().Add(200 * 365 * 24 * time.Hour)},
+		{Prefix: near, Reason: "fine", Source: SourceManual, Expires: time.Now().Add(time.Hour)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	d := startBans(t, pinDir, stateDir)
+	if _, err := d.dp.LookupBan(far); !errors.Is(err, loader.ErrNotBanned) {
+		t.Errorf("the far record reached the kernel: %v", err)
+	}
+	if _, err := d.dp.LookupBan(near); err != nil {
+		t.Errorf("the good record was not restored: %v", err)
 	}
 }
