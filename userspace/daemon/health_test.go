@@ -6,11 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apiguard/apiguard/test/netns"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/metrics"
+	"golang.org/x/sys/unix"
 )
 
 // health runs d.Health in ns (attachments are looked up there) and returns
@@ -107,7 +109,14 @@ func TestHealthFailsWhenItShould(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantHealthFailing("attachments", "1 of 1")
-	if err := b.Do(d.attach); err != nil {
+	// A pin's removal releases its link from a kernel workqueue: the old
+	// hook may hold the interface a moment longer (EBUSY).
+	err = b.Do(d.attach)
+	for deadline := time.Now().Add(2 * time.Second); errors.Is(err, unix.EBUSY) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		err = b.Do(d.attach)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	wantHealthFailing("", "")

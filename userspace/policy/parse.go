@@ -893,7 +893,7 @@ func (p *parser) bans(n *yaml.Node, b *Bans) {
 			if dur, ok := p.duration(x, o.field(d.key)); ok {
 				switch {
 				case dur < time.Second:
-					p.errAt(resolve(x), o.field(d.key), "%s is below 1s", durationString(dur))
+					p.errAt(resolve(x), o.field(d.key), "%v is below 1s", dur)
 				case dur > loader.MaxBanTTL && (d.key == "ttl" || d.key == "maxTTL"):
 					// a ban's expiry lives in the kernel as a 64-bit
 					// nanosecond clock; ten years is the longest it takes
