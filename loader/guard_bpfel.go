@@ -256,7 +256,8 @@ const (
 	GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED GuardAgReason = 26
 	GuardAgReasonAG_R_CONN_SERVICE_HALF_OPEN   GuardAgReason = 27
 	GuardAgReasonAG_R_FLOW_TABLE_FULL          GuardAgReason = 28
-	GuardAgReasonAG_R_MAX                      GuardAgReason = 29
+	GuardAgReasonAG_R_VLAN_STACK               GuardAgReason = 29
+	GuardAgReasonAG_R_MAX                      GuardAgReason = 30
 )
 
 type GuardAgRefusal struct {

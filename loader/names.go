@@ -61,6 +61,8 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED: "conn_service_established",
 	GuardAgReasonAG_R_CONN_SERVICE_HALF_OPEN:   "conn_service_half_open",
 	GuardAgReasonAG_R_FLOW_TABLE_FULL:          "flow_table_full",
+	// a frame the kernel would unwrap further than the parser reads (bpf/include/parse.h)
+	GuardAgReasonAG_R_VLAN_STACK: "vlan_stack",
 }
 
 func (r Reason) String() string {

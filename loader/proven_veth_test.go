@@ -145,6 +145,7 @@ func dialFrom(lab *vethLab, dst netip.AddrPort) (net.Conn, error) {
 
 type answer struct {
 	dst   netip.Addr
+	dport uint16
 	flags uint8
 	data  bool
 }
@@ -206,7 +207,8 @@ func captureTCP(t *testing.T, lab *vethLab, sport uint16) func() []answer {
 			total := int(p[2])<<8 | int(p[3])
 			doff := int(p[ihl+12]>>4) * 4
 			mu.Lock()
-			got = append(got, answer{dst: netip.AddrFrom4([4]byte(p[16:20])), flags: p[ihl+13], data: total > ihl+doff})
+			got = append(got, answer{dst: netip.AddrFrom4([4]byte(p[16:20])), dport: uint16(p[ihl+2])<<8 | uint16(p[ihl+3]),
+				flags: p[ihl+13], data: total > ihl+doff})
 			mu.Unlock()
 		}
 	}()

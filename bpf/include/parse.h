@@ -1,6 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Cursor-based header parsing. Every helper checks bounds before it reads and
- * returns an ag_reason on failure, so each malformed packet has a defined verdict. */
+ * returns an ag_reason on failure, so each malformed packet has a defined verdict.
+ *
+ * Contract: a frame the parser calls "not IP" (AG_R_NOT_IP) is one the host's
+ * stack cannot deliver to an IP socket. The kernel strips any number of VLAN
+ * tags with VLAN ID 0 (802.1Q or 802.1ad) before it looks at the ethertype,
+ * with or without VLAN devices; the parser reads AG_MAX_VLAN tags and refuses a
+ * frame still tagged after them (AG_R_VLAN_STACK) rather than judging it as not
+ * IP. Other encapsulations (IP-in-IP, GRE, VXLAN, MPLS, PPPoE) reach a socket
+ * only through a tunnel or session device the host configured: their outer
+ * packet is judged (policies/README.md, "What reaches the host"). */
 #ifndef APIGUARD_PARSE_H
 #define APIGUARD_PARSE_H
 
@@ -14,8 +23,12 @@
 #include <bpf/bpf_endian.h>
 #include "types.h"
 
-#define AG_MAX_VLAN 2
+#ifndef AG_MAX_VLAN
+#define AG_MAX_VLAN 2		/* 802.1ad QinQ: a service tag and a customer tag */
+#endif
+#ifndef AG_MAX_EXT_HDRS
 #define AG_MAX_EXT_HDRS 6
+#endif
 
 #define AG_FRAG_NONE 0
 #define AG_FRAG_FIRST 1
@@ -78,6 +91,16 @@ static __always_inline void *cursor_pull(struct cursor *c, __u32 len)
 	return start;
 }
 
+/* The tags the kernel unwraps (its eth_type_vlan): 802.1Q and 802.1ad. */
+static __always_inline int eth_type_vlan(__u16 p)
+{
+	return p == ETH_P_8021Q || p == ETH_P_8021AD;
+}
+
+/* Reads the Ethernet header and up to AG_MAX_VLAN tags. A VLAN ethertype left
+ * after them is refused: the kernel would strip more priority tags and deliver
+ * what is inside. 0x9100 (pre-standard QinQ) is refused at any depth: Linux
+ * never unwraps it, so nothing legitimate for this host carries it. */
 static __always_inline int parse_eth(struct cursor *c, __u16 *proto)
 {
 	struct ethhdr *eth = cursor_pull(c, sizeof(*eth));
@@ -90,13 +113,15 @@ static __always_inline int parse_eth(struct cursor *c, __u16 *proto)
 	for (int i = 0; i < AG_MAX_VLAN; i++) {
 		struct vlan_hdr *vh;
 
-		if (p != ETH_P_8021Q && p != ETH_P_8021AD)
+		if (!eth_type_vlan(p))
 			break;
 		vh = cursor_pull(c, sizeof(*vh));
 		if (!vh)
 			return AG_R_TRUNCATED;
 		p = bpf_ntohs(vh->proto);
 	}
+	if (eth_type_vlan(p) || p == ETH_P_QINQ1)
+		return AG_R_VLAN_STACK;
 	*proto = p;
 	return AG_R_OK;
 }

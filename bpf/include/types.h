@@ -48,6 +48,7 @@ enum ag_reason {
 	AG_R_CONN_SERVICE_ESTABLISHED,
 	AG_R_CONN_SERVICE_HALF_OPEN,
 	AG_R_FLOW_TABLE_FULL,	/* no room to follow a new connection: passed or dropped as the policy says */
+	AG_R_VLAN_STACK,	/* VLAN tags past the ones the parser reads (parse.h) */
 	AG_R_MAX,
 };
 

@@ -43,13 +43,21 @@ type Spec struct {
 	Seq, Ack         uint32 // TCP sequence and acknowledgment numbers; Seq 0 means 1
 	ICMPType         uint8
 	Payload          int
-	VLANs            []uint16
-	IPv4Options      int     // bytes of NOP options, a multiple of 4 up to 40
-	IPv6Ext          []uint8 // extension headers in order, before L4
-	FragOffset       uint16  // in 8-byte units; non-zero makes a non-first fragment
+	VLANs            []uint16 // tag control (VLAN ID and priority) of each tag, outermost first
+	VLANTypes        []uint16 // the tag's ethertype, per tag; missing or 0 means 0x8100 (802.1Q)
+	IPv4Options      int      // bytes of NOP options, a multiple of 4 up to 40
+	IPv6Ext          []uint8  // extension headers in order, before L4
+	FragOffset       uint16   // in 8-byte units; non-zero makes a non-first fragment
 	MoreFragments    bool
 	SrcMAC, DstMAC   [6]byte
 }
+
+// VLAN ethertypes.
+const (
+	Dot1Q  = 0x8100 // 802.1Q
+	Dot1AD = 0x88a8 // 802.1ad service tag
+	QinQ   = 0x9100 // pre-standard QinQ
+)
 
 // Build returns the frame.
 func Build(s Spec) []byte {
@@ -66,8 +74,12 @@ func Build(s Spec) []byte {
 	frame := make([]byte, 0, 14+4*len(s.VLANs)+len(l3))
 	frame = append(frame, s.DstMAC[:]...)
 	frame = append(frame, s.SrcMAC[:]...)
-	for _, v := range s.VLANs {
-		frame = binary.BigEndian.AppendUint16(frame, 0x8100)
+	for i, v := range s.VLANs {
+		tpid := uint16(Dot1Q)
+		if i < len(s.VLANTypes) && s.VLANTypes[i] != 0 {
+			tpid = s.VLANTypes[i]
+		}
+		frame = binary.BigEndian.AppendUint16(frame, tpid)
 		frame = binary.BigEndian.AppendUint16(frame, v)
 	}
 	frame = binary.BigEndian.AppendUint16(frame, ethType)
