@@ -88,7 +88,7 @@ bench-crowdsec:
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
-	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof|Fragments' -benchtime 10000000x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'AliasBomb' -benchtime 20x -count 1 ./userspace/policy/
 	$(GO) test -run '^$$' -bench 'Scrape100k' -benchtime 20x -count 1 ./userspace/metrics/

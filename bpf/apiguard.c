@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* apiguard datapath: one pipeline, two entry points (XDP and TC ingress).
  *
- *   parse -> allow -> deny -> bans -> TCP flag sanity -> service match -> limits
+ *   parse -> allow -> deny -> bans -> [later fragment: its first fragment's ports]
+ *         -> TCP flag sanity -> service match -> limits
  *
  * guard() decides; the single exit records the (action, reason) counter, turns a
  * drop into a counted pass in monitor mode and emits at most one throttled event. */
@@ -15,6 +16,7 @@
 #include "include/maps.h"
 #include "include/limit.h"
 #include "include/events.h"
+#include "include/frag.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -221,6 +223,7 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	struct ag_client_key ckey, pkey;
 	int kind = AG_KIND_MAX, prefix_on, total_on;
 	__u32 level = AG_LEVEL_SERVICE;
+	struct ag_cost cost = { .packets = 1, .bytes = p->len };
 	__u64 now;
 
 	v->service = svc_id;
@@ -235,10 +238,25 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	/* The precise clock costs as much as the rest of a drop (a TSC read in
 	 * a VM): a service without limits only needs it for last_seen, which
 	 * the coarse one (a tick) serves. */
-	if (prefix_on || total_on || level_limited(lc))
+	if (prefix_on || total_on || level_limited(lc) || (p->frag && svc->fragments.interval))
 		v->now = now = bpf_ktime_get_ns();
 	else
 		now = bpf_ktime_get_coarse_ns();
+
+	if (p->frag) {
+		/* frag.h: a first fragment also pays for the later ones that
+		 * went ahead of it; the service's fragment budget comes first */
+		if (p->frag == AG_FRAG_FIRST)
+			frag_take_pending(p, &cost);
+		if (frag_over_budget(svc, svc_id, &cost, now)) {
+			v->action = AG_ACT_DROP;
+			v->monitor |= svc->monitor;
+			v->reason = AG_R_FRAG_BUDGET;
+			v->event = AG_EV_LIMITED;
+			v->ev_bits = 0;	/* one bucket for the whole service */
+			return;
+		}
+	}
 
 	/* A client the server sent data to recently (conntrack.h prove_client)
 	 * is not refused by the shared new-connection buckets: a spoofed SYN
@@ -259,14 +277,14 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 
 	if (total_on) {
 		ss = bpf_map_lookup_elem(&service_state, &svc_id);
-		if (ss && (kind = peek_level(ss->tat, lt, p->len, shared_syn, now)) != AG_KIND_MAX)
+		if (ss && (kind = peek_level(ss->tat, lt, &cost, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	if (prefix_on) {
 		level = AG_LEVEL_PREFIX;
 		key_for(&pkey, p, cfg->prefix_bits4, cfg->prefix_bits6, svc_id);
 		ps = bpf_map_lookup_elem(&prefixes, &pkey);
-		if (ps && (kind = peek_level(ps->tat, lp, p->len, shared_syn, now)) != AG_KIND_MAX)
+		if (ps && (kind = peek_level(ps->tat, lp, &cost, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 
@@ -278,9 +296,9 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	cs = bpf_map_lookup_elem(&clients, &ckey);
 	if (!cs) {
 		struct ag_client_state init = { .first_seen = now, .last_seen = now,
-						 .packets = 1, .bytes = p->len };
+						 .packets = cost.packets, .bytes = cost.bytes };
 
-		kind = charge_new(init.tat, lc, p->len, syn, now);
+		kind = charge_new(init.tat, lc, &cost, syn, now);
 		init.drops = kind != AG_KIND_MAX;
 		cs = insert_state(&clients, &ckey, &init, AG_STAT_CLIENT_INSERT,
 				  AG_STAT_CLIENT_INSERT_FAIL, consts.client_capacity, v);
@@ -289,9 +307,9 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 	}
 	if (cs) {
 		cs->last_seen = now;
-		__sync_fetch_and_add(&cs->packets, 1);
-		__sync_fetch_and_add(&cs->bytes, p->len);
-		kind = limit_level(cs->tat, lc, p->len, syn, now);
+		__sync_fetch_and_add(&cs->packets, cost.packets);
+		__sync_fetch_and_add(&cs->bytes, cost.bytes);
+		kind = limit_level(cs->tat, lc, &cost, syn, now);
 		if (kind != AG_KIND_MAX)
 			goto limited;
 	}
@@ -301,18 +319,18 @@ static __always_inline void apply_limits(const struct pkt *p, const struct ag_co
 		if (!ps) {
 			struct ag_service_state init = {};
 
-			kind = charge_new(init.tat, lp, p->len, syn, now);
+			kind = charge_new(init.tat, lp, &cost, syn, now);
 			ps = insert_state(&prefixes, &pkey, &init, AG_STAT_PREFIX_INSERT,
 					  AG_STAT_PREFIX_INSERT_FAIL, consts.prefix_capacity, v);
 			if (!ps && kind != AG_KIND_MAX)
 				goto limited;
 		}
-		if (ps && (kind = limit_level(ps->tat, lp, p->len, shared_syn, now)) != AG_KIND_MAX)
+		if (ps && (kind = limit_level(ps->tat, lp, &cost, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	if (ss) {
 		level = AG_LEVEL_SERVICE;
-		if ((kind = limit_level(ss->tat, lt, p->len, shared_syn, now)) != AG_KIND_MAX)
+		if ((kind = limit_level(ss->tat, lt, &cost, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 	if (syn && !shared_syn) {
@@ -350,7 +368,7 @@ limited:
 	}
 }
 
-static __always_inline void guard(const struct pkt *p, int parsed, struct verdict *v)
+static __always_inline void guard(struct pkt *p, int parsed, struct verdict *v)
 {
 	__u32 zero = 0, slot, port_idx, *svc_id, *list;
 	const struct ag_config *cfg;
@@ -413,15 +431,23 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 		v->event = AG_EV_BAN_HIT;
 		return;
 	}
-	if (p->frag == AG_FRAG_LATER) {
+	/* frag.h: a later fragment goes on as its first fragment did, or is an
+	 * orphan that belongs to no service */
+	if (p->frag == AG_FRAG_LATER && !frag_recall(p)) {
 		v->reason = AG_R_FRAGMENT;
+		if (cfg->default_drop)
+			v->action = AG_ACT_DROP;
+		if (!cfg->default_drop || v->monitor)
+			frag_note_orphan(p);
 		return;
 	}
 	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
 		v->reason = AG_R_ICMP;
 		return;
 	}
-	if (p->proto == IPPROTO_TCP && cfg->tcp_flag_sanity && tcp_flags_bad(p->tcp_flags)) {
+	/* a later fragment has no flags: its first fragment's were checked */
+	if (p->proto == IPPROTO_TCP && p->frag != AG_FRAG_LATER && cfg->tcp_flag_sanity &&
+	    tcp_flags_bad(p->tcp_flags)) {
 		v->action = AG_ACT_DROP;
 		v->reason = AG_R_TCP_FLAGS;
 		v->event = AG_EV_BAD_FLAGS;
@@ -455,6 +481,8 @@ static __always_inline void guard(const struct pkt *p, int parsed, struct verdic
 	/* proof: an ACK that may complete a handshake goes to proof_track_ingress */
 	v->proof = cfg->prove_sources && p->proto == IPPROTO_TCP &&
 		   (p->tcp_flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) == TCPF_ACK;
+	if (p->frag != AG_FRAG_LATER) /* no TCP header: nothing for the state machine */
+		conn_mark(p, cfg, slot, *svc_id, v); /* conntrack: capped services go to conn_track_ingress */
 }
 
 /* The single exit: monitor conversion, the counter, the event. */
@@ -503,6 +531,10 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	guard(&p, parsed, &v);
 	conn_track_ingress(ctx, tc, &p, &v); /* conntrack: the client's side of capped services */
 	proof_track_ingress(ctx, tc, &p, &v); /* proof: handshakes completing */
+	/* frag.h: a first fragment let through leads its later fragments (an
+	 * allow-listed source's pass the allow list on their own) */
+	if (p.frag == AG_FRAG_FIRST && (v.action == AG_ACT_PASS || v.monitor) && v.reason != AG_R_ALLOW)
+		frag_remember(&p);
 	return record(&p, &v);
 }
 

@@ -7,4 +7,4 @@
 package loader
 
 // The object is built for little-endian BPF only: apiguard runs on x86_64 and arm64.
-//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu" -type ag_event -type ag_config -type ag_service -type ag_limit -type ag_client_key -type ag_client_state -type ag_service_state -type ag_lpm4 -type ag_lpm6 -type ag_ban -type ag_counter -type ev_slot -type ag_refusal -type ag_conn_service -type ag_flow_key -type ag_flow -type ag_acl_key -type ag_sweep -type ag_src_key -type ag_handshake Guard ../bpf/apiguard.c
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu" -type ag_event -type ag_config -type ag_service -type ag_limit -type ag_client_key -type ag_client_state -type ag_service_state -type ag_lpm4 -type ag_lpm6 -type ag_ban -type ag_counter -type ev_slot -type ag_refusal -type ag_conn_service -type ag_flow_key -type ag_flow -type ag_acl_key -type ag_sweep -type ag_src_key -type ag_handshake -type ag_frag_key -type ag_frag Guard ../bpf/apiguard.c

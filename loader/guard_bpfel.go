@@ -174,6 +174,27 @@ const (
 	GuardAgFlowStateAG_FLOW_DEAD        GuardAgFlowState = 8
 )
 
+type GuardAgFrag struct {
+	_              structs.HostLayout
+	Seen           uint64
+	PendingPackets uint32
+	PendingBytes   uint32
+	Sport          uint16
+	Dport          uint16
+	Proto          uint8
+	First          uint8
+	Pad            [2]uint8
+}
+
+type GuardAgFragKey struct {
+	_     structs.HostLayout
+	Src   [16]uint8
+	Dst   [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type GuardAgHandshake struct {
 	_    structs.HostLayout
 	Tag  uint32
@@ -257,7 +278,8 @@ const (
 	GuardAgReasonAG_R_CONN_SERVICE_HALF_OPEN   GuardAgReason = 27
 	GuardAgReasonAG_R_FLOW_TABLE_FULL          GuardAgReason = 28
 	GuardAgReasonAG_R_VLAN_STACK               GuardAgReason = 29
-	GuardAgReasonAG_R_MAX                      GuardAgReason = 30
+	GuardAgReasonAG_R_FRAG_BUDGET              GuardAgReason = 30
+	GuardAgReasonAG_R_MAX                      GuardAgReason = 31
 )
 
 type GuardAgRefusal struct {
@@ -274,11 +296,12 @@ type GuardAgRefusal struct {
 }
 
 type GuardAgService struct {
-	_       structs.HostLayout
-	Id      uint32
-	Monitor uint8
-	Pad     [3]uint8
-	Limits  [3][3]GuardAgLimit
+	_         structs.HostLayout
+	Id        uint32
+	Monitor   uint8
+	Pad       [3]uint8
+	Limits    [3][3]GuardAgLimit
+	Fragments GuardAgLimit
 }
 
 type GuardAgServiceState struct {
@@ -310,7 +333,8 @@ const (
 	GuardAgStatAG_STAT_FLOW_DELETED       GuardAgStat = 13
 	GuardAgStatAG_STAT_FLOW_COUNT_MISSING GuardAgStat = 14
 	GuardAgStatAG_STAT_PROVEN_SYN         GuardAgStat = 15
-	GuardAgStatAG_STAT_MAX                GuardAgStat = 16
+	GuardAgStatAG_STAT_FRAG_INSERT        GuardAgStat = 16
+	GuardAgStatAG_STAT_MAX                GuardAgStat = 17
 )
 
 type GuardAgSweep struct {
@@ -378,6 +402,8 @@ const (
 	GuardMapEventThrottle      = "event_throttle"
 	GuardMapEvents             = "events"
 	GuardMapFlows              = "flows"
+	GuardMapFragBudget         = "frag_budget"
+	GuardMapFrags              = "frags"
 	GuardMapHandshakes         = "handshakes"
 	GuardMapLists40            = "lists4_0"
 	GuardMapLists41            = "lists4_1"
@@ -477,6 +503,8 @@ type GuardMapSpecs struct {
 	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	FragBudget    *ebpf.MapSpec `ebpf:"frag_budget"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
 	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
@@ -544,6 +572,8 @@ type GuardMaps struct {
 	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	FragBudget    *ebpf.Map `ebpf:"frag_budget"`
+	Frags         *ebpf.Map `ebpf:"frags"`
 	Handshakes    *ebpf.Map `ebpf:"handshakes"`
 	Lists40       *ebpf.Map `ebpf:"lists4_0"`
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
@@ -576,6 +606,8 @@ func (m *GuardMaps) Close() error {
 		m.EventThrottle,
 		m.Events,
 		m.Flows,
+		m.FragBudget,
+		m.Frags,
 		m.Handshakes,
 		m.Lists40,
 		m.Lists41,

@@ -230,6 +230,8 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		// sources proven by a completed handshake, and the handshakes
 		// awaiting their last ACK (proof.go)
 		GuardMapProvenSources: m.ProvenSources, GuardMapHandshakes: m.Handshakes,
+		// fragments (frag.h): later fragments keep following their first across restarts
+		GuardMapFrags: m.Frags, GuardMapFragBudget: m.FragBudget,
 	}
 }
 

@@ -63,6 +63,8 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_FLOW_TABLE_FULL:          "flow_table_full",
 	// a frame the kernel would unwrap further than the parser reads (bpf/include/parse.h)
 	GuardAgReasonAG_R_VLAN_STACK: "vlan_stack",
+	// fragments (bpf/include/frag.h)
+	GuardAgReasonAG_R_FRAG_BUDGET: "fragment_budget",
 }
 
 func (r Reason) String() string {

@@ -58,6 +58,9 @@ type Service struct {
 	ACL []netip.Prefix
 	// MaxConns caps concurrent TCP connections, followed in the kernel.
 	MaxConns ConnLimits
+	// Fragments bounds the IP fragments (first and later) of all the
+	// service's clients together; zero is no budget (bpf/include/frag.h).
+	Fragments Rate
 }
 
 // Policy is everything the datapath enforces, as plain values.
@@ -224,6 +227,7 @@ func compile(p *Policy) (*image, error) {
 		svc.Limits[0] = limitsFor(s.Client)
 		svc.Limits[1] = limitsFor(s.Prefix)
 		svc.Limits[2] = limitsFor(s.Total)
+		svc.Fragments.Interval, svc.Fragments.Tolerance = gcraParams(s.Fragments.PerSecond, s.Fragments.Burst)
 		img.services[s.ID] = svc
 		// A proven client is not refused by the shared connection limits:
 		// only where its own connection limit still bounds it.

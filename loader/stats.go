@@ -52,6 +52,9 @@ type Stats struct {
 	// SYNs of clients with a proven handshake that skipped a service's
 	// shared (prefix, total) new-connection limits.
 	ProvenSYNs uint64
+	// Datagrams entered in the fragment table (first fragments let through,
+	// and orphans ahead of their first): past the table's size, each evicts.
+	FragInserts uint64
 }
 
 // Stats reads the health counters.
@@ -83,6 +86,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		FlowsDeleted:         vals[GuardAgStatAG_STAT_FLOW_DELETED],
 		FlowCountMissing:     vals[GuardAgStatAG_STAT_FLOW_COUNT_MISSING],
 		ProvenSYNs:           vals[GuardAgStatAG_STAT_PROVEN_SYN],
+		FragInserts:          vals[GuardAgStatAG_STAT_FRAG_INSERT],
 	}, nil
 }
 

@@ -9,6 +9,13 @@
 
 #define AG_CAS_TRIES 4
 
+/* What a packet costs the buckets: one packet and its length, except a first
+ * fragment, which also pays for the later fragments that came before it (frag.h). */
+struct ag_cost {
+	__u32 packets;
+	__u32 bytes;
+};
+
 /* Takes cost units from the bucket. Returns 1 when they conform and are
  * charged, else 0. With force (a proven client's SYN on a shared bucket) they
  * are never refused: the bucket fills, so others see the load, but never past
@@ -48,11 +55,11 @@ static __always_inline int gcra(__u64 *tat, const struct ag_limit *l, __u64 cost
 
 /* Checks one level's buckets; returns the kind that refused, or AG_KIND_MAX. */
 static __always_inline int limit_level(__u64 *tat, const struct ag_limit *lim,
-				       __u32 len, int syn, __u64 now)
+				       const struct ag_cost *c, int syn, __u64 now)
 {
-	if (!gcra(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], 1, now))
+	if (!gcra(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], c->packets, now))
 		return AG_KIND_PPS;
-	if (!gcra(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], len, now))
+	if (!gcra(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], c->bytes, now))
 		return AG_KIND_BPS;
 	if (syn && !gcra(&tat[AG_KIND_CPS], &lim[AG_KIND_CPS], 1, now))
 		return AG_KIND_CPS;
@@ -73,11 +80,11 @@ static __always_inline int gcra_peek(const __u64 *tat, const struct ag_limit *l,
 }
 
 static __always_inline int peek_level(const __u64 *tat, const struct ag_limit *lim,
-				      __u32 len, int syn, __u64 now)
+				      const struct ag_cost *c, int syn, __u64 now)
 {
-	if (!gcra_peek(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], 1, now))
+	if (!gcra_peek(&tat[AG_KIND_PPS], &lim[AG_KIND_PPS], c->packets, now))
 		return AG_KIND_PPS;
-	if (!gcra_peek(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], len, now))
+	if (!gcra_peek(&tat[AG_KIND_BPS], &lim[AG_KIND_BPS], c->bytes, now))
 		return AG_KIND_BPS;
 	if (syn && !gcra_peek(&tat[AG_KIND_CPS], &lim[AG_KIND_CPS], 1, now))
 		return AG_KIND_CPS;
@@ -88,9 +95,9 @@ static __always_inline int peek_level(const __u64 *tat, const struct ag_limit *l
  * nobody else can see it yet, so no CAS is needed. An empty bucket holds a full
  * burst, so this only refuses when one packet exceeds the whole burst. */
 static __always_inline int charge_new(__u64 *tat, const struct ag_limit *lim,
-				      __u32 len, int syn, __u64 now)
+				      const struct ag_cost *c, int syn, __u64 now)
 {
-	__u64 cost[AG_KIND_MAX] = { 1, len, syn };
+	__u64 cost[AG_KIND_MAX] = { c->packets, c->bytes, syn };
 
 #pragma unroll
 	for (int k = 0; k < AG_KIND_MAX; k++) {

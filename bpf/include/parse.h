@@ -30,6 +30,11 @@
 #define AG_MAX_EXT_HDRS 6
 #endif
 
+#define AG_IP_MF 0x2000		/* IPv4 more fragments */
+#define AG_IP_OFFSET 0x1fff	/* IPv4 fragment offset, 8-byte units */
+#define AG_IP6_OFFSET 0xfff8	/* IPv6 fragment offset, in place */
+#define AG_IP6_MF 0x0001	/* IPv6 more fragments */
+
 #define AG_FRAG_NONE 0
 #define AG_FRAG_FIRST 1
 #define AG_FRAG_LATER 2
@@ -66,13 +71,15 @@ struct ipv6_frag {
 /* What the pipeline needs to know about a packet, filled by parse_packet. */
 struct pkt {
 	__u8 addr[16];		/* source, v4-mapped for IPv4 */
+	__u8 dst[16];		/* destination, v4-mapped; read only for fragments */
+	__u32 frag_id;		/* fragments: the IPv4 or IPv6 identification */
 	__u32 len;
 	__u16 dport;		/* host order */
 	__u16 sport;
 	__u8 family;		/* 4 or 6; 0 for non-IP */
 	__u8 proto;		/* L4 protocol, IPPROTO_NONE when unknown */
 	__u8 tcp_flags;
-	__u8 frag;
+	__u8 frag;		/* AG_FRAG_*; an IPv6 atomic fragment is AG_FRAG_NONE */
 	__u8 icmp_type;
 	__u8 arp;		/* an ARP frame; addr is its sender address */
 };
@@ -163,6 +170,15 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 	return AG_R_OK;
 }
 
+/* ::ffff:a.b.c.d, the form every IPv4 address takes in keys */
+static __always_inline void v4_map(__u8 out[16], const void *a4)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(&out[12], a4, 4);
+}
+
 static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 {
 	struct iphdr *iph = cursor_pull(c, sizeof(*iph));
@@ -182,24 +198,23 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 
 	p->family = 4;
 	p->proto = iph->protocol;
-	__builtin_memset(p->addr, 0, 10);
-	p->addr[10] = 0xff;
-	p->addr[11] = 0xff;
-	__builtin_memcpy(&p->addr[12], &iph->saddr, 4);
+	v4_map(p->addr, &iph->saddr);
 
 	frag = bpf_ntohs(iph->frag_off);
-	if (frag & 0x1fff) {
-		p->frag = AG_FRAG_LATER;
-		return AG_R_OK;
+	if (frag & (AG_IP_OFFSET | AG_IP_MF)) {
+		p->frag = frag & AG_IP_OFFSET ? AG_FRAG_LATER : AG_FRAG_FIRST;
+		p->frag_id = bpf_ntohs(iph->id);
+		v4_map(p->dst, &iph->daddr);
+		if (p->frag == AG_FRAG_LATER)
+			return AG_R_OK;
 	}
-	if (frag & 0x2000)
-		p->frag = AG_FRAG_FIRST;
 	return parse_l4(c, p);
 }
 
 static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 {
 	struct ipv6hdr *ip6 = cursor_pull(c, sizeof(*ip6));
+	int seen_frag = 0;
 	__u8 next;
 
 	if (!ip6)
@@ -238,11 +253,24 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 		}
 		case IPPROTO_FRAGMENT: {
 			struct ipv6_frag *f = cursor_pull(c, sizeof(*f));
+			__u16 off;
 
 			if (!f)
 				return AG_R_TRUNCATED;
+			/* one datagram, one fragment header (RFC 8200 4.1): a
+			 * second would be a datagram inside a fragment */
+			if (seen_frag)
+				return AG_R_MALFORMED;
+			seen_frag = 1;
 			next = f->nexthdr;
-			if (bpf_ntohs(f->frag_off) & 0xfff8) {
+			off = bpf_ntohs(f->frag_off);
+			/* offset 0 without more fragments: an atomic fragment,
+			 * which the kernel takes as a whole packet (RFC 6946) */
+			if (!(off & (AG_IP6_OFFSET | AG_IP6_MF)))
+				continue;
+			p->frag_id = bpf_ntohl(f->id);
+			__builtin_memcpy(p->dst, &ip6->daddr, 16);
+			if (off & AG_IP6_OFFSET) {
 				p->proto = next;
 				p->frag = AG_FRAG_LATER;
 				return AG_R_OK;
@@ -300,10 +328,7 @@ static __always_inline void parse_arp(struct cursor *c, struct pkt *p)
 		return;
 	p->arp = 1;
 	p->family = 4;
-	__builtin_memset(p->addr, 0, 10);
-	p->addr[10] = 0xff;
-	p->addr[11] = 0xff;
-	__builtin_memcpy(&p->addr[12], a + 14, 4);
+	v4_map(p->addr, a + 14);
 }
 
 /* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */

@@ -25,7 +25,7 @@ enum ag_reason {
 	AG_R_NOT_IP,		/* ARP, LLDP and other non-IP frames */
 	AG_R_ICMP,		/* ICMP/ICMPv6 other than neighbour discovery */
 	AG_R_NDP,		/* IPv6 neighbour discovery: the host must stay reachable */
-	AG_R_FRAGMENT,		/* non-first fragment: judged on L3 only */
+	AG_R_FRAGMENT,		/* a later fragment whose first fragment was not let through (frag.h): defaultAction */
 	AG_R_TRUNCATED,		/* a header runs past the end of the packet */
 	AG_R_MALFORMED,		/* impossible header values (IHL < 5, TCP doff < 5, ...) */
 	AG_R_EXT_LIMIT,		/* more IPv6 extension headers than the bounded walk allows */
@@ -49,6 +49,7 @@ enum ag_reason {
 	AG_R_CONN_SERVICE_HALF_OPEN,
 	AG_R_FLOW_TABLE_FULL,	/* no room to follow a new connection: passed or dropped as the policy says */
 	AG_R_VLAN_STACK,	/* VLAN tags past the ones the parser reads (parse.h) */
+	AG_R_FRAG_BUDGET,	/* over its service's fragment budget (frag.h) */
 	AG_R_MAX,
 };
 
@@ -70,6 +71,7 @@ enum ag_stat {
 	AG_STAT_FLOW_DELETED,		/* closed flows the sweeper removed after their linger */
 	AG_STAT_FLOW_COUNT_MISSING,	/* a release found no client count: must stay 0 */
 	AG_STAT_PROVEN_SYN,		/* SYNs of proven clients that skipped the shared connection limits */
+	AG_STAT_FRAG_INSERT,		/* datagrams entered in the fragment table (frag.h) */
 	AG_STAT_MAX,
 };
 
@@ -120,6 +122,7 @@ struct ag_service {
 	__u8 monitor;
 	__u8 _pad[3];
 	struct ag_limit limits[AG_LEVEL_MAX][AG_KIND_MAX];
+	struct ag_limit fragments;	/* fragments (first and later) of all clients together */
 };
 
 /* Policy-wide settings; two copies, one per policy slot. */

@@ -49,6 +49,7 @@ type Spec struct {
 	IPv6Ext          []uint8  // extension headers in order, before L4
 	FragOffset       uint16   // in 8-byte units; non-zero makes a non-first fragment
 	MoreFragments    bool
+	FragID           uint32 // IPv4 identification (low 16 bits; 0 means 0x1234) or IPv6 fragment id
 	SrcMAC, DstMAC   [6]byte
 }
 
@@ -132,7 +133,11 @@ func buildIPv4(s Spec, l4 []byte) []byte {
 	h := make([]byte, hl, hl+len(l4))
 	h[0] = 0x40 | byte(hl/4)
 	binary.BigEndian.PutUint16(h[2:], uint16(hl+len(l4)))
-	binary.BigEndian.PutUint16(h[4:], 0x1234)
+	id := uint16(s.FragID)
+	if id == 0 {
+		id = 0x1234
+	}
+	binary.BigEndian.PutUint16(h[4:], id)
 	frag := s.FragOffset & 0x1fff
 	if s.MoreFragments {
 		frag |= 0x2000
@@ -164,6 +169,7 @@ func buildIPv6(s Spec, l4 []byte) []byte {
 				off |= 1
 			}
 			binary.BigEndian.PutUint16(e[2:], off)
+			binary.BigEndian.PutUint32(e[4:], s.FragID)
 		} else {
 			e = make([]byte, 8) // hdr ext len 0: 8 bytes, PadN filled
 			e[2], e[3] = 1, 4
@@ -215,4 +221,33 @@ func checksum(initial uint32, b []byte) uint16 {
 		sum = (sum >> 16) + (sum & 0xffff)
 	}
 	return ^uint16(sum)
+}
+
+// FragmentIPv4 splits an IPv4 packet (from its IP header on) into fragments
+// carrying sizes bytes of its payload each, in order, and the rest in a last
+// fragment. Every size but the last must be a multiple of 8.
+func FragmentIPv4(ip []byte, sizes ...int) [][]byte {
+	hl := int(ip[0]&0x0f) * 4
+	payload := ip[hl:]
+	var out [][]byte
+	for off := 0; off < len(payload); {
+		n := len(payload) - off
+		if len(out) < len(sizes) && sizes[len(out)] < n {
+			n = sizes[len(out)]
+		}
+		f := make([]byte, hl, hl+n)
+		copy(f, ip[:hl])
+		f = append(f, payload[off:off+n]...)
+		binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+		fo := uint16(off / 8)
+		if off+n < len(payload) {
+			fo |= 0x2000
+		}
+		binary.BigEndian.PutUint16(f[6:], fo)
+		f[10], f[11] = 0, 0
+		binary.BigEndian.PutUint16(f[10:], checksum(0, f[:hl]))
+		out = append(out, f)
+		off += n
+	}
+	return out
 }

@@ -91,7 +91,7 @@ func fakeSources() Sources {
 	return Sources{
 		Datapath: &fakeDatapath{
 			counters: counters,
-			stats:    loader.Stats{EventsSent: 40, EventsSuppressed: 900, EventsLost: 1, ClientInserts: 77, ClientInsertFailures: 4, CASContended: 5, ProvenSYNs: 6},
+			stats:    loader.Stats{EventsSent: 40, EventsSuppressed: 900, EventsLost: 1, ClientInserts: 77, ClientInsertFailures: 4, CASContended: 5, ProvenSYNs: 6, FragInserts: 8},
 			usage:    []loader.MapUsage{{Name: "clients", Entries: 77, Capacity: 1 << 17}, {Name: "bans4", Entries: 3, Capacity: 1 << 16}},
 			bans: []loader.Ban{
 				{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Expires: now.Add(time.Minute)},
@@ -189,6 +189,7 @@ func TestCollectorValues(t *testing.T) {
 		"apiguard_map_capacity{map=clients}":                                                   1 << 17,
 		"apiguard_map_entries{map=bans4}":                                                      3,
 		"apiguard_map_inserts_total{map=clients}":                                              77,
+		"apiguard_map_inserts_total{map=fragments}":                                            8,
 		"apiguard_map_insert_failures_total{map=clients}":                                      4,
 		"apiguard_limiter_cas_contended_total":                                                 5,
 		"apiguard_proven_syns_total":                                                           6,

@@ -47,6 +47,8 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 			Client:  svc.Client.loader(),
 			Prefix:  svc.Prefix.loader(),
 			Total:   svc.Total.loader(),
+			// fragments are counted like packets
+			Fragments: loader.Rate(svc.Fragments),
 		}
 		svc.loaderConns(&ls)
 		switch svc.Protocol {

@@ -123,6 +123,7 @@ func TestCompileValues(t *testing.T) {
 		"      protocol: udp",
 		"      ports: [53]",
 		"      mode: monitor",
+		"      fragments: {rate: 100/s, burst: 300}",
 	)
 	lp, err := mustParse(t, src, nil).Compile(nil)
 	if err != nil {
@@ -145,7 +146,8 @@ func TestCompileValues(t *testing.T) {
 				Prefix: loader.Limits{Bytes: loader.Rate{PerSecond: 1000, Burst: MinBytesBurst}},
 				Total:  loader.Limits{Packets: loader.Rate{PerSecond: 100000, Burst: 100000}},
 			},
-			{ID: 1, Name: "dns", Proto: loader.ProtoUDP, Monitor: true, Ports: []loader.PortRange{{First: 53, Last: 53}}},
+			{ID: 1, Name: "dns", Proto: loader.ProtoUDP, Monitor: true, Ports: []loader.PortRange{{First: 53, Last: 53}},
+				Fragments: loader.Rate{PerSecond: 100, Burst: 300}},
 		},
 		Conns:        loader.ConnTracking{EstablishedTimeout: 5 * time.Minute, HalfOpenTimeout: 10 * time.Second, ClosedTimeout: 10 * time.Second},
 		ProvenTTL:    loader.DefaultProvenTTL,

@@ -141,6 +141,9 @@ func (d *differ) services(old, new []Service) {
 		d.change(what+" ports", portsString(prev.Ports), portsString(s.Ports))
 		d.change(what+" mode", string(prev.Mode), string(s.Mode))
 		d.serviceConns(what, prev, s)
+		if prev.Fragments != s.Fragments {
+			d.add("~ %s: fragments %s -> %s", what, formatRate(prev.Fragments, unitPackets), formatRate(s.Fragments, unitPackets))
+		}
 		for _, lvl := range []struct {
 			name string
 			a, b Limits

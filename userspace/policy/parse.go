@@ -493,7 +493,7 @@ func (p *parser) services(n *yaml.Node, field string) []Service {
 func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClaim) (Service, *yaml.Node, bool) {
 	svc := Service{Protocol: TCP, Mode: Enforce}
 	o, ok := p.mapping(n, field, "name", "protocol", "ports", "mode", "limits",
-		"allowFrom", "allowFromFiles", "maxConnections")
+		"allowFrom", "allowFromFiles", "maxConnections", "fragments")
 	if !ok {
 		return svc, nil, false
 	}
@@ -522,6 +522,10 @@ func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClai
 	}
 	if v := o.get("limits"); v != nil {
 		p.limits(v, o.field("limits"), &svc)
+	}
+	if v := o.get("fragments"); v != nil {
+		// a count of packets, with the syntax and checks of a packets limit
+		svc.Fragments, _ = p.rate(v, o.field("fragments"), unitPackets)
 	}
 	p.serviceConns(o, &svc)
 	return svc, nameNode, len(p.errs) == before

@@ -310,6 +310,35 @@ func TestParseErrors(t *testing.T) {
 			count: 3,
 		},
 		{
+			name: "fragments",
+			src: doc(
+				"  services:",
+				"    - name: a",
+				"      ports: [443]",
+				"      fragments: 0/s",
+				"    - name: b",
+				"      ports: [444]",
+				"      fragments: {rate: 5KB/s, burst: 0}",
+				"    - name: c",
+				"      ports: [445]",
+				"      fragments: {burst: 10}",
+				"    - name: d",
+				"      ports: [446]",
+				"      fragments: [10/s]",
+				"    - name: e",
+				"      ports: [447]",
+				"      fragments: {rate: 10/s, burst: 0}",
+			),
+			want: []string{
+				`p.yaml:9: spec.services[0].fragments: "0/s" is zero; leave the limit out for no limit`,
+				`p.yaml:12: spec.services[1].fragments.rate: "5KB/s": packets are counted without a unit`,
+				`p.yaml:15: spec.services[2].fragments.rate: missing; a limit needs a rate`,
+				`p.yaml:18: spec.services[3].fragments: expected a mapping (key: value lines), found a list`,
+				`p.yaml:21: spec.services[4].fragments.burst: 0 is below 1: the bucket must hold at least one packet`,
+			},
+			count: 5,
+		},
+		{
 			name: "connections on udp",
 			src: doc(
 				"  services:",
@@ -505,10 +534,12 @@ func TestParseFull(t *testing.T) {
 		"          packets: {rate: 120/m, burst: 3}",
 		"        total:",
 		"          bytes: {rate: 1.5GB/s, burst: 4GiB}",
+		"      fragments: 10/s",
 		"    - name: dns",
 		"      protocol: udp",
 		"      ports: 53",
 		"      mode: monitor",
+		"      fragments: {rate: 600/m, burst: 50}",
 		"  detection:",
 		"    flood: {enabled: false, action: flag, window: 2m, limitedFor: 30s}",
 		"    syn-flood: {syns: 500}",
@@ -554,12 +585,13 @@ func TestParseFull(t *testing.T) {
 			Bytes:   Rate{1000, MinBytesBurst}, // one second is less than a frame
 			Packets: Rate{2, 3},
 		},
-		Total: Limits{Bytes: Rate{1_500_000_000, 4 << 30}},
+		Total:     Limits{Bytes: Rate{1_500_000_000, 4 << 30}},
+		Fragments: Rate{10, 10},
 	}
 	if !reflect.DeepEqual(s.Services[0], https) {
 		t.Errorf("https:\n%+v\nwant\n%+v", s.Services[0], https)
 	}
-	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}}
+	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}, Fragments: Rate{10, 50}}
 	if !reflect.DeepEqual(s.Services[1], dns) {
 		t.Errorf("dns: %+v", s.Services[1])
 	}

@@ -113,6 +113,9 @@ type Service struct {
 	AllowFromFiles []string // as written in the policy
 	// MaxConnections caps concurrent TCP connections (conn.go).
 	MaxConnections ConnCaps
+	// Fragments is the budget of IP fragments (first and later) of all the
+	// service's clients together; the zero Rate is no budget.
+	Fragments Rate
 }
 
 // Limits bound packets, bytes and new TCP connections (SYN without ACK).
