@@ -69,6 +69,53 @@ static __always_inline void *slot_lookup(__u32 slot, const struct pkt *p,
 	return lpm_lookup(p, m4_0, m6_0);
 }
 
+/* How many nested bans an address is looked up through when the narrowest
+ * ones have expired (and are not swept yet): a host ban inside a prefix ban
+ * inside a range is three. */
+#ifndef AG_BAN_DEPTH
+#define AG_BAN_DEPTH 4
+#endif
+
+/* Is the source inside a ban in force? The trie gives the narrowest ban; an
+ * expired one must not shadow a wider ban still in force (the detector's
+ * expired host ban inside its aggregate prefix ban, until the sweeper comes),
+ * so the lookup goes on from just above it. Global, so the verifier walks the
+ * loop once rather than once for every way the guard can reach it. */
+__attribute__((noinline)) int banned(const struct pkt *p)
+{
+	struct ag_lpm6 k = {};
+	const struct ag_ban *ban;
+	__u64 now = 0;
+
+	if (!p)
+		return 0;
+	k.prefixlen = p->family == 4 ? 32 : 128;
+
+	/* ag_lpm4 is ag_lpm6 cut short: the same key serves both tries */
+	if (p->family == 4)
+		__builtin_memcpy(k.addr, &p->addr[12], 4);
+	else
+		__builtin_memcpy(k.addr, p->addr, 16);
+	for (int i = 0; i < AG_BAN_DEPTH; i++) {
+		if (p->family == 4)
+			ban = bpf_map_lookup_elem(&bans4, &k);
+		else
+			ban = bpf_map_lookup_elem(&bans6, &k);
+		if (!ban)
+			return 0;
+		if (!ban->expires)
+			return 1;
+		if (!now)
+			now = bpf_ktime_get_coarse_ns();
+		if (ban->expires > now)
+			return 1;
+		if (!ban->prefixlen || ban->prefixlen > k.prefixlen)
+			return 0;	/* nothing wider (or a ban written before lengths were kept) */
+		k.prefixlen = ban->prefixlen - 1;
+	}
+	return 0;
+}
+
 static __always_inline int tcp_flags_bad(__u8 f)
 {
 	if (!(f & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_ACK)))
@@ -373,7 +420,6 @@ static __always_inline void guard(struct pkt *p, int parsed, struct verdict *v)
 	__u32 zero = 0, slot, port_idx, *svc_id, *list;
 	const struct ag_config *cfg;
 	const __u32 *slotp;
-	struct ag_ban *ban;
 
 	v->action = AG_ACT_PASS;
 	v->reason = AG_R_OK;
@@ -420,12 +466,12 @@ static __always_inline void guard(struct pkt *p, int parsed, struct verdict *v)
 		v->event = AG_EV_DENY_HIT;
 		return;
 	}
-	if (p->proto == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137) {
+	if (p->family == 6 && pkt_is_icmp(p) && p->icmp_type >= AG_ICMPV6_NDP_FIRST &&
+	    p->icmp_type <= AG_ICMPV6_NDP_LAST) {
 		v->reason = AG_R_NDP;
 		return;
 	}
-	ban = lpm_lookup(p, &bans4, &bans6);
-	if (ban && (!ban->expires || ban->expires > bpf_ktime_get_coarse_ns())) {
+	if (banned(p)) {
 		v->action = AG_ACT_DROP;
 		v->reason = AG_R_BAN;
 		v->event = AG_EV_BAN_HIT;
@@ -441,7 +487,7 @@ static __always_inline void guard(struct pkt *p, int parsed, struct verdict *v)
 			frag_note_orphan(p);
 		return;
 	}
-	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+	if (pkt_is_icmp(p)) {
 		v->reason = AG_R_ICMP;
 		return;
 	}
@@ -532,8 +578,10 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	conn_track_ingress(ctx, tc, &p, &v); /* conntrack: the client's side of capped services */
 	proof_track_ingress(ctx, tc, &p, &v); /* proof: handshakes completing */
 	/* frag.h: a first fragment let through leads its later fragments (an
-	 * allow-listed source's pass the allow list on their own) */
-	if (p.frag == AG_FRAG_FIRST && (v.action == AG_ACT_PASS || v.monitor) && v.reason != AG_R_ALLOW)
+	 * allow-listed source's pass the allow list on their own; one that could
+	 * not be read, in monitor mode, has no ports to lend) */
+	if (p.frag == AG_FRAG_FIRST && parsed == AG_R_OK && (v.action == AG_ACT_PASS || v.monitor) &&
+	    v.reason != AG_R_ALLOW)
 		frag_remember(&p);
 	return record(&p, &v);
 }

@@ -50,7 +50,10 @@ func (d *Datapath) Ban(b Ban) error {
 	if err != nil {
 		return err
 	}
-	v := GuardAgBan{Reason: b.Reason}
+	v := GuardAgBan{Reason: b.Reason, Prefixlen: k4.Prefixlen}
+	if !is4 {
+		v.Prefixlen = k6.Prefixlen
+	}
 	if !b.Expires.IsZero() {
 		// a minute of slack: callers add MaxBanTTL to their own "now"
 		if time.Until(b.Expires) > MaxBanTTL+time.Minute {

@@ -141,6 +141,8 @@ func TestPipeline(t *testing.T) {
 		vc("ipv6 extension headers", packet.Build(ext(udp("2001:db8:1::2", 53, 10), packet.HopByHop, packet.DestOpts, packet.Routing)), pass, Reason(GuardAgReasonAG_R_OK)),
 		vc("ipv6 too many extension headers", packet.Build(ext(udp("2001:db8:1::3", 53, 10), seven...)), drop, Reason(GuardAgReasonAG_R_EXT_LIMIT)),
 		vc("ipv6 truncated extension header", packet.Build(ext(udp("2001:db8:1::3", 53, 0), packet.HopByHop))[:14+40+4], drop, Reason(GuardAgReasonAG_R_TRUNCATED)),
+		// no stack sends one, and its keys would be those of the IPv4 address it names
+		vc("ipv6 from an ipv4-mapped source", packet.Build(udp("::ffff:10.1.0.1", 53, 0)), drop, Reason(GuardAgReasonAG_R_MALFORMED)),
 
 		// fragments: the first is judged on L4, later ones on L3 only
 		vc("ipv4 later fragment", packet.Build(frag(udp("10.1.0.5", 4444, 8), 100, false)), pass, Reason(GuardAgReasonAG_R_FRAGMENT)),
@@ -168,6 +170,10 @@ func TestPipeline(t *testing.T) {
 		vc("neighbour solicitation from a banned prefix", packet.Build(icmp6("2001:db8:bad:1::5", 135)), pass, Reason(GuardAgReasonAG_R_NDP)),
 		vc("neighbour solicitation from a denied prefix", packet.Build(icmp6("2001:db8:dead::5", 135)), drop, Reason(GuardAgReasonAG_R_DENY)),
 		vc("icmpv6 echo", packet.Build(icmp6("2001:db8:1::6", 128)), pass, Reason(GuardAgReasonAG_R_ICMP)),
+		// ICMP is 1 in IPv4 and 58 in IPv6; the other way round the kernel has no handler
+		vc("protocol 58 in ipv4 is no neighbour discovery", packet.Build(packet.Spec{Src: addr("203.0.113.9"), Dst: guarded4, Proto: packet.ICMPv6, ICMPType: 135}), drop, Reason(GuardAgReasonAG_R_BAN)),
+		vc("protocol 58 in ipv4 is no icmp", packet.Build(packet.Spec{Src: addr("10.1.0.7"), Dst: guarded4, Proto: packet.ICMPv6, ICMPType: 128}), pass, Reason(GuardAgReasonAG_R_NO_SERVICE)),
+		vc("protocol 1 in ipv6 is no icmp", packet.Build(packet.Spec{Src: addr("2001:db8:1::6"), Dst: guarded6, Proto: packet.ICMP, ICMPType: 8}), pass, Reason(GuardAgReasonAG_R_NO_SERVICE)),
 
 		// TCP flag sanity
 		vc("null scan", packet.Build(tcp("10.1.0.8", 80, 0)), drop, Reason(GuardAgReasonAG_R_TCP_FLAGS)),
@@ -360,6 +366,38 @@ func TestBanExpiresInKernel(t *testing.T) {
 	if err := d.Unban(pfx("203.0.113.50/32")); err == nil {
 		t.Fatal("unban of a swept ban succeeded")
 	}
+}
+
+// An address inside several bans is banned while any of them is in force: an
+// expired ban the sweeper has not removed yet (the detector's host ban inside
+// its prefix ban) does not hide a wider one.
+func TestExpiredBanNeverHidesAWiderOne(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, basePolicy())
+	past := time.Now().Add(-time.Minute)
+	for _, b := range []Ban{
+		{Prefix: pfx("198.18.0.0/15")},                                     // forever
+		{Prefix: pfx("198.18.1.0/24"), Expires: time.Now().Add(time.Hour)}, // in force
+		{Prefix: pfx("198.18.1.1/32"), Expires: past},
+		{Prefix: pfx("198.18.2.0/24"), Expires: past},
+		{Prefix: pfx("198.18.2.0/28"), Expires: past},
+		{Prefix: pfx("198.18.2.1/32"), Expires: past},
+		{Prefix: pfx("2001:db8:bad::/48")},
+		{Prefix: pfx("2001:db8:bad:1::/64"), Expires: past},
+		{Prefix: pfx("100.64.0.0/16"), Expires: past},
+		{Prefix: pfx("100.64.1.1/32"), Expires: past},
+	} {
+		if err := d.Ban(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ban, none := Reason(GuardAgReasonAG_R_BAN), Reason(GuardAgReasonAG_R_NO_SERVICE)
+	checkVerdicts(t, d, []verdictCase{
+		vc("expired host ban inside a ban in force", packet.Build(tcp("198.18.1.1", 22, packet.SYN)), drop, ban),
+		vc("three expired bans inside one in force", packet.Build(tcp("198.18.2.1", 22, packet.SYN)), drop, ban),
+		vc("expired ipv6 /64 inside a /48 in force", packet.Build(tcp("2001:db8:bad:1::5", 22, packet.SYN)), drop, ban),
+		vc("nothing in force around an expired ban", packet.Build(tcp("100.64.1.1", 22, packet.SYN)), pass, none),
+	})
 }
 
 func spoofedFlood(t *testing.T, d *Datapath, sources int) (passed int) {

@@ -32,10 +32,10 @@ const (
 )
 
 type GuardAgBan struct {
-	_       structs.HostLayout
-	Expires uint64
-	Reason  uint32
-	Pad     uint32
+	_         structs.HostLayout
+	Expires   uint64
+	Reason    uint32
+	Prefixlen uint32
 }
 
 type GuardAgClientKey struct {

@@ -39,6 +39,9 @@
 #define AG_FRAG_FIRST 1
 #define AG_FRAG_LATER 2
 
+#define AG_ICMPV6_NDP_FIRST 133	/* router solicitation */
+#define AG_ICMPV6_NDP_LAST 137	/* redirect */
+
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
 #define TCPF_RST 0x04
@@ -133,6 +136,13 @@ static __always_inline int parse_eth(struct cursor *c, __u16 *proto)
 	return AG_R_OK;
 }
 
+/* ICMP is protocol 1 in IPv4 and 58 in IPv6; the other way round the kernel
+ * has no handler for them: another protocol. */
+static __always_inline int pkt_is_icmp(const struct pkt *p)
+{
+	return p->family == 4 ? p->proto == IPPROTO_ICMP : p->proto == IPPROTO_ICMPV6;
+}
+
 static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 {
 	switch (p->proto) {
@@ -157,15 +167,13 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 		p->sport = bpf_ntohs(uh->source);
 		return AG_R_OK;
 	}
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6: {
+	}
+	if (pkt_is_icmp(p)) {
 		__u8 *type = cursor_pull(c, 4);
 
 		if (!type)
 			return AG_R_TRUNCATED;
 		p->icmp_type = *type;
-		return AG_R_OK;
-	}
 	}
 	return AG_R_OK;
 }
@@ -211,6 +219,13 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	return parse_l4(c, p);
 }
 
+static __always_inline int ipv6_v4_mapped(const __u8 a[16])
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return !w[0] && !w[1] && w[2] == bpf_htonl(0x0000ffff);
+}
+
 static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 {
 	struct ipv6hdr *ip6 = cursor_pull(c, sizeof(*ip6));
@@ -223,6 +238,10 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 		return AG_R_MALFORMED;
 	p->family = 6;
 	__builtin_memcpy(p->addr, &ip6->saddr, 16);
+	/* an IPv4-mapped source never travels on the wire (RFC 4291 2.5.5.2),
+	 * and its keys would be those of the IPv4 address it names */
+	if (ipv6_v4_mapped(p->addr))
+		return AG_R_MALFORMED;
 	next = ip6->nexthdr;
 
 #pragma unroll

@@ -179,7 +179,7 @@ struct ag_lpm6 {
 struct ag_ban {
 	__u64 expires;		/* ns, CLOCK_MONOTONIC; 0 = never */
 	__u32 reason;		/* opaque to the kernel: who or what made the ban */
-	__u32 _pad;
+	__u32 prefixlen;	/* the entry's own length: an expired ban gives way to a wider one */
 };
 
 struct ag_counter {
