@@ -19,7 +19,7 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl strace systemd
 DEB_TOOLS := ip ethtool nft promtool nginx curl strace systemd-analyze
 
-.PHONY: all build generate check-generate test bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
+.PHONY: all build generate check-generate test fuzz bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
 
 all: build
 
@@ -79,6 +79,14 @@ bench-check:
 bench-banbook:
 	$(GO) test -run '^$$' -bench 'BanBook$$' -benchtime 20x -count 1 ./userspace/daemon/
 	$(GO) test -run '^$$' -bench 'BanBookCompact100k' -benchtime 3x -count 1 ./userspace/daemon/
+
+# The differential fuzzer (test/difffuzz: the kernel's verdicts against a model
+# written from the docs) for as long as asked, as root: make fuzz FUZZTIME=30m.
+# `make test` runs it over 20,000 frames. A failure prints its seed; replay with
+# go test ./test/difffuzz/ -difffuzz.seed SEED
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^TestDifferential$$' -count 1 -timeout 0 -v ./test/difffuzz/ -difffuzz.duration $(FUZZTIME)
 
 # A startup pull of 100k CrowdSec decisions (loopback LAPI) into the kernel's bans;
 # a real LAPI's decision to the first dropped packet.

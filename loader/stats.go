@@ -219,3 +219,21 @@ func (d *Datapath) Usage() ([]MapUsage, error) {
 	}
 	return out, nil
 }
+
+// Counter reads one (action, reason) counter, summed over CPUs: one lookup,
+// where Counters reads them all.
+func (d *Datapath) Counter(a Action, r Reason) (Counter, error) {
+	c := Counter{Action: a, Reason: r}
+	if int(a) >= numActions || int(r) >= numReasons {
+		return c, fmt.Errorf("no counter %v/%v", a, r)
+	}
+	var per []GuardAgCounter
+	if err := d.objs.Counters.Lookup(uint32(int(a)*numReasons+int(r)), &per); err != nil {
+		return c, fmt.Errorf("read counter %v/%v: %w", a, r, err)
+	}
+	for _, p := range per {
+		c.Packets += p.Packets
+		c.Bytes += p.Bytes
+	}
+	return c, nil
+}
