@@ -76,44 +76,55 @@ static __always_inline void *slot_lookup(__u32 slot, const struct pkt *p,
 #define AG_BAN_DEPTH 4
 #endif
 
-/* Is the source inside a ban in force? The trie gives the narrowest ban; an
- * expired one must not shadow a wider ban still in force (the detector's
- * expired host ban inside its aggregate prefix ban, until the sweeper comes),
- * so the lookup goes on from just above it. Global, so the verifier walks the
- * loop once rather than once for every way the guard can reach it. */
-__attribute__((noinline)) int banned(const struct pkt *p)
+/* An expired ban was the narrowest around the source: is a wider one in
+ * force? The lookup goes on from just above the expired one's length. Global,
+ * so the verifier walks the loop once rather than once for every way the guard
+ * can reach it; only a source inside an expired ban not yet swept pays the call. */
+__attribute__((noinline)) int banned_wider(const struct pkt *p, __u32 below)
 {
 	struct ag_lpm6 k = {};
 	const struct ag_ban *ban;
-	__u64 now = 0;
+	__u64 now = bpf_ktime_get_coarse_ns();
 
 	if (!p)
 		return 0;
-	k.prefixlen = p->family == 4 ? 32 : 128;
-
 	/* ag_lpm4 is ag_lpm6 cut short: the same key serves both tries */
 	if (p->family == 4)
 		__builtin_memcpy(k.addr, &p->addr[12], 4);
 	else
 		__builtin_memcpy(k.addr, p->addr, 16);
-	for (int i = 0; i < AG_BAN_DEPTH; i++) {
+	for (int i = 0; i < AG_BAN_DEPTH - 1; i++) {
+		/* 0: nothing wider (or a ban written before lengths were kept) */
+		if (!below || below > 128)
+			return 0;
+		k.prefixlen = below - 1;
 		if (p->family == 4)
 			ban = bpf_map_lookup_elem(&bans4, &k);
 		else
 			ban = bpf_map_lookup_elem(&bans6, &k);
 		if (!ban)
 			return 0;
-		if (!ban->expires)
+		if (!ban->expires || ban->expires > now)
 			return 1;
-		if (!now)
-			now = bpf_ktime_get_coarse_ns();
-		if (ban->expires > now)
-			return 1;
-		if (!ban->prefixlen || ban->prefixlen > k.prefixlen)
-			return 0;	/* nothing wider (or a ban written before lengths were kept) */
-		k.prefixlen = ban->prefixlen - 1;
+		if (ban->prefixlen >= below)
+			return 0;
+		below = ban->prefixlen;
 	}
 	return 0;
+}
+
+/* Is the source inside a ban in force? The trie gives the narrowest ban; an
+ * expired one must not shadow a wider ban still in force (the detector's
+ * expired host ban inside its aggregate prefix ban, until the sweeper comes). */
+static __always_inline int banned(const struct pkt *p)
+{
+	const struct ag_ban *ban = lpm_lookup(p, &bans4, &bans6);
+
+	if (!ban)
+		return 0;
+	if (!ban->expires || ban->expires > bpf_ktime_get_coarse_ns())
+		return 1;
+	return banned_wider(p, ban->prefixlen);
 }
 
 static __always_inline int tcp_flags_bad(__u8 f)
