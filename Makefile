@@ -69,7 +69,7 @@ test: deps
 # each go benchmark at one iteration, the live and apply benchmarks with one
 # short run. It checks that they run and finish, not what they measure.
 bench-check:
-	$(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 1x ./...
+	$(GO) test -p 1 -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./...
 	$(GO) run ./test/bench/live --runs 1 --duration 500ms >/dev/null
 	$(GO) run ./test/bench/apply --entries 2000 --runs 1 >/dev/null
 
