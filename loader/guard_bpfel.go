@@ -197,9 +197,16 @@ type GuardAgFragKey struct {
 
 type GuardAgHandshake struct {
 	_    structs.HostLayout
-	Tag  uint32
-	Isn  uint32
-	Sent uint64
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Tag    uint32
+	Isn    uint32
+	Cport  uint16
+	Sport  uint16
+	Sent   uint64
+	Client [16]uint8
 }
 
 type GuardAgKind uint32

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -179,5 +180,87 @@ func TestHandshakeProof(t *testing.T) {
 	runXDP(t, d, off.in(fACK, 101, 5001))
 	if _, ok := sourceProof(t, d, "10.2.77.1/32"); ok {
 		t.Fatal("a handshake proved its client with the proof off")
+	}
+}
+
+// handshakeSlot is proof.h's handshake_hash, as the egress and ingress
+// programs compute it: the slot index and the tag of a 4-tuple.
+func handshakeSlot(client netip.Addr, cport, sport uint16) (idx uint32, tag uint32) {
+	a := client.As16()
+	h := (uint64(cport)<<16 | uint64(sport)) * 0x9e3779b97f4a7c15
+	for i, c := range [4]uint64{0xc2b2ae3d27d4eb4f, 0x165667b19e3779f9, 0x27d4eb2f165667c5, 0x94d049bb133111eb} {
+		h ^= uint64(binary.NativeEndian.Uint32(a[4*i:])) * c
+	}
+	h ^= h >> 29
+	return uint32(h) & (1<<11 - 1), uint32(h>>32) | 1
+}
+
+// collidingAddr finds an address in the /64 of prefix whose 4-tuple (cport,
+// sport) has the slot and tag of target's: the hash has no secret, so a
+// client can compute one offline. Meet in the middle over the two words of
+// the interface identifier, on the 42 bits of the unmixed hash that decide
+// the slot and the tag (the low 11 bits of h ^ h>>29, and its high 31 bits).
+func collidingAddr(t *testing.T, target netip.AddrPort, prefix netip.Addr, cport, sport uint16) netip.Addr {
+	t.Helper()
+	const c0, c2, c3 = 0x9e3779b97f4a7c15, 0x27d4eb2f165667c5, 0x94d049bb133111eb
+	pre := func(a netip.Addr, cport uint16) uint64 { // the hash before its final mix
+		b := a.As16()
+		h := (uint64(cport)<<16 | uint64(sport)) * c0
+		for i, c := range [4]uint64{0xc2b2ae3d27d4eb4f, 0x165667b19e3779f9, c2, c3} {
+			h ^= uint64(binary.NativeEndian.Uint32(b[4*i:])) * c
+		}
+		return h
+	}
+	// two unmixed hashes give the same slot and tag exactly when their
+	// difference d has bits 33..63 and 4..10 clear and bits 0..3 equal to
+	// bits 29..32: q is 0 on those differences, and XOR-linear
+	q := func(x uint64) uint64 { return x>>33<<11 | (x>>4&0x7f)<<4 | (x^x>>29)&0xf }
+	base := prefix.As16()
+	clear(base[8:])
+	want := q(pre(target.Addr(), target.Port()) ^ pre(netip.AddrFrom16(base), cport))
+	const half = 1 << 20
+	words := make(map[uint64]uint32, half)
+	for w2 := uint32(1); w2 <= half; w2++ {
+		words[q(uint64(w2)*c2)] = w2
+	}
+	for w3 := uint32(1); w3 < 1<<27; w3++ {
+		w2, ok := words[q(uint64(w3)*c3)^want]
+		if !ok {
+			continue
+		}
+		a := base
+		binary.NativeEndian.PutUint32(a[8:], w2)
+		binary.NativeEndian.PutUint32(a[12:], w3)
+		return netip.AddrFrom16(a)
+	}
+	t.Fatal("no colliding address found")
+	return netip.Addr{}
+}
+
+// A client that knows its own SYN-ACK's ISN cannot spend it on another
+// address: the slot remembers the whole 4-tuple, not a hash of it. The hash
+// has no secret, so an IPv6 client computes in a second an address of any
+// /64 whose 4-tuple has its slot and tag, and acknowledges its own ISN from
+// there.
+func TestHandshakeProofCollision(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, proofPolicy(true, 0, 0))
+	attacker := tconn{client: netip.MustParseAddr("2001:db8:a::1"), cport: 40000, sport: 80}
+	victim := tconn{cport: 40001, sport: 80}
+	victim.client = collidingAddr(t, netip.AddrPortFrom(attacker.client, attacker.cport),
+		netip.MustParseAddr("2001:db8:b::"), victim.cport, victim.sport)
+	ai, at := handshakeSlot(attacker.client, attacker.cport, attacker.sport)
+	vi, vt := handshakeSlot(victim.client, victim.cport, victim.sport)
+	if ai != vi || at != vt {
+		t.Fatalf("not a collision: slot %d tag %#x, and slot %d tag %#x", ai, at, vi, vt)
+	}
+	runEgress(t, d, attacker.out(fSYNACK, 5000, 101))
+	runXDP(t, d, victim.in(fACK, 101, 5001))
+	if _, ok := sourceProof(t, d, "2001:db8:b::/64"); ok {
+		t.Fatalf("%v proved by acknowledging the SYN-ACK sent to %v", victim.client, attacker.client)
+	}
+	runXDP(t, d, attacker.in(fACK, 101, 5001))
+	if _, ok := sourceProof(t, d, "2001:db8:a::/64"); !ok {
+		t.Fatal("the attacker's own handshake did not prove it")
 	}
 }

@@ -721,27 +721,31 @@ __attribute__((noinline)) int conn_ingress_skb(struct __sk_buff *skb, struct ct_
 	return 0;
 }
 
-/* proof.h's ingress side, global for the same reason: an ACK that matched an
- * expected handshake's 4-tuple is parsed again for its acknowledgment number. */
-__attribute__((noinline)) int proof_acked_xdp(struct xdp_md *ctx, struct ag_handshake *slot)
+/* proof.h's ingress side, global for the same reason: an ACK whose 4-tuple
+ * matched an expected handshake's tag is parsed again for its acknowledgment
+ * number. The slot is looked up here, not passed in: its lock needs a map
+ * value. */
+__attribute__((noinline)) int proof_acked_xdp(struct xdp_md *ctx, __u32 idx)
 {
 	const struct ag_config *cfg = active_config();
+	struct ag_handshake *slot = bpf_map_lookup_elem(&handshakes, &idx);
 	struct ct_tcp t;
 
 	if (!slot || !cfg || ct_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &t))
 		return 0;
-	handshake_acked(cfg, slot, t.saddr, t.family, t.flags, t.ack);
+	handshake_acked(cfg, slot, t.saddr, t.sport, t.dport, t.family, t.flags, t.ack);
 	return 0;
 }
 
-__attribute__((noinline)) int proof_acked_skb(struct __sk_buff *skb, struct ag_handshake *slot)
+__attribute__((noinline)) int proof_acked_skb(struct __sk_buff *skb, __u32 idx)
 {
 	const struct ag_config *cfg = active_config();
+	struct ag_handshake *slot = bpf_map_lookup_elem(&handshakes, &idx);
 	struct ct_tcp t;
 
 	if (!slot || !cfg || ct_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &t))
 		return 0;
-	handshake_acked(cfg, slot, t.saddr, t.family, t.flags, t.ack);
+	handshake_acked(cfg, slot, t.saddr, t.sport, t.dport, t.family, t.flags, t.ack);
 	return 0;
 }
 
@@ -750,17 +754,17 @@ __attribute__((noinline)) int proof_acked_skb(struct __sk_buff *skb, struct ag_h
  * begin. Most cost a hash and a read of a small table. */
 static __always_inline void proof_track_ingress(void *ctx, int tc, const struct pkt *p, const struct verdict *v)
 {
-	struct ag_handshake *slot;
+	int idx;
 
 	if (!v->proof || v->action != AG_ACT_PASS)
 		return;
-	slot = handshake_expected(p->addr, p->sport, p->dport);
-	if (!slot)
+	idx = handshake_expected(p->addr, p->sport, p->dport);
+	if (idx < 0)
 		return;
 	if (tc)
-		proof_acked_skb(ctx, slot);
+		proof_acked_skb(ctx, idx);
 	else
-		proof_acked_xdp(ctx, slot);
+		proof_acked_xdp(ctx, idx);
 }
 
 /* Ingress, after the guard: a capped service's TCP packet goes through the

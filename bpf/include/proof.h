@@ -40,7 +40,7 @@
 #endif
 
 #ifndef AG_HANDSHAKE_SLOTS
-#define AG_HANDSHAKE_SLOTS 2048	/* 32 KiB: every ACK to a TCP service reads a slot */
+#define AG_HANDSHAKE_SLOTS 2048	/* 80 KiB: every ACK to a TCP service reads a slot's tag */
 #endif
 #ifndef AG_HANDSHAKE_TTL
 /* ns a SYN-ACK waits for its ACK: about how long the kernel keeps the
@@ -56,11 +56,20 @@ enum ag_sender {
 	AG_SENDER_REQUEST,	/* the request socket of a handshake: the kernel's SYN-ACK */
 };
 
-/* A SYN-ACK sent, by a hash of its 4-tuple. */
+/* A SYN-ACK sent, in the slot a hash of its 4-tuple names. The slot holds
+ * the 4-tuple itself: the hash has no secret, so a client can compute another
+ * address whose 4-tuple shares its slot and tag, and acknowledge its own
+ * SYN-ACK's ISN from there. The lock keeps the fields of one SYN-ACK
+ * together: two SYN-ACKs written at once on two CPUs must not leave one's
+ * 4-tuple with the other's ISN. */
 struct ag_handshake {
-	__u32 tag;	/* the hash's high half, never 0; 0: empty */
+	struct bpf_spin_lock lock;
+	__u32 tag;	/* the hash's high half, never 0; 0: empty (read unlocked, a hint) */
 	__u32 isn;	/* the server's initial sequence number */
+	__u16 cport;	/* the client's port */
+	__u16 sport;	/* the service's port */
 	__u64 sent;	/* coarse ns of the latest SYN-ACK (retransmissions too) */
+	__u8 client[16];	/* v4-mapped for IPv4 */
 };
 
 struct {
@@ -144,11 +153,12 @@ static __always_inline __u32 handshake_tag(__u64 h)
 }
 
 /* Egress: the kernel sends a SYN-ACK (from a request socket, or with no
- * socket under SYN cookies): remember its ISN for the client's ACK. */
+ * socket under SYN cookies): remember its 4-tuple and ISN for the client's
+ * ACK. */
 static __always_inline void expect_handshake(const __u8 client[16], __u16 cport, __u16 sport,
 					     __u32 isn, __u8 flags, __u8 sender)
 {
-	__u64 h;
+	__u64 h, now;
 	__u32 idx;
 	struct ag_handshake *slot;
 
@@ -161,38 +171,60 @@ static __always_inline void expect_handshake(const __u8 client[16], __u16 cport,
 	slot = bpf_map_lookup_elem(&handshakes, &idx);
 	if (!slot)
 		return;
+	now = bpf_ktime_get_coarse_ns();	/* no helper call under the lock */
+	bpf_spin_lock(&slot->lock);
+	__builtin_memcpy(slot->client, client, 16);
+	slot->cport = cport;
+	slot->sport = sport;
 	slot->isn = isn;
-	slot->sent = bpf_ktime_get_coarse_ns();
+	slot->sent = now;
 	slot->tag = handshake_tag(h);
+	bpf_spin_unlock(&slot->lock);
 }
 
-/* Ingress, the cheap part, for every ACK to a TCP service: is a handshake of
- * this 4-tuple expected? Returns its slot, or NULL (almost always). */
-static __always_inline struct ag_handshake *handshake_expected(const __u8 client[16], __u16 cport, __u16 sport)
+/* Ingress, the cheap part, for every ACK to a TCP service: may a handshake
+ * of this 4-tuple be expected? Returns its slot's index, or -1 (almost
+ * always). The tag is read without the lock: handshake_acked decides. */
+static __always_inline int handshake_expected(const __u8 client[16], __u16 cport, __u16 sport)
 {
 	__u64 h = handshake_hash(client, cport, sport);
 	__u32 idx = h & (AG_HANDSHAKE_SLOTS - 1);
 	struct ag_handshake *slot = bpf_map_lookup_elem(&handshakes, &idx);
 
 	if (!slot || slot->tag != handshake_tag(h))
-		return NULL;
-	return slot;
+		return -1;
+	return idx;
 }
 
-/* Ingress, on an expected 4-tuple: an ACK of exactly ISN+1 completes the
- * handshake and proves the client, as the kernel's own check completes it
- * (so a blind guess is worth no more here than against TCP itself), while
- * the kernel still waits for it. The slot is emptied once the ACK matched,
- * so it serves one handshake. */
+/* Ingress, on a slot whose tag matched: an ACK from exactly the slot's
+ * 4-tuple, of exactly ISN+1, completes the handshake and proves the client,
+ * as the kernel's own check completes it (so a blind guess is worth no more
+ * here than against TCP itself), while the kernel still waits for it. The
+ * slot is emptied once the ACK matched, so it serves one handshake. */
 static __always_inline void handshake_acked(const struct ag_config *cfg, struct ag_handshake *slot,
-					    const __u8 client[16], __u8 family, __u8 flags, __u32 ack)
+					    const __u8 client[16], __u16 cport, __u16 sport, __u8 family,
+					    __u8 flags, __u32 ack)
 {
-	if ((flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK || ack != slot->isn + 1)
+	const __u32 *a = (const __u32 *)client;
+	__u64 now;
+	int match;
+
+	if ((flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK)
 		return;
-	if (bpf_ktime_get_coarse_ns() - slot->sent > AG_HANDSHAKE_TTL)
-		return;
-	slot->tag = 0;
-	record_proof(cfg, client, family);
+	now = bpf_ktime_get_coarse_ns();	/* no helper call under the lock */
+	bpf_spin_lock(&slot->lock);
+	{
+		const __u32 *s = (const __u32 *)slot->client;
+
+		match = slot->tag && slot->cport == cport && slot->sport == sport && ack == slot->isn + 1 &&
+			now - slot->sent <= AG_HANDSHAKE_TTL &&
+			s[0] == a[0] && s[1] == a[1] && s[2] == a[2] && s[3] == a[3];
+	}
+	if (match)
+		slot->tag = 0;
+	bpf_spin_unlock(&slot->lock);
+	if (match)
+		record_proof(cfg, client, family);
 }
 
 #endif
