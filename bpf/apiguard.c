@@ -631,35 +631,50 @@ int baseline_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* A segment without a socket: forwarded (from a container or a VM behind
+ * another interface; trusted, with data: docs/conntrack.md), or a SYN
+ * cookie's SYN-ACK (which came in through no interface). One that came in
+ * through the very interface it leaves by was routed straight back out
+ * (hairpin): a host on that link wrote it, with any source port and
+ * destination it liked, to a host that forwards; no service of this host
+ * sent it. */
+static __always_inline __u8 sender_unowned(const struct __sk_buff *skb)
+{
+	if (skb->ingress_ifindex && skb->ingress_ifindex == skb->ifindex)
+		return AG_SENDER_FORGED;
+	return AG_SENDER_FORWARDED;
+}
+
 /* Who sent a segment leaving through the egress hook (proof.h). Proven
  * clients and proven sources take a segment from a local socket only when the
- * socket is a TCP connection past its handshake: not a raw socket forging a
- * service's segments, not a request or TIME_WAIT socket (or the per-CPU
- * control socket that sends resets and their ACKs), and not a Fast Open child
- * whose handshake never completed. Such a child is created by a SYN with data
- * and may answer it at once; closed, it moves on to FIN_WAIT1 without any ACK
- * from its peer, so its state alone proves nothing. What does is an RTT
- * sample: the kernel takes one only from an acceptable ACK of what the socket
- * sent (the SYN-ACK first), which a blind spoofer cannot write. Forwarded
- * packets have no socket here (they are trusted, with data:
- * docs/conntrack.md), nor do non-inet senders (AF_PACKET needs root, who
- * could write the maps). */
+ * socket is a TCP connection past its handshake: not a raw or packet socket
+ * forging a service's segments (CAP_NET_RAW is enough for either), not a
+ * request or TIME_WAIT socket (or the per-CPU control socket that sends
+ * resets and their ACKs), and not a Fast Open child whose handshake never
+ * completed. Such a child is created by a SYN with data and may answer it at
+ * once; closed, it moves on to FIN_WAIT1 without any ACK from its peer, so
+ * its state alone proves nothing. What does is an RTT sample: the kernel
+ * takes one only from an acceptable ACK of what the socket sent (the SYN-ACK
+ * first), which a blind spoofer cannot write. Forwarded packets have no
+ * socket here (sender_unowned). */
 static __always_inline __u8 sender_of(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
 	struct bpf_tcp_sock *tp;
 
 	if (!sk)
-		return AG_SENDER_FORWARDED;
+		return sender_unowned(skb);
 	if (sk->state == BPF_TCP_NEW_SYN_RECV)
 		return AG_SENDER_REQUEST;	/* the kernel's SYN-ACK (or its ACK to a half-open connection) */
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return AG_SENDER_FORGED;	/* a TIME_WAIT socket */
 	/* Type 0 is no real socket: BPF_PROG_TEST_RUN gives its skbs a
-	 * placeholder of type 0, and every inet socket has a type. */
-	if ((sk->family != 2 /* AF_INET */ && sk->family != 10 /* AF_INET6 */) || !sk->type)
-		return AG_SENDER_FORWARDED;
+	 * placeholder of type 0, and every socket that sends has a type. */
+	if (!sk->type)
+		return sender_unowned(skb);
+	if (sk->family != 2 /* AF_INET */ && sk->family != 10 /* AF_INET6 */)
+		return AG_SENDER_FORGED;	/* a packet socket writing whole frames */
 	if (sk->type != 1 /* SOCK_STREAM */ || sk->protocol != IPPROTO_TCP)
 		return AG_SENDER_FORGED;
 	switch (sk->state) {

@@ -264,3 +264,50 @@ func TestHandshakeProofCollision(t *testing.T) {
 		t.Fatal("the attacker's own handshake did not prove it")
 	}
 }
+
+// skbHead is struct __sk_buff up to ifindex: the fields of a context that
+// BPF_PROG_TEST_RUN lets a test set include where the packet came in
+// (skb_iif) and the device it leaves by (0 or 1: the loopback device).
+type skbHead struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority uint32
+	IngressIfindex, Ifindex                                                               uint32
+}
+
+// A segment without a socket that came in through the interface it leaves by
+// was routed straight back out by a host that forwards: a neighbour on the
+// link wrote it, with a service's source port and any destination. It proves
+// nothing, neither as data nor as a SYN-ACK whose ISN its writer chose; a
+// segment forwarded from another interface (a container's) still does, and
+// so does one that came in through none (a SYN cookie's SYN-ACK).
+func TestSourceProofHairpin(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, proofPolicy(true, 0, 0))
+	const lo = 1 // prog.Run sends its skbs out of the loopback device
+	egress := func(frame []byte, ingress uint32) {
+		t.Helper()
+		if _, err := d.Egress().Run(&ebpf.RunOptions{Data: frame, Context: skbHead{IngressIfindex: ingress, Ifindex: lo}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []struct {
+		name    string
+		ingress uint32
+		proves  bool
+	}{
+		{"routed back out of the interface it came in by", lo, false},
+		{"forwarded from another interface", 7, true},
+		{"from no interface", 0, true},
+	} {
+		data := newConn(fmt.Sprintf("10.2.%d.1", i), 80)
+		egress(serverSays(data, packet.ACK|packet.PSH, 100), c.ingress)
+		if _, ok := sourceProof(t, d, data.client.String()+"/32"); ok != c.proves {
+			t.Errorf("data %s: proven %v, want %v", c.name, ok, c.proves)
+		}
+		hs := newConn(fmt.Sprintf("10.3.%d.1", i), 80)
+		egress(hs.out(fSYNACK, 5000, 101), c.ingress)
+		runXDP(t, d, hs.in(fACK, 101, 5001))
+		if _, ok := sourceProof(t, d, hs.client.String()+"/32"); ok != c.proves {
+			t.Errorf("a SYN-ACK %s, acknowledged: proven %v, want %v", c.name, ok, c.proves)
+		}
+	}
+}

@@ -16,7 +16,9 @@ import (
 // Real kernel TCP over a veth pair, against the proof of sources: a blind
 // spoofer gets SYN-ACKs, bare ACKs to a half-open connection's out-of-window
 // segments, and RSTs, and none proves it; nor does a raw socket on the
-// server's side forging a service's data; nor does Fast Open without cookies,
+// server's side forging a service's data, nor a packet socket writing it as a
+// frame; nor a neighbour's segment that a forwarding server routes straight
+// back out; nor does Fast Open without cookies,
 // where the server answers a spoofed SYN's data before the handshake
 // completes; nor does a spoofed ACK guessing the server's ISN. A real client
 // proves itself with its handshake alone, holding a silent connection.
@@ -114,8 +116,33 @@ func TestSourceProofVeth(t *testing.T) {
 	waitUntil(t, "the forged segment leaves", 5*time.Second, func() bool {
 		return saw(answers, forged, func(a answer) bool { return a.data })
 	})
+	// a packet socket on the server's side writing the same segment as a
+	// whole frame (CAP_NET_RAW is enough for it too)
+	framed := netip.MustParseAddr("10.200.6.7")
+	sendFrame(t, lab, packet.Spec{Src: lab.lb.Addr4, Dst: framed, Proto: packet.TCP, SrcPort: 8443, DstPort: 20000,
+		TCPFlags: packet.ACK | packet.PSH, Seq: 1, Ack: 1, Payload: 100})
+	waitUntil(t, "the framed segment leaves", 5*time.Second, func() bool {
+		return saw(answers, framed, func(a answer) bool { return a.data })
+	})
+
+	// a host that forwards: a neighbour on the link writes the service's
+	// data segment to another address, through the server, which routes it
+	// straight back out of the guarded interface (hairpin)
+	if err := lab.b.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	hairpin := netip.MustParseAddr("10.200.9.9")
+	if err := lab.a.IP("route", "add", hairpin.String()+"/32", "via", lab.lb.Addr4.String()); err != nil {
+		t.Fatal(err)
+	}
+	send(spoofer, packet.Spec{Src: netip.MustParseAddr("10.200.44.44"), Dst: hairpin, Proto: packet.TCP, SrcPort: 8443,
+		DstPort: 20000, TCPFlags: packet.ACK | packet.PSH, Seq: 1, Ack: 1, Payload: 100})
+	waitUntil(t, "the server routes the neighbour's segment back out", 5*time.Second, func() bool {
+		return saw(answers, hairpin, func(a answer) bool { return a.data })
+	})
+
 	clients := provenKeys(t, d)
-	for _, a := range []netip.Addr{halfOpen, noConn, tfo, forged} {
+	for _, a := range []netip.Addr{halfOpen, noConn, tfo, forged, framed, hairpin} {
 		if _, ok, err := d.SourceProof(netip.PrefixFrom(a, 32)); err != nil || ok {
 			t.Errorf("%s proven (err %v)", a, err)
 		}
@@ -137,6 +164,35 @@ func TestSourceProofVeth(t *testing.T) {
 	})
 	if saw(answers, lab.la.Addr4, func(a answer) bool { return a.flags != packet.SYN|packet.ACK }) {
 		t.Fatal("the server sent more than its SYN-ACK: the test shows nothing about the handshake")
+	}
+}
+
+// sendFrame writes s as a whole Ethernet frame out of the server's side of
+// the veth pair, through a packet socket there.
+func sendFrame(t *testing.T, lab *vethLab, s packet.Spec) {
+	t.Helper()
+	dst, err := lab.la.MAC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := lab.lb.MAC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.DstMAC, s.SrcMAC = [6]byte(dst), [6]byte(src)
+	if err := lab.b.Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifi, err := net.InterfaceByName(lab.lb.Name)
+		if err != nil {
+			return err
+		}
+		return unix.Sendto(fd, packet.Build(s), 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte(append(dst, 0, 0))})
+	}); err != nil {
+		t.Fatalf("send a frame: %v", err)
 	}
 }
 
