@@ -46,23 +46,23 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 		return errBadRemote
 	}
 	e.Remote = addr
-	// " - $remote_user [": the time starts at the first " [".
+	// " - $remote_user [$time_local] "$request"". The user is the client's
+	// to write (a Basic authorization header's user name) and may hold " ["
+	// and "]", but never a quote, which nginx and Apache escape; the time
+	// holds neither bracket. So the time ends at the first `] "`, and starts
+	// at the last " [" before it: a user name cannot move it, nor get the
+	// line skipped for a time that does not parse.
 	rest := line[i:]
-	j := bytes.Index(rest, []byte(" ["))
+	end := bytes.Index(rest, []byte(`] "`))
+	if end < 0 {
+		return errNoTime
+	}
+	j := bytes.LastIndex(rest[:end], []byte(" ["))
 	if j < 0 {
 		return errNoTime
 	}
-	rest = rest[j+2:]
-	j = bytes.IndexByte(rest, ']')
-	if j < 0 {
-		return errNoTime
-	}
-	e.Time = rest[:j]
-	rest = rest[j+1:]
-	if len(rest) < 2 || rest[0] != ' ' || rest[1] != '"' {
-		return errNoRequest
-	}
-	rest = rest[2:]
+	e.Time = rest[j+2 : end]
+	rest = rest[end+3:]
 	j = closeQuote(rest)
 	if j < 0 {
 		return errNoRequest

@@ -19,7 +19,12 @@ import (
 
 // Defaults for FollowOptions.
 const (
-	DefaultMaxLine     = 16 << 10
+	// DefaultMaxLine holds the longest line a client can make nginx write
+	// with its default buffers (large_client_header_buffers 4 8k): its
+	// request line and headers, at most about 33 KiB, go to the log with
+	// each non-printable byte as \xNN, four times as long. A shorter limit
+	// lets a client get its own lines skipped with a long user agent.
+	DefaultMaxLine     = 256 << 10
 	DefaultPoll        = 100 * time.Millisecond
 	DefaultRotateGrace = 5 * time.Second
 	readChunk          = 64 << 10

@@ -45,6 +45,14 @@ func TestCombined(t *testing.T) {
 			remote: "10.0.0.2", method: "GET", path: `/x\"`, fwd: "203.0.113.9, 10.0.0.1", status: 404},
 		{name: "escaped backslash before a quote", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 404 5 "-" "ua\\" "203.0.113.9"`,
 			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9", status: 404},
+		// the user name is the client's (a Basic authorization header): nginx
+		// escapes its quotes, not its brackets
+		{name: "user with a bracket", line: `198.51.100.7 - a [ [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "-"`,
+			remote: "198.51.100.7", method: "POST", path: "/login", status: 401},
+		{name: "user with a whole line", xff: true, line: `10.0.0.2 - a [01/Jan/2020:00:00:00 +0000] \x22GET /x HTTP/1.1\x22 200 0 [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "-" "198.51.100.7"`,
+			remote: "10.0.0.2", method: "POST", path: "/login", fwd: "198.51.100.7", status: 401},
+		{name: "apache empty user", line: `198.51.100.7 - "" [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 404 0 "-" "-"`,
+			remote: "198.51.100.7", method: "GET", path: "/x", status: 404},
 		{name: "forwarded missing", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua"`, err: true},
 		{name: "empty", line: ``, err: true},
 		{name: "garbage", line: `hello world`, err: true},

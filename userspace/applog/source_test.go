@@ -44,9 +44,9 @@ func runSource(t *testing.T, cfg SourceConfig, content string, lines uint64) ([]
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for src.Stats().Lines < lines {
+	for st := src.Stats(); st.Lines+st.TooLong < lines; st = src.Stats() {
 		if time.Now().After(deadline) {
-			t.Fatalf("read %d lines of %d in 10s", src.Stats().Lines, lines)
+			t.Fatalf("read %d lines (%d too long) of %d in 10s", st.Lines, st.TooLong, lines)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -94,6 +94,28 @@ this line is not nginx's
 	// the 500 from the proxy itself and the all-trusted chain blame nobody
 	if st.Lines != 8 || st.ParseErrors != 1 || st.AllTrusted != 2 || st.BadHops != 1 || st.Signals != 3 || st.Format != "combined" {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// What a client writes into its own line cannot get the line skipped: a
+// Basic authorization header's user name (nginx's $remote_user, written
+// before the time and escaped only for quotes, backslashes and non-printable
+// bytes) holding " [" or a whole bracketed time, and headers as long as
+// nginx takes them by default (8 KiB a line, each non-printable byte written
+// as \xNN) in the user agent, the referer and the forwarded-for field.
+func TestSourceClientWrittenFields(t *testing.T) {
+	escaped := func(n int) string { return strings.Repeat(`\x01`, n) }
+	content := `203.0.113.7 - a [ [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "curl" "-"
+203.0.113.7 - a [01/Jan/2020:00:00:00 +0000] [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "curl" "-"
+203.0.113.7 - a ] [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "curl" "-"
+203.0.113.7 - - [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "` + escaped(8000) + `" "-"
+10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "` + escaped(8000) + `" "` + escaped(8000) +
+		`" "` + escaped(8000) + `, 203.0.113.7"
+`
+	got, st := runSource(t, SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.2/32")}}, content, 5)
+	one := detect.Signal{Client: netip.MustParseAddr("203.0.113.7"), At: lineAt, Method: "POST", Path: "/login", Status: 401}
+	if want := []detect.Signal{one, one, one, one, one}; !slices.Equal(got, want) {
+		t.Fatalf("signals\n%+v\nwant five of\n%+v\nstats %+v", got, one, st)
 	}
 }
 
