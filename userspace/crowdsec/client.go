@@ -28,6 +28,40 @@ import (
 // decisions is about 15 MB of JSON; this leaves room for several times that.
 const maxBody = 256 << 20
 
+// maxDecisions bounds the decisions of one answer: twice what the kernel's
+// ban maps hold (262,144 prefixes per family). Decoded, a decision costs a
+// hundred bytes or so whatever its size in the answer: `{}`, three bytes, is
+// one, so 256 MiB of them would take some 9 GB without a count.
+const maxDecisions = 1 << 20
+
+// maxField bounds each text a decision keeps. An address or range, a type, a
+// scope, a duration and an origin are short; a longer one is cut short and
+// marked, so that it parses as nothing and is refused, rather than kept whole
+// (the origin table keeps its names for the bouncer's life).
+const maxField = 256
+
+// errTooLarge is an answer past maxBody.
+var errTooLarge = fmt.Errorf("answer larger than %d bytes", maxBody)
+
+// capped reads at most maxBody bytes and fails past them.
+type capped struct {
+	r io.Reader
+	n int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.n > maxBody {
+		return 0, errTooLarge
+	}
+	p = p[:min(int64(len(p)), maxBody+1-c.n)]
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.n > maxBody {
+		return n, errTooLarge
+	}
+	return n, err
+}
+
 // HTTPError is a LAPI answer with a status other than the one expected.
 type HTTPError struct {
 	Op      string
@@ -181,12 +215,23 @@ func (c *client) do(ctx context.Context, op, method, u string, hdr http.Header, 
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	answer := &capped{r: resp.Body}
+	if sd, ok := out.(streamDecoder); ok && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		// decoded as it comes: never the whole answer and all its decisions
+		if err := sd.decode(answer); err != nil {
+			if errors.Is(err, errTooLarge) {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			return fmt.Errorf("%s: the LAPI's answer is not the expected JSON: %w", op, err)
+		}
+		return nil
+	}
+	data, err := io.ReadAll(answer)
+	if errors.Is(err, errTooLarge) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: read answer: %w", op, err)
-	}
-	if len(data) > maxBody {
-		return fmt.Errorf("%s: answer larger than %d bytes", op, maxBody)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var m struct {
@@ -224,6 +269,93 @@ type Decision struct {
 type streamAnswer struct {
 	New     []Decision `json:"new"`
 	Deleted []Decision `json:"deleted"`
+}
+
+// streamDecoder is an answer that do decodes as it reads it.
+type streamDecoder interface {
+	decode(r io.Reader) error
+}
+
+// decode reads {"new": [...], "deleted": [...]} one decision at a time: at
+// most maxDecisions of them, each text cut to maxField. Other keys are read
+// and dropped.
+func (a *streamAnswer) decode(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	n := 0
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		var list *[]Decision
+		switch {
+		case strings.EqualFold(key, "new"):
+			list = &a.New
+		case strings.EqualFold(key, "deleted"):
+			list = &a.Deleted
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+			continue
+		}
+		if tok, err = dec.Token(); err != nil {
+			return err
+		}
+		if tok == nil {
+			continue // null: no decisions
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return fmt.Errorf("%q is not a list", key)
+		}
+		for dec.More() {
+			if n++; n > maxDecisions {
+				return fmt.Errorf("more than %d decisions in one answer", maxDecisions)
+			}
+			var d Decision
+			if err := dec.Decode(&d); err != nil {
+				return err
+			}
+			d.cut()
+			*list = append(*list, d)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return err
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("more after the answer's object")
+	}
+	return nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("%v where %q was expected", tok, want)
+	}
+	return nil
+}
+
+// cut shortens each text past maxField to a copy of its start and a mark
+// that no address, type, scope or duration contains.
+func (d *Decision) cut() {
+	for _, f := range []*string{&d.Origin, &d.Scenario, &d.Scope, &d.Type, &d.Value, &d.Duration} {
+		if len(*f) > maxField {
+			*f = strings.Clone((*f)[:maxField]) + "…"
+		}
+	}
 }
 
 func (c *client) stream(ctx context.Context, key string, startup bool, scopes, origins []string) (*streamAnswer, error) {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -253,4 +255,47 @@ func TestTLS(t *testing.T) {
 	if _, err := NewBouncer(BouncerConfig{URL: srv.URL}, newMemKernel()); err == nil || !strings.Contains(err.Error(), "no API key") {
 		t.Fatalf("neither key nor certificate: %v", err)
 	}
+}
+
+// A hostile LAPI's answer costs a bounded amount of memory: decoded, every
+// decision costs a hundred bytes or so however short it is in the answer
+// (`{}` is three bytes, so a 256 MiB answer of them took some 9 GB), so an
+// answer of more than maxDecisions is refused whole; and a decision's texts
+// are cut to maxField, so that a megabyte of origin is not kept in the
+// origin table for the bouncer's life, nor a megabyte of value decoded and
+// kept until refused.
+func TestHostileAnswerBounded(t *testing.T) {
+	f := newFakeLAPI(t)
+	k := newMemKernel()
+	f.add("Ip", "192.0.2.7", "1h", "cscli")
+	f.add("Ip", "192.0.2.8", "1h", strings.Repeat("o", 1<<20))
+	f.add("Ip", "192.0.2.9"+strings.Repeat(" ", 1<<20), "1h", "cscli")
+	b, _ := newTestBouncer(t, f, k, nil)
+	pull(t, b)
+	want(t, k, "192.0.2.7/32", "192.0.2.8/32")
+	if o := b.Origin(netip.MustParsePrefix("192.0.2.8/32")); len(o) > maxField+len("…") || !strings.HasPrefix(o, "ooo") {
+		t.Fatalf("kept an origin of %d bytes", len(o))
+	}
+	if st := b.Stats(); st.Refused[RefusedValue] != 1 {
+		t.Fatalf("refused %v: want the megabyte value refused", st.Refused)
+	}
+
+	var many strings.Builder
+	many.WriteString(`{"new":[{}`)
+	for range maxDecisions {
+		many.WriteString(`,{}`)
+	}
+	many.WriteString(`],"deleted":null}`)
+	f.mu.Lock()
+	f.raw = many.String()
+	f.mu.Unlock()
+	f.add("Ip", "192.0.2.10", "1h", "cscli")
+	err := b.Pull(context.Background())
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d decisions in one answer", maxDecisions)) {
+		t.Fatalf("an answer of %d decisions: error %v", maxDecisions+1, err)
+	}
+	want(t, k, "192.0.2.7/32", "192.0.2.8/32")
+	// and the next pull starts over, and takes what it missed
+	pull(t, b)
+	want(t, k, "192.0.2.7/32", "192.0.2.8/32", "192.0.2.10/32")
 }
