@@ -634,13 +634,15 @@ int baseline_pass(struct xdp_md *ctx)
 /* A segment without a socket: forwarded (from a container or a VM behind
  * another interface; trusted, with data: docs/conntrack.md), or a SYN
  * cookie's SYN-ACK (which came in through no interface). One that came in
- * through the very interface it leaves by was routed straight back out
- * (hairpin): a host on that link wrote it, with any source port and
- * destination it liked, to a host that forwards; no service of this host
- * sent it. */
-static __always_inline __u8 sender_unowned(const struct __sk_buff *skb)
+ * through a guarded interface (the very one it leaves by, or another) was
+ * routed through by a host that forwards: a host on that link wrote it, with
+ * any source port and destination it liked; no service of this host sent
+ * it. */
+static __always_inline __u8 sender_unowned(struct __sk_buff *skb)
 {
-	if (skb->ingress_ifindex && skb->ingress_ifindex == skb->ifindex)
+	__u32 iif = skb->ingress_ifindex;
+
+	if (iif && (iif == skb->ifindex || bpf_map_lookup_elem(&guarded_ifaces, &iif)))
 		return AG_SENDER_FORGED;
 	return AG_SENDER_FORWARDED;
 }

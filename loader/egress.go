@@ -33,6 +33,9 @@ func (d *Datapath) attachEgress(iface string, ingress AttachMode) error {
 	if err != nil {
 		return fmt.Errorf("attach egress to %s: %w", iface, err)
 	}
+	if err := d.guardIface(dev.Index); err != nil {
+		return fmt.Errorf("attach egress to %s: %w", iface, err)
+	}
 	if ingress != AttachTC {
 		err := d.attachEgressTCX(dev)
 		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
@@ -41,6 +44,18 @@ func (d *Datapath) attachEgress(iface string, ingress AttachMode) error {
 		slog.Info("the kernel has no TCX: the egress hook is a clsact filter", "iface", iface)
 	}
 	return d.attachEgressClsact(dev)
+}
+
+// guardIface records that the guard is on the interface of this index: a
+// segment without a socket that came in through it and leaves through any
+// guarded interface was routed through this host, and proves nothing
+// (apiguard.c sender_of). An entry stays after a detach: such traffic then
+// only proves nothing, the safe side.
+func (d *Datapath) guardIface(index int) error {
+	if err := d.objs.GuardedIfaces.Update(uint32(index), uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("record guarded interface %d: %w", index, err)
+	}
+	return nil
 }
 
 func (d *Datapath) attachEgressTCX(dev *net.Interface) error {

@@ -411,6 +411,7 @@ const (
 	GuardMapFlows              = "flows"
 	GuardMapFragBudget         = "frag_budget"
 	GuardMapFrags              = "frags"
+	GuardMapGuardedIfaces      = "guarded_ifaces"
 	GuardMapHandshakes         = "handshakes"
 	GuardMapLists40            = "lists4_0"
 	GuardMapLists41            = "lists4_1"
@@ -512,6 +513,7 @@ type GuardMapSpecs struct {
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	FragBudget    *ebpf.MapSpec `ebpf:"frag_budget"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	GuardedIfaces *ebpf.MapSpec `ebpf:"guarded_ifaces"`
 	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
 	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
@@ -581,6 +583,7 @@ type GuardMaps struct {
 	Flows         *ebpf.Map `ebpf:"flows"`
 	FragBudget    *ebpf.Map `ebpf:"frag_budget"`
 	Frags         *ebpf.Map `ebpf:"frags"`
+	GuardedIfaces *ebpf.Map `ebpf:"guarded_ifaces"`
 	Handshakes    *ebpf.Map `ebpf:"handshakes"`
 	Lists40       *ebpf.Map `ebpf:"lists4_0"`
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
@@ -615,6 +618,7 @@ func (m *GuardMaps) Close() error {
 		m.Flows,
 		m.FragBudget,
 		m.Frags,
+		m.GuardedIfaces,
 		m.Handshakes,
 		m.Lists40,
 		m.Lists41,

@@ -232,6 +232,8 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		GuardMapProvenSources: m.ProvenSources, GuardMapHandshakes: m.Handshakes,
 		// fragments (frag.h): later fragments keep following their first across restarts
 		GuardMapFrags: m.Frags, GuardMapFragBudget: m.FragBudget,
+		// the interfaces attached, for the egress hook's test of forwarded segments (egress.go)
+		GuardMapGuardedIfaces: m.GuardedIfaces,
 	}
 }
 

@@ -273,16 +273,21 @@ type skbHead struct {
 	IngressIfindex, Ifindex                                                               uint32
 }
 
-// A segment without a socket that came in through the interface it leaves by
-// was routed straight back out by a host that forwards: a neighbour on the
-// link wrote it, with a service's source port and any destination. It proves
-// nothing, neither as data nor as a SYN-ACK whose ISN its writer chose; a
-// segment forwarded from another interface (a container's) still does, and
-// so does one that came in through none (a SYN cookie's SYN-ACK).
+// A segment without a socket that came in through a guarded interface (the
+// one it leaves by, or another) was routed through by a host that forwards:
+// a neighbour on that link wrote it, with a service's source port and any
+// destination. It proves nothing, neither as data nor as a SYN-ACK whose ISN
+// its writer chose; a segment forwarded from another interface (a
+// container's) still does, and so does one that came in through none (a SYN
+// cookie's SYN-ACK).
 func TestSourceProofHairpin(t *testing.T) {
 	d := newDatapath(t, Options{})
 	mustApply(t, d, proofPolicy(true, 0, 0))
 	const lo = 1 // prog.Run sends its skbs out of the loopback device
+	// interface 5 is guarded, as Attach records each interface it hooks
+	if err := d.guardIface(5); err != nil {
+		t.Fatal(err)
+	}
 	egress := func(frame []byte, ingress uint32) {
 		t.Helper()
 		if _, err := d.Egress().Run(&ebpf.RunOptions{Data: frame, Context: skbHead{IngressIfindex: ingress, Ifindex: lo}}); err != nil {
@@ -295,6 +300,7 @@ func TestSourceProofHairpin(t *testing.T) {
 		proves  bool
 	}{
 		{"routed back out of the interface it came in by", lo, false},
+		{"routed out of another guarded interface", 5, false},
 		{"forwarded from another interface", 7, true},
 		{"from no interface", 0, true},
 	} {

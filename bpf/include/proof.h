@@ -42,6 +42,10 @@
 #ifndef AG_HANDSHAKE_SLOTS
 #define AG_HANDSHAKE_SLOTS 2048	/* 80 KiB: every ACK to a TCP service reads a slot's tag */
 #endif
+#ifndef AG_MAX_GUARDED_IFACES
+#define AG_MAX_GUARDED_IFACES 64
+#endif
+
 #ifndef AG_HANDSHAKE_TTL
 /* ns a SYN-ACK waits for its ACK: about how long the kernel keeps the
  * handshake's request socket (five retransmissions, 1 s doubling) */
@@ -55,6 +59,17 @@ enum ag_sender {
 	AG_SENDER_CONNECTED,	/* a local TCP socket past its handshake */
 	AG_SENDER_REQUEST,	/* the request socket of a handshake: the kernel's SYN-ACK */
 };
+
+/* The interfaces the guard is attached to, by ifindex (the loader writes one
+ * as it attaches): a segment without a socket that came in through one of
+ * them was written by a host outside, and routed through this one by a
+ * forwarding host, not sent by a container behind it (sender_of). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, AG_MAX_GUARDED_IFACES);
+} guarded_ifaces SEC(".maps");
 
 /* A SYN-ACK sent, in the slot a hash of its 4-tuple names. The slot holds
  * the 4-tuple itself: the hash has no secret, so a client can compute another
