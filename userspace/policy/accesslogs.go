@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/clientip"
 	"go.yaml.in/yaml/v3"
 )
@@ -52,6 +53,58 @@ func (p *parser) apiDetection(o object, d *Detection) {
 	}
 	p.thresholdDetector(o, false, "app-throttled", &d.AppThrottled.Detector, "responses", &d.AppThrottled.Responses)
 	p.thresholdDetector(o, false, "error-burst", &d.ErrorBurst.Detector, "responses", &d.ErrorBurst.Responses)
+	p.thresholdDetector(o, false, "injection-probe", &d.InjectionProbe.Detector, "requests", &d.InjectionProbe.Requests)
+	if v := o.get("sensitive-files"); v != nil {
+		sf := &d.SensitiveFiles
+		if do, ok := p.detector(v, o.field("sensitive-files"), &sf.Detector, "requests", "paths", "defaults"); ok {
+			p.patternRule(do, &sf.Requests, "paths", &sf.Paths, &sf.Defaults, attack.MaxPatterns-len(attack.DefaultPaths()), attack.CheckPath, sf.Enabled)
+		}
+	}
+	if v := o.get("scanner-agent"); v != nil {
+		sa := &d.ScannerAgent
+		if do, ok := p.detector(v, o.field("scanner-agent"), &sa.Detector, "requests", "agents", "defaults"); ok {
+			p.patternRule(do, &sa.Requests, "agents", &sa.Agents, &sa.Defaults, attack.MaxAgents-len(attack.DefaultAgents()), attack.CheckAgent, sa.Enabled)
+		}
+	}
+}
+
+// patternRule reads the fields of a rule with a pattern list: its threshold
+// (requests), its patterns (each checked; at most max, which leaves room for
+// the defaults) and whether the defaults are kept.
+func (p *parser) patternRule(o object, requests *uint64, key string, patterns *[]string, defaults *bool, max int, check func(string) error, enabled bool) {
+	if x := o.get("requests"); x != nil {
+		if c, ok := p.count(x, o.field("requests"), 1, math.MaxUint32); ok {
+			*requests = c
+		}
+	}
+	if x := o.get("defaults"); x != nil {
+		if b, ok := p.boolean(x, o.field("defaults")); ok {
+			*defaults = b
+		}
+	}
+	if x := o.get(key); x != nil {
+		if items, ok := p.list(x, o.field(key)); ok {
+			*patterns = nil
+			for i, it := range items {
+				f := fmt.Sprintf("%s[%d]", o.field(key), i)
+				s, ok := p.str(it, f)
+				if !ok {
+					continue
+				}
+				if err := check(s); err != nil {
+					p.errAt(resolve(it), f, "%v", err)
+					continue
+				}
+				*patterns = append(*patterns, s)
+			}
+			if len(items) > max {
+				p.errAt(resolve(x), o.field(key), "%d patterns; at most %d", len(items), max)
+			}
+		}
+	}
+	if enabled && !*defaults && len(*patterns) == 0 {
+		p.errAt(p.nodeOr(o, "defaults"), o.field("defaults"), "false with no %s: nothing would ever count; give %s or disable the detector", key, key)
+	}
 }
 
 // paths reads a list of URL paths; templates must name a {variable} segment.
@@ -185,7 +238,8 @@ func (p *parser) logFields(n *yaml.Node, field string) LogFields {
 		key string
 		v   *string
 	}{{"client", &lf.Client}, {"time", &lf.Time}, {"method", &lf.Method}, {"path", &lf.Path}, {"request", &lf.Request},
-		{"status", &lf.Status}, {"latency", &lf.Latency}, {"forwarded", &lf.Forwarded}}
+		{"status", &lf.Status}, {"latency", &lf.Latency}, {"forwarded", &lf.Forwarded}, {"userAgent", &lf.UserAgent},
+		{"query", &lf.Query}}
 	known := []string{"latencyUnit"}
 	for _, k := range keys {
 		known = append(known, k.key)

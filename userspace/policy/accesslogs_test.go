@@ -135,3 +135,73 @@ spec:
 		}
 	}
 }
+
+func TestProbeDetection(t *testing.T) {
+	src := `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: probes}
+spec:
+  detection:
+    injection-probe: {requests: 3, window: 5m}
+    sensitive-files: {requests: 2, paths: [/internal/debug, "*.pem", secret*, Thumbs.db], action: flag}
+    scanner-agent: {agents: [acme-scanner], defaults: false}
+  accessLogs:
+    - path: /var/log/api/access.json
+      format: json
+      fields: {client: ip, time: ts, path: uri, query: args, userAgent: ua, status: code}
+`
+	pol, err := Parse("probes.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := pol.Spec.Detection
+	if d.InjectionProbe.Requests != 3 || d.InjectionProbe.Window != 5*time.Minute || d.InjectionProbe.Action != ActionBan || !d.InjectionProbe.Enabled {
+		t.Errorf("injection-probe %+v", d.InjectionProbe)
+	}
+	if d.SensitiveFiles.Requests != 2 || d.SensitiveFiles.Action != ActionFlag || !d.SensitiveFiles.Defaults ||
+		!reflect.DeepEqual(d.SensitiveFiles.Paths, []string{"/internal/debug", "*.pem", "secret*", "Thumbs.db"}) {
+		t.Errorf("sensitive-files %+v", d.SensitiveFiles)
+	}
+	if d.ScannerAgent.Requests != 5 || d.ScannerAgent.Defaults || !reflect.DeepEqual(d.ScannerAgent.Agents, []string{"acme-scanner"}) {
+		t.Errorf("scanner-agent %+v", d.ScannerAgent)
+	}
+	if f := pol.Spec.AccessLogs[0].Fields; f.Query != "args" || f.UserAgent != "ua" {
+		t.Errorf("fields %+v", f)
+	}
+	// the defaults when the policy says nothing
+	def := Defaults().Detection
+	if !def.InjectionProbe.Enabled || def.InjectionProbe.Requests != 10 || !def.SensitiveFiles.Defaults || def.SensitiveFiles.Requests != 5 ||
+		!def.ScannerAgent.Defaults || def.ScannerAgent.Requests != 5 || def.ScannerAgent.Action != ActionBan {
+		t.Errorf("defaults %+v %+v %+v", def.InjectionProbe, def.SensitiveFiles, def.ScannerAgent)
+	}
+}
+
+func TestProbeDetectionErrors(t *testing.T) {
+	src := `apiVersion: apiguard.io/v1
+kind: Policy
+metadata: {name: bad}
+spec:
+  detection:
+    injection-probe: {requests: 0, classes: [sql]}
+    sensitive-files: {paths: ["*", "a/b", "/x/*.bak"]}
+    scanner-agent:
+      defaults: false
+      agents: []
+`
+	_, err := Parse("bad.yaml", []byte(src), nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"bad.yaml:6: spec.detection.injection-probe.requests: 0 is outside",
+		`bad.yaml:6: spec.detection.injection-probe.classes: unknown field "classes"`,
+		`bad.yaml:7: spec.detection.sensitive-files.paths[0]: "*" would match every path`,
+		`bad.yaml:7: spec.detection.sensitive-files.paths[1]: "a/b": a segment pattern has no '/'`,
+		`bad.yaml:7: spec.detection.sensitive-files.paths[2]: "/x/*.bak": a path pattern (/...) has no '*'`,
+		"bad.yaml:9: spec.detection.scanner-agent.defaults: false with no agents: nothing would ever count",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}

@@ -235,6 +235,16 @@ func (d *differ) detection(o, n *Detection) {
 	num("app-throttled responses", o.AppThrottled.Responses, n.AppThrottled.Responses)
 	det("error-burst", o.ErrorBurst.Detector, n.ErrorBurst.Detector)
 	num("error-burst responses", o.ErrorBurst.Responses, n.ErrorBurst.Responses)
+	det("injection-probe", o.InjectionProbe.Detector, n.InjectionProbe.Detector)
+	num("injection-probe requests", o.InjectionProbe.Requests, n.InjectionProbe.Requests)
+	det("sensitive-files", o.SensitiveFiles.Detector, n.SensitiveFiles.Detector)
+	num("sensitive-files requests", o.SensitiveFiles.Requests, n.SensitiveFiles.Requests)
+	d.change("detection sensitive-files paths", strings.Join(o.SensitiveFiles.Paths, ","), strings.Join(n.SensitiveFiles.Paths, ","))
+	d.change("detection sensitive-files defaults", strconv.FormatBool(o.SensitiveFiles.Defaults), strconv.FormatBool(n.SensitiveFiles.Defaults))
+	det("scanner-agent", o.ScannerAgent.Detector, n.ScannerAgent.Detector)
+	num("scanner-agent requests", o.ScannerAgent.Requests, n.ScannerAgent.Requests)
+	d.change("detection scanner-agent agents", strings.Join(o.ScannerAgent.Agents, ","), strings.Join(n.ScannerAgent.Agents, ","))
+	d.change("detection scanner-agent defaults", strconv.FormatBool(o.ScannerAgent.Defaults), strconv.FormatBool(n.ScannerAgent.Defaults))
 }
 
 // durationString prints 10m rather than 10m0s.

@@ -747,7 +747,7 @@ func (p *parser) rate(n *yaml.Node, field string, k unitKind) (Rate, bool) {
 
 func (p *parser) detection(n *yaml.Node, d *Detection) {
 	o, ok := p.mapping(n, "spec.detection", "flood", "syn-flood", "scan", "deny-probe", "bad-flags", "aggregate",
-		"auth-failures", "enumeration", "app-throttled", "error-burst")
+		"auth-failures", "enumeration", "app-throttled", "error-burst", "injection-probe", "sensitive-files", "scanner-agent")
 	if !ok {
 		return
 	}

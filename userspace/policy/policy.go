@@ -218,6 +218,11 @@ type Detection struct {
 	Enumeration  EnumerationDetection
 	AppThrottled CountDetection
 	ErrorBurst   CountDetection
+	// What a request carries: payloads, paths only probes ask for,
+	// scanners' user agents (userspace/attack).
+	InjectionProbe InjectionDetection
+	SensitiveFiles SensitiveFilesDetection
+	ScannerAgent   ScannerAgentDetection
 }
 
 // PacketDetectors are the detectors whose evidence is packets, by reason.
@@ -265,6 +270,37 @@ type CountDetection struct {
 	Responses uint64
 }
 
+// InjectionDetection (reason "injection-probe") fires after more than
+// Requests requests from one client whose path or query carries an injection
+// payload (SQL, XSS, command, traversal, template), or reported injection
+// attempts, within Window.
+type InjectionDetection struct {
+	Detector
+	Requests uint64
+}
+
+// SensitiveFilesDetection (reason "sensitive-files") fires after more than
+// Requests requests for sensitive paths answered 4xx (not 429) within
+// Window. Paths are patterns (/path, *suffix, prefix*, name) added to the
+// default list when Defaults.
+type SensitiveFilesDetection struct {
+	Detector
+	Requests uint64
+	Paths    []string
+	Defaults bool
+}
+
+// ScannerAgentDetection (reason "scanner-agent") flags a client at its
+// first request with a scanner's user agent and takes its action after more
+// than Requests within Window. Agents are patterns added to the default list
+// when Defaults.
+type ScannerAgentDetection struct {
+	Detector
+	Requests uint64
+	Agents   []string
+	Defaults bool
+}
+
 // AccessLog is one log to follow.
 type AccessLog struct {
 	Path string
@@ -274,6 +310,7 @@ type AccessLog struct {
 	// daemon's defaults (nginx's variable names).
 	Fields LogFields
 	// Forwarded: a combined line ends with a quoted X-Forwarded-For field.
+	// (A combined line's user agent and query are always read.)
 	Forwarded bool
 	// TrustedProxies are the peers whose forwarded field is believed.
 	TrustedProxies []netip.Prefix
@@ -285,7 +322,7 @@ type AccessLog struct {
 
 // LogFields are JSON keys (a dotted key walks nested objects).
 type LogFields struct {
-	Client, Time, Method, Path, Request, Status, Latency, Forwarded string
+	Client, Time, Method, Path, Request, Status, Latency, Forwarded, UserAgent, Query string
 	// LatencyUnit is what a numeric latency counts: s, ms, us or ns.
 	LatencyUnit string
 }
@@ -331,6 +368,9 @@ func Defaults() Spec {
 	d.Enumeration = EnumerationDetection{Detector: Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, Objects: 50, Learn: true}
 	d.AppThrottled = CountDetection{Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, 100}
 	d.ErrorBurst = CountDetection{Detector{Enabled: true, Action: ActionFlag, Window: time.Minute}, 50}
+	d.InjectionProbe = InjectionDetection{Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, 10}
+	d.SensitiveFiles = SensitiveFilesDetection{Detector: Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, Requests: 5, Defaults: true}
+	d.ScannerAgent = ScannerAgentDetection{Detector: Detector{Enabled: true, Action: ActionBan, Window: time.Minute}, Requests: 5, Defaults: true}
 	return Spec{
 		Mode:          Enforce,
 		DefaultAction: Pass,
