@@ -7,26 +7,40 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/attack"
 )
 
 // Signal is one thing the API layer knows about a client: an answered request
 // (from an access log) or a report the application made on the control socket.
-// The four API rules count them per client key, like the packet rules count
-// kernel events, and raise flags through the same flag → ban flow.
+// The API rules count them per client key, like the packet rules count
+// kernel events, and raise flags through the same flag → ban flow. One
+// request may count for several rules: a scanner's 404 for /.env counts for
+// sensitive-files and scanner-agent.
 type Signal struct {
 	Client netip.Addr
 	// At is CLOCK_MONOTONIC ns (the kernel events' clock); 0 means now.
 	At int64
+	// Age is how old the evidence was when it was read (an access log line
+	// is dated by its own time): a signal older than a rule's window does
+	// not count for that rule.
+	Age time.Duration
 
-	// A request: its path (without the query) and the status answered.
-	Method string
-	Path   string
-	Status int
+	// A request: its path (without the query), its raw query (without the
+	// '?'), its user agent and the status answered.
+	Method    string
+	Path      string
+	Query     string
+	UserAgent string
+	Status    int
 
 	// A report names the rule it counts for (Status is then ignored) and a
 	// weight (0 counts as 1): "5 failed logins" is one report of weight 5.
+	// An injection report may name the payload's class; its Path is the
+	// request's target (the query may follow a '?').
 	Report Reason
 	Weight uint32
+	Class  attack.Class
 }
 
 // AuthFailuresRule fires after more than Failures 401 answers on a login path,
@@ -57,12 +71,47 @@ type CountRule struct {
 	Responses uint64
 }
 
+// InjectionRule fires after more than Requests requests whose path or query
+// carries an injection payload (userspace/attack: SQL, XSS, command,
+// traversal, template), whatever the answer, or reported injection
+// attempts, within Window.
+type InjectionRule struct {
+	Rule
+	Requests uint64
+}
+
+// SensitiveFilesRule fires after more than Requests requests for sensitive
+// paths answered 4xx (refused or missing; 429 is throttling) within Window.
+// Paths are patterns (attack.CheckPath) added to attack.DefaultPaths when
+// Defaults, or alone.
+type SensitiveFilesRule struct {
+	Rule
+	Requests uint64
+	Paths    []string
+	Defaults bool
+}
+
+// ScannerAgentRule flags a client at its first request with a scanner's
+// user agent and takes the rule's action (a ban) once more than Requests
+// came within Window: one request may be a stray tool, a scan is many.
+// Agents are patterns (attack.CheckAgent) added to attack.DefaultAgents
+// when Defaults, or alone.
+type ScannerAgentRule struct {
+	Rule
+	Requests uint64
+	Agents   []string
+	Defaults bool
+}
+
 // APIRules are the API-layer rules.
 type APIRules struct {
-	AuthFailures AuthFailuresRule
-	Enumeration  EnumerationRule
-	AppThrottled CountRule
-	ErrorBurst   CountRule
+	AuthFailures   AuthFailuresRule
+	Enumeration    EnumerationRule
+	AppThrottled   CountRule
+	ErrorBurst     CountRule
+	InjectionProbe InjectionRule
+	SensitiveFiles SensitiveFilesRule
+	ScannerAgent   ScannerAgentRule
 	// MaxClients bounds the clients tracked by these rules.
 	MaxClients int
 }
@@ -72,16 +121,42 @@ type APIRules struct {
 // of times a minute. A browsing client meets a few 404s; walking /items/1…N
 // meets hundreds. 429s mean the application already refuses the client: a
 // hundred in a minute is a client ignoring it. 5xx may well be the server's
-// fault, so error-burst only flags.
+// fault, so error-burst only flags. No client of an API sends injection
+// payloads, asks for /.git/config or announces itself as sqlmap: a handful
+// is a probe (a person trying a form by hand sends a few), a scan sends
+// hundreds; a scanner's user agent flags at once.
 func DefaultAPIRules() APIRules {
 	minute := time.Minute
 	return APIRules{
-		AuthFailures: AuthFailuresRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Failures: 20},
-		Enumeration:  EnumerationRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Objects: 50, Learn: true},
-		AppThrottled: CountRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Responses: 100},
-		ErrorBurst:   CountRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Responses: 50},
-		MaxClients:   1 << 16,
+		AuthFailures:   AuthFailuresRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Failures: 20},
+		Enumeration:    EnumerationRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Objects: 50, Learn: true},
+		AppThrottled:   CountRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Responses: 100},
+		ErrorBurst:     CountRule{Rule: Rule{Enabled: true, Action: ActionFlag, Window: minute}, Responses: 50},
+		InjectionProbe: InjectionRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Requests: 10},
+		SensitiveFiles: SensitiveFilesRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Requests: 5, Defaults: true},
+		ScannerAgent:   ScannerAgentRule{Rule: Rule{Enabled: true, Action: ActionBan, Window: minute}, Requests: 5, Defaults: true},
+		MaxClients:     1 << 16,
 	}
+}
+
+// matcherConfig is what the rules in a ask userspace/attack to look for:
+// nothing for a disabled rule.
+func (a *APIRules) matcherConfig() attack.Config {
+	var c attack.Config
+	c.Injection = a.InjectionProbe.Enabled
+	if r := &a.SensitiveFiles; r.Enabled {
+		if r.Defaults {
+			c.Paths = attack.DefaultPaths()
+		}
+		c.Paths = append(c.Paths, r.Paths...)
+	}
+	if r := &a.ScannerAgent; r.Enabled {
+		if r.Defaults {
+			c.Agents = attack.DefaultAgents()
+		}
+		c.Agents = append(c.Agents, r.Agents...)
+	}
+	return c
 }
 
 // withDefaults fills the thresholds; Config.withDefaults fills the rules.
@@ -90,6 +165,9 @@ func (a APIRules) withDefaults(def APIRules) APIRules {
 	setZero(&a.Enumeration.Objects, def.Enumeration.Objects)
 	setZero(&a.AppThrottled.Responses, def.AppThrottled.Responses)
 	setZero(&a.ErrorBurst.Responses, def.ErrorBurst.Responses)
+	setZero(&a.InjectionProbe.Requests, def.InjectionProbe.Requests)
+	setZero(&a.SensitiveFiles.Requests, def.SensitiveFiles.Requests)
+	setZero(&a.ScannerAgent.Requests, def.ScannerAgent.Requests)
 	setZero(&a.MaxClients, def.MaxClients)
 	return a
 }
@@ -116,6 +194,15 @@ func (a APIRules) validate() []error {
 	}
 	if a.MaxClients < 0 {
 		add("api: maxClients %d is negative", a.MaxClients)
+	}
+	if r := a.SensitiveFiles; r.Enabled && !r.Defaults && len(r.Paths) == 0 {
+		add("sensitive-files: no defaults and no paths: no path would ever count; give paths or disable the rule")
+	}
+	if r := a.ScannerAgent; r.Enabled && !r.Defaults && len(r.Agents) == 0 {
+		add("scanner-agent: no defaults and no agents: no user agent would ever count; give agents or disable the rule")
+	}
+	if _, err := attack.Compile(a.matcherConfig()); err != nil {
+		add("%v", err)
 	}
 	return errs
 }
@@ -157,6 +244,23 @@ type apiState struct {
 	clients *lru[addrKey, *apiClient]
 	seed    maphash.Seed
 	signals uint64
+
+	// matcher looks for attacks in requests (the rules' patterns); sc,
+	// bufs and found are its working memory for the signal being observed
+	matcher *attack.Matcher
+	sc      attack.Scratch
+	bufs    [3][]byte
+	found   found
+}
+
+// found is what the matcher found in the signal being observed, for its
+// evidence; the byte slices are valid until the next signal.
+type found struct {
+	class    attack.Class
+	sample   []byte
+	pattern  string // the sensitive-path pattern
+	resolved []byte // the path the server resolves
+	agent    string // the scanner pattern
 }
 
 // resetAPI forgets every API client (their windows changed shape).
@@ -166,7 +270,8 @@ func (d *Detector) resetAPI() {
 }
 
 // ObserveSignal counts one API-layer signal. It reports whether the signal
-// counted for any rule (a 200 counts for none).
+// counted for any rule (a 200 without a payload or a scanner's user agent
+// counts for none).
 func (d *Detector) ObserveSignal(s Signal) bool {
 	if !s.Client.IsValid() {
 		return false
@@ -178,44 +283,103 @@ func (d *Detector) ObserveSignal(s Signal) bool {
 		now = int64(d.opts.Now())
 	}
 	d.api.signals++
-	reason := d.classify(s)
-	if reason == "" {
-		return false
-	}
+	var buf [4]Reason
+	reasons := d.classify(s, buf[:0])
 	weight := uint64(max(s.Weight, 1))
-	c := d.apiClient(s.Client, now)
-	h := hit{reason: reason, prefix: c.prefix, source: s.Client}
-	if reason == Enumeration {
-		d.enumerate(c, s, h, weight, now)
-	} else {
-		d.count(c, s, h, weight, now)
+	var c *apiClient
+	counted := false
+	for _, reason := range reasons {
+		if s.Age >= d.cfg.rule(reason).Window {
+			continue // no evidence of this rule any more
+		}
+		if c == nil {
+			c = d.apiClient(s.Client, now)
+		}
+		h := hit{reason: reason, prefix: c.prefix, source: s.Client}
+		if reason == Enumeration {
+			d.enumerate(c, s, h, weight, now)
+		} else {
+			d.count(c, s, h, weight, now)
+		}
+		counted = true
 	}
-	return true
+	return counted
 }
 
-// classify is the rule a signal counts for ("" for none).
-func (d *Detector) classify(s Signal) Reason {
+// classify appends the rules a signal counts for to out: at most one by its
+// status (or its report), and any of the three that look at what the
+// request carried.
+func (d *Detector) classify(s Signal, out []Reason) []Reason {
 	a := &d.cfg.API
-	var r Reason
+	f := &d.api.found
+	*f = found{}
 	if s.Report != "" {
-		r = s.Report
-	} else {
-		switch {
-		case s.Status == 401 && loginPath(a.AuthFailures.LoginPaths, s.Path):
-			r = AuthFailures
-		case (s.Status == 403 || s.Status == 404) && objectPath(&a.Enumeration, s.Path):
-			r = Enumeration
-		case s.Status == 429:
-			r = AppThrottled
-		case s.Status >= 500 && s.Status <= 599:
-			r = ErrorBurst
+		if s.Report == InjectionProbe {
+			f.class = s.Class
+			if path, query, _ := strings.Cut(s.Path, "?"); f.class == attack.NoClass && s.Path != "" {
+				f.class = d.api.matcher.Injection(d.bytes(0, path), d.bytes(1, query), &d.api.sc).Class
+			}
+		}
+		return d.enabled(out, s.Report)
+	}
+	switch {
+	case s.Status == 401 && loginPath(a.AuthFailures.LoginPaths, s.Path):
+		out = d.enabled(out, AuthFailures)
+	case (s.Status == 403 || s.Status == 404) && objectPath(&a.Enumeration, s.Path):
+		out = d.enabled(out, Enumeration)
+	case s.Status == 429:
+		out = d.enabled(out, AppThrottled)
+	case s.Status >= 500 && s.Status <= 599:
+		out = d.enabled(out, ErrorBurst)
+	}
+	m := d.api.matcher
+	if a.InjectionProbe.Enabled {
+		if fi := m.Injection(d.bytes(0, s.Path), d.bytes(1, s.Query), &d.api.sc); fi.Class != attack.NoClass {
+			// the sample lives in the scratch, which the path check reuses
+			f.class, f.sample = fi.Class, append(d.api.bufs[2][:0], fi.Sample...)
+			d.api.bufs[2] = f.sample
+			out = append(out, InjectionProbe)
 		}
 	}
-	if i := r.index(); i < 0 || table[i].layer != apiLayer || !table[i].rule(&d.cfg).Enabled {
-		return ""
+	if a.SensitiveFiles.Enabled && Refused(s.Status) {
+		if pattern, resolved, ok := m.SensitivePath(d.bytes(0, s.Path), &d.api.sc); ok {
+			f.pattern, f.resolved = pattern, resolved
+			out = append(out, SensitiveFiles)
+		}
 	}
-	return r
+	if a.ScannerAgent.Enabled && s.UserAgent != "" {
+		if pattern, ok := m.ScannerAgent(d.bytes(1, s.UserAgent), &d.api.sc); ok {
+			f.agent = pattern
+			out = append(out, ScannerAgent)
+		}
+	}
+	return out
 }
+
+// Refused says whether a status answers a request for a sensitive path the
+// way a host that does not serve it does: a 4xx (not found, forbidden,
+// unauthorised, bad request), but not 429, which is throttling.
+func Refused(status int) bool {
+	return status >= 400 && status <= 499 && status != 429
+}
+
+// enabled appends r to out when it is an API rule the policy enables.
+func (d *Detector) enabled(out []Reason, r Reason) []Reason {
+	if i := r.index(); i < 0 || table[i].layer != apiLayer || !table[i].rule(&d.cfg).Enabled {
+		return out
+	}
+	return append(out, r)
+}
+
+// bytes copies s into the i-th reusable buffer: the matcher reads bytes.
+func (d *Detector) bytes(i int, s string) []byte {
+	d.api.bufs[i] = append(d.api.bufs[i][:0], s...)
+	return d.api.bufs[i]
+}
+
+// Matcher is the matcher of the rules in force, for the access-log sources
+// to screen lines without the Detector's lock (it is immutable).
+func (d *Detector) Matcher() *attack.Matcher { return d.matcher.Load() }
 
 // counted is a counting rule's threshold (more than over) and what it counts.
 func (d *Detector) counted(r Reason) (over uint64, what string) {
@@ -227,29 +391,85 @@ func (d *Detector) counted(r Reason) (over uint64, what string) {
 		return a.AppThrottled.Responses, "times the application throttled it (429)"
 	case ErrorBurst:
 		return a.ErrorBurst.Responses, "server errors (5xx) answering it"
+	case InjectionProbe:
+		return a.InjectionProbe.Requests, "injection probes"
+	case SensitiveFiles:
+		return a.SensitiveFiles.Requests, "requests for sensitive paths refused or missing (4xx)"
+	case ScannerAgent:
+		return a.ScannerAgent.Requests, "requests with a scanner's user agent"
 	}
 	return math.MaxUint64, ""
 }
 
 // count counts the signal in the client's window of h.reason and raises it
-// once the window holds more than the rule's threshold.
+// once the window holds more than the rule's threshold (scanner-agent: from
+// the first, flagging only until the threshold).
 func (d *Detector) count(c *apiClient, s Signal, h hit, weight uint64, now int64) {
 	over, what := d.counted(h.reason)
+	flagAt := over
+	if h.reason == ScannerAgent {
+		flagAt = 0
+	}
 	window := d.cfg.rule(h.reason).Window
 	r := lazyRing(&c.counts[h.reason.index()])
 	r.add(d.span(h.reason), now, weight)
-	if r.sum > over {
+	if r.sum > flagAt {
+		h.flagOnly = r.sum <= over
 		d.raise(now, h, func() Evidence {
-			return Evidence{Events: r.sum, Summary: fmt.Sprintf("%d %s in %v (latest %s)", r.sum, what, window, describe(s))}
+			e := d.evidence(h.reason, s)
+			e.Events = r.sum
+			e.Summary = fmt.Sprintf("%d %s in %v (latest %s)", r.sum, what, window, e.Summary)
+			return e
 		})
 	}
 }
+
+// Bounds of what evidence quotes from a request: a log line can hold
+// anything (userspace/attack.Sanitize).
+const (
+	maxQuotedPath   = 64
+	maxQuotedSample = 96
+)
 
 func describe(s Signal) string {
 	if s.Report != "" {
 		return "a report from the application"
 	}
-	return fmt.Sprintf("%d to %s %.64s", s.Status, s.Method, s.Path)
+	return fmt.Sprintf("%d to %s %s", s.Status, attack.SanitizeString(s.Method, 16), attack.SanitizeString(s.Path, maxQuotedPath))
+}
+
+// evidence is what a signal shows of rule r: the request (describe), and
+// for the rules that look at what it carried, what matched, sanitised.
+func (d *Detector) evidence(r Reason, s Signal) Evidence {
+	f := &d.api.found
+	e := Evidence{Summary: describe(s)}
+	switch r {
+	case InjectionProbe:
+		if f.class != attack.NoClass {
+			e.Class = f.class.String()
+		}
+		switch {
+		case s.Report != "" && s.Path != "":
+			e.Match = attack.SanitizeString(s.Path, maxQuotedSample)
+		case s.Report == "":
+			e.Match = attack.Sanitize(f.sample, maxQuotedSample)
+		}
+		if e.Class != "" {
+			e.Summary += ": " + e.Class
+		}
+		if e.Match != "" {
+			e.Summary += ` "` + e.Match + `"`
+		}
+	case SensitiveFiles:
+		e.Match = attack.Sanitize(f.resolved, maxQuotedPath)
+		e.Summary += fmt.Sprintf(`: "%s" matches "%s"`, e.Match, f.pattern)
+	case ScannerAgent:
+		if s.Report == "" {
+			e.Match = attack.SanitizeString(s.UserAgent, maxQuotedSample)
+			e.Summary += fmt.Sprintf(`: user agent "%s" matches "%s"`, e.Match, f.agent)
+		}
+	}
+	return e
 }
 
 func (d *Detector) enumerate(c *apiClient, s Signal, h hit, weight uint64, now int64) {
@@ -472,7 +692,13 @@ func ReportReason(s string) (Reason, error) {
 		return AppThrottled, nil
 	case "error-burst", "server-error":
 		return ErrorBurst, nil
+	case "injection-probe", "injection", "injection-attempt":
+		return InjectionProbe, nil
+	case "sensitive-files", "sensitive-file":
+		return SensitiveFiles, nil
+	case "scanner-agent", "scanner":
+		return ScannerAgent, nil
 	}
-	return "", fmt.Errorf("unknown report reason %q (want failed-login, authz-failure, throttled or server-error, or a rule name: %s, %s, %s, %s)",
-		s, AuthFailures, Enumeration, AppThrottled, ErrorBurst)
+	return "", fmt.Errorf("unknown report reason %q (want failed-login, authz-failure, throttled, server-error, injection, sensitive-file or scanner, or a rule name: %s, %s, %s, %s, %s, %s, %s)",
+		s, AuthFailures, Enumeration, AppThrottled, ErrorBurst, InjectionProbe, SensitiveFiles, ScannerAgent)
 }

@@ -22,9 +22,11 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/attack"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,8 +116,10 @@ type Detector struct {
 	services map[uint32]*serviceState
 	aggTotal ring
 	first    []sighting
-	// the API rules' state (api.go)
-	api apiState
+	// the API rules' state (api.go); matcher is api.matcher, published for
+	// readers without the lock (Matcher)
+	api     apiState
+	matcher atomic.Pointer[attack.Matcher]
 
 	// flags and their episodes (episode.go), repeat offenders (ttl.go),
 	// the times of the bans made within the last minute (decide.go)
@@ -160,7 +164,12 @@ func New(cfg Config, opts Options) (*Detector, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	d.setConfig(cfg.withDefaults())
+	cfg = cfg.withDefaults()
+	m, err := attack.Compile(cfg.API.matcherConfig())
+	if err != nil {
+		return nil, fmt.Errorf("detection config: %w", err)
+	}
+	d.setConfig(cfg, m)
 	return d, nil
 }
 
@@ -178,13 +187,20 @@ func (d *Detector) SetConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("detection config: %w", err)
 	}
+	cfg = cfg.withDefaults()
+	m, err := attack.Compile(cfg.API.matcherConfig())
+	if err != nil {
+		return fmt.Errorf("detection config: %w", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.setConfig(cfg.withDefaults())
+	d.setConfig(cfg, m)
 	return nil
 }
 
-func (d *Detector) setConfig(cfg Config) {
+func (d *Detector) setConfig(cfg Config, m *attack.Matcher) {
+	d.api.matcher = m
+	d.matcher.Store(m)
 	var spans [numReasons]span
 	packetChanged, apiChanged := false, false
 	d.idle, d.api.idle = 0, 0

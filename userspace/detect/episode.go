@@ -24,6 +24,10 @@ type hit struct {
 	// monitored: the evidence came from a service in monitor mode, whose drops
 	// were passes.
 	monitored bool
+	// flagOnly: the rule flags from a lower count than it acts at
+	// (scanner-agent) and the count is below that: flag, whatever the
+	// rule's action.
+	flagOnly bool
 }
 
 // flagKey is plain memory, so the map hashes it in one pass: it is looked up
@@ -79,6 +83,17 @@ func (d *Detector) raise(now int64, h hit, evidence func() Evidence) {
 		if d.unblocked(fs, h) {
 			fs.flag.Ban = d.decide(fs, rule, h, now, false)
 		}
+		// an episode that only flagged until its count reached the rule's
+		// threshold (scanner-agent), or whose rule was switched to ban
+		// since, bans now
+		if fs.flag.Action == ActionFlag && rule.Action == ActionBan && !h.flagOnly {
+			fs.flag.Action = rule.Action
+			fs.flag.Evidence = evidence()
+			fs.flag.Evidence.Window = rule.Window
+			fs.evidenceAt = now
+			fs.flag.Ban = d.decide(fs, rule, h, now, true)
+			d.logFlag(fs, h, "client flagged again; the rule acts now")
+		}
 		return
 	}
 	evid := evidence()
@@ -97,16 +112,23 @@ func (d *Detector) raise(now int64, h hit, evidence func() Evidence) {
 	fs.banUntil = 0
 	fs.flag.Episodes++
 	fs.flag.Action = rule.Action
+	if h.flagOnly {
+		fs.flag.Action = ActionFlag
+	}
 	fs.flag.Evidence = evid
 	fs.flag.Proven = d.proven(h, now)
-	fs.flag.Ban = d.decide(fs, rule, h, now, true)
+	fs.flag.Ban = d.decide(fs, &Rule{Action: fs.flag.Action, BanUnproven: rule.BanUnproven}, h, now, true)
 	d.flagged[h.reason.index()]++
+	d.logFlag(fs, h, "client flagged")
+}
 
-	attrs := []any{"reason", h.reason, "subject", fs.flag.Subject(), "evidence", evid.Summary, "outcome", fs.flag.Ban.String()}
+// logFlag logs a flag raised (or acted on) and its outcome.
+func (d *Detector) logFlag(fs *flagState, h hit, msg string) {
+	attrs := []any{"reason", h.reason, "subject", fs.flag.Subject(), "evidence", fs.flag.Evidence.Summary, "outcome", fs.flag.Ban.String()}
 	if fs.flag.Ban.Error != "" {
-		d.log.Warn("client flagged; ban failed", attrs...)
+		d.log.Warn(msg+"; ban failed", attrs...)
 	} else {
-		d.log.Info("client flagged", attrs...)
+		d.log.Info(msg, attrs...)
 	}
 }
 

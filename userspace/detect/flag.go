@@ -69,6 +69,13 @@ type Evidence struct {
 	Share float64 `json:"share,omitempty"`
 	// Kernel is the kernel's reason on the latest event: client_pps, deny, ...
 	Kernel string `json:"kernel_reason,omitempty"`
+	// Class is the latest injection payload's class (injection-probe): sql,
+	// xss, command, traversal, template.
+	Class string `json:"class,omitempty"`
+	// Match quotes what matched in the latest request, sanitised and
+	// bounded (userspace/attack.Sanitize): the payload, the resolved path
+	// (sensitive-files), the user agent (scanner-agent).
+	Match string `json:"match,omitempty"`
 	// Summary is one readable sentence.
 	Summary string `json:"summary"`
 }

@@ -30,6 +30,11 @@ func FromPolicy(spec *policy.Spec, eventInterval time.Duration) Config {
 		Templates: d.Enumeration.Templates, Learn: d.Enumeration.Learn}
 	cfg.API.AppThrottled = CountRule{Rule: rule(d.AppThrottled.Detector), Responses: d.AppThrottled.Responses}
 	cfg.API.ErrorBurst = CountRule{Rule: rule(d.ErrorBurst.Detector), Responses: d.ErrorBurst.Responses}
+	cfg.API.InjectionProbe = InjectionRule{Rule: rule(d.InjectionProbe.Detector), Requests: d.InjectionProbe.Requests}
+	cfg.API.SensitiveFiles = SensitiveFilesRule{Rule: rule(d.SensitiveFiles.Detector), Requests: d.SensitiveFiles.Requests,
+		Paths: d.SensitiveFiles.Paths, Defaults: d.SensitiveFiles.Defaults}
+	cfg.API.ScannerAgent = ScannerAgentRule{Rule: rule(d.ScannerAgent.Detector), Requests: d.ScannerAgent.Requests,
+		Agents: d.ScannerAgent.Agents, Defaults: d.ScannerAgent.Defaults}
 	cfg.Bans = BanPolicy{TTL: spec.Bans.TTL, MaxTTL: spec.Bans.MaxTTL, Growth: spec.Bans.Growth, ForgetAfter: spec.Bans.ForgetAfter,
 		ProofTTL: spec.Bans.ProofTTL, MaxPerMinute: int(min(spec.Bans.MaxPerMinute, maxBansPerMinute))}
 	cfg.Monitor = spec.Mode == policy.Monitor

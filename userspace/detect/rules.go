@@ -36,6 +36,17 @@ const (
 	AppThrottled Reason = "app-throttled"
 	// ErrorBurst: many 5xx answers to one client's requests.
 	ErrorBurst Reason = "error-burst"
+	// InjectionProbe: requests whose path or query carries an injection
+	// payload (SQL, XSS, command, traversal, template: userspace/attack),
+	// or reported injection attempts.
+	InjectionProbe Reason = "injection-probe"
+	// SensitiveFiles: refused or missing (4xx) requests for paths only
+	// probes ask for: dotfiles, VCS metadata, backups, other software's
+	// admin pages.
+	SensitiveFiles Reason = "sensitive-files"
+	// ScannerAgent: requests whose user agent is a vulnerability
+	// scanner's or a fuzzer's.
+	ScannerAgent Reason = "scanner-agent"
 )
 
 // layer is where a reason's evidence comes from, which decides what it is
@@ -75,6 +86,9 @@ var table = [...]reasonSpec{
 	{Enumeration, apiLayer, func(c *Config) *Rule { return &c.API.Enumeration.Rule }},
 	{AppThrottled, apiLayer, func(c *Config) *Rule { return &c.API.AppThrottled.Rule }},
 	{ErrorBurst, apiLayer, func(c *Config) *Rule { return &c.API.ErrorBurst.Rule }},
+	{InjectionProbe, apiLayer, func(c *Config) *Rule { return &c.API.InjectionProbe.Rule }},
+	{SensitiveFiles, apiLayer, func(c *Config) *Rule { return &c.API.SensitiveFiles.Rule }},
+	{ScannerAgent, apiLayer, func(c *Config) *Rule { return &c.API.ScannerAgent.Rule }},
 }
 
 // numReasons sizes the per-reason arrays.
