@@ -2,11 +2,13 @@ package applog
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,11 +101,53 @@ func BenchmarkParseTime(b *testing.B) {
 	}
 }
 
+// probeLines are benchLines with what the API-layer detectors of issue 18
+// look for mixed in, in the proportions of an API under a slow scan: one
+// line in 10 a search whose query needs decoding (quotes, spaces, non-ASCII),
+// one in 50 an injection payload, one in 100 a scanner's user agent asking
+// for a sensitive file.
+func probeLines(n int) [][]byte {
+	out := benchLines(n)
+	searches := []string{"q=O%27Reilly+books", "q=select+a+script+for+the+play", "q=caf%C3%A9+cr%C3%A8me", "q=%22exact+phrase%22&page=2"}
+	payloads := []string{"id=1%27%20or%20%271%27%3D%271", "q=%3Cscript%3Ealert(1)%3C/script%3E", "host=127.0.0.1%3Bcat%20/etc/passwd",
+		"file=..%2f..%2f..%2fetc%2fpasswd", "name=%7B%7B7*7%7D%7D"}
+	for i := range out {
+		var req, ua string
+		status := 200
+		switch {
+		case i%100 == 51:
+			req, ua, status = "GET /.git/config HTTP/1.1", "Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:000063)", 404
+		case i%50 == 13:
+			req, ua = "GET /api/v1/items?"+payloads[i%len(payloads)]+" HTTP/1.1", "curl/7.88.1"
+		case i%10 == 5:
+			req, ua = "GET /api/v1/search?"+searches[i%len(searches)]+" HTTP/1.1", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+		default:
+			continue
+		}
+		addr, _, _ := bytes.Cut(out[i], []byte(" "))
+		out[i] = fmt.Appendf(nil, `%s - - [%s] "%s" %d 512 "-" "%s"`, addr, time.Now().Add(-30*time.Second).Format("02/Jan/2006:15:04:05 -0700"), req, status, ua)
+	}
+	return out
+}
+
 // BenchmarkSourcePipeline is the whole path on one file: follow, split,
-// parse, attribute, and the API rules of a real detector (a 4xx in ten
-// lines). b.N lines are written first; the time is reading them all.
+// parse, attribute, and a real detector's API rules, with the lines of
+// probeLines. "detectors=off" is the path before issue 18 (status rules
+// only: no matcher), "detectors=on" screens every line for payloads and
+// scanners' user agents and runs all seven API rules. b.N lines are written
+// first; the time is reading them all. lines/s is wall-clock;
+// lines/cpu-s counts the process's CPU time (user and system), the
+// per-core figure, which load from other processes does not dilute.
 func BenchmarkSourcePipeline(b *testing.B) {
-	lines := benchLines(4096)
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("detectors=%s", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+			sourcePipeline(b, on)
+		})
+	}
+}
+
+func sourcePipeline(b *testing.B, detectors bool) {
+	lines := probeLines(4096)
 	path := filepath.Join(b.TempDir(), "access.log")
 	f, err := os.Create(path)
 	if err != nil {
@@ -122,13 +166,17 @@ func BenchmarkSourcePipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src, err := NewSource(SourceConfig{Follow: FollowOptions{Path: path, FromStart: true, Poll: time.Millisecond}},
-		det.ObserveSignal, slog.New(slog.DiscardHandler))
+	cfg := SourceConfig{Follow: FollowOptions{Path: path, FromStart: true, Poll: time.Millisecond}}
+	if detectors {
+		cfg.Matcher = det.Matcher
+	}
+	src, err := NewSource(cfg, det.ObserveSignal, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	go func() { done <- src.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
@@ -136,15 +184,32 @@ func BenchmarkSourcePipeline(b *testing.B) {
 		if time.Now().After(deadline) {
 			b.Fatalf("%d of %d lines read after 5 minutes", src.Stats().Lines, b.N)
 		}
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
+	cpu := cpuTime(b) - cpu0
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	if st := src.Stats(); st.ParseErrors != 0 {
+	st := src.Stats()
+	if st.ParseErrors != 0 {
 		b.Fatalf("%d parse errors", st.ParseErrors)
 	}
+	// every payload line and scanner line is found with the detectors on,
+	// none without
+	if want := uint64(0); !detectors && st.Probes != want || detectors && b.N >= 4096 && st.Probes < uint64(b.N/50) {
+		b.Fatalf("%d probe lines among %d", st.Probes, b.N)
+	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	b.ReportMetric(float64(b.N)/cpu.Seconds(), "lines/cpu-s")
+}
+
+// cpuTime is the process's CPU time so far, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -11,8 +11,10 @@ import (
 //
 //	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
 //
-// With Forwarded set, the line carries one more quoted field, as nginx's
-// sample `main` format does: "$http_x_forwarded_for". nginx escapes a quote
+// The referer and the user agent may be missing (the `common` format); the
+// user agent is kept. With Forwarded set, the line carries one more quoted
+// field, as nginx's sample `main` format does: "$http_x_forwarded_for".
+// nginx escapes a quote
 // inside a field as \x22 and a backslash as \x5C, Apache a quote as \": a
 // quote preceded by an odd number of backslashes is inside its field, so that
 // a client cannot shift the fields (and write the forwarded one) with quotes
@@ -86,28 +88,37 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 	if j == 0 && !(len(rest) > 0 && rest[0] == '-') {
 		return errNoBytes
 	}
-	if !c.Forwarded {
-		// referer and user agent are not needed
-		return nil
-	}
-	// the forwarded-for field is the third quoted field from here
+	// "$http_referer" "$http_user_agent", and the forwarded-for field after
+	// them: the quoted fields from here
 	rest = rest[j:]
-	for f := 0; f < 3; f++ {
+	fields := 2
+	if c.Forwarded {
+		fields = 3
+	}
+	for f := 0; f < fields; f++ {
 		k := bytes.IndexByte(rest, '"')
 		if k < 0 {
-			return errNoXFF
+			break
 		}
 		rest = rest[k+1:]
 		k = closeQuote(rest)
 		if k < 0 {
-			return errNoXFF
+			break
 		}
-		if f == 2 {
-			if v := rest[:k]; !(len(v) == 1 && v[0] == '-') {
-				e.Forwarded = v
-			}
+		switch v := rest[:k]; {
+		case len(v) == 1 && v[0] == '-':
+		case f == 1:
+			e.UserAgent = v
+		case f == 2:
+			e.Forwarded = v
 		}
 		rest = rest[k+1:]
+		if f == 2 {
+			return nil
+		}
+	}
+	if c.Forwarded {
+		return errNoXFF
 	}
 	return nil
 }
@@ -155,8 +166,13 @@ func splitRequest(r []byte, e *Entry) {
 	if k := bytes.IndexByte(target, ' '); k >= 0 {
 		target = target[:k]
 	}
+	e.Path, e.Query = splitTarget(target)
+}
+
+// splitTarget cuts a request target at its '?'.
+func splitTarget(target []byte) (path, query []byte) {
 	if k := bytes.IndexByte(target, '?'); k >= 0 {
-		target = target[:k]
+		return target[:k], target[k+1:]
 	}
-	e.Path = target
+	return target, nil
 }

@@ -20,9 +20,13 @@ type Entry struct {
 	// Forwarded is the raw X-Forwarded-For-style value, if the format has one.
 	Forwarded []byte
 	Method    []byte
-	// Path is the request target without its query.
+	// Path is the request target without its query; Query is what follows
+	// its '?' (raw, still escaped).
 	Path   []byte
+	Query  []byte
 	Status int
+	// UserAgent is the client's User-Agent header, if the format has it.
+	UserAgent []byte
 	// Latency is the time the server took; 0 when the format has none.
 	Latency time.Duration
 	// Time is the request's time as logged ($time_local, or the JSON time

@@ -14,8 +14,9 @@ import (
 )
 
 // Fields maps an Entry's parts to the keys of a JSON log line. Client, Status
-// and Time are required; Request ("GET /x HTTP/1.1") may stand for Method and
-// Path. Keys are top-level; a dotted key ("http.status") walks nested objects.
+// and Time are required; Request ("GET /x?q HTTP/1.1") may stand for Method,
+// Path and Query, and a Path that holds a '?' ($request_uri) for Path and
+// Query. Keys are top-level; a dotted key ("http.status") walks nested objects.
 type Fields struct {
 	Client string `json:"client"`
 	// Time is the request's time, in a form ParseTime reads.
@@ -26,6 +27,10 @@ type Fields struct {
 	Status    string `json:"status"`
 	Latency   string `json:"latency"`
 	Forwarded string `json:"forwarded"`
+	UserAgent string `json:"userAgent"`
+	// Query is the query string alone ($args), when neither Request nor
+	// Path carries it.
+	Query string `json:"query"`
 	// LatencyUnit is what a numeric latency counts: "s" (nginx's
 	// $request_time, the default), "ms", "us" or "ns". A string latency is
 	// a Go duration ("12ms").
@@ -35,7 +40,7 @@ type Fields struct {
 // DefaultFields fit a common nginx JSON log_format (escape=json).
 func DefaultFields() Fields {
 	return Fields{Client: "remote_addr", Time: "time_iso8601", Request: "request", Status: "status", Latency: "request_time",
-		Forwarded: "http_x_forwarded_for", LatencyUnit: "s"}
+		Forwarded: "http_x_forwarded_for", UserAgent: "http_user_agent", LatencyUnit: "s"}
 }
 
 // Check reports a mapping that cannot give an Entry.
@@ -69,7 +74,7 @@ func (f Fields) Check() error {
 type JSONLines struct {
 	Fields Fields
 	obj    map[string]json.RawMessage
-	strs   [5][]byte
+	strs   [7][]byte
 }
 
 // NewJSONLines returns a parser for the mapping (checked).
@@ -136,10 +141,25 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 		if v, ok, err := p.str(f.Path, 3); err != nil {
 			return err
 		} else if ok {
-			if k := bytes.IndexByte(v, '?'); k >= 0 {
-				v = v[:k]
+			path, query := splitTarget(v)
+			e.Path = path
+			if query != nil {
+				e.Query = query
 			}
-			e.Path = v
+		}
+	}
+	if f.Query != "" {
+		if v, ok, err := p.str(f.Query, 5); err != nil {
+			return err
+		} else if ok && !(len(v) == 1 && v[0] == '-') {
+			e.Query = v
+		}
+	}
+	if f.UserAgent != "" {
+		if v, ok, err := p.str(f.UserAgent, 6); err != nil {
+			return err
+		} else if ok && !(len(v) == 1 && v[0] == '-') {
+			e.UserAgent = v
 		}
 	}
 	if f.Forwarded != "" {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/apiguard/apiguard/userspace/detect"
 )
 
 // A line is dated by its own time field, never by when it is read: after a
@@ -137,23 +139,35 @@ func allDigits(b []byte) bool {
 // than its rule's window can no longer count for it.
 type Windows struct {
 	AuthFailures, Enumeration, AppThrottled, ErrorBurst time.Duration
+	InjectionProbe, SensitiveFiles, ScannerAgent        time.Duration
 }
 
-// For is the window of the rule a status counts for (as detect.ObserveSignal
-// maps them); a status no rule counts is given the longest, so that only
-// lines no rule could use are called stale.
-func (w Windows) For(status int) time.Duration {
+// For is the longest window of the rules a line may count for: the rule its
+// status counts for (as detect.ObserveSignal maps them; a status no such
+// rule counts is given the longest of them, so that only lines no rule
+// could use are called stale), sensitive-files for a 4xx, and injection-probe
+// and scanner-agent when the line carried what they look for.
+func (w Windows) For(status int, carried bool) time.Duration {
+	var d time.Duration
 	switch {
 	case status == 401:
-		return w.AuthFailures
+		d = w.AuthFailures
 	case status == 403 || status == 404:
-		return w.Enumeration
+		d = w.Enumeration
 	case status == 429:
-		return w.AppThrottled
+		d = w.AppThrottled
 	case status >= 500 && status <= 599:
-		return w.ErrorBurst
+		d = w.ErrorBurst
+	default:
+		d = max(w.AuthFailures, w.Enumeration, w.AppThrottled, w.ErrorBurst)
 	}
-	return max(w.AuthFailures, w.Enumeration, w.AppThrottled, w.ErrorBurst)
+	if detect.Refused(status) {
+		d = max(d, w.SensitiveFiles)
+	}
+	if carried {
+		d = max(d, w.InjectionProbe, w.ScannerAgent)
+	}
+	return d
 }
 
 // MaxSkew is how far in the future a line's time may be: log shippers and

@@ -15,13 +15,14 @@ func TestCombined(t *testing.T) {
 		xff            bool
 		remote, method string
 		path, fwd      string
+		query, ua      string
 		status         int
 		err            bool
 	}{
 		{name: "nginx default", line: `203.0.113.5 - - [27/Nov/2026:10:22:02 +0000] "GET /items/1?x=2 HTTP/1.1" 404 153 "-" "curl/7.88.1"`,
-			remote: "203.0.113.5", method: "GET", path: "/items/1", status: 404},
+			remote: "203.0.113.5", method: "GET", path: "/items/1", query: "x=2", ua: "curl/7.88.1", status: 404},
 		{name: "user and referer", line: `198.51.100.7 - alice [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/2.0" 401 0 "https://x/" "Mozilla/5.0 (X11)"`,
-			remote: "198.51.100.7", method: "POST", path: "/login", status: 401},
+			remote: "198.51.100.7", method: "POST", path: "/login", ua: "Mozilla/5.0 (X11)", status: 401},
 		{name: "ipv6", line: `2001:db8::7 - - [27/Nov/2026:10:22:02 +0000] "GET / HTTP/1.1" 200 612 "-" "-"`,
 			remote: "2001:db8::7", method: "GET", path: "/", status: 200},
 		{name: "mapped v4", line: `::ffff:192.0.2.1 - - [27/Nov/2026:10:22:02 +0000] "GET / HTTP/1.1" 200 612 "-" "-"`,
@@ -37,14 +38,14 @@ func TestCombined(t *testing.T) {
 		{name: "no referer fields", line: `192.0.2.9 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 200 5`,
 			remote: "192.0.2.9", method: "GET", path: "/x", status: 200},
 		{name: "forwarded", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua \x22quoted\x22" "203.0.113.9, 10.0.0.1"`,
-			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9, 10.0.0.1", status: 403},
+			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9, 10.0.0.1", ua: `ua \x22quoted\x22`, status: 403},
 		{name: "forwarded dash", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua" "-"`,
-			remote: "10.0.0.2", method: "GET", path: "/x", status: 403},
+			remote: "10.0.0.2", method: "GET", path: "/x", ua: "ua", status: 403},
 		// Apache escapes a quote as \": a client's quotes do not shift the fields
 		{name: "apache escaped quotes", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x\" 200 \"y HTTP/1.1" 404 5 "-" "ua\" \"198.51.100.66\" \"" "203.0.113.9, 10.0.0.1"`,
-			remote: "10.0.0.2", method: "GET", path: `/x\"`, fwd: "203.0.113.9, 10.0.0.1", status: 404},
+			remote: "10.0.0.2", method: "GET", path: `/x\"`, fwd: "203.0.113.9, 10.0.0.1", ua: `ua\" \"198.51.100.66\" \"`, status: 404},
 		{name: "escaped backslash before a quote", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 404 5 "-" "ua\\" "203.0.113.9"`,
-			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9", status: 404},
+			remote: "10.0.0.2", method: "GET", path: "/x", fwd: "203.0.113.9", ua: `ua\\`, status: 404},
 		// the user name is the client's (a Basic authorization header): nginx
 		// escapes its quotes, not its brackets
 		{name: "user with a bracket", line: `198.51.100.7 - a [ [27/Nov/2026:10:22:02 +0000] "POST /login HTTP/1.1" 401 0 "-" "-"`,
@@ -53,6 +54,11 @@ func TestCombined(t *testing.T) {
 			remote: "10.0.0.2", method: "POST", path: "/login", fwd: "198.51.100.7", status: 401},
 		{name: "apache empty user", line: `198.51.100.7 - "" [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 404 0 "-" "-"`,
 			remote: "198.51.100.7", method: "GET", path: "/x", status: 404},
+		// the user agent and the query, whatever they hold
+		{name: "payload and scanner", line: `203.0.113.5 - - [27/Nov/2026:10:22:02 +0000] "GET /items?id=1%27%20or%20%271%27=%271&x=\x22 HTTP/1.1" 200 9 "-" "sqlmap/1.7.2#stable (https://sqlmap.org)"`,
+			remote: "203.0.113.5", method: "GET", path: "/items", query: `id=1%27%20or%20%271%27=%271&x=\x22`, ua: "sqlmap/1.7.2#stable (https://sqlmap.org)", status: 200},
+		{name: "referer but no user agent", line: `192.0.2.9 - - [27/Nov/2026:10:22:02 +0000] "GET /x? HTTP/1.1" 200 5 "https://a/"`,
+			remote: "192.0.2.9", method: "GET", path: "/x", status: 200},
 		{name: "forwarded missing", xff: true, line: `10.0.0.2 - - [27/Nov/2026:10:22:02 +0000] "GET /x HTTP/1.1" 403 5 "-" "ua"`, err: true},
 		{name: "empty", line: ``, err: true},
 		{name: "garbage", line: `hello world`, err: true},
@@ -78,8 +84,10 @@ func TestCombined(t *testing.T) {
 				t.Fatal(err)
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
-				e.Status != c.status || string(e.Forwarded) != c.fwd || string(e.Time) != "27/Nov/2026:10:22:02 +0000" {
-				t.Fatalf("got remote %v method %q path %q status %d fwd %q time %q", e.Remote, e.Method, e.Path, e.Status, e.Forwarded, e.Time)
+				e.Status != c.status || string(e.Forwarded) != c.fwd || string(e.Time) != "27/Nov/2026:10:22:02 +0000" ||
+				string(e.Query) != c.query || string(e.UserAgent) != c.ua {
+				t.Fatalf("got remote %v method %q path %q query %q status %d fwd %q ua %q time %q",
+					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent, e.Time)
 			}
 		})
 	}
@@ -94,6 +102,10 @@ func TestJSONLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	uriArgs, err := NewJSONLines(Fields{Client: "ip", Time: "ts", Path: "uri", Query: "args", Status: "code", UserAgent: "ua"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name   string
 		p      *JSONLines
@@ -102,13 +114,21 @@ func TestJSONLines(t *testing.T) {
 		method string
 		path   string
 		fwd    string
+		query  string
+		ua     string
 		status int
 		lat    time.Duration
 		time   string
 		err    bool
 	}{
-		{name: "nginx escape=json", p: def, line: `{"time_iso8601":"2026-11-27T10:22:02+00:00","remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012","http_x_forwarded_for":"-"}`,
-			remote: "203.0.113.5", method: "GET", path: "/items/3", status: 404, lat: 12 * time.Millisecond, time: "2026-11-27T10:22:02+00:00"},
+		{name: "nginx escape=json", p: def, line: `{"time_iso8601":"2026-11-27T10:22:02+00:00","remote_addr":"203.0.113.5","request":"GET /items/3?a=1 HTTP/1.1","status":"404","request_time":"0.012","http_x_forwarded_for":"-","http_user_agent":"curl/8.5.0"}`,
+			remote: "203.0.113.5", method: "GET", path: "/items/3", query: "a=1", ua: "curl/8.5.0", status: 404, lat: 12 * time.Millisecond, time: "2026-11-27T10:22:02+00:00"},
+		{name: "escaped user agent", p: def, line: `{"time_iso8601":"2026-11-27T10:22:02Z","remote_addr":"203.0.113.5","request":"GET /?q=%27 HTTP/1.1","status":200,"http_user_agent":"a\"b\u001b[2J"}`,
+			remote: "203.0.113.5", method: "GET", path: "/", query: "q=%27", ua: "a\"b\x1b[2J", status: 200, time: "2026-11-27T10:22:02Z"},
+		{name: "request_uri and args", p: uriArgs, line: `{"ts":"2026-11-27T10:22:02Z","ip":"192.0.2.4","uri":"/search?q=x","args":"q=%3Cscript%3E","code":400,"ua":"-"}`,
+			remote: "192.0.2.4", path: "/search", query: "q=%3Cscript%3E", status: 400, time: "2026-11-27T10:22:02Z"},
+		{name: "request_uri", p: uriArgs, line: `{"ts":"2026-11-27T10:22:02Z","ip":"192.0.2.4","uri":"/search?q=1","code":400,"ua":"Nikto"}`,
+			remote: "192.0.2.4", path: "/search", query: "q=1", ua: "Nikto", status: 400, time: "2026-11-27T10:22:02Z"},
 		{name: "numbers", p: def, line: `{"time_iso8601":1764238922.5,"remote_addr":"2001:db8::1","request":"POST /login HTTP/1.1","status":401,"request_time":0.5,"http_x_forwarded_for":"203.0.113.1"}`,
 			remote: "2001:db8::1", method: "POST", path: "/login", status: 401, lat: 500 * time.Millisecond, fwd: "203.0.113.1", time: "1764238922.5"},
 		{name: "nested", p: custom, line: `{"ts":"27/Nov/2026:10:22:02 +0100","client":{"ip":"192.0.2.4"},"http":{"method":"DELETE","path":"/a/b","status":429},"ms":3}`,
@@ -142,8 +162,10 @@ func TestJSONLines(t *testing.T) {
 				t.Fatal(err)
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
-				e.Status != c.status || string(e.Forwarded) != c.fwd || e.Latency != c.lat || string(e.Time) != c.time {
-				t.Fatalf("got remote %v method %q path %q status %d fwd %q latency %v time %q", e.Remote, e.Method, e.Path, e.Status, e.Forwarded, e.Latency, e.Time)
+				e.Status != c.status || string(e.Forwarded) != c.fwd || e.Latency != c.lat || string(e.Time) != c.time ||
+				string(e.Query) != c.query || string(e.UserAgent) != c.ua {
+				t.Fatalf("got remote %v method %q path %q query %q status %d fwd %q ua %q latency %v time %q",
+					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent, e.Latency, e.Time)
 			}
 		})
 	}
@@ -176,6 +198,11 @@ func FuzzCombined(f *testing.F) {
 		for _, c := range e.Path {
 			if c == '?' || c == ' ' {
 				t.Fatalf("path %q keeps a query or a space", e.Path)
+			}
+		}
+		for _, c := range e.Query {
+			if c == ' ' {
+				t.Fatalf("query %q keeps a space", e.Query)
 			}
 		}
 		clientip.Trusted{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}.Client(e.Remote, e.Forwarded)
@@ -272,8 +299,24 @@ func TestWindowsFor(t *testing.T) {
 	w := Windows{AuthFailures: time.Minute, Enumeration: 2 * time.Minute, AppThrottled: 3 * time.Minute, ErrorBurst: 4 * time.Minute}
 	for status, want := range map[int]time.Duration{401: time.Minute, 403: 2 * time.Minute, 404: 2 * time.Minute,
 		429: 3 * time.Minute, 500: 4 * time.Minute, 599: 4 * time.Minute, 400: 4 * time.Minute, 418: 4 * time.Minute} {
-		if got := w.For(status); got != want {
+		if got := w.For(status, false); got != want {
 			t.Errorf("%d: %v, want %v", status, got, want)
+		}
+	}
+	// the rules that look at what a request carried: sensitive-files for
+	// any 4xx but 429, the other two for a line that carried something
+	w.SensitiveFiles, w.InjectionProbe, w.ScannerAgent = 5*time.Minute, 6*time.Minute, 7*time.Minute
+	for _, c := range []struct {
+		status  int
+		carried bool
+		want    time.Duration
+	}{
+		{401, false, 5 * time.Minute}, {404, false, 5 * time.Minute}, {429, false, 3 * time.Minute},
+		{500, false, 4 * time.Minute}, {200, false, 4 * time.Minute},
+		{200, true, 7 * time.Minute}, {404, true, 7 * time.Minute}, {503, true, 7 * time.Minute},
+	} {
+		if got := w.For(c.status, c.carried); got != c.want {
+			t.Errorf("%d carried=%v: %v, want %v", c.status, c.carried, got, c.want)
 		}
 	}
 }

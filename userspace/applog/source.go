@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/clientip"
 	"github.com/apiguard/apiguard/userspace/detect"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,11 @@ type SourceConfig struct {
 	// policy): a line older than its rule's window is ignored. nil: the
 	// defaults' minute for every rule.
 	Windows func() Windows
+	// Matcher returns the matcher of the API rules in force
+	// (detect.Detector.Matcher): a line answered below 400 becomes a signal
+	// only when it carries what the matcher finds (a payload, a scanner's
+	// user agent). nil, or a nil Matcher: only 4xx and 5xx lines count.
+	Matcher func() *attack.Matcher
 	// Clock returns the wall time and CLOCK_MONOTONIC (the detector's clock),
 	// read together (default: the system's).
 	Clock func() (time.Time, int64)
@@ -45,12 +51,16 @@ type SourceStats struct {
 	ParseErrors uint64
 	// Signals counts lines that counted for a detector rule.
 	Signals uint64
-	// AllTrusted counts 4xx/5xx lines with nobody but trusted proxies in
+	// Probes counts lines that carried a payload or a scanner's user agent
+	// (before attribution and dating).
+	Probes uint64
+	// AllTrusted counts lines that may count (4xx, 5xx, or carrying a
+	// payload or a scanner's user agent) with nobody but trusted proxies in
 	// their chain (a trusted peer without a forwarded field included), and
 	// BadHops those whose chain had a hop that did not parse: nobody is
 	// blamed for either.
 	AllTrusted, BadHops uint64
-	// Stale counts 4xx/5xx lines older than their rule's window, Future
+	// Stale counts such lines older than their rules' windows, Future
 	// those dated more than MaxSkew ahead: ignored.
 	Stale, Future uint64
 }
@@ -64,9 +74,11 @@ type Source struct {
 	sink   func(detect.Signal) bool
 	log    *slog.Logger
 
-	parseErrors, signals atomic.Uint64
-	allTrusted, badHops  atomic.Uint64
-	stale, future        atomic.Uint64
+	parseErrors, signals, probes atomic.Uint64
+	allTrusted, badHops          atomic.Uint64
+	stale, future                atomic.Uint64
+	// sc is the matcher's working memory: Run is one goroutine
+	sc attack.Scratch
 }
 
 // NewSource checks cfg. sink gets each line's signal and reports whether it
@@ -79,7 +91,12 @@ func NewSource(cfg SourceConfig, sink func(detect.Signal) bool, log *slog.Logger
 		log = slog.Default()
 	}
 	if cfg.Windows == nil {
-		cfg.Windows = func() Windows { return Windows{defaultWindow, defaultWindow, defaultWindow, defaultWindow} }
+		cfg.Windows = func() Windows {
+			return Windows{defaultWindow, defaultWindow, defaultWindow, defaultWindow, defaultWindow, defaultWindow, defaultWindow}
+		}
+	}
+	if cfg.Matcher == nil {
+		cfg.Matcher = func() *attack.Matcher { return nil }
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock
@@ -132,11 +149,17 @@ func (s *Source) Run(ctx context.Context) error {
 			s.parseError(err, line)
 			return
 		}
-		// successes and redirects count for no rule: skip the conversion
-		if e.Status < 400 {
+		// what a request carried counts whatever the answer; below 400 the
+		// status counts for no rule
+		payload, scanner := s.screen(&e)
+		carried := payload || scanner
+		if carried {
+			s.probes.Add(1)
+		}
+		if e.Status < 400 && !carried {
 			return
 		}
-		at, ok := s.date(&e, line)
+		at, age, ok := s.date(&e, line, carried)
 		if !ok {
 			return
 		}
@@ -149,10 +172,33 @@ func (s *Source) Run(ctx context.Context) error {
 			s.badHops.Add(1)
 			return
 		}
-		if s.sink(detect.Signal{Client: client, At: at, Method: string(e.Method), Path: string(e.Path), Status: e.Status}) {
+		sig := detect.Signal{Client: client, At: at, Age: age, Method: string(e.Method), Path: string(e.Path), Status: e.Status}
+		// the detector looks again; what the screen found nothing in it
+		// need not see (nor this side copy)
+		if payload {
+			sig.Query = string(e.Query)
+		}
+		if scanner {
+			sig.UserAgent = string(e.UserAgent)
+		}
+		if s.sink(sig) {
 			s.signals.Add(1)
 		}
 	})
+}
+
+// screen looks for what the matcher of the rules in force finds in what the
+// request carried: a payload in its path or query, a scanner's user agent.
+func (s *Source) screen(e *Entry) (payload, scanner bool) {
+	m := s.cfg.Matcher()
+	if m == nil {
+		return false, false
+	}
+	payload = m.Injection(e.Path, e.Query, &s.sc).Class != attack.NoClass
+	if len(e.UserAgent) > 0 {
+		_, scanner = m.ScannerAgent(e.UserAgent, &s.sc)
+	}
+	return payload, scanner
 }
 
 // parseError counts a skipped line; the first few are logged, to show a
@@ -167,44 +213,59 @@ func (s *Source) parseError(err error, line []byte) {
 }
 
 // date turns the line's own time into the detector's clock (CLOCK_MONOTONIC
-// ns, 0 for now). A line older than its rule's window, or dated beyond
-// MaxSkew in the future, is counted and ignored; one whose time does not
-// parse is a parse error.
-func (s *Source) date(e *Entry, line []byte) (int64, bool) {
+// ns, 0 for now) and says how old the line is. A line older than the
+// windows of the rules it may count for, or dated beyond MaxSkew in the
+// future, is counted and ignored; one whose time does not parse is a parse
+// error. (The detector drops a line, by its age, from each rule whose own
+// window it is older than.)
+func (s *Source) date(e *Entry, line []byte, carried bool) (int64, time.Duration, bool) {
 	t, err := ParseTime(e.Time)
 	if err != nil {
 		s.parseError(err, line)
-		return 0, false
+		return 0, 0, false
 	}
 	now, mono := s.cfg.Clock()
 	age := now.Sub(t)
 	switch {
-	case age > s.cfg.Windows().For(e.Status):
+	case age > s.cfg.Windows().For(e.Status, carried):
 		s.stale.Add(1)
-		return 0, false
+		return 0, 0, false
 	case age < -MaxSkew:
 		s.future.Add(1)
-		return 0, false
+		return 0, 0, false
 	case age <= 0:
-		return 0, true // within the skew: now
+		return 0, 0, true // within the skew: now
 	}
 	// a line from before this boot (a log kept across a reboot) is placed
 	// at the boot: 0 would mean now
-	return max(mono-int64(age), 1), true
+	return max(mono-int64(age), 1), age, true
 }
 
-func systemClock() (time.Time, int64) {
+// clockBase pairs a reading of CLOCK_MONOTONIC with one of Go's clock, whose
+// monotonic part is CLOCK_MONOTONIC read through the vDSO: later readings of
+// CLOCK_MONOTONIC are the base plus the time since, without a system call
+// (x/sys/unix's ClockGettime is one) on every line that is dated.
+var clockBase = func() (b struct {
+	wall time.Time
+	mono int64
+}) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		panic("CLOCK_MONOTONIC unavailable: " + err.Error())
 	}
-	return time.Now(), ts.Nano()
+	b.wall, b.mono = time.Now(), ts.Nano()
+	return b
+}()
+
+func systemClock() (time.Time, int64) {
+	now := time.Now()
+	return now, clockBase.mono + int64(now.Sub(clockBase.wall))
 }
 
 // Stats reads the counters.
 func (s *Source) Stats() SourceStats {
 	fs := s.follow.Stats()
 	return SourceStats{FollowStats: fs, Format: s.cfg.Format,
-		ParseErrors: s.parseErrors.Load() + fs.TooLong, Signals: s.signals.Load(),
+		ParseErrors: s.parseErrors.Load() + fs.TooLong, Signals: s.signals.Load(), Probes: s.probes.Load(),
 		AllTrusted: s.allTrusted.Load(), BadHops: s.badHops.Load(), Stale: s.stale.Load(), Future: s.future.Load()}
 }

@@ -64,8 +64,10 @@ func runSource(t *testing.T, cfg SourceConfig, content string, lines uint64) ([]
 var (
 	testNow  = time.Date(2026, 11, 27, 10, 22, 32, 0, time.UTC)
 	testMono = int64(1000 * time.Second)
-	// lineAt is where a line of 10:22:02 lands on the detector's clock
-	lineAt = testMono - int64(30*time.Second)
+	// lineAt is where a line of 10:22:02 lands on the detector's clock,
+	// lineAge how old it is
+	lineAt  = testMono - int64(30*time.Second)
+	lineAge = 30 * time.Second
 )
 
 func fixedClock() (time.Time, int64) { return testNow, testMono }
@@ -82,11 +84,11 @@ this line is not nginx's
 `
 	got, st := runSource(t, SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.0/8")}}, content, 8)
 	want := []detect.Signal{
-		{Client: netip.MustParseAddr("198.51.100.7"), At: lineAt, Method: "POST", Path: "/login", Status: 401},
+		{Client: netip.MustParseAddr("198.51.100.7"), At: lineAt, Age: lineAge, Method: "POST", Path: "/login", Status: 401},
 		// an untrusted peer's header is ignored
-		{Client: netip.MustParseAddr("203.0.113.9"), At: lineAt, Method: "GET", Path: "/items/6", Status: 404},
+		{Client: netip.MustParseAddr("203.0.113.9"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items/6", Status: 404},
 		// past a chain of trusted proxies
-		{Client: netip.MustParseAddr("198.51.100.8"), At: lineAt, Method: "GET", Path: "/z", Status: 404},
+		{Client: netip.MustParseAddr("198.51.100.8"), At: lineAt, Age: lineAge, Method: "GET", Path: "/z", Status: 404},
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("signals\n%+v\nwant\n%+v", got, want)
@@ -113,7 +115,7 @@ func TestSourceClientWrittenFields(t *testing.T) {
 		`" "` + escaped(8000) + `, 203.0.113.7"
 `
 	got, st := runSource(t, SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.2/32")}}, content, 5)
-	one := detect.Signal{Client: netip.MustParseAddr("203.0.113.7"), At: lineAt, Method: "POST", Path: "/login", Status: 401}
+	one := detect.Signal{Client: netip.MustParseAddr("203.0.113.7"), At: lineAt, Age: lineAge, Method: "POST", Path: "/login", Status: 401}
 	if want := []detect.Signal{one, one, one, one, one}; !slices.Equal(got, want) {
 		t.Fatalf("signals\n%+v\nwant five of\n%+v\nstats %+v", got, one, st)
 	}
@@ -126,7 +128,7 @@ func TestSourceJSON(t *testing.T) {
 `
 	fields := Fields{Client: "ip", Time: "t", Method: "req.method", Path: "req.uri", Status: "code"}
 	got, st := runSource(t, SourceConfig{Format: "json", Fields: fields}, content, 3)
-	want := []detect.Signal{{Client: netip.MustParseAddr("2001:db8::5"), At: lineAt, Method: "GET", Path: "/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301", Status: 404}}
+	want := []detect.Signal{{Client: netip.MustParseAddr("2001:db8::5"), At: lineAt, Age: lineAge, Method: "GET", Path: "/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301", Status: 404}}
 	if !slices.Equal(got, want) || st.ParseErrors != 1 || st.Signals != 1 {
 		t.Fatalf("signals %+v stats %+v", got, st)
 	}
@@ -177,9 +179,9 @@ func TestSourceDatesLinesByTheirTime(t *testing.T) {
 	got, st := runSource(t, SourceConfig{Format: "combined", Windows: func() Windows { return windows }}, b.String(), 11)
 	client := netip.MustParseAddr("198.51.100.7")
 	want := []detect.Signal{
-		{Client: client, At: testMono - int64(59*time.Second), Method: "GET", Path: "/login", Status: 401},
-		{Client: client, At: testMono - int64(9*time.Minute), Method: "GET", Path: "/items/1", Status: 404},
-		{Client: client, At: testMono - int64(time.Second), Method: "GET", Path: "/a", Status: 429},
+		{Client: client, At: testMono - int64(59*time.Second), Age: 59 * time.Second, Method: "GET", Path: "/login", Status: 401},
+		{Client: client, At: testMono - int64(9*time.Minute), Age: 9 * time.Minute, Method: "GET", Path: "/items/1", Status: 404},
+		{Client: client, At: testMono - int64(time.Second), Age: time.Second, Method: "GET", Path: "/a", Status: 429},
 		{Client: client, At: 0, Method: "GET", Path: "/b", Status: 429},
 	}
 	if !slices.Equal(got, want) {
@@ -198,5 +200,54 @@ func TestSourceLineFromBeforeBoot(t *testing.T) {
 		Clock: func() (time.Time, int64) { return testNow, int64(10 * time.Second) }}, content, 1)
 	if len(got) != 1 || got[0].At != 1 {
 		t.Fatalf("signals %+v: want one at 1 ns", got)
+	}
+}
+
+// What a request carried counts whatever its status, once the detector's
+// matcher is given; attribution behind proxies and dating are those of the
+// status lines: a client's own X-Forwarded-For frames nobody.
+func TestSourceScreensPayloadsAndScanners(t *testing.T) {
+	det, err := detect.New(detect.DefaultConfig(), detect.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := func(peer, ts, target string, status int, ua, xff string) string {
+		return fmt.Sprintf(`%s - - [%s] "GET %s HTTP/1.1" %d 5 "-" "%s" "%s"`+"\n", peer, ts, target, status, ua, xff)
+	}
+	now := "27/Nov/2026:10:22:02 +0000"
+	var b strings.Builder
+	b.WriteString(line("203.0.113.50", now, "/items?id=1%27%20or%20%271%27=%271", 200, "curl/8", "-"))
+	b.WriteString(line("203.0.113.51", now, "/search?q=O%27Reilly+books", 200, "Mozilla/5.0", "-"))
+	b.WriteString(line("203.0.113.52", now, "/", 200, "sqlmap/1.7.2#stable (https://sqlmap.org)", "-"))
+	// an untrusted peer writing a victim into the header is blamed itself
+	b.WriteString(line("203.0.113.53", now, "/items?id=%3Cscript%3Ealert(1)%3C/script%3E", 404, "curl/8", "192.0.2.99"))
+	// through the proxy, a client padding the chain with a victim: the hop
+	// the proxy added is the client
+	b.WriteString(line("10.0.0.2", now, "/items?id=..%2f..%2fetc%2fpasswd", 200, "curl/8", "192.0.2.99, 198.51.100.60"))
+	// the proxy's own request carrying a payload: nobody to blame
+	b.WriteString(line("10.0.0.2", now, "/items?id=%7B%7B7*7%7D%7D", 200, "curl/8", "-"))
+	// an hour old: stale for every rule
+	b.WriteString(line("203.0.113.54", "27/Nov/2026:09:22:02 +0000", "/items?id=%27%20or%201=1--", 200, "Nikto", "-"))
+	cfg := SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.2/32")},
+		Matcher: det.Matcher}
+	got, st := runSource(t, cfg, b.String(), 7)
+	want := []detect.Signal{
+		{Client: netip.MustParseAddr("203.0.113.50"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=1%27%20or%20%271%27=%271", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.52"), At: lineAt, Age: lineAge, Method: "GET", Path: "/", UserAgent: "sqlmap/1.7.2#stable (https://sqlmap.org)", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.53"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=%3Cscript%3Ealert(1)%3C/script%3E", Status: 404},
+		{Client: netip.MustParseAddr("198.51.100.60"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=..%2f..%2fetc%2fpasswd", Status: 200},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("signals\n%+v\nwant\n%+v", got, want)
+	}
+	if st.Probes != 6 || st.AllTrusted != 1 || st.Stale != 1 || st.Signals != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// without a matcher only the status counts, as before
+	cfg.Matcher = nil
+	got, st = runSource(t, cfg, b.String(), 7)
+	if len(got) != 1 || got[0].Status != 404 || got[0].Query != "" || st.Probes != 0 {
+		t.Fatalf("without a matcher: %+v, %+v", got, st)
 	}
 }

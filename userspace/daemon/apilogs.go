@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/applog"
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/clientip"
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/detect"
@@ -43,8 +44,14 @@ type apiSignals struct {
 
 // setAPIWindows publishes the API rules' windows of the policy in force.
 func (d *Daemon) setAPIWindows(det *policy.Detection) {
-	d.sig.windows.Store(&applog.Windows{AuthFailures: det.AuthFailures.Window, Enumeration: det.Enumeration.Window,
-		AppThrottled: det.AppThrottled.Window, ErrorBurst: det.ErrorBurst.Window})
+	w := windowsOf(det)
+	d.sig.windows.Store(&w)
+}
+
+func windowsOf(det *policy.Detection) applog.Windows {
+	return applog.Windows{AuthFailures: det.AuthFailures.Window, Enumeration: det.Enumeration.Window,
+		AppThrottled: det.AppThrottled.Window, ErrorBurst: det.ErrorBurst.Window,
+		InjectionProbe: det.InjectionProbe.Window, SensitiveFiles: det.SensitiveFiles.Window, ScannerAgent: det.ScannerAgent.Window}
 }
 
 // apiWindows are the windows in force (the defaults' before any policy).
@@ -53,8 +60,16 @@ func (d *Daemon) apiWindows() applog.Windows {
 		return *w
 	}
 	def := policy.Defaults().Detection
-	return applog.Windows{AuthFailures: def.AuthFailures.Window, Enumeration: def.Enumeration.Window,
-		AppThrottled: def.AppThrottled.Window, ErrorBurst: def.ErrorBurst.Window}
+	return windowsOf(&def)
+}
+
+// apiMatcher is the detector's matcher (nil before the detector starts):
+// the sources screen lines with it.
+func (d *Daemon) apiMatcher() *attack.Matcher {
+	if det := d.tel.det; det != nil {
+		return det.Matcher()
+	}
+	return nil
 }
 
 type runningSource struct {
@@ -122,6 +137,7 @@ func (d *Daemon) sourceConfig(l policy.AccessLog) applog.SourceConfig {
 		{&l.Fields.Client, &fields.Client}, {&l.Fields.Time, &fields.Time}, {&l.Fields.Method, &fields.Method}, {&l.Fields.Path, &fields.Path},
 		{&l.Fields.Request, &fields.Request}, {&l.Fields.Status, &fields.Status}, {&l.Fields.Latency, &fields.Latency},
 		{&l.Fields.Forwarded, &fields.Forwarded}, {&l.Fields.LatencyUnit, &fields.LatencyUnit},
+		{&l.Fields.UserAgent, &fields.UserAgent}, {&l.Fields.Query, &fields.Query},
 	} {
 		if *f.from != "" {
 			*f.to = *f.from
@@ -135,7 +151,7 @@ func (d *Daemon) sourceConfig(l policy.AccessLog) applog.SourceConfig {
 			MaxLine:   int(l.MaxLineLength),
 		},
 		Format: l.Format, Fields: fields, Forwarded: l.Forwarded, Proxies: clientip.Trusted(l.TrustedProxies),
-		Windows: d.apiWindows,
+		Windows: d.apiWindows, Matcher: d.apiMatcher,
 	}
 }
 
