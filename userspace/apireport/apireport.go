@@ -13,6 +13,13 @@
 //		http.Error(w, "wrong credentials", http.StatusUnauthorized)
 //	}
 //
+// Where the application's own validation rejects a payload (the class may be
+// left empty: the daemon finds it in the request's path and query):
+//
+//	if !validID(id) {
+//		rep.InjectionAttempt(r, apireport.SQLInjection)
+//	}
+//
 // Or every 401, 403, 404 and 429 the API answers, through middleware:
 //
 //	http.ListenAndServe(addr, rep.Middleware(mux))
@@ -62,6 +69,16 @@ const (
 	AuthzFailure = "authz-failure" // counts for enumeration (give the path)
 	Throttled    = "throttled"     // counts for app-throttled
 	ServerError  = "server-error"  // counts for error-burst
+	Injection    = "injection"     // counts for injection-probe (give the path and query)
+)
+
+// Classes of injection a report may name (Report.Class).
+const (
+	SQLInjection      = "sql"
+	XSS               = "xss"
+	CommandInjection  = "command"
+	PathTraversal     = "traversal"
+	TemplateInjection = "template"
 )
 
 // Report is one report.
@@ -70,7 +87,11 @@ type Report struct {
 	Reason string `json:"reason"`
 	Weight uint32 `json:"weight,omitempty"`
 	Path   string `json:"path,omitempty"`
+	Class  string `json:"class,omitempty"`
 }
+
+// maxReportPath is the daemon's bound on a report's path (control.MaxReportPath).
+const maxReportPath = 2048
 
 // Reporter sends reports to the daemon. It is safe for concurrent use.
 type Reporter struct {
@@ -199,13 +220,29 @@ func (r *Reporter) AuthzFailure(req *http.Request) bool {
 	return r.about(req, AuthzFailure, req.URL.Path)
 }
 
+// InjectionAttempt reports that req carried an injection payload the
+// application's own validation caught (class: SQLInjection, XSS, ...; ""
+// lets the daemon find it in the request's path and query, which the
+// report carries, cut to the daemon's bound).
+func (r *Reporter) InjectionAttempt(req *http.Request, class string) bool {
+	target := req.URL.RequestURI()
+	if len(target) > maxReportPath {
+		target = target[:maxReportPath]
+	}
+	return r.aboutClass(req, Injection, target, class)
+}
+
 func (r *Reporter) about(req *http.Request, reason, path string) bool {
+	return r.aboutClass(req, reason, path, "")
+}
+
+func (r *Reporter) aboutClass(req *http.Request, reason, path, class string) bool {
 	a, ok := r.ClientIP(req)
 	if !ok {
 		r.unattributed.Add(1)
 		return false
 	}
-	return r.Send(Report{Client: a.String(), Reason: reason, Path: path})
+	return r.Send(Report{Client: a.String(), Reason: reason, Path: path, Class: class})
 }
 
 // Middleware reports the answers next gives: 401 as a failed login, 403 and

@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/apireport"
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/detect"
 )
@@ -232,5 +234,31 @@ func TestUnattributedNotReported(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("sent %d dropped %d unattributed %d", sent, dropped, rep.Unattributed())
 		}
+	}
+}
+
+// The application's validation catches a payload: the report carries the
+// request's target, cut to the daemon's bound, and the class.
+func TestInjectionAttempt(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, path := daemon(t)
+	rep := apireport.New(path)
+	defer rep.Close()
+	rep.ClientIP = apireport.PeerIP
+	req := httptest.NewRequest("GET", "/items?id=1%27%20or%20%271%27%3D%271", nil)
+	req.RemoteAddr = "198.51.100.9:4000"
+	if !rep.InjectionAttempt(req, apireport.SQLInjection) {
+		t.Fatal("not queued")
+	}
+	long := httptest.NewRequest("GET", "/search?q="+strings.Repeat("A", 5000), nil)
+	long.RemoteAddr = "198.51.100.9:4000"
+	rep.InjectionAttempt(long, "")
+	got := s.wait(t, 2)
+	if got[0].Report != detect.InjectionProbe || got[0].Class != attack.SQL || got[0].Path != "/items?id=1%27%20or%20%271%27%3D%271" ||
+		got[0].Client != netip.MustParseAddr("198.51.100.9") {
+		t.Fatalf("report %+v", got[0])
+	}
+	if got[1].Class != attack.NoClass || len(got[1].Path) != control.MaxReportPath {
+		t.Fatalf("long report: class %v, path of %d bytes", got[1].Class, len(got[1].Path))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/detect"
 )
 
@@ -20,16 +21,22 @@ const (
 )
 
 // Report is what an application tells the daemon about a client: a failed
-// login, an authorization failure... Reason is a rule name (auth-failures,
-// enumeration, app-throttled, error-burst) or one of the words
-// detect.ReportReason accepts (failed-login, authz-failure, throttled,
-// server-error). Weight (default 1) counts several at once; Path, for
-// enumeration, names the object denied so that repeats count once.
+// login, an authorization failure, an injection attempt its validator
+// caught... Reason is a rule name (auth-failures, enumeration,
+// app-throttled, error-burst, injection-probe, sensitive-files,
+// scanner-agent) or one of the words detect.ReportReason accepts
+// (failed-login, authz-failure, throttled, server-error, injection,
+// sensitive-file, scanner). Weight (default 1) counts several at once; Path,
+// for enumeration, names the object denied so that repeats count once, and
+// for an injection the request's target (shown, sanitised, in the evidence;
+// its class is found in it unless Class names it: sql, xss, command,
+// traversal, template).
 type Report struct {
 	Client string `json:"client"`
 	Reason string `json:"reason"`
 	Weight uint32 `json:"weight,omitempty"`
 	Path   string `json:"path,omitempty"`
+	Class  string `json:"class,omitempty"`
 }
 
 // ReportResult says what the report did.
@@ -93,9 +100,16 @@ func (r Report) Signal() (detect.Signal, error) {
 		return detect.Signal{}, Invalidf("path is longer than %d bytes", MaxReportPath)
 	}
 	if r.Path != "" && !strings.HasPrefix(r.Path, "/") {
-		return detect.Signal{}, Invalidf("path %q does not start with /", r.Path)
+		return detect.Signal{}, Invalidf("path %q does not start with /", attack.SanitizeString(r.Path, 64))
 	}
-	return detect.Signal{Client: a.Unmap(), Report: reason, Weight: r.Weight, Path: r.Path}, nil
+	class, err := attack.ParseClass(r.Class)
+	if err != nil {
+		return detect.Signal{}, Invalidf("%v", err)
+	}
+	if class != attack.NoClass && reason != detect.InjectionProbe {
+		return detect.Signal{}, Invalidf("class %q is for injection reports, not %s", r.Class, reason)
+	}
+	return detect.Signal{Client: a.Unmap(), Report: reason, Weight: r.Weight, Path: r.Path, Class: class}, nil
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {

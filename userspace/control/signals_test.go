@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/detect"
 )
 
@@ -41,11 +42,17 @@ func TestReportRoundTrip(t *testing.T) {
 	if err != nil || res.Counted {
 		t.Fatalf("result %+v, %v", res, err)
 	}
+	// an injection the application's validation caught, with its class
+	res, err = c.Report(context.Background(), Report{Client: "192.0.2.7", Reason: "injection", Path: "/items?id=1%27", Class: "sqli"})
+	if err != nil || res.Reason != detect.InjectionProbe || !res.Counted {
+		t.Fatalf("result %+v, %v", res, err)
+	}
 	want := []detect.Signal{
 		{Client: netip.MustParseAddr("198.51.100.7"), Report: detect.AuthFailures, Weight: 3},
 		{Client: netip.MustParseAddr("2001:db8::1"), Report: detect.ErrorBurst},
+		{Client: netip.MustParseAddr("192.0.2.7"), Report: detect.InjectionProbe, Path: "/items?id=1%27", Class: attack.SQL},
 	}
-	if len(b.got) != 2 || b.got[0] != want[0] || b.got[1] != want[1] {
+	if len(b.got) != 3 || b.got[0] != want[0] || b.got[1] != want[1] || b.got[2] != want[2] {
 		t.Fatalf("backend got %+v", b.got)
 	}
 }
@@ -64,6 +71,9 @@ func TestReportRefusals(t *testing.T) {
 		{Report{Client: "192.0.2.1", Reason: "bored"}, `unknown report reason "bored"`},
 		{Report{Client: "192.0.2.1", Reason: "enumeration", Weight: 5000}, "weight 5000 is above 1000"},
 		{Report{Client: "192.0.2.1", Reason: "enumeration", Path: "items/1"}, `path "items/1" does not start with /`},
+		{Report{Client: "192.0.2.1", Reason: "injection", Path: "x\x1b[2J"}, `path "x\\x1b[2J" does not start with /`},
+		{Report{Client: "192.0.2.1", Reason: "injection", Class: "ldap"}, `unknown injection class "ldap"`},
+		{Report{Client: "192.0.2.1", Reason: "failed-login", Class: "sql"}, `class "sql" is for injection reports`},
 	} {
 		_, err := c.Report(context.Background(), c2.r)
 		var ae *APIError
