@@ -45,6 +45,7 @@ http {
 		location = /items/1 { return 200 "item 1\n"; }
 		location /items/ { return 404 "no such item\n"; }
 		location = /health { return 200 "ok\n"; }
+		location /api/ { return 200 "{}\n"; }
 	}
 }
 `
