@@ -175,11 +175,8 @@ func (s *Source) Run(ctx context.Context) error {
 		sig := detect.Signal{Client: client, At: at, Age: age, Method: string(e.Method), Path: string(e.Path), Status: e.Status}
 		// the detector looks again; what the screen found nothing in it
 		// need not see (nor this side copy)
-		if payload {
-			sig.Query = string(e.Query)
-		}
-		if scanner {
-			sig.UserAgent = string(e.UserAgent)
+		if payload || scanner {
+			sig.Query, sig.UserAgent = string(e.Query), string(e.UserAgent)
 		}
 		if s.sink(sig) {
 			s.signals.Add(1)
@@ -188,13 +185,14 @@ func (s *Source) Run(ctx context.Context) error {
 }
 
 // screen looks for what the matcher of the rules in force finds in what the
-// request carried: a payload in its path or query, a scanner's user agent.
+// request carried: a payload in its path, query or user agent, a scanner's
+// user agent.
 func (s *Source) screen(e *Entry) (payload, scanner bool) {
 	m := s.cfg.Matcher()
 	if m == nil {
 		return false, false
 	}
-	payload = m.Injection(e.Path, e.Query, &s.sc).Class != attack.NoClass
+	payload = m.Injection(e.Path, e.Query, e.UserAgent, &s.sc).Class != attack.NoClass
 	if len(e.UserAgent) > 0 {
 		_, scanner = m.ScannerAgent(e.UserAgent, &s.sc)
 	}

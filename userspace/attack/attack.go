@@ -123,6 +123,9 @@ type Scratch struct {
 	toks []token
 	cmd  []byte // a command's name (command.go)
 	tail int
+	// names are the query's pairs, joined the values of a name given twice
+	names  [][]byte
+	joined []byte
 	// agents caches ScannerAgent's verdicts
 	agents agentCache
 	// query: the piece being inspected is a query pair (not the path)
@@ -138,8 +141,11 @@ type Finding struct {
 }
 
 // Injection looks for a payload in path and query (the raw request target,
-// split at '?'), piece by piece: the path, then each name=value pair.
-func (m *Matcher) Injection(path, query []byte, sc *Scratch) Finding {
+// split at '?') and in the user agent (Log4Shell's favourite place), piece
+// by piece: the path, each name=value pair, the values of a name given more
+// than once joined by ',' (as ASP.NET joins them: id=1' union/*&id=*/select
+// is one payload to it), the user agent.
+func (m *Matcher) Injection(path, query, agent []byte, sc *Scratch) Finding {
 	if m == nil || !m.injection {
 		return Finding{}
 	}
@@ -148,12 +154,75 @@ func (m *Matcher) Injection(path, query []byte, sc *Scratch) Finding {
 		return f
 	}
 	query = query[:min(len(query), MaxInspect-len(path))]
-	for len(query) > 0 {
-		pair, rest, _ := bytes.Cut(query, []byte{'&'})
+	names := sc.names[:0]
+	for rest := query; len(rest) > 0; {
+		pair, next, _ := bytes.Cut(rest, []byte{'&'})
 		if f := sc.piece(pair, true); f.Class != NoClass {
 			return f
 		}
-		query = rest
+		if len(names) < maxPairs {
+			names = append(names, pair)
+		}
+		rest = next
+	}
+	sc.names = names
+	if f := sc.pollution(names); f.Class != NoClass {
+		return f
+	}
+	if len(agent) > 0 {
+		agent = agent[:min(len(agent), MaxAgent)]
+		s := sc.slot(m, agent)
+		if s != nil && s.inspected && s.clean {
+			return Finding{}
+		}
+		f := sc.piece(agent, false)
+		if s != nil {
+			s.inspected, s.clean = true, f.Class == NoClass
+		}
+		if f.Class != NoClass {
+			return f
+		}
+	}
+	return Finding{}
+}
+
+// maxPairs bounds the query pairs compared for names given twice.
+const maxPairs = 32
+
+// pollution inspects, for each name given more than once among pairs, its
+// values joined by ','.
+func (sc *Scratch) pollution(pairs [][]byte) Finding {
+	for i, p := range pairs {
+		name, _, _ := bytes.Cut(p, []byte{'='})
+		first, again := true, false
+		for _, q := range pairs[:i] {
+			if n, _, _ := bytes.Cut(q, []byte{'='}); bytes.Equal(n, name) {
+				first = false // joined when its first pair came
+				break
+			}
+		}
+		if !first {
+			continue
+		}
+		joined := append(sc.joined[:0], name...)
+		joined = append(joined, '=')
+		for j, q := range pairs[i:] {
+			n, v, _ := bytes.Cut(q, []byte{'='})
+			if !bytes.Equal(n, name) {
+				continue
+			}
+			if j > 0 {
+				joined = append(joined, ',')
+				again = true
+			}
+			joined = append(joined, v...)
+		}
+		sc.joined = joined
+		if again {
+			if f := sc.piece(joined, true); f.Class != NoClass {
+				return f
+			}
+		}
 	}
 	return Finding{}
 }

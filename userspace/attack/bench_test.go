@@ -45,7 +45,7 @@ func BenchmarkInspect(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				r := &reqs[i%len(reqs)]
-				m.Injection(r.path, r.query, &sc)
+				m.Injection(r.path, r.query, r.ua, &sc)
 				m.SensitivePath(r.path, &sc)
 				m.ScannerAgent(r.ua, &sc)
 				i++
@@ -85,7 +85,7 @@ func BenchmarkHostile(b *testing.B) {
 			var sc Scratch
 			b.SetBytes(int64(len(path) + len(query)))
 			for b.Loop() {
-				m.Injection(path, query, &sc)
+				m.Injection(path, query, nil, &sc)
 				m.SensitivePath(query, &sc)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(path)+len(query)), "ns/byte")

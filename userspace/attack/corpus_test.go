@@ -206,11 +206,16 @@ func TestCorpusQuality(t *testing.T) {
 	}
 	inject := func(target string) string {
 		path, query, _ := strings.Cut(target, "?")
-		return m.Injection([]byte(path), []byte(query), &sc).Class.String()
+		return m.Injection([]byte(path), []byte(query), nil, &sc).Class.String()
 	}
 	counts := map[string]int{}
 
-	// injection: every class's payloads and the legitimate requests
+	// injection: every class's payloads and the legitimate requests; a
+	// payload is also sent in the user agent (as it is written: a header
+	// is not URL-encoded), and every legitimate user agent is inspected
+	agentInject := func(ua string) string {
+		return m.Injection([]byte("/"), nil, []byte(ua), &sc).Class.String()
+	}
 	for _, c := range Classes() {
 		for _, p := range readLines(t, c.String()+".txt") {
 			for _, target := range attackTargets(c, p) {
@@ -221,6 +226,23 @@ func TestCorpusQuality(t *testing.T) {
 					miss(c.String()+" missed", fmt.Sprintf("%q (%q) called %q", p, target, got))
 				}
 			}
+			// an absolute file name in a header is no traversal either
+			if c != Traversal || strings.Contains(p, "..") {
+				got := agentInject(p)
+				score(tallies, c.String(), got)
+				counts[c.String()]++
+				if got != c.String() {
+					miss(c.String()+" missed", fmt.Sprintf("%q in the user agent called %q", p, got))
+				}
+			}
+		}
+	}
+	for _, ua := range readLines(t, "legit-agents.txt") {
+		got := agentInject(ua)
+		score(tallies, "", got)
+		counts["legit agents"]++
+		if got != "" {
+			miss(got+" false positive", fmt.Sprintf("user agent %q called %q", ua, got))
 		}
 	}
 	legit := readLines(t, "legit-requests.txt")

@@ -112,9 +112,11 @@ func unescape(dst, src []byte, plus bool) []byte {
 // whoever reads it); CR and LF as LF (a command separator), other control
 // bytes as spaces; HTML character references (&#39; &#x3c; &lt;) and
 // JavaScript escapes (\x27 \u003c) that stand for ASCII decoded; and the
-// non-ASCII forms that decoders turn into ASCII: overlong UTF-8 (%c0%af is
-// '/'), fullwidth forms (U+FF07 is '), and look-alike slashes, quotes and
-// angle brackets. Other non-ASCII bytes are kept: they are letters of words.
+// non-ASCII forms that decoders and normalisation (NFKC) turn into ASCII:
+// overlong UTF-8 (%c0%af is '/'), fullwidth forms (U+FF07 is '), Unicode
+// and Latin-1 spaces, zero-width characters (dropped), mathematical and
+// circled letters, and look-alike slashes, quotes and angle brackets. Other
+// non-ASCII characters are kept: they are letters of words.
 func fold(b []byte) ([]byte, hints) {
 	var h hints
 	w := 0
@@ -125,9 +127,12 @@ func fold(b []byte) ([]byte, hints) {
 			if v, m := foldRune(b[r:]); m > 0 {
 				c, n = v, m
 			} else {
-				b[w] = c
-				w++
-				r++
+				// another character: copied whole, so that its continuation
+				// bytes are never read as characters of their own
+				m = max(1, seqLen(b[r:]))
+				copy(b[w:], b[r:r+m])
+				w += m
+				r += m
 				continue
 			}
 		} else if c == '&' || c == '\\' {
@@ -179,10 +184,34 @@ var asciiFold = func() (t [128]byte) {
 	return t
 }()
 
+// seqLen is the length of the UTF-8 sequence b starts with, as far as its
+// continuation bytes go (1 for a byte that starts none).
+func seqLen(b []byte) int {
+	want := 1
+	switch c := b[0]; {
+	case c >= 0xc2 && c <= 0xdf:
+		want = 2
+	case c >= 0xe0 && c <= 0xef:
+		want = 3
+	case c >= 0xf0 && c <= 0xf4:
+		want = 4
+	}
+	n := 1
+	for n < want && n < len(b) && b[n]&0xc0 == 0x80 {
+		n++
+	}
+	return n
+}
+
 // foldRune reads the non-ASCII sequence at the start of b and returns the
-// ASCII byte it stands for and its length, or 0 when it stands for none.
+// ASCII byte it stands for (0: nothing, dropped) and its length, or a length
+// of 0 when it stands for no ASCII.
 func foldRune(b []byte) (byte, int) {
 	c := b[0]
+	if c == 0xa0 {
+		// a lone 0xA0 (Latin-1's no-break space): MySQL reads it as a blank
+		return ' ', 1
+	}
 	// overlong encodings of ASCII: invalid UTF-8 that lax decoders accept
 	switch {
 	case (c == 0xc0 || c == 0xc1) && len(b) >= 2 && b[1]&0xc0 == 0x80:
@@ -197,12 +226,28 @@ func foldRune(b []byte) (byte, int) {
 			return byte(v), 4
 		}
 		return 0, 0
-	case c != 0xca && c != 0xcb && c != 0xe2 && c != 0xe3 && c != 0xef:
+	case c != 0xc2 && c != 0xca && c != 0xcb && c != 0xe2 && c != 0xe3 && c != 0xef && c != 0xf0:
 		return 0, 0 // no look-alike starts with this byte: skip the decode
 	}
 	r, n := utf8.DecodeRune(b)
-	if r >= 0xff01 && r <= 0xff5e {
+	switch {
+	case r >= 0xff01 && r <= 0xff5e:
 		return byte(r - 0xfee0), n // fullwidth ASCII
+	case r == 0xa0 || r >= 0x2000 && r <= 0x200a || r == 0x202f || r == 0x205f || r == 0x3000:
+		return ' ', n // Unicode spaces
+	case r >= 0x200b && r <= 0x200d || r == 0x2060 || r == 0xfeff:
+		return 0, n // zero-width characters: dropped
+	case r >= 0x1d400 && r <= 0x1d6a3:
+		// mathematical alphanumerics (NFKC folds them): 52 letters a style
+		if i := (r - 0x1d400) % 52; i < 26 {
+			return byte('a' + i), n
+		} else {
+			return byte('a' + i - 26), n
+		}
+	case r >= 0x1d7ce && r <= 0x1d7ff:
+		return byte('0' + (r-0x1d7ce)%10), n
+	case r >= 0x24b6 && r <= 0x24e9:
+		return byte('a' + (r-0x24b6)%26), n // circled letters
 	}
 	if v, ok := lookalike[r]; ok {
 		return v, n

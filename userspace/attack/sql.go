@@ -138,10 +138,8 @@ func (sc *Scratch) tokenize(text []byte) []token {
 			i = j
 			continue
 		case c >= '0' && c <= '9':
-			j := i + 1
-			for j < n && (isWordByte(text[j]) || text[j] == '.') {
-				j++
-			}
+			// as MySQL lexes a number, so that 1e0union is 1e0 union
+			j := numberEnd(text, i)
 			t = append(t, token{kind: tNum, pos: start})
 			i = j
 			continue
@@ -213,6 +211,39 @@ func (sc *Scratch) tokenize(text []byte) []token {
 	}
 	sc.toks = t
 	return t
+}
+
+// numberEnd is where the number at i ends: 0x and 0b literals, digits with
+// a fraction and an exponent.
+func numberEnd(text []byte, i int) int {
+	n := len(text)
+	digits := func(j int) int {
+		for j < n && text[j] >= '0' && text[j] <= '9' {
+			j++
+		}
+		return j
+	}
+	if text[i] == '0' && i+1 < n && (text[i+1] == 'x' || text[i+1] == 'b') {
+		j := i + 2
+		for j < n && isHex(text[j]) {
+			j++
+		}
+		return j
+	}
+	j := digits(i)
+	if j < n && text[j] == '.' {
+		j = digits(j + 1)
+	}
+	if j < n && text[j] == 'e' {
+		k := j + 1
+		if k < n && (text[k] == '+' || text[k] == '-') {
+			k++
+		}
+		if k < n && text[k] >= '0' && text[k] <= '9' {
+			j = digits(k)
+		}
+	}
+	return j
 }
 
 // indexFrom finds the pair a, b in text at or after from.

@@ -249,7 +249,7 @@ type apiState struct {
 	// bufs and found are its working memory for the signal being observed
 	matcher *attack.Matcher
 	sc      attack.Scratch
-	bufs    [3][]byte
+	bufs    [4][]byte
 	found   found
 }
 
@@ -317,7 +317,7 @@ func (d *Detector) classify(s Signal, out []Reason) []Reason {
 		if s.Report == InjectionProbe {
 			f.class = s.Class
 			if path, query, _ := strings.Cut(s.Path, "?"); f.class == attack.NoClass && s.Path != "" {
-				f.class = d.api.matcher.Injection(d.bytes(0, path), d.bytes(1, query), &d.api.sc).Class
+				f.class = d.api.matcher.Injection(d.bytes(0, path), d.bytes(1, query), nil, &d.api.sc).Class
 			}
 		}
 		return d.enabled(out, s.Report)
@@ -334,10 +334,10 @@ func (d *Detector) classify(s Signal, out []Reason) []Reason {
 	}
 	m := d.api.matcher
 	if a.InjectionProbe.Enabled {
-		if fi := m.Injection(d.bytes(0, s.Path), d.bytes(1, s.Query), &d.api.sc); fi.Class != attack.NoClass {
+		if fi := m.Injection(d.bytes(0, s.Path), d.bytes(1, s.Query), d.bytes(2, s.UserAgent), &d.api.sc); fi.Class != attack.NoClass {
 			// the sample lives in the scratch, which the path check reuses
-			f.class, f.sample = fi.Class, append(d.api.bufs[2][:0], fi.Sample...)
-			d.api.bufs[2] = f.sample
+			f.class, f.sample = fi.Class, append(d.api.bufs[3][:0], fi.Sample...)
+			d.api.bufs[3] = f.sample
 			out = append(out, InjectionProbe)
 		}
 	}
@@ -348,7 +348,7 @@ func (d *Detector) classify(s Signal, out []Reason) []Reason {
 		}
 	}
 	if a.ScannerAgent.Enabled && s.UserAgent != "" {
-		if pattern, ok := m.ScannerAgent(d.bytes(1, s.UserAgent), &d.api.sc); ok {
+		if pattern, ok := m.ScannerAgent(d.bytes(2, s.UserAgent), &d.api.sc); ok {
 			f.agent = pattern
 			out = append(out, ScannerAgent)
 		}
