@@ -96,6 +96,9 @@ func TestInjectionExamples(t *testing.T) {
 		{"/ping", "host=127.0.0.1%0acat${IFS}/etc/passwd", Command},
 		{"/ping", "host=x%7C%7Cnslookup+evil.example", Command},
 		{"/ping", "host=%60id%60", Command},
+		{"/ping", "host=x%26w^h^o^a^m^i", Command}, // cmd.exe's carets
+		{"/search", "q=%27-(alert)(1)-%27", XSS},
+		{"/search", "q=%22;alert?.(1)//", XSS},
 		{"/search", "q=dog+%7C+cat", NoClass},
 		{"/search", "q=salt%3B+pepper", NoClass},
 		{"/items", "fields=name%7Cid", NoClass}, // a field list

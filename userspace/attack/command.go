@@ -5,8 +5,9 @@ import "bytes"
 // Command injection ends the application's command and starts another: a
 // separator (; | & a newline), a substitution (`...`, $(...)) or a brace
 // expansion, then a command that runs. Shells ignore quotes and backslashes
-// inside words (w'h'o'am'i, c\at) and empty expansions (who$@ami), and read
-// ${IFS} as a space: the command's name is read as the shell would. Words
+// inside words (w'h'o'am'i, c\at), cmd.exe carets (w^h^o^am^i), and empty
+// expansions (who$@ami), and read ${IFS} as a space: the command's name is
+// read as the shell would. Words
 // that are also English ("cat", "type", "sleep", "echo") count only with an
 // argument shaped like one (a path, a flag, a number, a variable): "salt;
 // pepper" and "dog | cat" are not commands, "; cat /etc/passwd" is.
@@ -122,8 +123,8 @@ loop:
 			sc.cmd, sc.tail = sc.cmd[:0], 0 // a directory or a drive: the name comes after
 		case c == '\\':
 			sc.tail = len(sc.cmd)
-		case c == '\'' || c == '"':
-			// quotes inside a word: w'h'o'am'i
+		case c == '\'' || c == '"' || c == '^':
+			// quotes inside a word (w'h'o'am'i), cmd.exe's escape (w^h^o^am^i)
 		case c == '$' && j+1 < n && (text[j+1] == '@' || text[j+1] == '*'):
 			j++ // who$@ami
 		default:

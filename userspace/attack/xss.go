@@ -231,9 +231,9 @@ func codeAfter(b []byte) bool {
 	return bytes.ContainsAny(b, "(`=") || bytes.Contains(b, []byte("//"))
 }
 
-// sinkCall finds alert(, prompt`...`, eval( where the call starts an
-// expression: at the start, or after punctuation (a quote, ';', an
-// operator), not after a word.
+// sinkCall finds alert(, prompt`...`, eval(, alert?.(, (alert)( where the
+// call starts an expression: at the start, or after punctuation (a quote,
+// ';', an operator, a bracket), not after a word.
 func sinkCall(b []byte) int {
 	for i := 0; i < len(b); i++ {
 		if !isLetter(b[i]) || i > 0 && (isAlnum(b[i-1]) || b[i-1] == '_') {
@@ -247,8 +247,9 @@ func sinkCall(b []byte) int {
 			i = j
 			continue
 		}
+		// alert(1), alert`1`, alert?.(1), (alert)(1)
 		k := j
-		for k < len(b) && b[k] == ' ' {
+		for k < len(b) && k-j < 4 && (b[k] == ' ' || b[k] == ')' || b[k] == '?' || b[k] == '.') {
 			k++
 		}
 		if k == len(b) || (b[k] != '(' && b[k] != '`') {
