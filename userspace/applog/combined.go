@@ -89,38 +89,43 @@ func (c Combined) Parse(line []byte, e *Entry) error {
 		return errNoBytes
 	}
 	// "$http_referer" "$http_user_agent", and the forwarded-for field after
-	// them: the quoted fields from here
+	// them; without that one, they are read when asked for (Entry.UserAgent)
 	rest = rest[j:]
-	fields := 2
-	if c.Forwarded {
-		fields = 3
+	if !c.Forwarded {
+		e.tail = rest
+		return nil
 	}
-	for f := 0; f < fields; f++ {
-		k := bytes.IndexByte(rest, '"')
-		if k < 0 {
-			break
-		}
-		rest = rest[k+1:]
-		k = closeQuote(rest)
-		if k < 0 {
-			break
-		}
-		switch v := rest[:k]; {
-		case len(v) == 1 && v[0] == '-':
-		case f == 1:
-			e.UserAgent = v
-		case f == 2:
-			e.Forwarded = v
-		}
-		rest = rest[k+1:]
-		if f == 2 {
-			return nil
-		}
-	}
-	if c.Forwarded {
+	f, n := quotedFields(rest, 3)
+	if n < 3 {
 		return errNoXFF
 	}
+	e.agent, e.Forwarded, e.agentRead = f[1], f[2], true
 	return nil
+}
+
+// quotedFields reads up to want quoted fields from b (what follows a
+// combined line's body bytes), "-" read as empty, and says how many it found.
+func quotedFields(b []byte, want int) (f [3][]byte, n int) {
+	for n < want {
+		// nginx separates the fields with one space: look no further
+		if len(b) >= 2 && b[0] == ' ' && b[1] == '"' {
+			b = b[2:]
+		} else if k := bytes.IndexByte(b, '"'); k >= 0 {
+			b = b[k+1:]
+		} else {
+			return f, n
+		}
+		k := closeQuote(b)
+		if k < 0 {
+			return f, n
+		}
+		if v := b[:k]; !(len(v) == 1 && v[0] == '-') {
+			f[n] = v
+		}
+		n++
+		b = b[k+1:]
+	}
+	return f, n
 }
 
 // closeQuote finds the quote that ends a field, b being what follows its

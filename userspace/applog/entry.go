@@ -25,13 +25,28 @@ type Entry struct {
 	Path   []byte
 	Query  []byte
 	Status int
-	// UserAgent is the client's User-Agent header, if the format has it.
-	UserAgent []byte
+	// agent is the client's User-Agent header, if the format has it; a
+	// combined line's is read from tail on first use (UserAgent): only the
+	// matcher needs it, and only when a rule looks at user agents
+	agent     []byte
+	agentRead bool
+	tail      []byte
 	// Latency is the time the server took; 0 when the format has none.
 	Latency time.Duration
 	// Time is the request's time as logged ($time_local, or the JSON time
 	// field's text), for ParseTime: it is parsed only for lines that may count.
 	Time []byte
+}
+
+// UserAgent is the request's user agent ("-" is none).
+func (e *Entry) UserAgent() []byte {
+	if !e.agentRead {
+		e.agentRead = true
+		if f, n := quotedFields(e.tail, 2); n == 2 {
+			e.agent = f[1]
+		}
+	}
+	return e.agent
 }
 
 // Parser turns one line (without its newline) into an Entry.

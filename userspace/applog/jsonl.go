@@ -159,9 +159,10 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 		if v, ok, err := p.str(f.UserAgent, 6); err != nil {
 			return err
 		} else if ok && !(len(v) == 1 && v[0] == '-') {
-			e.UserAgent = v
+			e.agent = v
 		}
 	}
+	e.agentRead = true
 	if f.Forwarded != "" {
 		// the forwarded value may share slot 0 with the client: the client
 		// address is parsed already

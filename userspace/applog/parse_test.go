@@ -85,9 +85,9 @@ func TestCombined(t *testing.T) {
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
 				e.Status != c.status || string(e.Forwarded) != c.fwd || string(e.Time) != "27/Nov/2026:10:22:02 +0000" ||
-				string(e.Query) != c.query || string(e.UserAgent) != c.ua {
+				string(e.Query) != c.query || string(e.UserAgent()) != c.ua {
 				t.Fatalf("got remote %v method %q path %q query %q status %d fwd %q ua %q time %q",
-					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent, e.Time)
+					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent(), e.Time)
 			}
 		})
 	}
@@ -163,9 +163,9 @@ func TestJSONLines(t *testing.T) {
 			}
 			if e.Remote != netip.MustParseAddr(c.remote) || string(e.Method) != c.method || string(e.Path) != c.path ||
 				e.Status != c.status || string(e.Forwarded) != c.fwd || e.Latency != c.lat || string(e.Time) != c.time ||
-				string(e.Query) != c.query || string(e.UserAgent) != c.ua {
+				string(e.Query) != c.query || string(e.UserAgent()) != c.ua {
 				t.Fatalf("got remote %v method %q path %q query %q status %d fwd %q ua %q latency %v time %q",
-					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent, e.Latency, e.Time)
+					e.Remote, e.Method, e.Path, e.Query, e.Status, e.Forwarded, e.UserAgent(), e.Latency, e.Time)
 			}
 		})
 	}
@@ -204,6 +204,9 @@ func FuzzCombined(f *testing.F) {
 			if c == ' ' {
 				t.Fatalf("query %q keeps a space", e.Query)
 			}
+		}
+		if ua := e.UserAgent(); len(ua) > len(line) {
+			t.Fatalf("user agent %q longer than its line", ua)
 		}
 		clientip.Trusted{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}.Client(e.Remote, e.Forwarded)
 		if _, err := ParseTime(e.Time); err != nil && !errors.Is(err, ErrMalformed) {

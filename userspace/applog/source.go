@@ -176,7 +176,7 @@ func (s *Source) Run(ctx context.Context) error {
 		// the detector looks again; what the screen found nothing in it
 		// need not see (nor this side copy)
 		if payload || scanner {
-			sig.Query, sig.UserAgent = string(e.Query), string(e.UserAgent)
+			sig.Query, sig.UserAgent = string(e.Query), string(e.UserAgent())
 		}
 		if s.sink(sig) {
 			s.signals.Add(1)
@@ -192,9 +192,13 @@ func (s *Source) screen(e *Entry) (payload, scanner bool) {
 	if m == nil {
 		return false, false
 	}
-	payload = m.Injection(e.Path, e.Query, e.UserAgent, &s.sc).Class != attack.NoClass
-	if len(e.UserAgent) > 0 {
-		_, scanner = m.ScannerAgent(e.UserAgent, &s.sc)
+	var ua []byte
+	if m.InjectionOn() || m.AgentsOn() {
+		ua = e.UserAgent()
+	}
+	payload = m.Injection(e.Path, e.Query, ua, &s.sc).Class != attack.NoClass
+	if len(ua) > 0 {
+		_, scanner = m.ScannerAgent(ua, &s.sc)
 	}
 	return payload, scanner
 }
