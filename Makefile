@@ -112,10 +112,12 @@ bench-events:
 	$(GO) test -run '^$$' -bench 'RingDrain|RingToDetector' -benchtime 2000000x -count 1 ./userspace/events/
 	$(GO) test -run '^$$' -bench 'DaemonUnderRandomSourceFlood' -benchtime 10x -count 1 ./test/e2e/
 
-# API-layer signals: access log lines parsed per second on one core, and the
-# time from an offending request (through nginx) to the first dropped packet.
+# API-layer signals: access log lines parsed per second on one core, the whole
+# pipeline with the probe detectors off and on, the matcher on hostile input,
+# and the time from an offending request (through nginx) to the first dropped packet.
 bench-apisignals: deps
-	$(GO) test -run '^$$' -bench 'Combined|JSONLines|ParseTime' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
+	$(GO) test -run '^$$' -bench 'Combined|JSONLines|ParseTime|SourcePipeline' -benchtime 2000000x -cpu 1 -count 1 ./userspace/applog/
+	$(GO) test -run '^$$' -bench 'Inspect|Hostile' -benchtime 3000x -cpu 1 -count 1 ./userspace/attack/
 	$(GO) test -run '^$$' -bench 'OffendingRequestToDrop' -benchtime 20x -count 1 ./test/e2e/
 
 # The live path against nftables and XDP_DROP (about 4 minutes; root, 2+ CPUs),

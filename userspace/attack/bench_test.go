@@ -15,7 +15,7 @@ func BenchmarkInspect(b *testing.B) {
 	load := func(files ...string) []req {
 		var out []req
 		for _, f := range files {
-			for _, l := range readLines(&testing.T{}, f) {
+			for _, l := range readLines(b, f) {
 				var targets []string
 				if f == "legit-requests.txt" {
 					targets = legitTargets(l)

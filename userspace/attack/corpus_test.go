@@ -21,7 +21,7 @@ import (
 // the class, how many are called so). Below minQuality the test fails.
 const minQuality = 0.95
 
-func readLines(t *testing.T, name string) []string {
+func readLines(t testing.TB, name string) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", "corpus", name))
 	if err != nil {
