@@ -57,21 +57,22 @@ func (p *parser) apiDetection(o object, d *Detection) {
 	if v := o.get("sensitive-files"); v != nil {
 		sf := &d.SensitiveFiles
 		if do, ok := p.detector(v, o.field("sensitive-files"), &sf.Detector, "requests", "paths", "defaults"); ok {
-			p.patternRule(do, &sf.Requests, "paths", &sf.Paths, &sf.Defaults, attack.MaxPatterns-len(attack.DefaultPaths()), attack.CheckPath, sf.Enabled)
+			p.patternRule(do, &sf.Requests, "paths", &sf.Paths, &sf.Defaults, attack.MaxPatterns, len(attack.DefaultPaths()), attack.CheckPath, sf.Enabled)
 		}
 	}
 	if v := o.get("scanner-agent"); v != nil {
 		sa := &d.ScannerAgent
 		if do, ok := p.detector(v, o.field("scanner-agent"), &sa.Detector, "requests", "agents", "defaults"); ok {
-			p.patternRule(do, &sa.Requests, "agents", &sa.Agents, &sa.Defaults, attack.MaxAgents-len(attack.DefaultAgents()), attack.CheckAgent, sa.Enabled)
+			p.patternRule(do, &sa.Requests, "agents", &sa.Agents, &sa.Defaults, attack.MaxAgents, len(attack.DefaultAgents()), attack.CheckAgent, sa.Enabled)
 		}
 	}
 }
 
 // patternRule reads the fields of a rule with a pattern list: its threshold
-// (requests), its patterns (each checked; at most max, which leaves room for
-// the defaults) and whether the defaults are kept.
-func (p *parser) patternRule(o object, requests *uint64, key string, patterns *[]string, defaults *bool, max int, check func(string) error, enabled bool) {
+// (requests), its patterns (each checked; at most max together with the
+// nDefaults defaults when they are kept) and whether the defaults are kept.
+func (p *parser) patternRule(o object, requests *uint64, key string, patterns *[]string, defaults *bool, max, nDefaults int,
+	check func(string) error, enabled bool) {
 	if x := o.get("requests"); x != nil {
 		if c, ok := p.count(x, o.field("requests"), 1, math.MaxUint32); ok {
 			*requests = c
@@ -97,14 +98,24 @@ func (p *parser) patternRule(o object, requests *uint64, key string, patterns *[
 				}
 				*patterns = append(*patterns, s)
 			}
+			if *defaults {
+				max -= nDefaults
+			}
 			if len(items) > max {
-				p.errAt(resolve(x), o.field(key), "%d patterns; at most %d", len(items), max)
+				p.errAt(resolve(x), o.field(key), "%d patterns; at most %d (%d with the defaults)", len(items), max, max+nDefaults*boolInt(*defaults))
 			}
 		}
 	}
 	if enabled && !*defaults && len(*patterns) == 0 {
 		p.errAt(p.nodeOr(o, "defaults"), o.field("defaults"), "false with no %s: nothing would ever count; give %s or disable the detector", key, key)
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // paths reads a list of URL paths; templates must name a {variable} segment.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -203,5 +204,25 @@ spec:
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)
 		}
+	}
+}
+
+// The patterns a policy adds share the matcher's bound with the defaults.
+func TestProbePatternBound(t *testing.T) {
+	list := func(n int) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf("agent-%d", i)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	src := func(agents string, defaults bool) []byte {
+		return fmt.Appendf(nil, "apiVersion: apiguard.io/v1\nkind: Policy\nmetadata: {name: b}\nspec:\n  detection:\n    scanner-agent: {defaults: %v, agents: %s}\n", defaults, agents)
+	}
+	if _, err := Parse("b.yaml", src(list(200), true), nil); err == nil || !strings.Contains(err.Error(), "200 patterns; at most") {
+		t.Fatalf("200 agents with the defaults: %v", err)
+	}
+	if _, err := Parse("b.yaml", src(list(200), false), nil); err != nil {
+		t.Fatalf("200 agents without the defaults: %v", err)
 	}
 }
