@@ -254,3 +254,24 @@ func TestSourceScreensPayloadsAndScanners(t *testing.T) {
 		t.Fatalf("without a matcher: %+v, %+v", got, st)
 	}
 }
+
+// The JSON format feeds the same screen: the query from the request (or a
+// path holding one), the user agent from its field.
+func TestSourceJSONScreens(t *testing.T) {
+	det, err := detect.New(detect.DefaultConfig(), detect.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := `{"time_iso8601":"2026-11-27T10:22:02Z","remote_addr":"203.0.113.60","request":"GET /items?id=1%27%20or%20sleep(5)-- HTTP/1.1","status":"200","http_user_agent":"curl/8"}
+{"time_iso8601":"2026-11-27T10:22:02Z","remote_addr":"203.0.113.61","request":"GET / HTTP/1.1","status":"200","http_user_agent":"Mozilla/5.00 (Nikto/2.1.6)"}
+{"time_iso8601":"2026-11-27T10:22:02Z","remote_addr":"203.0.113.62","request":"GET /search?q=O%27Reilly HTTP/1.1","status":"200","http_user_agent":"Mozilla/5.0"}
+`
+	got, st := runSource(t, SourceConfig{Format: "json", Fields: DefaultFields(), Matcher: det.Matcher}, content, 3)
+	want := []detect.Signal{
+		{Client: netip.MustParseAddr("203.0.113.60"), At: lineAt, Age: lineAge, Method: "GET", Path: "/items", Query: "id=1%27%20or%20sleep(5)--", UserAgent: "curl/8", Status: 200},
+		{Client: netip.MustParseAddr("203.0.113.61"), At: lineAt, Age: lineAge, Method: "GET", Path: "/", UserAgent: "Mozilla/5.00 (Nikto/2.1.6)", Status: 200},
+	}
+	if !slices.Equal(got, want) || st.Probes != 2 {
+		t.Fatalf("signals\n%+v\nwant\n%+v\nstats %+v", got, want, st)
+	}
+}
