@@ -4,8 +4,27 @@
 
 GO      ?= go
 CLANG   ?= clang-19
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+# the commit's date, not the clock's: the same commit builds the same binary
+DATE    ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 BIN     := bin/apiguard
+
+# make install: where things go (DESTDIR stages them, as packagers do).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SHAREDIR   ?= $(PREFIX)/share
+SYSCONFDIR ?= /etc
+STATEDIR   ?= /var/lib/apiguard
+# systemd reads units from /usr/local/lib/systemd/system too; a package's go to /lib
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+# nfpm builds the .deb; pinned here so every machine builds the same package
+NFPM_VERSION := v2.48.0
+# a Debian version from git describe: v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3+4+gabc
+# (after 1.2.3), no tag -> 0.0.0+gitCOMMIT
+DEB_VERSION  ?= $(shell echo '$(VERSION)' | sed -E '/^v?[0-9]+[.]/!s/^/0.0.0+git/; s/^v//; s/-/+/g')
 # packages whose bpf2go outputs are committed
 GEN_PKGS := ./loader ./test/bench/trafgen
 GEN_DIRS := loader/ test/bench/trafgen/
@@ -19,14 +38,52 @@ GEN_DIRS := loader/ test/bench/trafgen/
 DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl strace systemd
 DEB_TOOLS := ip ethtool nft promtool nginx curl strace systemd-analyze
 
-.PHONY: all build generate check-generate test fuzz bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
+.PHONY: all build install uninstall deb generate check-generate test fuzz bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
 
 all: build
 
 # Static, without cgo: the daemon drops the capabilities it needs only to start
 # on every thread at once, which Go allows only without cgo (userspace/privs).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/apiguard
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/apiguard
+
+# The binary, the systemd unit (pointing at BINDIR), /etc/apiguard/policy.yaml
+# and /etc/default/apiguard (never overwritten: they are the operator's), the
+# state directory, man pages generated from the commands, shell completions.
+# Then: systemctl daemon-reload && systemctl start apiguard (deploy/README.md).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/apiguard
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/apiguard|$(BINDIR)/apiguard|g' deploy/systemd/apiguard.service >$(DESTDIR)$(UNITDIR)/apiguard.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/apiguard.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/apiguard $(DESTDIR)$(SYSCONFDIR)/default
+	test -e $(DESTDIR)$(SYSCONFDIR)/apiguard/policy.yaml || install -m 0644 policies/default.yaml $(DESTDIR)$(SYSCONFDIR)/apiguard/policy.yaml
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/apiguard || install -m 0644 deploy/systemd/apiguard.default $(DESTDIR)$(SYSCONFDIR)/default/apiguard
+	install -d -m 0700 $(DESTDIR)$(STATEDIR)
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null) $(BIN) man $(DESTDIR)$(MANDIR)/man1
+	install -d -m 0755 $(DESTDIR)$(SHAREDIR)/bash-completion/completions $(DESTDIR)$(SHAREDIR)/zsh/vendor-completions $(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d
+	$(BIN) completion bash >$(DESTDIR)$(SHAREDIR)/bash-completion/completions/apiguard
+	$(BIN) completion zsh >$(DESTDIR)$(SHAREDIR)/zsh/vendor-completions/_apiguard
+	$(BIN) completion fish >$(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d/apiguard.fish
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# Removes what install put in place but the operator's configuration, the
+# state and the pinned datapath (`apiguard detach` removes that, before this).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/apiguard $(DESTDIR)$(UNITDIR)/apiguard.service
+	rm -f $(DESTDIR)$(MANDIR)/man1/apiguard.1 $(DESTDIR)$(MANDIR)/man1/apiguard-*.1
+	rm -f $(DESTDIR)$(SHAREDIR)/bash-completion/completions/apiguard $(DESTDIR)$(SHAREDIR)/zsh/vendor-completions/_apiguard $(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d/apiguard.fish
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# A Debian package of what `make install` puts under /usr, built by nfpm at a
+# pinned version (deploy/deb/nfpm.yaml): bin/apiguard_VERSION_amd64.deb.
+deb:
+	rm -rf bin/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/bin/deb-root PREFIX=/usr
+	gzip -9n bin/deb-root/usr/share/man/man1/*.1
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	DEB_VERSION='$(DEB_VERSION)' bin/nfpm package --config deploy/deb/nfpm.yaml --packager deb --target bin/
 
 # Rebuild the BPF object and its Go bindings with the pinned compiler.
 generate:

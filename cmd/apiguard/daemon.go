@@ -41,7 +41,7 @@ detach' removes them.`,
 			}
 			cfg.Attach = mode
 			cfg.Socket = g.socket
-			cfg.Version = version
+			cfg.Version = readBuildInfo().Version
 			cfg.Log = log
 			for _, p := range []*string{&cfg.Socket, &cfg.PinDir, &cfg.StateDir} {
 				if *p, err = filepath.Abs(*p); err != nil {

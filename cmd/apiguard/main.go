@@ -12,9 +12,6 @@ import (
 	"syscall"
 )
 
-// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
-var version = "dev"
-
 func main() {
 	if err := run(); err != nil {
 		var quiet *exitError

@@ -60,6 +60,7 @@ commands change policy and bans on the running daemon through its control socket
 		newReportCmd(g),
 		newStatusCmd(g),
 		newVersionCmd(g),
+		newManCmd(),
 	)
 	return root
 }
