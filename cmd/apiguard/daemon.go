@@ -56,7 +56,7 @@ detach' removes them.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&cfg.Ifaces, "iface", nil, "interface to guard (repeat for more)")
+	f.StringArrayVar(&cfg.Ifaces, "iface", nil, "interface to guard (repeat for more), or auto: those of the default routes, native XDP falling back to generic")
 	f.StringVar(&cfg.PolicyPath, "policy", "", "policy file (re-read on SIGHUP)")
 	f.StringVar(&attach, "attach", string(loader.AttachNative), "attach mode: native, generic, tcx or tc")
 	f.StringVar(&cfg.PinDir, "bpffs", loader.DefaultPinDir, "bpffs directory for the pinned programs and maps")

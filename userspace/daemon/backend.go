@@ -28,6 +28,7 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 	if d.pinWarning != "" {
 		st.Warnings = append(st.Warnings, d.pinWarning)
 	}
+	st.Warnings = append(st.Warnings, d.attachWarnings...)
 	for _, a := range d.attachments {
 		st.Interfaces = append(st.Interfaces, control.Interface{Name: a.Iface, Mode: string(a.Mode), Adopted: a.Adopted})
 	}

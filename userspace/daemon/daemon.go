@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,6 +98,9 @@ func (c *Config) validate() error {
 	if len(c.Ifaces) == 0 {
 		errs = append(errs, errors.New("no interface to guard: give at least one --iface"))
 	}
+	if len(c.Ifaces) > 1 && slices.Contains(c.Ifaces, AutoIface) {
+		errs = append(errs, fmt.Errorf("--iface %s stands alone: it takes the interfaces of the default routes", AutoIface))
+	}
 	seen := map[string]bool{}
 	for _, ifc := range c.Ifaces {
 		if err := checkIfaceName(ifc); err != nil {
@@ -153,8 +157,13 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
-	dp          *loader.Datapath
+	dp *loader.Datapath
+	// ifaces are the interfaces guarded: --iface, or what auto resolved to.
+	ifaces      []string
 	attachments []loader.Attachment
+	// attachWarnings say which interfaces got a weaker hook than asked for
+	// (--iface auto's generic fallback).
+	attachWarnings []string
 	// pinWarning says why the pins cannot outlive this process ("": they can).
 	pinWarning string
 
@@ -189,7 +198,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)},
+	return &Daemon{cfg: cfg, log: cfg.Log, ifaces: cfg.Ifaces, cs: csLink{changed: make(chan struct{}, 1)},
 		never: neverBanLink{changed: make(chan struct{}, 1)}}, nil
 }
 
@@ -217,6 +226,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// The policy is read before anything else, so a broken file changes nothing.
 	initial, err := d.readPolicyFile()
 	if err != nil {
+		return err
+	}
+	if err := d.resolveIfaces(); err != nil {
 		return err
 	}
 
@@ -272,7 +284,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.dropPrivileges()
 
 	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
-		"ifaces", strings.Join(d.cfg.Ifaces, ","), "mode", d.cfg.Attach)
+		"ifaces", strings.Join(d.ifaces, ","), "mode", d.cfg.Attach)
 	err = runAll(ctx, d.log, d.components(ln, mln, hup))
 	d.log.Info("apiguard daemon stopped; the pinned datapath keeps enforcing", "pins", d.cfg.PinDir)
 	return err
@@ -391,8 +403,8 @@ func (d *Daemon) load() error {
 
 func (d *Daemon) attach() error {
 	want := map[string]bool{}
-	for _, ifc := range d.cfg.Ifaces {
-		att, err := d.dp.Attach(ifc, d.cfg.Attach)
+	for _, ifc := range d.ifaces {
+		att, err := d.attachOne(ifc)
 		if err != nil {
 			if len(d.attachments) > 0 {
 				d.log.Warn("interfaces attached before the failure stay guarded; 'apiguard detach' removes them", "attached", len(d.attachments))
