@@ -158,7 +158,7 @@ type Daemon struct {
 	started time.Time
 
 	dp *loader.Datapath
-	// ifaces are the interfaces guarded: --iface, or what auto resolved to.
+	// ifaces are what --iface auto resolved to (guarded says which are guarded).
 	ifaces      []string
 	attachments []loader.Attachment
 	// attachWarnings say which interfaces got a weaker hook than asked for
@@ -198,7 +198,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log, ifaces: cfg.Ifaces, cs: csLink{changed: make(chan struct{}, 1)},
+	return &Daemon{cfg: cfg, log: cfg.Log, cs: csLink{changed: make(chan struct{}, 1)},
 		never: neverBanLink{changed: make(chan struct{}, 1)}}, nil
 }
 
@@ -284,7 +284,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.dropPrivileges()
 
 	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
-		"ifaces", strings.Join(d.ifaces, ","), "mode", d.cfg.Attach)
+		"ifaces", strings.Join(d.guarded(), ","), "mode", d.cfg.Attach)
 	err = runAll(ctx, d.log, d.components(ln, mln, hup))
 	d.log.Info("apiguard daemon stopped; the pinned datapath keeps enforcing", "pins", d.cfg.PinDir)
 	return err
@@ -403,7 +403,7 @@ func (d *Daemon) load() error {
 
 func (d *Daemon) attach() error {
 	want := map[string]bool{}
-	for _, ifc := range d.ifaces {
+	for _, ifc := range d.guarded() {
 		att, err := d.attachOne(ifc)
 		if err != nil {
 			if len(d.attachments) > 0 {

@@ -87,6 +87,15 @@ func (d *Daemon) resolveIfaces() error {
 	return nil
 }
 
+// guarded lists the interfaces the daemon guards: --iface's, or those auto
+// resolved to.
+func (d *Daemon) guarded() []string {
+	if d.ifaces != nil {
+		return d.ifaces
+	}
+	return d.cfg.Ifaces
+}
+
 func (d *Daemon) autoIfaces() bool {
 	return len(d.cfg.Ifaces) == 1 && d.cfg.Ifaces[0] == AutoIface
 }
