@@ -22,6 +22,9 @@ STATEDIR   ?= /var/lib/apiguard
 UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 # nfpm builds the .deb; pinned here so every machine builds the same package
 NFPM_VERSION := v2.48.0
+# helm renders and lints the chart in deploy/helm (go test ./deploy/); built
+# from the Go module proxy into bin/ by make deps (a few minutes, once)
+HELM_VERSION := v4.3.2
 # a Debian version from git describe: v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3+4+gabc
 # (after 1.2.3), no tag -> 0.0.0+gitCOMMIT
 DEB_VERSION  ?= $(shell echo '$(VERSION)' | sed -E '/^v?[0-9]+[.]/!s/^/0.0.0+git/; s/^v//; s/-/+/g')
@@ -96,6 +99,7 @@ check-generate: generate
 	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "untracked bpf2go outputs"; exit 1; }
 
 deps:
+	@[ -x bin/helm ] || command -v helm >/dev/null || { echo "building helm $(HELM_VERSION) into bin/"; GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); }
 	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing tools ($(DEB_TOOLS)); run as root or install $(DEB_PKGS)"; exit 1; fi; \

@@ -352,6 +352,20 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if ds == nil || cm == nil || docs["Namespace"] == nil {
 		t.Fatalf("kinds %v", docs)
 	}
+	args := checkDaemonSet(t, ds, cm)
+	pm := k8sDocs(t, "kubernetes/podmonitor.yaml")["PodMonitor"]
+	if pm == nil || dig(t, pm, "spec", "podMetricsEndpoints", 0, "port") != "metrics" {
+		t.Errorf("PodMonitor %v", pm)
+	}
+	if !strings.Contains(strings.Join(args, " "), "--metrics-addr=$(NODE_IP):9470") {
+		t.Error("metrics are not served on the port the annotations name")
+	}
+}
+
+// checkDaemonSet checks a DaemonSet and its policy ConfigMap (the plain
+// manifest's, or the Helm chart's as rendered) and returns the daemon's args.
+func checkDaemonSet(t *testing.T, ds, cm map[string]any) []string {
+	t.Helper()
 	pod := dig(t, ds, "spec", "template", "spec")
 	if dig(t, pod, "hostNetwork") != true {
 		t.Error("hostNetwork is not true")
@@ -462,11 +476,5 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		dig(t, port, "containerPort") != 9470 || dig(t, port, "name") != "metrics" {
 		t.Errorf("scrape annotations %v, port %v", ann, port)
 	}
-	pm := k8sDocs(t, "kubernetes/podmonitor.yaml")["PodMonitor"]
-	if pm == nil || dig(t, pm, "spec", "podMetricsEndpoints", 0, "port") != "metrics" {
-		t.Errorf("PodMonitor %v", pm)
-	}
-	if !strings.Contains(strings.Join(args, " "), "--metrics-addr=$(NODE_IP):9470") {
-		t.Error("metrics are not served on the port the annotations name")
-	}
+	return args
 }
