@@ -22,11 +22,13 @@ const (
 	ProtoUDP = 17
 )
 
-// Rate is a limit of PerSecond units with a burst of Burst units.
-// A zero PerSecond means unlimited.
+// Rate is a limit of PerSecond units per second with a burst of Burst units,
+// or, when PerSecond is 0, of PerMinute units per minute: a rate that is not
+// a whole number per second, such as 30/m. Both zero means unlimited.
 type Rate struct {
 	PerSecond uint64
 	Burst     uint64
+	PerMinute uint64
 }
 
 // Limits bound packets, bytes and new TCP connections (SYN without ACK).
@@ -128,25 +130,47 @@ func newImage() *image {
 // gcraParams turns a rate and burst into the kernel's interval (ns per unit,
 // 48.16 fixed point) and tolerance (ns).
 func gcraParams(perSecond, burst uint64) (interval, tolerance uint64) {
-	if perSecond == 0 {
+	return gcraPeriod(perSecond, time.Second, burst)
+}
+
+// gcraPeriod is gcraParams for count units per period. A minute's interval
+// for one unit is 60e9 << 16, about 2^52: the kernel multiplies it by the
+// cost of a packet (1 packet, 1 connection), so 48.16 holds rates down to
+// one unit in 78 hours. Byte costs run to 64 KiB and more, which is why
+// userspace/policy takes byte rates below 1 B/s nowhere.
+func gcraPeriod(count uint64, period time.Duration, burst uint64) (interval, tolerance uint64) {
+	if count == 0 {
 		return 0, 0
 	}
-	interval = (uint64(time.Second) << 16) / perSecond
+	hi, lo := bits.Mul64(uint64(period), 1<<16)
+	if hi >= count {
+		interval = math.MaxUint64 / 2
+	} else {
+		interval, _ = bits.Div64(hi, lo, count)
+	}
 	if interval == 0 {
 		interval = 1
 	}
-	hi, lo := bits.Mul64(burst, uint64(time.Second))
-	if hi >= perSecond {
+	hi, lo = bits.Mul64(burst, uint64(period))
+	if hi >= count {
 		return interval, math.MaxUint64 / 2
 	}
-	tolerance, _ = bits.Div64(hi, lo, perSecond)
+	tolerance, _ = bits.Div64(hi, lo, count)
 	return interval, tolerance
+}
+
+// gcraRate is gcraParams for a Rate in either of its units.
+func gcraRate(r Rate) (interval, tolerance uint64) {
+	if r.PerSecond == 0 && r.PerMinute > 0 {
+		return gcraPeriod(r.PerMinute, time.Minute, r.Burst)
+	}
+	return gcraParams(r.PerSecond, r.Burst)
 }
 
 func limitsFor(l Limits) [3]GuardAgLimit {
 	var out [3]GuardAgLimit
 	for i, r := range []Rate{l.Packets, l.Bytes, l.Conns} {
-		out[i].Interval, out[i].Tolerance = gcraParams(r.PerSecond, r.Burst)
+		out[i].Interval, out[i].Tolerance = gcraRate(r)
 	}
 	return out
 }
@@ -227,7 +251,7 @@ func compile(p *Policy) (*image, error) {
 		svc.Limits[0] = limitsFor(s.Client)
 		svc.Limits[1] = limitsFor(s.Prefix)
 		svc.Limits[2] = limitsFor(s.Total)
-		svc.Fragments.Interval, svc.Fragments.Tolerance = gcraParams(s.Fragments.PerSecond, s.Fragments.Burst)
+		svc.Fragments.Interval, svc.Fragments.Tolerance = gcraRate(s.Fragments)
 		img.services[s.ID] = svc
 		// A proven client is not refused by the shared connection limits:
 		// only where its own connection limit still bounds it.

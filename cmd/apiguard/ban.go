@@ -15,7 +15,7 @@ func newBanCmd(g *globals) *cobra.Command {
 		Use:   "ban",
 		Short: "Add, remove and list bans",
 	}
-	cmd.AddCommand(newBanAddCmd(g), newBanRmCmd(g), newBanLsCmd(g))
+	cmd.AddCommand(newBanAddCmd(g), newBanRmCmd(g), newBanLsCmd(g), newBanImportCmd(g), newBanFlushCmd(g))
 	return cmd
 }
 
@@ -70,6 +70,8 @@ func newBanRmCmd(g *globals) *cobra.Command {
 		Aliases: []string{"remove", "del"},
 		Short:   "Lift the ban on exactly this address or CIDR",
 		Args:    cobra.ExactArgs(1),
+		// the bans in force, from the daemon
+		ValidArgsFunction: completeBans,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := control.ParsePrefix(args[0])
 			if err != nil {

@@ -18,7 +18,7 @@ func main() {
 		if !errors.As(err, &quiet) {
 			fmt.Fprintln(os.Stderr, "apiguard:", err)
 		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -27,9 +27,3 @@ func run() error {
 	defer stop()
 	return newRootCmd().ExecuteContext(ctx)
 }
-
-// exitError makes the command exit non-zero after it printed what went wrong
-// itself (policy validate prints each problem on its own line).
-type exitError struct{ msg string }
-
-func (e *exitError) Error() string { return e.msg }

@@ -40,27 +40,29 @@ func problems(es policy.Errors) []control.Problem {
 
 func newPolicyValidateCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "validate FILE",
-		Short: "Check a policy file (no daemon needed); exit 1 with every problem found",
-		Args:  cobra.ExactArgs(1),
+		Use:   "validate FILE...",
+		Short: "Check policy files (no daemon needed); exit 4 with every problem found",
+		Long: `Check policy files without a daemon: each is parsed, validated and compiled,
+and every problem is printed as file:line: field: message. The exit code is 4
+when any file has a problem. With -o json, one file prints one object and
+several print a list.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			file := args[0]
-			pol, err := policy.LoadFile(file)
-			var errs policy.Errors
-			if err != nil && !errors.As(err, &errs) {
-				return err // the file itself could not be read
-			}
-			v := validation{File: file, Valid: err == nil, Problems: problems(errs), Warnings: []control.Problem{}}
-			if pol != nil {
-				v.Name = pol.Name
-				v.Warnings = problems(pol.Warnings)
-			}
 			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			if g.output == outputJSON {
-				if err := printJSON(out, v); err != nil {
-					return err
+			var all []validation
+			bad := 0
+			for _, file := range args {
+				v, pol, err := validateFile(file)
+				if err != nil {
+					return err // the file itself could not be read
 				}
-			} else {
+				if !v.Valid {
+					bad++
+				}
+				all = append(all, v)
+				if g.output == outputJSON {
+					continue
+				}
 				for _, p := range v.Problems {
 					fmt.Fprintf(stderr, "%s\n", p)
 				}
@@ -73,12 +75,42 @@ func newPolicyValidateCmd(g *globals) *cobra.Command {
 						file, pol.Name, len(sp.Services), len(sp.Allow), len(sp.Deny), sp.Mode)
 				}
 			}
-			if !v.Valid {
-				return &exitError{msg: fmt.Sprintf("%s has %d problems", file, len(v.Problems))}
+			if g.output == outputJSON {
+				var err error
+				if len(all) == 1 {
+					err = printJSON(out, all[0])
+				} else {
+					err = printJSON(out, all)
+				}
+				if err != nil {
+					return err
+				}
 			}
-			return nil
+			switch {
+			case bad == 0:
+				return nil
+			case len(args) == 1:
+				return &exitError{msg: fmt.Sprintf("%s has %d problems", args[0], len(all[0].Problems)), code: exitInvalid}
+			}
+			return &exitError{msg: fmt.Sprintf("%d of %d policies have problems", bad, len(args)), code: exitInvalid}
 		},
 	}
+}
+
+// validateFile validates one policy file; err is only for a file that
+// cannot be read.
+func validateFile(file string) (validation, *policy.Policy, error) {
+	pol, err := policy.LoadFile(file)
+	var errs policy.Errors
+	if err != nil && !errors.As(err, &errs) {
+		return validation{}, nil, err
+	}
+	v := validation{File: file, Valid: err == nil, Problems: problems(errs), Warnings: []control.Problem{}}
+	if pol != nil {
+		v.Name = pol.Name
+		v.Warnings = problems(pol.Warnings)
+	}
+	return v, pol, nil
 }
 
 // readUpload reads a policy file and the list files it names, so the daemon
@@ -175,10 +207,14 @@ func newPolicyShowCmd(g *globals) *cobra.Command {
 }
 
 func newPolicyDiffCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var exitCodeFlag bool
+	cmd := &cobra.Command{
 		Use:   "diff FILE",
 		Short: "Show what applying a policy file would change",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show what applying a policy file would change on the running daemon. With
+--exit-code it exits 1 when there are changes and 0 when there are none, as
+diff(1) does (other failures keep their codes: 3 no daemon, 4 invalid).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			up, err := readUpload(args[0])
 			if err != nil {
@@ -191,8 +227,15 @@ func newPolicyDiffCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			changed := error(nil)
+			if exitCodeFlag && len(res.Changes) > 0 {
+				changed = &exitError{msg: fmt.Sprintf("%d changes", len(res.Changes)), code: exitFailure}
+			}
 			if g.output == outputJSON {
-				return printJSON(out, res)
+				if err := printJSON(out, res); err != nil {
+					return err
+				}
+				return changed
 			}
 			for _, w := range res.Warnings {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
@@ -202,9 +245,11 @@ func newPolicyDiffCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			printLines(out, res.Changes)
-			return nil
+			return changed
 		},
 	}
+	cmd.Flags().BoolVar(&exitCodeFlag, "exit-code", false, "exit 1 when applying the file would change anything")
+	return cmd
 }
 
 func printLines(w io.Writer, lines []string) {

@@ -20,6 +20,12 @@ for the API detectors (auth-failures, enumeration, app-throttled, error-burst,
 injection-probe, sensitive-files, scanner-agent) like the access logs' lines; a
 client over a threshold is flagged and banned. See docs/api-signals.md.`,
 		Args: cobra.ExactArgs(2),
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) == 1 {
+				return reportReasons, cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rep := control.Report{Client: args[0], Reason: args[1], Weight: weight, Path: path, Class: class}
 			// checked here too, so a typo is reported without a daemon

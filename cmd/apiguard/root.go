@@ -38,10 +38,10 @@ commands change policy and bans on the running daemon through its control socket
 			// usage problems print the usage; cobra checks required flags only
 			// after this hook, so check them here
 			if g.output != outputText && g.output != outputJSON {
-				return fmt.Errorf("-o %q: want text or json", g.output)
+				return usagef("-o %q: want text or json", g.output)
 			}
 			if err := cmd.ValidateRequiredFlags(); err != nil {
-				return err
+				return &usageError{err: err}
 			}
 			// from here on an error is about the work, not the command line
 			cmd.SilenceUsage = true
@@ -62,6 +62,8 @@ commands change policy and bans on the running daemon through its control socket
 		newVersionCmd(g),
 		newManCmd(),
 	)
+	strictUsage(root)
+	completeFlags(root)
 	return root
 }
 

@@ -46,6 +46,10 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrNotFound marks a request for something that does not exist (404).
 	ErrNotFound = errors.New("not found")
+	// ErrRefused marks a change a safety check refused, which "force"
+	// overrides: it would cut the caller's own session or the gateway, or
+	// ban a never-ban address (409).
+	ErrRefused = errors.New("refused")
 )
 
 // kindError is an error of one of the kinds above whose message does not
@@ -61,6 +65,11 @@ func (e *kindError) Is(target error) bool { return target == e.kind }
 // Invalidf makes an error that is ErrInvalid.
 func Invalidf(format string, args ...any) error {
 	return &kindError{kind: ErrInvalid, msg: fmt.Sprintf(format, args...)}
+}
+
+// Refusedf makes an error that is ErrRefused.
+func Refusedf(format string, args ...any) error {
+	return &kindError{kind: ErrRefused, msg: fmt.Sprintf(format, args...)}
 }
 
 // NotFoundf makes an error that is ErrNotFound.

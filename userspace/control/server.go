@@ -38,6 +38,8 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 		PathPolicyDiff: {http.MethodPost: s.diffPolicy},
 		PathBans:       {http.MethodGet: s.bans, http.MethodPost: s.addBan, http.MethodDelete: s.removeBan},
 		PathClientsTop: {http.MethodGet: s.topClients},
+		// bulk bans (bulk.go), for a BanBulk
+		PathBansImport: {http.MethodPost: s.importBans},
 		// events and flags come from backends that implement EventSource and
 		// FlagSource (telemetry.go)
 		PathEvents:         {http.MethodGet: s.events},
@@ -233,8 +235,12 @@ func (s *Server) addBan(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) removeBan(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if len(q["prefix"]) != 1 {
-		s.fail(w, Invalidf("give exactly one prefix parameter (DELETE %s?prefix=ADDR|CIDR)", PathBans))
+	if len(q["source"]) == 1 && len(q["prefix"]) == 0 {
+		s.flushBans(w, r, q.Get("source"))
+		return
+	}
+	if len(q["prefix"]) != 1 || len(q["source"]) != 0 {
+		s.fail(w, Invalidf("give exactly one prefix parameter (DELETE %s?prefix=ADDR|CIDR), or one source (?source=manual|detector|all)", PathBans))
 		return
 	}
 	p, err := ParsePrefix(q.Get("prefix"))
@@ -301,6 +307,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: err.Error()})
 	case errors.Is(err, ErrNotFound):
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: err.Error()})
+	case errors.Is(err, ErrRefused):
+		writeJSON(w, http.StatusConflict, ErrorBody{Error: err.Error()})
 	default:
 		s.log.Error("control request failed", "err", err)
 		writeJSON(w, http.StatusInternalServerError, ErrorBody{Error: err.Error()})

@@ -143,7 +143,7 @@ func (d *Daemon) Bans(context.Context) ([]control.Ban, error) {
 // first-offence ban TTL.
 func (d *Daemon) AddBan(_ context.Context, nb control.NewBan) (*control.Ban, error) {
 	if why, ok := d.neverBan(nb.Prefix); ok && !nb.Force {
-		return nil, control.Invalidf("%v covers an address that is never banned: %s; --force (\"force\": true) bans it anyway", nb.Prefix.Masked(), why)
+		return nil, control.Refusedf("%v covers an address that is never banned: %s; --force (\"force\": true) bans it anyway", nb.Prefix.Masked(), why)
 	}
 	ttl := nb.TTL
 	if nb.DefaultTTL {

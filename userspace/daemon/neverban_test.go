@@ -175,7 +175,7 @@ spec:
 	// by hand: refused, unless forced
 	ctx := context.Background()
 	_, err = d.AddBan(ctx, control.NewBan{Prefix: netip.MustParsePrefix("192.0.2.0/24"), TTL: time.Minute})
-	if !errors.Is(err, control.ErrInvalid) || !strings.Contains(err.Error(), "never banned: a resolver") || !strings.Contains(err.Error(), "--force") {
+	if !errors.Is(err, control.ErrRefused) || !strings.Contains(err.Error(), "never banned: a resolver") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("a manual ban on a resolver's /24: %v", err)
 	}
 	if _, err := d.AddBan(ctx, control.NewBan{Prefix: netip.MustParsePrefix("192.0.2.0/24"), TTL: time.Minute, Force: true}); err != nil {
@@ -183,6 +183,33 @@ spec:
 	}
 	if _, err := d.AddBan(ctx, control.NewBan{Prefix: netip.MustParsePrefix("192.0.3.1/32"), TTL: time.Minute}); err != nil {
 		t.Fatalf("an ordinary ban: %v", err)
+	}
+
+	// an import: the resolver's /24 and the host's own address are refused,
+	// each with why; the rest is banned and recorded
+	imp, err := d.ImportBans(ctx, []control.NewBan{
+		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), TTL: time.Minute},
+		{Prefix: netip.MustParsePrefix("203.0.113.50/32"), TTL: time.Minute, Reason: "list"},
+		{Prefix: netip.PrefixFrom(here.Addr4, 32), DefaultTTL: true},
+		{Prefix: netip.MustParsePrefix("203.0.113.64/26"), Reason: "list"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imp.Added != 2 || len(imp.Refused) != 2 || imp.Refused[0].Index != 0 || imp.Refused[1].Index != 2 ||
+		!strings.Contains(imp.Refused[1].Error, "the host's own address") {
+		t.Fatalf("import: %+v", imp)
+	}
+	if b, ok := banByPrefix(t, d, "203.0.113.50/32"); !ok || b.Source != SourceManual || b.Reason != "list" {
+		t.Errorf("imported ban: %+v %v", b, ok)
+	}
+	// a flush of the manual bans lifts them all, the forced one included
+	fl, err := d.FlushBans(ctx, control.FlushManual)
+	if err != nil || fl.Removed != 4 {
+		t.Fatalf("flush: %+v %v", fl, err)
+	}
+	if _, ok := banByPrefix(t, d, "203.0.113.64/26"); ok {
+		t.Error("a flushed ban is still listed")
 	}
 
 	// CrowdSec: decisions covering the set are skipped and counted

@@ -163,7 +163,7 @@ func (d *differ) services(old, new []Service) {
 func (l Limits) String() string {
 	var parts []string
 	for _, k := range limitKinds {
-		if r := l.rate(k.kind); r.PerSecond != 0 {
+		if r := l.rate(k.kind); r.Limited() {
 			parts = append(parts, k.key+" "+formatRate(r, k.kind))
 		}
 	}

@@ -108,12 +108,12 @@ func TestFormatRate(t *testing.T) {
 		want string
 	}{
 		{Rate{}, unitPackets, "unlimited"},
-		{Rate{100, 100}, unitPackets, "100/s"},
-		{Rate{100, 250}, unitConns, "100/s burst 250"},
-		{Rate{2 << 20, 2 << 20}, unitBytes, "2MiB/s"},
-		{Rate{1000, MinBytesBurst}, unitBytes, "1KB/s"},
-		{Rate{1234, 1_000_000}, unitBytes, "1234B/s burst 1MB"},
-		{Rate{3_000_000_000, 4 << 30}, unitBytes, "3GB/s burst 4GiB"},
+		{Rate{PerSecond: 100, Burst: 100}, unitPackets, "100/s"},
+		{Rate{PerSecond: 100, Burst: 250}, unitConns, "100/s burst 250"},
+		{Rate{PerSecond: 2 << 20, Burst: 2 << 20}, unitBytes, "2MiB/s"},
+		{Rate{PerSecond: 1000, Burst: MinBytesBurst}, unitBytes, "1KB/s"},
+		{Rate{PerSecond: 1234, Burst: 1_000_000}, unitBytes, "1234B/s burst 1MB"},
+		{Rate{PerSecond: 3_000_000_000, Burst: 4 << 30}, unitBytes, "3GB/s burst 4GiB"},
 	} {
 		if got := formatRate(tc.r, tc.k); got != tc.want {
 			t.Errorf("formatRate(%+v, %v) = %q, want %q", tc.r, tc.k, got, tc.want)
@@ -122,7 +122,7 @@ func TestFormatRate(t *testing.T) {
 }
 
 func TestLimitsString(t *testing.T) {
-	l := Limits{Packets: Rate{200, 400}, Bytes: Rate{2_000_000, 2_000_000}, Connections: Rate{20, 20}}
+	l := Limits{Packets: Rate{PerSecond: 200, Burst: 400}, Bytes: Rate{PerSecond: 2_000_000, Burst: 2_000_000}, Connections: Rate{PerSecond: 20, Burst: 20}}
 	if got, want := l.String(), "packets 200/s burst 400, bytes 2MB/s, connections 20/s"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}

@@ -714,12 +714,12 @@ func (p *parser) rate(n *yaml.Node, field string, k unitKind) (Rate, bool) {
 	if !ok {
 		return Rate{}, false
 	}
-	perSecond, err := parseRate(strings.TrimSpace(s), k)
+	r, err := parseRate(strings.TrimSpace(s), k)
 	if err != nil {
 		p.errAt(resolve(rateNode), rateField, "%v", err)
 		return Rate{}, false
 	}
-	r := Rate{PerSecond: perSecond, Burst: defaultBurst(perSecond, k)}
+	r.Burst = defaultBurst(r, k)
 	if burstNode == nil {
 		return r, true
 	}

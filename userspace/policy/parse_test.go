@@ -265,7 +265,7 @@ func TestParseErrors(t *testing.T) {
 				"          bytes: {rate: 2MB/s, burst: 1000}",
 				"          connections: {rate: 20, burts: 40}",
 				"        prefix:",
-				"          packets: 90/m",
+				"          packets: 0.025/s",
 				"          bytes: 2Mbit/s",
 				"          connections: {burst: 5}",
 				"        total:",
@@ -280,7 +280,7 @@ func TestParseErrors(t *testing.T) {
 				"p.yaml:12: spec.services[0].limits.client.bytes.burst: 1000 is below 1514 bytes, one full Ethernet frame",
 				`p.yaml:13: spec.services[0].limits.client.connections.burts: unknown field "burts" (did you mean "burst"?)`,
 				`p.yaml:13: spec.services[0].limits.client.connections.rate: "20" has no period: write it like 20/s (per second) or with /m (per minute)`,
-				`p.yaml:15: spec.services[0].limits.prefix.packets: "90/m" is 1.50 packets per second; the datapath counts whole packets per second`,
+				`p.yaml:15: spec.services[0].limits.prefix.packets: "0.025/s" is 1.50 packets per minute; the datapath counts whole packets per minute`,
 				`p.yaml:16: spec.services[0].limits.prefix.bytes: "2Mbit/s" is in bits; apiguard limits bytes (that is 250KB/s)`,
 				"p.yaml:17: spec.services[0].limits.prefix.connections.rate: missing; a limit needs a rate",
 				`p.yaml:19: spec.services[0].limits.total.packets: "0/s" is zero; leave the limit out for no limit`,
@@ -298,12 +298,12 @@ func TestParseErrors(t *testing.T) {
 				"      ports: [443]",
 				"      limits:",
 				"        client:",
-				"          packets: 30/m",
+				"          packets: 0.5/m",
 				"          connections: 1/h",
 				"          bytes: {rate: 1.5KB/s, burst: 1.5}",
 			),
 			want: []string{
-				`p.yaml:11: spec.services[0].limits.client.packets: "30/m" is below 1 packet per second, the datapath's finest rate`,
+				`p.yaml:11: spec.services[0].limits.client.packets: "0.5/m" is below 1 packet per minute, the datapath's finest rate`,
 				`p.yaml:12: spec.services[0].limits.client.connections: "1/h": unknown period "h" (use s or m)`,
 				`p.yaml:13: spec.services[0].limits.client.bytes.burst: "1.5" is not a whole number of bytes`,
 			},
@@ -577,21 +577,21 @@ func TestParseFull(t *testing.T) {
 		Name: "https", Protocol: TCP, Mode: Enforce,
 		Ports: []PortRange{{443, 443}, {8443, 8444}},
 		Client: Limits{
-			Packets:     Rate{200, 400},
-			Bytes:       Rate{2 << 20, 2 << 20}, // default burst: one second's worth
-			Connections: Rate{20, 20},           // 1200/m is 20/s
+			Packets:     Rate{PerSecond: 200, Burst: 400},
+			Bytes:       Rate{PerSecond: 2 << 20, Burst: 2 << 20}, // default burst: one second's worth
+			Connections: Rate{PerSecond: 20, Burst: 20},           // 1200/m is 20/s
 		},
 		Prefix: Limits{
-			Bytes:   Rate{1000, MinBytesBurst}, // one second is less than a frame
-			Packets: Rate{2, 3},
+			Bytes:   Rate{PerSecond: 1000, Burst: MinBytesBurst}, // one second is less than a frame
+			Packets: Rate{PerSecond: 2, Burst: 3},
 		},
-		Total:     Limits{Bytes: Rate{1_500_000_000, 4 << 30}},
-		Fragments: Rate{10, 10},
+		Total:     Limits{Bytes: Rate{PerSecond: 1_500_000_000, Burst: 4 << 30}},
+		Fragments: Rate{PerSecond: 10, Burst: 10},
 	}
 	if !reflect.DeepEqual(s.Services[0], https) {
 		t.Errorf("https:\n%+v\nwant\n%+v", s.Services[0], https)
 	}
-	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}, Fragments: Rate{10, 50}}
+	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}, Fragments: Rate{PerSecond: 10, Burst: 50}}
 	if !reflect.DeepEqual(s.Services[1], dns) {
 		t.Errorf("dns: %+v", s.Services[1])
 	}

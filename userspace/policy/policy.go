@@ -125,12 +125,17 @@ type Limits struct {
 	Connections Rate
 }
 
-// Rate is PerSecond units per second with a burst of Burst units. The zero
-// Rate means no limit.
+// Rate is PerSecond units per second with a burst of Burst units, or, for a
+// rate that is not a whole number per second (30/m, 90/m), PerMinute units
+// per minute with PerSecond 0. The zero Rate means no limit.
 type Rate struct {
 	PerSecond uint64
 	Burst     uint64
+	PerMinute uint64
 }
+
+// Limited reports whether r limits anything.
+func (r Rate) Limited() bool { return r.PerSecond != 0 || r.PerMinute != 0 }
 
 // DetectAction says what a detector does when it fires.
 type DetectAction string

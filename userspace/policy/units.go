@@ -112,8 +112,13 @@ func (e *bitsError) Error() string {
 	return fmt.Sprintf("%q is in bits; apiguard limits bytes (that is %s%s)", e.text, e.bytes, e.period)
 }
 
-// parseRate reads "200/s", "12000/m" or, for bytes, "2MB/s" as whole units per second.
-func parseRate(s string, k unitKind) (uint64, error) {
+// parseRate reads "200/s", "12000/m" or, for bytes, "2MB/s". A rate that is
+// a whole number per second comes back as PerSecond; one that is not, but is
+// a whole number per minute (30/m, 90/m, 0.5/s), as PerMinute. The kernel's
+// limiter keeps nanoseconds per unit in 48.16 fixed point, which holds one
+// packet or connection a minute with room to spare; byte rates stay at 1 B/s
+// or more, since a packet's byte cost multiplies the interval.
+func parseRate(s string, k unitKind) (Rate, error) {
 	amount, period, found := strings.Cut(s, "/")
 	if !found {
 		example := "200/s"
@@ -123,15 +128,15 @@ func parseRate(s string, k unitKind) (uint64, error) {
 		if _, err := parseQuantity(s, s, k); err == nil {
 			example = strings.TrimSpace(s) + "/s"
 		}
-		return 0, fmt.Errorf("%q has no period: write it like %s (per second) or with /m (per minute)", s, example)
+		return Rate{}, fmt.Errorf("%q has no period: write it like %s (per second) or with /m (per minute)", s, example)
 	}
 	q, err := parseQuantity(amount, s, k)
 	if be, ok := err.(*bitsError); ok {
 		be.period = "/" + strings.TrimSpace(period)
-		return 0, be
+		return Rate{}, be
 	}
 	if err != nil {
-		return 0, err
+		return Rate{}, err
 	}
 	var secs int64
 	switch strings.TrimSpace(period) {
@@ -140,23 +145,28 @@ func parseRate(s string, k unitKind) (uint64, error) {
 	case "m":
 		secs = 60
 	default:
-		return 0, fmt.Errorf("%q: unknown period %q (use s or m)", s, strings.TrimSpace(period))
+		return Rate{}, fmt.Errorf("%q: unknown period %q (use s or m)", s, strings.TrimSpace(period))
 	}
-	q.Quo(q, new(big.Rat).SetInt64(secs))
 	if q.Sign() == 0 {
-		return 0, fmt.Errorf("%q is zero; leave the limit out for no limit", s)
+		return Rate{}, fmt.Errorf("%q is zero; leave the limit out for no limit", s)
 	}
-	v, ok := wholeUint64(q)
-	if !ok {
-		if q.Cmp(big.NewRat(1, 1)) < 0 {
-			return 0, fmt.Errorf("%q is below 1 %s per second, the datapath's finest rate", s, singular(k))
-		}
-		if !q.IsInt() {
-			return 0, fmt.Errorf("%q is %s %s per second; the datapath counts whole %s per second", s, q.FloatString(2), k, k)
-		}
-		return 0, fmt.Errorf("%q is too large", s)
+	perSec := new(big.Rat).Quo(q, new(big.Rat).SetInt64(secs))
+	if v, ok := wholeUint64(perSec); ok {
+		return Rate{PerSecond: v}, nil
 	}
-	return v, nil
+	perMin := new(big.Rat).Mul(perSec, big.NewRat(60, 1))
+	v, ok := wholeUint64(perMin)
+	switch {
+	case ok && k == unitBytes && v < 60:
+		return Rate{}, fmt.Errorf("%q is below 1 B per second, the datapath's finest byte rate", s)
+	case ok:
+		return Rate{PerMinute: v}, nil
+	case perMin.Cmp(big.NewRat(1, 1)) < 0:
+		return Rate{}, fmt.Errorf("%q is below 1 %s per minute, the datapath's finest rate", s, singular(k))
+	case !perMin.IsInt():
+		return Rate{}, fmt.Errorf("%q is %s %s per minute; the datapath counts whole %s per minute", s, perMin.FloatString(2), k, k)
+	}
+	return Rate{}, fmt.Errorf("%q is too large", s)
 }
 
 func singular(k unitKind) string {
@@ -233,17 +243,26 @@ func formatAmount(n uint64, k unitKind) string {
 // formatRate prints a rate the way a policy would write it; the burst is shown
 // only when it differs from the default.
 func formatRate(r Rate, k unitKind) string {
-	if r.PerSecond == 0 {
+	var s string
+	switch {
+	case r.PerSecond != 0:
+		s = formatAmount(r.PerSecond, k) + "/s"
+	case r.PerMinute != 0:
+		s = formatAmount(r.PerMinute, k) + "/m"
+	default:
 		return "unlimited"
 	}
-	s := formatAmount(r.PerSecond, k) + "/s"
-	if r.Burst != defaultBurst(r.PerSecond, k) {
+	if r.Burst != defaultBurst(r, k) {
 		s += " burst " + formatAmount(r.Burst, k)
 	}
 	return s
 }
 
-// defaultBurst is one second's worth at the rate, and never below the minimum.
-func defaultBurst(perSecond uint64, k unitKind) uint64 {
-	return max(perSecond, k.minBurst())
+// defaultBurst is one second's worth at the rate (rounded up), and never
+// below the minimum: 30/m gets a burst of 1.
+func defaultBurst(r Rate, k unitKind) uint64 {
+	if r.PerSecond == 0 {
+		return max((r.PerMinute+59)/60, k.minBurst())
+	}
+	return max(r.PerSecond, k.minBurst())
 }

@@ -29,7 +29,7 @@ func TestAnchorsAndMergeKeys(t *testing.T) {
 	if len(s) != 4 {
 		t.Fatalf("services %+v", s)
 	}
-	if s[1].Client.Packets != (Rate{100, 200}) {
+	if s[1].Client.Packets != (Rate{PerSecond: 100, Burst: 200}) {
 		t.Errorf("alias: %+v", s[1].Client)
 	}
 	if s[3].Name != "d" || s[3].Mode != Monitor || len(s[3].Ports) != 1 || s[3].Ports[0].First != 83 {
@@ -77,35 +77,45 @@ func TestUnitParsing(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		k    unitKind
-		want uint64
+		want Rate
 		err  string
 	}{
-		{"200/s", unitPackets, 200, ""},
-		{"200 / s", unitPackets, 200, ""},
-		{"6000/m", unitConns, 100, ""},
-		{"2MB/s", unitBytes, 2_000_000, ""},
-		{"2kB/s", unitBytes, 2000, ""},
-		{"1.5MiB/s", unitBytes, 1572864, ""},
-		{"60MB/m", unitBytes, 1_000_000, ""},
-		{"512B/s", unitBytes, 512, ""},
-		{"512/s", unitBytes, 512, ""},
-		{"1GiB/s", unitBytes, 1 << 30, ""},
-		{"100mbps/s", unitBytes, 0, "in bits"},
-		{"-5/s", unitPackets, 0, "does not start with a number"},
-		{"1e3/s", unitPackets, 0, "counted without a unit"},
-		{"99999999999999999999/s", unitPackets, 0, "too large"},
-		{"/s", unitPackets, 0, "does not start with a number"},
-		{"1./s", unitPackets, 0, "does not start with a number"},
+		{"200/s", unitPackets, Rate{PerSecond: 200}, ""},
+		{"200 / s", unitPackets, Rate{PerSecond: 200}, ""},
+		{"6000/m", unitConns, Rate{PerSecond: 100}, ""},
+		{"2MB/s", unitBytes, Rate{PerSecond: 2_000_000}, ""},
+		{"2kB/s", unitBytes, Rate{PerSecond: 2000}, ""},
+		{"1.5MiB/s", unitBytes, Rate{PerSecond: 1572864}, ""},
+		{"60MB/m", unitBytes, Rate{PerSecond: 1_000_000}, ""},
+		{"512B/s", unitBytes, Rate{PerSecond: 512}, ""},
+		{"512/s", unitBytes, Rate{PerSecond: 512}, ""},
+		{"1GiB/s", unitBytes, Rate{PerSecond: 1 << 30}, ""},
+		{"100mbps/s", unitBytes, Rate{}, "in bits"},
+		{"-5/s", unitPackets, Rate{}, "does not start with a number"},
+		{"1e3/s", unitPackets, Rate{}, "counted without a unit"},
+		{"99999999999999999999/s", unitPackets, Rate{}, "too large"},
+		{"/s", unitPackets, Rate{}, "does not start with a number"},
+		{"1./s", unitPackets, Rate{}, "does not start with a number"},
+		// below 1/s: a whole number per minute, kept exactly
+		{"30/m", unitPackets, Rate{PerMinute: 30}, ""},
+		{"1/m", unitConns, Rate{PerMinute: 1}, ""},
+		{"0.5/s", unitConns, Rate{PerMinute: 30}, ""},
+		{"90/m", unitPackets, Rate{PerMinute: 90}, ""},
+		{"0.01/s", unitPackets, Rate{}, "below 1 packet per minute"},
+		{"0.5/m", unitConns, Rate{}, "below 1 connection per minute"},
+		{"0.123/s", unitPackets, Rate{}, "7.38 packets per minute; the datapath counts whole packets per minute"},
+		{"30B/m", unitBytes, Rate{}, "below 1 B per second"},
+		{"90B/m", unitBytes, Rate{PerMinute: 90}, ""},
 	} {
 		got, err := parseRate(tc.in, tc.k)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("parseRate(%q) = %d, %v; want error %q", tc.in, got, err, tc.err)
+				t.Errorf("parseRate(%q) = %+v, %v; want error %q", tc.in, got, err, tc.err)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("parseRate(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+			t.Errorf("parseRate(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }

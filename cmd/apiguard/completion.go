@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/daemon"
+	"github.com/spf13/cobra"
+)
+
+// fixed returns a completion function offering exactly vals.
+func fixed(vals ...string) cobra.CompletionFunc {
+	return cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp)
+}
+
+// reportReasons are what `apiguard report` takes (docs/api-signals.md).
+var reportReasons = []string{"failed-login", "authz-failure", "throttled", "server-error"}
+
+// completeIfaces offers the host's interfaces and auto.
+func completeIfaces(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	out := []cobra.Completion{cobra.CompletionWithDesc(daemon.AutoIface, "the interfaces of the default routes")}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			out = append(out, i.Name)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeBans offers the bans in force, asked of the daemon (briefly: a
+// shell waits for this).
+func completeBans(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	socket, _ := cmd.Flags().GetString("socket")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c := control.NewClient(socket)
+	defer c.Close()
+	bans, err := c.Bans(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	out := make([]cobra.Completion, 0, len(bans))
+	for _, b := range bans {
+		out = append(out, cobra.CompletionWithDesc(b.Prefix, strings.TrimSpace(b.Source+" "+b.Reason)))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeFlags registers the completions of flag values (and arguments
+// that are words from a fixed set), wherever the flag is defined.
+func completeFlags(root *cobra.Command) {
+	flags := map[string]cobra.CompletionFunc{
+		"output":     fixed(outputText, outputJSON),
+		"attach":     fixed(string(loader.AttachNative), string(loader.AttachGeneric), string(loader.AttachTCX), string(loader.AttachTC)),
+		"by":         fixed(string(control.ByPackets), string(control.ByBytes), string(control.ByDrops)),
+		"iface":      completeIfaces,
+		"log-format": fixed("text", "json"),
+		"log-level":  fixed("debug", "info", "warn", "error"),
+		"source":     fixed(banSources...),
+		"service":    cobra.NoFileCompletions,
+		"ttl":        fixed("10m", "1h", "24h", "168h", "0"),
+	}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for name, fn := range flags {
+			if c.LocalNonPersistentFlags().Lookup(name) != nil || c == root && c.PersistentFlags().Lookup(name) != nil {
+				if err := c.RegisterFlagCompletionFunc(name, fn); err != nil {
+					panic(err) // registering twice is a bug in this file
+				}
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}
