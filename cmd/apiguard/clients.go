@@ -21,12 +21,13 @@ func newClientsCmd(g *globals) *cobra.Command {
 
 func newClientsTopCmd(g *globals) *cobra.Command {
 	var (
-		n  int
-		by string
+		n       int
+		by      string
+		service string
 	)
 	cmd := &cobra.Command{
 		Use:   "top",
-		Short: "The busiest clients, summed over all services",
+		Short: "The busiest clients, summed over all services or for one (--service)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n < 1 || n > control.MaxTopN {
@@ -38,7 +39,7 @@ func newClientsTopCmd(g *globals) *cobra.Command {
 			}
 			c, ctx, done := g.client(cmd)
 			defer done()
-			top, err := c.TopClients(ctx, n, key)
+			top, err := c.TopClients(ctx, n, key, service)
 			if err != nil {
 				return err
 			}
@@ -55,6 +56,7 @@ func newClientsTopCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().IntVarP(&n, "n", "n", control.DefaultTopN, "how many clients")
 	cmd.Flags().StringVar(&by, "by", string(control.ByPackets), "sort by packets, bytes or drops")
+	cmd.Flags().StringVar(&service, "service", "", "only this service of the policy (drops of a monitor-mode service are those it would have made)")
 	return cmd
 }
 
@@ -67,7 +69,11 @@ func clientTable(w io.Writer, top *control.TopClients, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d of %d tracked clients, by %s\n", len(top.Clients), top.Tracked, top.By)
+	of := "tracked clients"
+	if top.Service != "" {
+		of = "clients of service " + top.Service
+	}
+	fmt.Fprintf(w, "%d of %d %s, by %s\n", len(top.Clients), top.Tracked, of, top.By)
 	return nil
 }
 

@@ -57,6 +57,24 @@ func completeBans(cmd *cobra.Command, args []string, _ string) ([]cobra.Completi
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
+// completeServices offers the services of the policy in force.
+func completeServices(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	socket, _ := cmd.Flags().GetString("socket")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c := control.NewClient(socket)
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	out := make([]cobra.Completion, 0, len(st.Services))
+	for _, s := range st.Services {
+		out = append(out, cobra.CompletionWithDesc(s.Name, s.Protocol+" "+s.Ports+", "+s.Mode))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
 // completeFlags registers the completions of flag values (and arguments
 // that are words from a fixed set), wherever the flag is defined.
 func completeFlags(root *cobra.Command) {
@@ -68,7 +86,7 @@ func completeFlags(root *cobra.Command) {
 		"log-format": fixed("text", "json"),
 		"log-level":  fixed("debug", "info", "warn", "error"),
 		"source":     fixed(banSources...),
-		"service":    cobra.NoFileCompletions,
+		"service":    completeServices,
 		"ttl":        fixed("10m", "1h", "24h", "168h", "0"),
 	}
 	var walk func(c *cobra.Command)

@@ -199,7 +199,7 @@ func (f *fakeDaemon) RemoveBan(context.Context, netip.Prefix) error {
 	return control.NotFoundf("no ban on 192.0.2.9/32")
 }
 
-func (f *fakeDaemon) TopClients(_ context.Context, n int, by control.SortKey) (*control.TopClients, error) {
+func (f *fakeDaemon) TopClients(_ context.Context, n int, by control.SortKey, _ string) (*control.TopClients, error) {
 	return &control.TopClients{By: by, Tracked: 12, Clients: []control.ClientSummary{
 		{Addr: "192.0.2.1/32", Packets: 500, Bytes: 3 << 20, Drops: 2, Services: 2, LastSeen: f.now().Add(-2 * time.Second)},
 	}}, nil

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/policy"
+	"github.com/apiguard/apiguard/userspace/session"
 	"github.com/spf13/cobra"
 )
 
@@ -17,7 +20,7 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Use:   "policy",
 		Short: "Validate, apply, show and diff policy files",
 	}
-	cmd.AddCommand(newPolicyValidateCmd(g), newPolicyApplyCmd(g), newPolicyShowCmd(g), newPolicyDiffCmd(g))
+	cmd.AddCommand(newPolicyValidateCmd(g), newPolicyApplyCmd(g), newPolicyConfirmCmd(g), newPolicyShowCmd(g), newPolicyDiffCmd(g))
 	return cmd
 }
 
@@ -135,18 +138,44 @@ func readUpload(file string) (*control.PolicyUpload, error) {
 }
 
 func newPolicyApplyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var (
+		force   bool
+		confirm time.Duration
+	)
+	cmd := &cobra.Command{
 		Use:   "apply FILE",
 		Short: "Make a policy file the policy in force on the running daemon",
 		Long: `Send a policy file (and the list files it names) to the daemon, which validates
 it and applies it atomically. A policy with errors is refused and the policy in
 force stays. The change lasts until the daemon re-reads its --policy file (on
-SIGHUP or a restart): edit that file too to keep it.`,
+SIGHUP or a restart): edit that file too to keep it.
+
+A policy that would drop your own session (SSH_CONNECTION, or the inbound TCP
+connection of the nearest process above this command that holds one, such as
+sshd) or the host's default gateways is refused (exit 5) unless --force.
+
+--confirm 60s puts the policy on trial: unless 'apiguard policy confirm' comes
+within 60 seconds, the policy in force before comes back by itself. A restart
+of the daemon applies its --policy file, trial or not.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if confirm != 0 && (confirm < control.MinConfirm || confirm > control.MaxConfirm) {
+				return usagef("--confirm %v: want %v to %v", confirm, control.MinConfirm, control.MaxConfirm)
+			}
 			up, err := readUpload(args[0])
 			if err != nil {
 				return err
+			}
+			up.Force = force
+			if confirm > 0 {
+				up.Confirm = confirm.String()
+			}
+			flows, err := session.Find(os.Environ(), "/proc", os.Getpid())
+			if err != nil {
+				return fmt.Errorf("find your session: %w", err)
+			}
+			for _, f := range flows[:min(len(flows), control.MaxProtect)] {
+				up.Protect = append(up.Protect, control.Flow{Src: f.Src.String(), Proto: "tcp", Port: f.LocalPort, What: f.What})
 			}
 			c, ctx, done := g.client(cmd)
 			defer done()
@@ -161,10 +190,12 @@ SIGHUP or a restart): edit that file too to keep it.`,
 			for _, w := range res.Warnings {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 			}
+			for _, f := range res.Forced {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: --force: the policy drops %s\n", f)
+			}
 			switch {
 			case !res.Changed:
 				fmt.Fprintf(out, "policy %q unchanged (generation %d)\n", res.Name, res.Generation)
-				return nil
 			case !res.KernelChanged:
 				// only settings the daemon reads (detection, bans) changed
 				fmt.Fprintf(out, "applied policy %q: generation %d (datapath unchanged), %d changes\n",
@@ -173,11 +204,42 @@ SIGHUP or a restart): edit that file too to keep it.`,
 				fmt.Fprintf(out, "applied policy %q: generation %d, %d changes in %s\n",
 					res.Name, res.Generation, len(res.Changes), time.Duration(res.TookSeconds*float64(time.Second)).Round(time.Microsecond))
 			}
+			if len(res.Kept) > 0 {
+				fmt.Fprintf(out, "still reachable: %s\n", strings.Join(res.Kept, "; "))
+			}
+			if res.ConfirmBy != nil {
+				fmt.Fprintf(out, "ON TRIAL: it reverts at %s (in %s) unless you run 'apiguard policy confirm'\n",
+					res.ConfirmBy.Local().Format(time.TimeOnly), time.Until(*res.ConfirmBy).Round(time.Second))
+			}
 			const show = 50
 			printLines(out, res.Changes[:min(len(res.Changes), show)])
 			if len(res.Changes) > show {
 				fmt.Fprintf(out, "... and %d more (-o json lists them all)\n", len(res.Changes)-show)
 			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "apply even a policy that drops your own session or the default gateway")
+	cmd.Flags().DurationVar(&confirm, "confirm", 0, "put the policy on trial: it reverts after this long (e.g. 60s) unless 'apiguard policy confirm'")
+	return cmd
+}
+
+func newPolicyConfirmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "confirm",
+		Short: "Keep the policy on trial (applied with --confirm) in force",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done := g.client(cmd)
+			defer done()
+			res, err := c.ConfirmPolicy(ctx)
+			if err != nil {
+				return err
+			}
+			if g.output == outputJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "confirmed policy %q (generation %d): it stays in force\n", res.Policy, res.Generation)
 			return nil
 		},
 	}

@@ -55,6 +55,10 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	} else {
 		fmt.Fprintf(tw, "policy:\t%q, generation %d, applied %s ago\n", st.Policy.Name, st.Policy.Generation, ago(now, st.Policy.AppliedAt))
 	}
+	if t := st.Confirm; t != nil {
+		fmt.Fprintf(tw, "ON TRIAL:\tpolicy %q reverts to %q in %s unless 'apiguard policy confirm'\n",
+			t.Policy, t.RevertTo, max(t.Deadline.Sub(now), 0).Round(time.Second))
+	}
 	fmt.Fprintf(tw, "bans:\t%d\n", st.Bans)
 	d := st.Datapath
 	fmt.Fprintf(tw, "datapath:\tclient inserts %d (%d failed), prefix inserts %d (%d failed)\n",
@@ -78,6 +82,13 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+
+	if len(st.Services) > 0 {
+		fmt.Fprintln(w)
+		if err := servicesText(w, st.Services); err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintln(w)
@@ -126,6 +137,31 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 			humanBytes(uint64(max(l.LagBytes, 0))), last, problem)
 	}
 	return tw.Flush()
+}
+
+// servicesText is a line per service: what its tracked clients sent and
+// what was dropped, or in monitor mode would have been.
+func servicesText(w io.Writer, svcs []control.ServiceStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tPORTS\tMODE\tCLIENTS\tPACKETS\tBYTES\tDROPS\tCLIENTS DROPPED")
+	var monitored []string
+	for _, s := range svcs {
+		drops := fmt.Sprint(s.Drops)
+		if s.Mode == "monitor" {
+			drops = fmt.Sprintf("%d would", s.Drops)
+			monitored = append(monitored, s.Name)
+		}
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%d\t%d\t%s\t%s\t%d\n", s.Name, s.Protocol, s.Ports, s.Mode, s.Clients, s.Packets,
+			humanBytes(s.Bytes), drops, s.ClientsDropped)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(monitored) > 0 {
+		fmt.Fprintf(w, "monitor mode: %s count what enforcing would drop and pass it; 'apiguard clients top --service NAME --by drops' shows whom\n",
+			strings.Join(monitored, ", "))
+	}
+	return nil
 }
 
 // crowdSecText is the CrowdSec lines of `apiguard status`.

@@ -22,8 +22,10 @@ const (
 	PathStatus     = "/v1/status"
 	PathPolicy     = "/v1/policy"      // GET the policy in force, PUT a new one
 	PathPolicyDiff = "/v1/policy/diff" // POST a policy, get what applying it would change
-	PathBans       = "/v1/bans"        // GET, POST, DELETE ?prefix=
-	PathClientsTop = "/v1/clients/top" // GET ?n=&by=
+	// PathPolicyConfirm keeps a policy applied on trial (POST).
+	PathPolicyConfirm = "/v1/policy/confirm"
+	PathBans          = "/v1/bans"        // GET, POST, DELETE ?prefix=
+	PathClientsTop    = "/v1/clients/top" // GET ?n=&by=
 )
 
 // Body limits. A policy upload carries deny lists that may run to 100k+ lines
@@ -97,6 +99,24 @@ type Status struct {
 	AccessLogs []AccessLogStatus `json:"access_logs,omitempty"`
 	// CrowdSec is the link to a CrowdSec LAPI; nil when the policy has none.
 	CrowdSec *CrowdSec `json:"crowdsec,omitempty"`
+	// Confirm is a policy on trial (policy apply --confirm); nil when none.
+	Confirm *PendingConfirm `json:"confirm,omitempty"`
+	// Services are the policy's services and what their tracked clients did.
+	Services []ServiceStatus `json:"services,omitempty"`
+}
+
+// PendingConfirm is a policy in force on trial: unless confirmed by
+// Deadline, RevertTo comes back.
+type PendingConfirm struct {
+	Policy   string    `json:"policy"`
+	Deadline time.Time `json:"deadline"`
+	RevertTo string    `json:"revert_to"`
+}
+
+// ConfirmResult answers POST /v1/policy/confirm.
+type ConfirmResult struct {
+	Policy     string `json:"policy"`
+	Generation uint32 `json:"generation"`
 }
 
 // CrowdSec is the state of the link to a CrowdSec Local API.
@@ -180,7 +200,31 @@ type PolicyUpload struct {
 	// Files holds the content of files the policy refers to, by the path the
 	// policy uses for them.
 	Files map[string]string `json:"files,omitempty"`
+	// Protect are flows the caller must keep, such as its own SSH session:
+	// a policy that would drop one, or the host's default gateways, is
+	// refused (409) unless Force is set.
+	Protect []Flow `json:"protect,omitempty"`
+	Force   bool   `json:"force,omitempty"`
+	// Confirm, a duration such as "60s", puts the policy in force on trial:
+	// unless POST /v1/policy/confirm comes within it, the policy in force
+	// before comes back by itself.
+	Confirm string `json:"confirm,omitempty"`
 }
+
+// Flow is a source reaching a local port, to be kept reachable.
+type Flow struct {
+	Src   string `json:"src"`
+	Proto string `json:"proto"` // tcp or udp
+	Port  uint16 `json:"port"`
+	What  string `json:"what"` // for messages: "your SSH session (SSH_CONNECTION)"
+}
+
+// Bounds of a policy upload's lockout and trial settings.
+const (
+	MaxProtect = 16
+	MinConfirm = time.Second
+	MaxConfirm = 24 * time.Hour
+)
 
 func (u *PolicyUpload) check() error {
 	if strings.TrimSpace(u.Name) == "" {
@@ -189,7 +233,36 @@ func (u *PolicyUpload) check() error {
 	if strings.TrimSpace(u.Source) == "" {
 		return Invalidf("policy %s is empty", u.Name)
 	}
+	if len(u.Protect) > MaxProtect {
+		return Invalidf("%d flows to protect; at most %d", len(u.Protect), MaxProtect)
+	}
+	for _, f := range u.Protect {
+		if _, err := netip.ParseAddr(f.Src); err != nil {
+			return Invalidf("protect: %q is not an address", clip(f.Src))
+		}
+		if f.Proto != "tcp" && f.Proto != "udp" {
+			return Invalidf("protect: protocol %q (want tcp or udp)", clip(f.Proto))
+		}
+		if len(f.What) > MaxReasonLen || strings.ContainsFunc(f.What, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return Invalidf("protect: the description is longer than %d bytes or holds a control character", MaxReasonLen)
+		}
+	}
+	if _, err := u.ConfirmWithin(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// ConfirmWithin is Confirm parsed: 0 when the policy is not on trial.
+func (u *PolicyUpload) ConfirmWithin() (time.Duration, error) {
+	if u.Confirm == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(u.Confirm)
+	if err != nil || d < MinConfirm || d > MaxConfirm {
+		return 0, Invalidf("confirm %q: want a duration from %v to %v", clip(u.Confirm), MinConfirm, MaxConfirm)
+	}
+	return d, nil
 }
 
 // ApplyResult says what applying a policy did.
@@ -200,10 +273,16 @@ type ApplyResult struct {
 	KernelChanged bool     `json:"kernel_changed"` // the datapath's maps changed (a new generation)
 	Changes       []string `json:"changes"`        // human-readable, from the policy diff
 	Warnings      []string `json:"warnings"`       // legal but probably not meant
-	PrefixWrites  int      `json:"prefix_writes"`
-	PortWrites    int      `json:"port_writes"`
-	ServiceWrites int      `json:"service_writes"`
-	TookSeconds   float64  `json:"took_seconds"`
+	// Kept are the flows checked and kept reachable (the caller's session,
+	// the default gateways); Forced, those the policy drops, applied anyway.
+	Kept   []string `json:"kept,omitempty"`
+	Forced []string `json:"forced,omitempty"`
+	// ConfirmBy is when the policy reverts unless confirmed.
+	ConfirmBy     *time.Time `json:"confirm_by,omitempty"`
+	PrefixWrites  int        `json:"prefix_writes"`
+	PortWrites    int        `json:"port_writes"`
+	ServiceWrites int        `json:"service_writes"`
+	TookSeconds   float64    `json:"took_seconds"`
 }
 
 // DiffResult is what applying a policy would change.
@@ -381,9 +460,17 @@ type ClientSummary struct {
 
 // TopClients is the answer to a clients query.
 type TopClients struct {
-	By      SortKey         `json:"by"`
+	By SortKey `json:"by"`
+	// Service is the one service asked about ("" for all).
+	Service string          `json:"service,omitempty"`
 	Tracked int             `json:"tracked"` // distinct client keys in the kernel's table
 	Clients []ClientSummary `json:"clients"`
+}
+
+// PolicyConfirmer is a Backend that puts policies on trial.
+type PolicyConfirmer interface {
+	// ConfirmPolicy keeps the policy on trial; ErrNotFound when none is.
+	ConfirmPolicy(ctx context.Context) (*ConfirmResult, error)
 }
 
 // ErrorBody is every error answer's body.
@@ -403,5 +490,7 @@ type Backend interface {
 	Bans(ctx context.Context) ([]Ban, error)
 	AddBan(ctx context.Context, b NewBan) (*Ban, error)
 	RemoveBan(ctx context.Context, p netip.Prefix) error
-	TopClients(ctx context.Context, n int, by SortKey) (*TopClients, error)
+	// TopClients sums by client over every service, or over one service
+	// when service is not "".
+	TopClients(ctx context.Context, n int, by SortKey, service string) (*TopClients, error)
 }

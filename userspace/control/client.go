@@ -78,6 +78,12 @@ func (c *Client) DiffPolicy(ctx context.Context, up *PolicyUpload) (*DiffResult,
 	return &res, c.do(ctx, http.MethodPost, PathPolicyDiff, nil, up, &res)
 }
 
+// ConfirmPolicy keeps the policy on trial (policy apply --confirm).
+func (c *Client) ConfirmPolicy(ctx context.Context) (*ConfirmResult, error) {
+	var res ConfirmResult
+	return &res, c.do(ctx, http.MethodPost, PathPolicyConfirm, nil, struct{}{}, &res)
+}
+
 // Bans lists the bans in force.
 func (c *Client) Bans(ctx context.Context) ([]Ban, error) {
 	var bans []Ban
@@ -95,10 +101,14 @@ func (c *Client) RemoveBan(ctx context.Context, prefix string) error {
 	return c.do(ctx, http.MethodDelete, PathBans, url.Values{"prefix": {prefix}}, nil, nil)
 }
 
-// TopClients returns the n busiest clients by the given key.
-func (c *Client) TopClients(ctx context.Context, n int, by SortKey) (*TopClients, error) {
+// TopClients returns the n busiest clients by the given key, over every
+// service or over one ("" for all).
+func (c *Client) TopClients(ctx context.Context, n int, by SortKey, service string) (*TopClients, error) {
 	var top TopClients
 	q := url.Values{"n": {strconv.Itoa(n)}, "by": {string(by)}}
+	if service != "" {
+		q.Set("service", service)
+	}
 	return &top, c.do(ctx, http.MethodGet, PathClientsTop, q, nil, &top)
 }
 

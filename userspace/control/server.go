@@ -33,11 +33,12 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	}
 	s := &Server{backend: b, log: log, allow: func(p Peer) error { return checkPeer(p.UID) }}
 	s.mux = map[string]map[string]http.HandlerFunc{
-		PathStatus:     {http.MethodGet: s.status},
-		PathPolicy:     {http.MethodGet: s.policy, http.MethodPut: s.applyPolicy},
-		PathPolicyDiff: {http.MethodPost: s.diffPolicy},
-		PathBans:       {http.MethodGet: s.bans, http.MethodPost: s.addBan, http.MethodDelete: s.removeBan},
-		PathClientsTop: {http.MethodGet: s.topClients},
+		PathStatus:        {http.MethodGet: s.status},
+		PathPolicy:        {http.MethodGet: s.policy, http.MethodPut: s.applyPolicy},
+		PathPolicyDiff:    {http.MethodPost: s.diffPolicy},
+		PathPolicyConfirm: {http.MethodPost: s.confirmPolicy},
+		PathBans:          {http.MethodGet: s.bans, http.MethodPost: s.addBan, http.MethodDelete: s.removeBan},
+		PathClientsTop:    {http.MethodGet: s.topClients},
 		// bulk bans (bulk.go), for a BanBulk
 		PathBansImport: {http.MethodPost: s.importBans},
 		// events and flags come from backends that implement EventSource and
@@ -189,6 +190,16 @@ func (s *Server) applyPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (s *Server) confirmPolicy(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.backend.(PolicyConfirmer)
+	if !ok {
+		s.fail(w, NotFoundf("this daemon puts no policy on trial"))
+		return
+	}
+	res, err := c.ConfirmPolicy(r.Context())
+	s.reply(w, res, err)
+}
+
 func (s *Server) diffPolicy(w http.ResponseWriter, r *http.Request) {
 	if up, ok := s.upload(w, r); ok {
 		res, err := s.backend.DiffPolicy(r.Context(), up)
@@ -274,7 +285,12 @@ func (s *Server) topClients(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	top, err := s.backend.TopClients(r.Context(), n, by)
+	service := q.Get("service")
+	if service != "" && !ValidServiceName(service) {
+		s.fail(w, Invalidf("service=%q is not a service name", clip(service)))
+		return
+	}
+	top, err := s.backend.TopClients(r.Context(), n, by, service)
 	s.reply(w, top, err)
 }
 

@@ -88,7 +88,7 @@ func (f *fakeBackend) RemoveBan(_ context.Context, p netip.Prefix) error {
 	return nil
 }
 
-func (f *fakeBackend) TopClients(_ context.Context, n int, by SortKey) (*TopClients, error) {
+func (f *fakeBackend) TopClients(_ context.Context, n int, by SortKey, _ string) (*TopClients, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.topN, f.topBy = n, by
@@ -244,7 +244,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("backend removed %v", fb.removed)
 	}
 
-	top, err := c.TopClients(ctx, 5, ByDrops)
+	top, err := c.TopClients(ctx, 5, ByDrops, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,9 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 		st.Warnings = append(st.Warnings, d.pinWarning)
 	}
 	st.Warnings = append(st.Warnings, d.attachWarnings...)
+	if w := d.trialWarning(); w != "" {
+		st.Warnings = append(st.Warnings, w)
+	}
 	for _, a := range d.attachments {
 		st.Interfaces = append(st.Interfaces, control.Interface{Name: a.Iface, Mode: string(a.Mode), Adopted: a.Adopted})
 	}
@@ -79,6 +82,10 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 	}
 	st.Bans = len(bans)
 	st.CrowdSec = d.crowdSecStatus()
+	if st.Services, err = d.serviceStats(); err != nil {
+		return nil, err
+	}
+	st.Confirm = d.pendingConfirm()
 	st.AccessLogs = accessLogStatus(d.accessLogStats())
 	return st, nil
 }
@@ -103,7 +110,7 @@ func (d *Daemon) ApplyPolicy(_ context.Context, up *control.PolicyUpload) (*cont
 	p, err := parseUpload(up)
 	if err == nil {
 		var res *control.ApplyResult
-		if res, err = d.apply(p, "api"); err == nil {
+		if res, err = d.applyUpload(p, up); err == nil {
 			return res, nil
 		}
 	}
@@ -168,11 +175,22 @@ func (d *Daemon) RemoveBan(_ context.Context, p netip.Prefix) error {
 
 // TopClients sums the kernel's per-client, per-service state by client key and
 // returns the n largest by the given key.
-func (d *Daemon) TopClients(ctx context.Context, n int, by control.SortKey) (*control.TopClients, error) {
+func (d *Daemon) TopClients(ctx context.Context, n int, by control.SortKey, service string) (*control.TopClients, error) {
+	var only uint32
+	if service != "" {
+		id, err := d.serviceID(service)
+		if err != nil {
+			return nil, err
+		}
+		only = id
+	}
 	sums := map[netip.Prefix]*control.ClientSummary{}
 	err := d.dp.Clients(func(c loader.Client) error {
 		if err := ctx.Err(); err != nil {
 			return err // the caller went away: stop walking a large table
+		}
+		if only != 0 && c.Service != only {
+			return nil
 		}
 		s, ok := sums[c.Addr]
 		if !ok {
@@ -213,7 +231,7 @@ func (d *Daemon) TopClients(ctx context.Context, n int, by control.SortKey) (*co
 		}
 		return cmp.Compare(a.Addr, b.Addr)
 	})
-	top := &control.TopClients{By: by, Tracked: len(all), Clients: make([]control.ClientSummary, 0, min(n, len(all)))}
+	top := &control.TopClients{By: by, Service: service, Tracked: len(all), Clients: make([]control.ClientSummary, 0, min(n, len(all)))}
 	for _, s := range all[:min(n, len(all))] {
 		top.Clients = append(top.Clients, *s)
 	}

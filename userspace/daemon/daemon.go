@@ -190,6 +190,12 @@ type Daemon struct {
 	sig apiSignals
 	// never is the set of addresses no ban may cover (neverban.go).
 	never neverBanLink
+
+	// trialMu guards the policy on trial (trial.go); it is taken before polMu.
+	trialMu   sync.Mutex
+	trial     *trial
+	trialSeq  uint64
+	trialNote string
 }
 
 // New checks cfg. Nothing touches the system until Run.
@@ -273,6 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.apply(initial, "start"); err != nil {
 		return err
 	}
+	d.forgetOldTrial()
 	if err := d.attach(); err != nil {
 		return err
 	}

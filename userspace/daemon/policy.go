@@ -212,7 +212,7 @@ func (d *Daemon) reloadOnHangup(ctx context.Context, hup <-chan os.Signal) error
 		d.log.Info("SIGHUP: reloading the policy", "file", d.cfg.PolicyPath)
 		p, err := d.readPolicyFile()
 		if err == nil {
-			_, err = d.apply(p, "sighup")
+			err = d.applyFile(p, "SIGHUP")
 		}
 		if err != nil {
 			d.logPolicyRefusal(d.cfg.PolicyPath, err)
