@@ -85,6 +85,7 @@ func buildBinary(t testing.TB) string {
 
 func TestMain(m *testing.M) {
 	lab.RunRoleIfAsked() // the lab's server and attackers run as this binary
+	runSessionHolderIfAsked()
 	if os.Geteuid() == 0 {
 		// what an earlier run killed with SIGKILL could not remove itself
 		if removed, err := lab.CleanStale(); err != nil || len(removed) > 0 {
