@@ -9,6 +9,7 @@ import (
 
 	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/metrics"
 )
 
 // serviceStats sums the kernel's per-client state by service, for status
@@ -86,4 +87,18 @@ func (d *Daemon) serviceID(name string) (uint32, error) {
 	}
 	slices.Sort(names)
 	return 0, control.NotFoundf("%s", fmt.Sprintf("no service %q in the policy in force (it has: %s)", name, strings.Join(names, ", ")))
+}
+
+// ServiceStats is serviceStats for the metrics.
+func (d *Daemon) ServiceStats() ([]metrics.ServiceStat, error) {
+	svcs, err := d.serviceStats()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.ServiceStat, len(svcs))
+	for i, s := range svcs {
+		out[i] = metrics.ServiceStat{Name: s.Name, Protocol: s.Protocol, Ports: s.Ports, Monitor: s.Mode == "monitor",
+			Clients: s.Clients, Packets: s.Packets, Bytes: s.Bytes, Drops: s.Drops}
+	}
+	return out, nil
 }

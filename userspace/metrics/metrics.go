@@ -83,6 +83,41 @@ type Signals interface {
 	Reports() uint64
 }
 
+// ServiceStat is one service of the policy in force and the kernel's
+// per-client state summed for it (control.ServiceStatus).
+type ServiceStat struct {
+	Name, Protocol, Ports string
+	Monitor               bool
+	Clients               int
+	Packets, Bytes, Drops uint64
+}
+
+// Services lists the policy's services with their tracked clients' figures.
+// They come from a walk of the clients map, so they are read with the other
+// walks, at most every WalkEvery.
+type Services interface {
+	ServiceStats() ([]ServiceStat, error)
+}
+
+// ServiceCounter is the kernel's packets and bytes for one service, verdict
+// and reason.
+type ServiceCounter struct {
+	Service        string
+	Action, Reason string
+	Packets, Bytes uint64
+}
+
+// ServiceCounters is the hook for a datapath that counts packets by service
+// as well as by verdict and reason (a per-CPU array indexed by service id,
+// action and reason: 64 x 3 x reasons counters, bounded by the policy's 63
+// services). The collector exports apiguard_service_packets_total and
+// apiguard_service_bytes_total{service, action, reason} from it when the
+// Datapath implements it. loader.Datapath does not yet: the counters map is
+// the datapath's to change (after issue 15).
+type ServiceCounters interface {
+	ServiceCounters() ([]ServiceCounter, error)
+}
+
 // Sources are the collector's inputs. Only Datapath is required: a missing
 // source leaves its metrics out rather than reporting made-up zeros.
 type Sources struct {
@@ -93,6 +128,7 @@ type Sources struct {
 	Daemon   Daemon
 	CrowdSec CrowdSec
 	Signals  Signals
+	Services Services
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
 	// WalkEvery is how long the walks of the datapath's maps (entries per
@@ -113,6 +149,8 @@ type walk struct {
 	at         time.Time
 	usage      []loader.MapUsage
 	bansActive int
+	services   []ServiceStat
+	servicesOK bool
 }
 
 // Collector reads everything at scrape time; the map walks at most every
@@ -190,7 +228,24 @@ var (
 	descLogProblems    = desc("access_log_errors_total", "Problems opening or reading an access log (missing, no permission, not a regular file), each counted once while it lasts.", "path")
 	descLogReadable    = desc("access_log_readable", "1 while an access log is open and read, 0 while it cannot be: the API detectors are blind to it.", "path")
 	descReports        = desc("reports_total", "Reports received from the application on the control socket.")
+
+	// Per service: the policy's services (at most 63) are a bounded label.
+	descServiceInfo    = desc("service_info", "The policy's services: 1 per service, with its protocol, ports and mode (enforce or monitor).", "service", "protocol", "ports", "mode")
+	descServiceClients = desc("service_tracked_clients", "Clients the kernel tracks for a service now.", "service")
+	descServicePackets = desc("service_tracked_packets", "Packets of the clients tracked for a service now (a gauge: evicted clients leave the sum).", "service")
+	descServiceBytes   = desc("service_tracked_bytes", "Bytes of the clients tracked for a service now.", "service")
+	descServiceDrops   = desc("service_tracked_drops", "Drops of the clients tracked for a service now; in monitor mode, the drops enforcing would have made.", "service", "mode")
+	// The kernel's counters by service: exported only from a datapath that
+	// implements ServiceCounters (none yet; see there).
+	descServiceKPackets = desc("service_packets_total", "Packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
+	descServiceKBytes   = desc("service_bytes_total", "Bytes of the packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
 )
+
+// PendingNames are metrics the collector describes but no source exports yet
+// (the kernel's per-service counters): dashboards and rules need not use them.
+func PendingNames() []string {
+	return []string{ns + "_service_packets_total", ns + "_service_bytes_total"}
+}
 
 // NewCollector checks the sources and returns the collector.
 func NewCollector(src Sources) (*Collector, error) {
@@ -216,6 +271,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCSUp, descCSPulls, descCSOutages, descCSLastSuccess, descCSActive, descCSDecisions, descCSChanges, descCSRefused,
 		descCSReports, descCSReportErrs, descCSQueue,
 		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descLogIgnored, descLogProblems, descLogReadable, descReports,
+		descServiceInfo, descServiceClients, descServicePackets, descServiceBytes, descServiceDrops, descServiceKPackets, descServiceKBytes,
 	} {
 		ch <- d
 	}
@@ -282,6 +338,29 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, descMapCapacity, float64(u.Capacity), u.Name)
 		}
 		gauge(ch, descBansActive, float64(w.bansActive))
+		if w.servicesOK {
+			for _, sv := range w.services {
+				mode := "enforce"
+				if sv.Monitor {
+					mode = "monitor"
+				}
+				gauge(ch, descServiceInfo, 1, sv.Name, sv.Protocol, sv.Ports, mode)
+				gauge(ch, descServiceClients, float64(sv.Clients), sv.Name)
+				gauge(ch, descServicePackets, float64(sv.Packets), sv.Name)
+				gauge(ch, descServiceBytes, float64(sv.Bytes), sv.Name)
+				gauge(ch, descServiceDrops, float64(sv.Drops), sv.Name, mode)
+			}
+		}
+	}
+	if sc, ok := dp.(ServiceCounters); ok {
+		if cs, err := sc.ServiceCounters(); err != nil {
+			c.fail(ch, descServiceKPackets, "service counters", err)
+		} else {
+			for _, k := range cs {
+				counter(ch, descServiceKPackets, k.Packets, k.Service, k.Action, k.Reason)
+				counter(ch, descServiceKBytes, k.Bytes, k.Service, k.Action, k.Reason)
+			}
+		}
 	}
 
 	if det := c.src.Detector; det != nil {
@@ -363,6 +442,14 @@ func (c *Collector) walked(ch chan<- prometheus.Metric) *walk {
 	for _, b := range bans {
 		if b.Expires.IsZero() || b.Expires.After(now) {
 			w.bansActive++
+		}
+	}
+	if sv := c.src.Services; sv != nil {
+		// a failed service walk costs its metrics, not the rest of the walk
+		if w.services, err = sv.ServiceStats(); err != nil {
+			c.fail(ch, descServiceClients, "service stats", err)
+		} else {
+			w.servicesOK = true
 		}
 	}
 	c.last = w
