@@ -478,3 +478,72 @@ func checkDaemonSet(t *testing.T, ds, cm map[string]any) []string {
 	}
 	return args
 }
+
+// noPanelOrRule are exported metrics that need neither a panel nor an alert,
+// each with why. Every other metric the daemon exports is used by a rule or
+// a dashboard panel (TestEveryMetricCovered).
+var noPanelOrRule = map[string]string{
+	// described, not yet exported: the kernel's per-service counters come
+	// with the datapath change scheduled after issue 15
+	"apiguard_service_packets_total": "pending: exported once the datapath counts by service",
+	"apiguard_service_bytes_total":   "pending: exported once the datapath counts by service",
+}
+
+// TestEveryMetricCovered: whatever the daemon exports is on the dashboard or
+// in an alert, or listed above with a reason; and the list holds nothing
+// that is covered or no longer exported.
+func TestEveryMetricCovered(t *testing.T) {
+	used := map[string]bool{}
+	for _, f := range []string{"prometheus/apiguard-rules.yml", "grafana/apiguard-dashboard.json"} {
+		for _, m := range metricRef.FindAllStringSubmatch(string(read(t, f)), -1) {
+			used[m[1]] = true
+		}
+	}
+	names := map[string]bool{}
+	for _, n := range metrics.Names() {
+		names[n] = true
+		if !used[n] && noPanelOrRule[n] == "" {
+			t.Errorf("%s is exported but no panel or alert uses it (add one, or list it in noPanelOrRule with why)", n)
+		}
+	}
+	for n := range noPanelOrRule {
+		switch {
+		case !names[n]:
+			t.Errorf("noPanelOrRule lists %s, which the daemon does not export", n)
+		case used[n]:
+			t.Errorf("noPanelOrRule lists %s, which a panel or alert uses", n)
+		}
+	}
+	pending := metrics.PendingNames()
+	for _, n := range pending {
+		if noPanelOrRule[n] == "" {
+			t.Errorf("%s is pending but not listed in noPanelOrRule", n)
+		}
+	}
+}
+
+// TestREADMEMetricTable: deploy/README.md's metric table names every metric
+// the daemon exports, and its alert table every alert.
+func TestREADMEMetricTable(t *testing.T) {
+	readme := string(read(t, "README.md"))
+	for _, n := range metrics.Names() {
+		if !strings.Contains(readme, "`"+n+"`") {
+			t.Errorf("deploy/README.md's metric table lacks %s", n)
+		}
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Alert string }
+		}
+	}
+	if err := yaml.Unmarshal(read(t, "prometheus/apiguard-rules.yml"), &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if !strings.Contains(readme, "| `"+r.Alert+"` |") {
+				t.Errorf("deploy/README.md's alert table lacks %s", r.Alert)
+			}
+		}
+	}
+}
