@@ -160,6 +160,22 @@ func TestHelmChart(t *testing.T) {
 		t.Errorf("PodMonitor %v", pm)
 	}
 
+	// values are quoted where they land: a YAML-looking value stays a string
+	out4, err := helmTemplate(t, "extraArgs={--flow-capacity=1: 2}", `crowdsec.secretName=a b: c}`, "priorityClassName=x: y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs = rendered(t, out4)
+	c = dig(t, docs["DaemonSet"], "spec", "template", "spec", "containers", 0)
+	got = nil
+	for _, a := range dig(t, c, "args").([]any) {
+		got = append(got, a.(string))
+	}
+	if got[len(got)-1] != "--flow-capacity=1: 2" || dig(t, c, "env", 1, "valueFrom", "secretKeyRef", "name") != "a b: c}" ||
+		dig(t, docs["DaemonSet"], "spec", "template", "spec", "priorityClassName") != "x: y" {
+		t.Errorf("values not kept as strings: args %q", got)
+	}
+
 	// a policy of the operator's own ConfigMap: the chart renders none
 	out3, err := helmTemplate(t, "policy.existingConfigMap=my-policy")
 	if err != nil {
@@ -187,6 +203,8 @@ func TestHelmChart(t *testing.T) {
 		{"extraArgs={rm -rf}", "extraArgs"},
 		{"colour=blue", "colour"},
 		{"policy.content=", "policy.content is empty"},
+		{`interfaces[0]=eth0: x`, "interfaces"},
+		{"nodeSelector.role=1", "nodeSelector"},
 	} {
 		if _, err := helmTemplate(t, tc.set); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--set %s: %v, want an error naming %q", tc.set, err, tc.want)

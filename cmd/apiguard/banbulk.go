@@ -61,7 +61,13 @@ func parseBanList(name string, data []byte, ttl, reason string, force bool) ([]i
 		}
 		p, err := control.ParsePrefix(f[0])
 		if err != nil {
-			bad("not an address or CIDR: %q", clipText(f[0]))
+			// quoted only when it looks like an address: the file may be
+			// anything the caller pointed at (a key, a password file)
+			if addressish(f[0]) {
+				bad("not an address or CIDR: %q", clipText(f[0]))
+			} else {
+				bad("not an address or CIDR (a word of %d bytes)", len(f[0]))
+			}
 			continue
 		}
 		req := control.BanRequest{Prefix: p.String(), TTL: ttl, Reason: reason, Force: force}
@@ -83,6 +89,11 @@ func parseBanList(name string, data []byte, ttl, reason string, force bool) ([]i
 		return nil, &exitError{msg: fmt.Sprintf("%s: %d bans; at most %d in one import", name, len(out), control.MaxImportBans), code: exitInvalid}
 	}
 	return out, nil
+}
+
+// addressish: only the characters of addresses and CIDRs.
+func addressish(s string) bool {
+	return strings.Trim(s, "0123456789abcdefABCDEF.:/") == ""
 }
 
 func clipText(s string) string {

@@ -124,9 +124,10 @@ func TestParseBanList(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", lines, want)
 	}
 	// every bad line is reported, nothing is imported, no line is quoted in full
-	bad := "203.0.113.7\nhello world\n10.0.0.0/33\n" + strings.Repeat("x", 200) + "\n"
+	bad := "203.0.113.7\nroot:$6$secret\n10.0.0.0/33\n" + strings.Repeat("x", 200) + "\n"
 	_, err = parseBanList("f", []byte(bad), "", "", false)
-	if exitCode(err) != exitInvalid || !strings.Contains(err.Error(), "f:2: not an address or CIDR: \"hello\"") ||
+	if exitCode(err) != exitInvalid || !strings.Contains(err.Error(), "f:2: not an address or CIDR (a word of 14 bytes)") ||
+		strings.Contains(err.Error(), "secret") || !strings.Contains(err.Error(), `f:3: not an address or CIDR: "10.0.0.0/33"`) ||
 		!strings.Contains(err.Error(), "f:3:") || !strings.Contains(err.Error(), "f:4:") || strings.Contains(err.Error(), strings.Repeat("x", 100)) {
 		t.Errorf("err = %v", err)
 	}

@@ -262,7 +262,12 @@ func formatRate(r Rate, k unitKind) string {
 // below the minimum: 30/m gets a burst of 1.
 func defaultBurst(r Rate, k unitKind) uint64 {
 	if r.PerSecond == 0 {
-		return max((r.PerMinute+59)/60, k.minBurst())
+		// rounded up without r.PerMinute+59, which wraps near 2^64
+		perSec := r.PerMinute / 60
+		if r.PerMinute%60 != 0 {
+			perSec++
+		}
+		return max(perSec, k.minBurst())
 	}
 	return max(r.PerSecond, k.minBurst())
 }

@@ -106,8 +106,15 @@ func TestUnitParsing(t *testing.T) {
 		{"0.123/s", unitPackets, Rate{}, "7.38 packets per minute; the datapath counts whole packets per minute"},
 		{"30B/m", unitBytes, Rate{}, "below 1 B per second"},
 		{"90B/m", unitBytes, Rate{PerMinute: 90}, ""},
+		{"18446744073709551615/m", unitPackets, Rate{PerMinute: 18446744073709551615}, ""},
 	} {
 		got, err := parseRate(tc.in, tc.k)
+		if err == nil && got.PerMinute != 0 {
+			// the default burst is a second's worth rounded up, with no wrap
+			if b := defaultBurst(got, tc.k); b < got.PerMinute/60 || b == 0 {
+				t.Errorf("parseRate(%q): default burst %d", tc.in, b)
+			}
+		}
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("parseRate(%q) = %+v, %v; want error %q", tc.in, got, err, tc.err)
