@@ -22,6 +22,7 @@ import (
 	"testing"
 
 	"github.com/apiguard/apiguard/test/promcheck"
+	"github.com/apiguard/apiguard/userspace/detect"
 	"github.com/apiguard/apiguard/userspace/metrics"
 	"github.com/apiguard/apiguard/userspace/policy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -520,6 +521,68 @@ func TestEveryMetricCovered(t *testing.T) {
 			t.Errorf("%s is pending but not listed in noPanelOrRule", n)
 		}
 	}
+	for n, why := range noPanelOrRule {
+		if strings.HasPrefix(why, "pending") && !slices.Contains(pending, n) {
+			t.Errorf("noPanelOrRule calls %s pending, but the daemon exports it now: give it a panel or an alert", n)
+		}
+	}
+}
+
+// apiReasons are the detector's rules fed by the API layer: those an
+// application's report may name.
+func apiReasons() []string {
+	var out []string
+	for _, r := range detect.Reasons() {
+		if _, err := detect.ReportReason(string(r)); err == nil {
+			out = append(out, string(r))
+		}
+	}
+	return out
+}
+
+// TestEveryReasonShown: the flags of every detector rule have their label
+// value named in deploy/README.md's metric table, and the dashboard's panel
+// of the API detectors selects exactly the API rules (a rule added to the
+// detector shows up there or fails here).
+func TestEveryReasonShown(t *testing.T) {
+	var row string
+	for _, l := range strings.Split(string(read(t, "README.md")), "\n") {
+		if strings.HasPrefix(l, "| `apiguard_clients_flagged_total` |") {
+			row = l
+		}
+	}
+	for _, r := range detect.Reasons() {
+		if !regexp.MustCompile(`[ (]` + regexp.QuoteMeta(string(r)) + `[,)]`).MatchString(row) {
+			t.Errorf("deploy/README.md's row of apiguard_clients_flagged_total does not name reason %s: %q", r, row)
+		}
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(read(t, "grafana/apiguard-dashboard.json"), &d); err != nil {
+		t.Fatal(err)
+	}
+	sel := regexp.MustCompile(`apiguard_clients_flagged_total\{[^}]*reason=~"([^"]*)"`)
+	var got []string
+	for _, p := range d.Panels {
+		if p.Title != "Flags by the API detectors" {
+			continue
+		}
+		for _, tg := range p.Targets {
+			if m := sel.FindStringSubmatch(tg.Expr); m != nil {
+				got = append(got, strings.Split(m[1], "|")...)
+			}
+		}
+	}
+	slices.Sort(got)
+	want := apiReasons()
+	slices.Sort(want)
+	if len(want) < 7 || !slices.Equal(got, want) {
+		t.Errorf("the panel of the API detectors selects reasons %v, want the API rules %v", got, want)
+	}
 }
 
 // TestREADMEMetricTable: deploy/README.md's metric table names every metric
@@ -529,6 +592,14 @@ func TestREADMEMetricTable(t *testing.T) {
 	for _, n := range metrics.Names() {
 		if !strings.Contains(readme, "`"+n+"`") {
 			t.Errorf("deploy/README.md's metric table lacks %s", n)
+		}
+	}
+	// a metric the daemon cannot export yet is said to be so where it is listed
+	for _, n := range metrics.PendingNames() {
+		for _, l := range strings.Split(readme, "\n") {
+			if strings.HasPrefix(l, "| ") && strings.Contains(l, "`"+n+"`") && !strings.Contains(l, "Not exported yet") {
+				t.Errorf("deploy/README.md's row of %s does not say it is not exported yet: %q", n, l)
+			}
 		}
 	}
 	var rules struct {

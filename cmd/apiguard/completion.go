@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/userspace/attack"
 	"github.com/apiguard/apiguard/userspace/control"
 	"github.com/apiguard/apiguard/userspace/daemon"
 	"github.com/spf13/cobra"
@@ -17,8 +18,19 @@ func fixed(vals ...string) cobra.CompletionFunc {
 	return cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp)
 }
 
-// reportReasons are what `apiguard report` takes (docs/api-signals.md).
-var reportReasons = []string{"failed-login", "authz-failure", "throttled", "server-error"}
+// reportReasons are the words an application would use for `apiguard
+// report`, one per API rule (detect.ReportReason takes the rule names too;
+// TestReportReasonsCoverRules keeps this list in step with the rules).
+var reportReasons = []string{"failed-login", "authz-failure", "throttled", "server-error", "injection", "sensitive-file", "scanner"}
+
+// injectionClasses are what `apiguard report --class` takes.
+func injectionClasses() []string {
+	var out []string
+	for _, c := range attack.Classes() {
+		out = append(out, c.String())
+	}
+	return out
+}
 
 // completeIfaces offers the host's interfaces and auto.
 func completeIfaces(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
@@ -81,6 +93,7 @@ func completeFlags(root *cobra.Command) {
 	flags := map[string]cobra.CompletionFunc{
 		"output":     fixed(outputText, outputJSON),
 		"attach":     fixed(string(loader.AttachNative), string(loader.AttachGeneric), string(loader.AttachTCX), string(loader.AttachTC)),
+		"class":      fixed(injectionClasses()...),
 		"by":         fixed(string(control.ByPackets), string(control.ByBytes), string(control.ByDrops)),
 		"iface":      completeIfaces,
 		"log-format": fixed("text", "json"),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/detect"
 )
 
 // TestExitCodes: scripts tell a usage mistake, a missing daemon and an
@@ -83,6 +84,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"status", "-o", ""}, []string{"text", "json"}},
 		{[]string{"clients", "top", "--by", ""}, []string{"packets", "bytes", "drops"}},
 		{[]string{"report", "192.0.2.1", ""}, reportReasons},
+		{[]string{"report", "192.0.2.1", "injection", "--class", ""}, []string{"sql", "xss", "command", "traversal", "template"}},
 		{[]string{"ban", "flush", "--source", ""}, []string{"manual", "detector", "all"}},
 	} {
 		out, _, err := execute(t, append([]string{"__complete"}, tc.args...)...)
@@ -104,6 +106,25 @@ func TestCompletion(t *testing.T) {
 		}
 		if !strings.Contains(out, ":4\n") { // ShellCompDirectiveNoFileComp: no file names offered
 			t.Errorf("complete %v offers files:\n%s", tc.args, out)
+		}
+	}
+}
+
+// TestReportReasonsCoverRules: the completion of report's reason offers a
+// word for every rule a report may count for (those detect.ReportReason
+// takes by name), and only words it takes.
+func TestReportReasonsCoverRules(t *testing.T) {
+	covered := map[detect.Reason]bool{}
+	for _, w := range reportReasons {
+		r, err := detect.ReportReason(w)
+		if err != nil {
+			t.Errorf("completion offers %q: %v", w, err)
+		}
+		covered[r] = true
+	}
+	for _, r := range detect.Reasons() {
+		if _, err := detect.ReportReason(string(r)); err == nil && !covered[r] {
+			t.Errorf("reports may count for %s, but no word in reportReasons names it", r)
 		}
 	}
 }
