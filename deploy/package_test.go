@@ -171,3 +171,27 @@ func TestDebPackage(t *testing.T) {
 		t.Errorf("state directory after purge: %v", err)
 	}
 }
+
+// TestVersionFromBuildInfo: a binary built without the Makefile's -ldflags
+// (go build or go install in a clone) still names its commit, from the VCS
+// stamp of Go's build info. The build runs in a fresh local clone of HEAD:
+// Go does not stamp builds in a git worktree (.git is a file there), and
+// this machine's GOFLAGS turn stamping off, so -buildvcs=true is explicit.
+func TestVersionFromBuildInfo(t *testing.T) {
+	testenv.RequireTool(t, "git")
+	commit := strings.TrimSpace(run(t, nil, "git", "rev-parse", "HEAD"))
+	clone := filepath.Join(t.TempDir(), "src")
+	run(t, nil, "git", "clone", "--quiet", "--no-checkout", "--shared", ".", clone)
+	run(t, nil, "git", "-C", clone, "checkout", "--quiet", commit)
+	bin := filepath.Join(t.TempDir(), "apiguard")
+	build := exec.Command("go", "build", "-buildvcs=true", "-o", bin, "./cmd/apiguard")
+	build.Dir = clone
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build in a clone: %v\n%s", err, out)
+	}
+	out := run(t, nil, bin, "version")
+	if !strings.Contains(out, "commit:   "+commit+"\n") || strings.Contains(out, "date:     unknown") {
+		t.Errorf("apiguard version built by go build does not name commit %s and its date:\n%s", commit, out)
+	}
+}
