@@ -97,6 +97,10 @@ func TestInjectionExamples(t *testing.T) {
 		{"/ping", "host=x%7C%7Cnslookup+evil.example", Command},
 		{"/ping", "host=%60id%60", Command},
 		{"/ping", "host=x%26w^h^o^a^m^i", Command}, // cmd.exe's carets
+		{"/ping", "host=x%0a+%0a+%0a+id", Command}, // newlines and blanks: the last newline is the separator
+		{"/ping", "host=$(%0a+id)", Command},
+		{"/ping", "host=x|%0a+id", Command},
+		{"/ping", "host=%60%0a+cat+/etc/passwd%60", Command},
 		{"/search", "q=%27-(alert)(1)-%27", XSS},
 		{"/search", "q=%22;alert?.(1)//", XSS},
 		{"/search", "q=dog+%7C+cat", NoClass},

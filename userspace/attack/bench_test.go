@@ -71,6 +71,7 @@ func BenchmarkHostile(b *testing.B) {
 		{"tags", "q=" + string(fill("<a "))},
 		{"script-urls", "q=" + string(fill("javascript:"))},
 		{"separators", "q=" + string(fill(";|&"))},
+		{"newlines", "q=" + string(fill("%0A+"))}, // a separator, then blanks before the next
 		{"cmd-words", "q=" + string(fill(";cat "))},
 		{"braces", "q=" + string(fill("{"))},
 		{"dollar-braces", "q=" + string(fill("${"))},
