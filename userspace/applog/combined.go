@@ -161,23 +161,67 @@ func closeEscapedQuote(b []byte, k int) int {
 // splitRequest takes "GET /path?q HTTP/1.1". A request nginx could not parse
 // (a TLS handshake on a plain port, "-") leaves Method and Path empty: the
 // line is still a client's request and its status (400) counts.
+//
+// nginx serves "GET   /.env  HTTP/1.1" (spaces before and after the target
+// are skipped) and logs the line as the client sent it: the target is the
+// first word after the method, however many spaces come first. A target
+// that is nothing but spaces would otherwise hide the path and query from
+// every rule.
 func splitRequest(r []byte, e *Entry) {
 	sp := bytes.IndexByte(r, ' ')
 	if sp <= 0 {
 		return
 	}
 	e.Method = r[:sp]
-	target := r[sp+1:]
+	target := bytes.TrimLeft(r[sp+1:], " ")
 	if k := bytes.IndexByte(target, ' '); k >= 0 {
 		target = target[:k]
 	}
 	e.Path, e.Query = splitTarget(target)
 }
 
-// splitTarget cuts a request target at its '?'.
+// splitTarget cuts a request target at its '?', and an absolute one
+// (RFC 9112's absolute-form, "http://host/server-status", which nginx
+// serves as /server-status and logs as sent) to its path: rules match paths
+// from the root, and login paths, templates and sensitive paths would
+// otherwise miss it.
 func splitTarget(target []byte) (path, query []byte) {
 	if k := bytes.IndexByte(target, '?'); k >= 0 {
-		return target[:k], target[k+1:]
+		path, query = target[:k], target[k+1:]
+	} else {
+		path = target
 	}
-	return target, nil
+	return originPath(path), query
+}
+
+// root is the path of an absolute target that names none ("http://host?q").
+var root = []byte{'/'}
+
+// originPath is the path of an absolute-form target without its query
+// (scheme://authority/path), or path itself when it is not one.
+func originPath(path []byte) []byte {
+	if len(path) == 0 || path[0] == '/' {
+		return path
+	}
+	i := bytes.Index(path, []byte("://"))
+	if i <= 0 || !isScheme(path[:i]) {
+		return path
+	}
+	rest := path[i+3:]
+	if k := bytes.IndexByte(rest, '/'); k >= 0 {
+		return rest[k:]
+	}
+	return root
+}
+
+// isScheme reports whether b is a URI scheme: a letter, then letters,
+// digits, '+', '-' and '.' (RFC 3986).
+func isScheme(b []byte) bool {
+	for i, c := range b {
+		letter := c|0x20 >= 'a' && c|0x20 <= 'z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
 }

@@ -275,3 +275,30 @@ func TestSourceJSONScreens(t *testing.T) {
 		t.Fatalf("signals\n%+v\nwant\n%+v\nstats %+v", got, want, st)
 	}
 }
+
+// Request lines nginx serves and logs as sent, which the first parser read
+// with an empty path (spaces before the target) or a path not from the root
+// (an absolute target): each a probe that went unseen by every rule. Through
+// the source into a real detector, they count.
+func TestSourceRequestLineForms(t *testing.T) {
+	det, err := detect.New(detect.DefaultConfig(), detect.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := `203.0.113.70 - - [27/Nov/2026:10:22:02 +0000] "GET  /items?id=1%27%20or%20%271%27=%271 HTTP/1.1" 200 5 "-" "curl/8"
+203.0.113.71 - - [27/Nov/2026:10:22:02 +0000] "GET   /.git/config   HTTP/1.1" 404 5 "-" "curl/8"
+203.0.113.72 - - [27/Nov/2026:10:22:02 +0000] "GET http://api.example/server-status HTTP/1.1" 403 5 "-" "curl/8"
+203.0.113.73 - - [27/Nov/2026:10:22:02 +0000] "GET http://api.example?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1" 404 5 "-" "curl/8"
+`
+	got, _ := runSource(t, SourceConfig{Format: "combined", Matcher: det.Matcher}, content, 4)
+	want := map[string]string{"203.0.113.70": "/items", "203.0.113.71": "/.git/config", "203.0.113.72": "/server-status", "203.0.113.73": "/"}
+	if len(got) != len(want) {
+		t.Fatalf("signals %+v: want one for each of %v", got, want)
+	}
+	for _, s := range got {
+		// counted: for injection-probe (70, 73) or sensitive-files (71, 72)
+		if c := s.Client.String(); s.Path != want[c] || !det.ObserveSignal(s) {
+			t.Errorf("%s: path %q (want %q), or it counted for no rule", c, s.Path, want[c])
+		}
+	}
+}
