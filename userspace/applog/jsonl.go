@@ -75,6 +75,8 @@ type JSONLines struct {
 	Fields Fields
 	obj    map[string]json.RawMessage
 	strs   [7][]byte
+	// unescaped is a line whose nginx escapes were made JSON (unescapeNginx)
+	unescaped []byte
 }
 
 // NewJSONLines returns a parser for the mapping (checked).
@@ -99,7 +101,15 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 	if p.obj == nil {
 		p.obj = map[string]json.RawMessage{}
 	}
-	if err := json.Unmarshal(line, &p.obj); err != nil {
+	err := json.Unmarshal(line, &p.obj)
+	if err != nil && bytes.Contains(line, []byte(`\x`)) {
+		// a log_format without escape=json: try again with nginx's escapes
+		// made JSON's
+		clear(p.obj)
+		p.unescaped = unescapeNginx(p.unescaped[:0], line)
+		err = json.Unmarshal(p.unescaped, &p.obj)
+	}
+	if err != nil {
 		// encoding/json's message quotes the line; only the position is kept
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
@@ -178,6 +188,51 @@ func (p *JSONLines) Parse(line []byte, e *Entry) error {
 		}
 	}
 	return nil
+}
+
+// unescapeNginx appends line to dst with nginx's default log escapes made
+// JSON: a log_format written as JSON but without escape=json gets a client's
+// quote as \x22, its backslash as \x5C and bytes outside printable ASCII
+// as \xHH, which JSON has no escape for, so that a client could make every
+// line of its own unreadable with one quote in its user agent. An ASCII
+// \xHH becomes \u00HH (a quote stays inside its string: no field of the
+// client's), a higher one the byte itself (UTF-8 written byte by byte).
+// JSON's own escapes are copied whole: "\\x22" is a backslash and "x22".
+func unescapeNginx(dst, line []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		if c != '\\' || i+1 == len(line) {
+			dst = append(dst, c)
+			continue
+		}
+		if line[i+1] == 'x' && i+3 < len(line) {
+			hi, ok1 := unhex(line[i+2])
+			lo, ok2 := unhex(line[i+3])
+			if ok1 && ok2 {
+				if v := hi<<4 | lo; v < 0x80 {
+					dst = append(dst, '\\', 'u', '0', '0', hexDigits[hi], hexDigits[lo])
+				} else {
+					dst = append(dst, v)
+				}
+				i += 3
+				continue
+			}
+		}
+		dst = append(dst, c, line[i+1])
+		i++
+	}
+	return dst
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c|0x20 >= 'a' && c|0x20 <= 'f':
+		return (c | 0x20) - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // lookup finds a (possibly dotted) key.

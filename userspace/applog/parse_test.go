@@ -154,6 +154,21 @@ func TestJSONLines(t *testing.T) {
 			remote: "192.0.2.4", path: "/", status: 500, time: "2026-11-27T10:22:02+01:00"},
 		{name: "spaces and absolute-form", p: def, line: `{"time_iso8601":"2026-11-27T10:22:02+00:00","remote_addr":"203.0.113.5","request":"GET   https://api.example:8443/.git/config?a=1  HTTP/1.1","status":"404"}`,
 			remote: "203.0.113.5", method: "GET", path: "/.git/config", query: "a=1", status: 404, time: "2026-11-27T10:22:02+00:00"},
+		// a JSON log_format without escape=json: nginx writes a client's quote
+		// \x22, its backslash \x5C and other bytes \xHH, which JSON has no
+		// escape for; a client sending a quote must not make its lines
+		// unreadable (lines as nginx 1.22 wrote them)
+		{name: "nginx default escaping", p: def, line: `{"remote_addr":"127.0.0.1","time_iso8601":"2026-12-06T16:41:58+00:00","request":"GET /.env HTTP/1.1","status":404,"http_user_agent":"a\x22b"}`,
+			remote: "127.0.0.1", method: "GET", path: "/.env", ua: `a"b`, status: 404, time: "2026-12-06T16:41:58+00:00"},
+		{name: "nginx default escaping of bytes", p: def, line: `{"remote_addr":"127.0.0.1","time_iso8601":"2026-12-06T16:41:58+00:00","request":"GET /.env?q=%22x HTTP/1.1","status":404,"http_user_agent":"caf\xC3\xA9\x5C\x01"}`,
+			remote: "127.0.0.1", method: "GET", path: "/.env", query: "q=%22x", ua: "caf\u00e9\\\x01", status: 404, time: "2026-12-06T16:41:58+00:00"},
+		// the client's quotes stay inside the field: no key of its own
+		{name: "nginx default escaping keeps fields", p: def, line: `{"remote_addr":"127.0.0.1","time_iso8601":"2026-12-06T16:41:58+00:00","request":"GET /x HTTP/1.1","status":401,"http_user_agent":"\x22,\x22remote_addr\x22:\x22192.0.2.99"}`,
+			remote: "127.0.0.1", method: "GET", path: "/x", ua: `","remote_addr":"192.0.2.99`, status: 401, time: "2026-12-06T16:41:58+00:00"},
+		// escape=json's escaped backslash before an x is no nginx escape
+		{name: "escaped backslash then x", p: def, line: `{"remote_addr":"127.0.0.1","time_iso8601":"2026-12-06T16:41:58+00:00","request":"GET /x HTTP/1.1","status":404,"http_user_agent":"a\\x22"}`,
+			remote: "127.0.0.1", method: "GET", path: "/x", ua: `a\x22`, status: 404, time: "2026-12-06T16:41:58+00:00"},
+		{name: "broken json with an nginx escape", p: def, line: `{"remote_addr":"1.2.3.4","ua":"\x22",`, err: true},
 		{name: "no time", p: def, line: `{"remote_addr":"203.0.113.5","request":"GET / HTTP/1.1","status":200}`, err: true},
 		{name: "null time", p: def, line: `{"time_iso8601":null,"remote_addr":"203.0.113.5","request":"GET / HTTP/1.1","status":200}`, err: true},
 		{name: "no status", p: def, line: `{"time_iso8601":"x","remote_addr":"203.0.113.5","request":"GET / HTTP/1.1"}`, err: true},
