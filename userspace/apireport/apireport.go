@@ -56,6 +56,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apiguard/apiguard/userspace/clientip"
 )
@@ -225,11 +226,30 @@ func (r *Reporter) AuthzFailure(req *http.Request) bool {
 // lets the daemon find it in the request's path and query, which the
 // report carries, cut to the daemon's bound).
 func (r *Reporter) InjectionAttempt(req *http.Request, class string) bool {
-	target := req.URL.RequestURI()
-	if len(target) > maxReportPath {
-		target = target[:maxReportPath]
+	return r.aboutClass(req, Injection, reportTarget(req.URL.RequestURI()), class)
+}
+
+// reportTarget is a request target as a report carries it: at most
+// maxReportPath bytes, cut between characters, with every byte that is not
+// UTF-8 percent-escaped. Go's server keeps such bytes in a query, JSON would
+// write each as U+FFFD (three bytes once read), and a client padding its
+// payload with them made the report too long for the daemon, which refused
+// it; escaped, the daemon's matcher decodes them back to what was sent.
+func reportTarget(target string) string {
+	var b strings.Builder
+	for i := 0; i < len(target); {
+		r, n := utf8.DecodeRuneInString(target[i:])
+		piece := target[i : i+n]
+		if r == utf8.RuneError && n == 1 {
+			piece = fmt.Sprintf("%%%02X", target[i])
+		}
+		if b.Len()+len(piece) > maxReportPath {
+			break
+		}
+		b.WriteString(piece)
+		i += n
 	}
-	return r.aboutClass(req, Injection, target, class)
+	return b.String()
 }
 
 func (r *Reporter) about(req *http.Request, reason, path string) bool {

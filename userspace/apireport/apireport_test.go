@@ -261,4 +261,23 @@ func TestInjectionAttempt(t *testing.T) {
 	if got[1].Class != attack.NoClass || len(got[1].Path) != control.MaxReportPath {
 		t.Fatalf("long report: class %v, path of %d bytes", got[1].Class, len(got[1].Path))
 	}
+	// A query may hold bytes that are not UTF-8 (Go's server keeps them):
+	// JSON writes each as U+FFFD, three bytes, and 1 KiB of them made the
+	// report too long for the daemon, which refused it — a client padding
+	// its payload so went unreported. They travel percent-escaped (the
+	// daemon's matcher decodes them back), and the cut keeps the bound.
+	for _, pad := range []int{1000, 3000} {
+		bad := httptest.NewRequest("GET", "/items?id=1%27+or+%271%27=%271&pad="+strings.Repeat("\xff", pad), nil)
+		bad.RemoteAddr = "198.51.100.9:4000"
+		rep.InjectionAttempt(bad, "")
+	}
+	got = s.wait(t, 4)
+	for _, g := range got[2:] {
+		if !strings.HasPrefix(g.Path, "/items?id=1%27+or+%271%27=%271&pad=%FF%FF") || len(g.Path) > control.MaxReportPath || strings.ContainsRune(g.Path, '\uFFFD') {
+			t.Fatalf("report of a query with bytes that are not UTF-8: path of %d bytes %.80q", len(g.Path), g.Path)
+		}
+	}
+	if sent, dropped, failed := rep.Stats(); sent != 4 || dropped != 0 || failed != 0 {
+		t.Fatalf("sent %d, dropped %d, failed %d", sent, dropped, failed)
+	}
 }
