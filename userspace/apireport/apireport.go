@@ -218,7 +218,7 @@ func (r *Reporter) FailedLogin(req *http.Request) bool {
 // AuthzFailure reports that req's client was refused the object at req's
 // path (403, or a 404 hiding one).
 func (r *Reporter) AuthzFailure(req *http.Request) bool {
-	return r.about(req, AuthzFailure, req.URL.Path)
+	return r.about(req, AuthzFailure, reportTarget(req.URL.Path))
 }
 
 // InjectionAttempt reports that req carried an injection payload the
@@ -229,7 +229,7 @@ func (r *Reporter) InjectionAttempt(req *http.Request, class string) bool {
 	return r.aboutClass(req, Injection, reportTarget(req.URL.RequestURI()), class)
 }
 
-// reportTarget is a request target as a report carries it: at most
+// reportTarget is a request target (or path) as a report carries it: at most
 // maxReportPath bytes, cut between characters, with every byte that is not
 // UTF-8 percent-escaped. Go's server keeps such bytes in a query, JSON would
 // write each as U+FFFD (three bytes once read), and a client padding its
@@ -276,7 +276,7 @@ func (r *Reporter) Middleware(next http.Handler) http.Handler {
 		case http.StatusUnauthorized:
 			r.about(req, FailedLogin, "")
 		case http.StatusForbidden, http.StatusNotFound:
-			r.about(req, AuthzFailure, req.URL.Path)
+			r.about(req, AuthzFailure, reportTarget(req.URL.Path))
 		case http.StatusTooManyRequests:
 			r.about(req, Throttled, "")
 		}

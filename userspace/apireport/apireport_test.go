@@ -124,10 +124,23 @@ func TestMiddlewareReportsFailures(t *testing.T) {
 	if got := s.wait(t, 5); got[4] != (detect.Signal{Client: netip.MustParseAddr("2001:db8::9"), Report: detect.AuthFailures}) {
 		t.Fatalf("got %+v", got[4])
 	}
+	// an object refused whose path is longer than the daemon's bound, or
+	// not UTF-8 once decoded, is reported all the same: the daemon refused
+	// such reports, and a client walking padded ids went unreported
+	if c1, c2 := do("GET", "/items/"+strings.Repeat("9", 3000)), do("GET", "/items/"+strings.Repeat("%FF", 1000)); c1 != 403 || c2 != 403 {
+		t.Fatalf("codes %d %d", c1, c2)
+	}
+	got = s.wait(t, 7)
+	if p := got[5].Path; len(p) != control.MaxReportPath || p != "/items/"+strings.Repeat("9", control.MaxReportPath-7) {
+		t.Errorf("long path reported as %d bytes", len(p))
+	}
+	if p := got[6].Path; len(p) > control.MaxReportPath || !strings.HasPrefix(p, "/items/%FF%FF") {
+		t.Errorf("path that is not UTF-8 reported as %.40q (%d bytes)", p, len(p))
+	}
 	// the sender counts once the daemon has answered, after the sink saw it
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		sent, dropped, failed := rep.Stats()
-		if sent == 5 && dropped == 0 && failed == 0 {
+		if sent == 7 && dropped == 0 && failed == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
