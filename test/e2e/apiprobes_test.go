@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,6 +60,33 @@ func send(c *apiClient, target, ua string, headers ...string) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// sendLine writes a request line as it is (what no HTTP client library
+// sends: spaces around the target, an absolute target) over a connection
+// from c's address, and returns the status nginx answered, or an error when
+// no answer came.
+func sendLine(c *apiClient, line string) (int, error) {
+	tr := c.http.Transport.(*http.Transport)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := tr.DialContext(ctx, "tcp", strings.TrimPrefix(c.base, "http://"))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return 0, err
+	}
+	if _, err := io.WriteString(conn, line+"\r\nHost: api.example\r\nUser-Agent: curl/8.5.0\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // probeUntilBanned sends targets in turn until one gets no answer (the ban)
 // or limit are answered; it returns how many were answered.
 func probeUntilBanned(t *testing.T, c *apiClient, targets []string, ua string, limit int, headers ...string) int {
@@ -87,6 +116,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 	logPath := ngx.accessLog()
 	legitAddr, injAddr, fileAddr := e.peerAddr(t, 30), e.peerAddr(t, 31), e.peerAddr(t, 32)
 	scanAddr, spareAddr, reported := e.peerAddr(t, 33), e.peerAddr(t, 34), e.peerAddr(t, 35)
+	rawAddr := e.peerAddr(t, 36)
 	d := e.startDaemon(e.write("probes.yaml", fmt.Sprintf(apiProbesPolicy, spareAddr, logPath)))
 	if !waitFor(10*time.Second, func() bool {
 		for _, l := range e.status().AccessLogs {
@@ -154,6 +184,29 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 		t.Fatalf("sensitive files (%d answered): %+v", answered, fl)
 	}
 	t.Logf("sensitive-files: banned after %d requests; evidence: %s", answered, fl.Evidence.Summary)
+
+	// request lines nginx serves and logs as sent, which the first parser
+	// read with an empty path or one not from the root: a client sending
+	// only those is banned all the same
+	lines := []string{"GET  /.env HTTP/1.1", "GET   /.git/config   HTTP/1.1", "GET http://api.example/server-status HTTP/1.1",
+		"GET  /backup.sql?id=1%27%20or%20%271%27%3D%271 HTTP/1.1"}
+	rawClient := e.httpFrom(t, rawAddr)
+	answered = 0
+	for answered < 40 {
+		code, err := sendLine(rawClient, lines[answered%len(lines)])
+		if err != nil {
+			break
+		}
+		if code != 404 && code != 403 {
+			t.Fatalf("%q: nginx answered %d", lines[answered%len(lines)], code)
+		}
+		answered++
+	}
+	fl = e.flagFor(t, rawAddr.String(), "sensitive-files")
+	if fl == nil || !fl.Ban.Banned || answered < 6 || answered >= 40 {
+		t.Fatalf("request lines with spaces and absolute targets (%d answered): %+v", answered, fl)
+	}
+	t.Logf("sensitive-files from raw request lines: banned after %d requests; evidence: %s", answered, fl.Evidence.Summary)
 
 	// a scanner's user agent: flagged at once, still served, banned past 5
 	scan := e.httpFrom(t, scanAddr)
