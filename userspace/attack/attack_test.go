@@ -79,6 +79,9 @@ func TestInjectionExamples(t *testing.T) {
 		{"/items", "id=1.union%20select%201", SQL},
 		{"/items", "id=1%27%20union/*&id=*/select%201--", SQL}, // a name given twice: joined as ASP.NET does
 		{"/items", "id=%F0%9D%90%AE%F0%9D%90%A7%F0%9D%90%A2%F0%9D%90%A8%F0%9D%90%A7%20select%201", SQL},
+		{"/items", "id=1%27or(1)=(1)--", SQL}, // a condition in parentheses, no blank needed
+		{"/items", "id=1%27%20or((%27a%27))=((%27a%27))--", SQL},
+		{"/search", "q=it%27s+(really)+good", NoClass},
 		{"/items", "id=1", NoClass},
 		{"/items", "tag=a&tag=b&tag=c", NoClass},
 		{"/search", "q=O%27Reilly+books", NoClass},

@@ -382,9 +382,13 @@ func breakOut(t []token, i int) bool {
 // injection adds: 1=1, 'a'='a', x like y, true, sleep(5), (select ...).
 // afterQuote lets a bare number do (' or 1--).
 func condition(t []token, k int, afterQuote bool) bool {
+	opened := 0
 	for skip := 0; skip < 3; skip++ {
 		tk := at(t, k)
 		if tk.kind == tLParen || tk.is(tWord, kwNot) || tk.kind == tOther && tk.ch == '!' {
+			if tk.kind == tLParen {
+				opened++
+			}
 			k++
 			continue
 		}
@@ -400,6 +404,10 @@ func condition(t []token, k int, afterQuote bool) bool {
 	e := operandEnd(t, k)
 	if e < 0 {
 		return false
+	}
+	// the parentheses opened before the operand close after it: or(1)=(1)
+	for ; opened > 0 && at(t, e).kind == tRParen; opened-- {
+		e++
 	}
 	next := at(t, e)
 	if next.kind == tCmp || next.is(tWord, kwLike) || next.is(tWord, kwNot) && at(t, e+1).is(tWord, kwLike) {
