@@ -3,17 +3,20 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/apiguard/apiguard/userspace/control"
+	"github.com/apiguard/apiguard/userspace/crowdsec"
 )
 
 // The daemon imports and flushes bans in bulk.
 var _ control.BanBulk = (*Daemon)(nil)
 
 // ImportBans bans each prefix as AddBan would (never-ban and allow-listed
-// prefixes are refused, each with why), records them all, and syncs the
+// prefixes are refused, each with why, and so are ranges broader than a
+// CrowdSec decision may be unless forced), records them all, and syncs the
 // ban book once for the lot: an import of 100k bans costs one fdatasync,
 // not 100k.
 func (d *Daemon) ImportBans(ctx context.Context, bans []control.NewBan) (*control.ImportResult, error) {
@@ -37,6 +40,10 @@ func (d *Daemon) ImportBans(ctx context.Context, bans []control.NewBan) (*contro
 		p := nb.Prefix.Masked()
 		if why, ok := d.neverBan(p); ok && !nb.Force {
 			refuse(control.Refusedf("covers an address that is never banned: %s", why))
+			continue
+		}
+		if least := importMinPrefix(p); p.Bits() < least && !nb.Force {
+			refuse(control.Refusedf("a range broader than /%d, the broadest a list from elsewhere may ban (as for a CrowdSec decision); force bans it anyway", least))
 			continue
 		}
 		if a, ok := d.allowCovering(p); ok {
@@ -76,6 +83,17 @@ func (d *Daemon) ImportBans(ctx context.Context, bans []control.NewBan) (*contro
 		}
 	}
 	return res, nil
+}
+
+// importMinPrefix is the broadest range an import bans without force: a
+// list from elsewhere is trusted no more than a CrowdSec decision, and one
+// line of 128.0.0.0/1 cuts half the Internet off without covering any
+// address of the never-ban set.
+func importMinPrefix(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return crowdsec.DefaultMinPrefix4
+	}
+	return crowdsec.DefaultMinPrefix6
 }
 
 // FlushBans lifts every ban made by hand, by the detector, or both.
