@@ -322,12 +322,27 @@ spec:
 		t.Errorf("a second confirm: exit %d\n%s", code, out)
 	}
 
-	// a restart during a trial: the --policy file comes back, and says so
+	// a stop during a trial brings back the policy before it (the base
+	// again), and a restart applies the --policy file and says so
+	if _, code := cliExit(t, d, nil, "policy", "apply", filepath.Join(dir, "p.yaml")); code != 0 {
+		t.Fatalf("apply the base policy: exit %d", code)
+	}
 	if _, code := cliExit(t, d, nil, "policy", "apply", deny, "--confirm", "10m"); code != 0 {
 		t.Fatalf("apply --confirm: exit %d", code)
 	}
+	if passes() {
+		t.Fatal("the second trial does not deny the peer")
+	}
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	// the pinned datapath enforces while no daemon runs (a stop, a start that
+	// fails on a broken --policy file): never the policy nobody confirmed
+	if !passes() {
+		t.Fatalf("the policy on trial outlived the daemon in the kernel: the peer is still denied\n%s", d.Log())
+	}
+	if err := d.WaitLog(5*time.Second, "the daemon stops with a policy on trial", `"revert_to":"e2e-base"`); err != nil {
+		t.Error(err)
 	}
 	if err := d.Start(); err != nil {
 		t.Fatal(err)

@@ -293,6 +293,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("apiguard daemon running", "version", d.cfg.Version, "socket", d.cfg.Socket,
 		"ifaces", strings.Join(d.guarded(), ","), "mode", d.cfg.Attach)
 	err = runAll(ctx, d.log, d.components(ln, mln, hup))
+	d.revertTrialOnStop()
 	d.log.Info("apiguard daemon stopped; the pinned datapath keeps enforcing", "pins", d.cfg.PinDir)
 	return err
 }

@@ -20,8 +20,10 @@ import (
 // trial (policy apply --confirm): unless confirmed in time, the policy in
 // force before comes back by itself, like a router's commit confirmed.
 //
-// A restart applies the --policy file, as it always does: a policy on trial
-// never outlives the daemon. The state directory remembers the trial so
+// A restart applies the --policy file, as it always does, and a stop brings
+// back the policy before the trial: a policy on trial never outlives the
+// daemon (only a kill -9 or a crash leaves it in the kernel, until systemd's
+// restart applies the --policy file). The state directory remembers the trial so
 // that the next run says what became of it.
 
 // trial is the policy on trial.
@@ -160,6 +162,28 @@ func (d *Daemon) revertTrial(seq uint64) {
 	}
 	d.trialNote = fmt.Sprintf("policy %q was not confirmed by %s: %q is back in force", t.name, t.deadline.Format(time.RFC3339), t.prev.pol.Name)
 	d.log.Warn("policy on trial not confirmed in time: reverted", "policy", t.name, "revert_to", t.prev.pol.Name)
+}
+
+// revertTrialOnStop brings back the policy a trial replaced when the daemon
+// stops: the pinned datapath enforces whatever is in force while no daemon
+// runs (after a stop, or a start that fails on a broken --policy file), and
+// a policy nobody confirmed must not stay there with no timer to revert it.
+// The trial's record stays, so that the next start says what became of it.
+func (d *Daemon) revertTrialOnStop() {
+	d.trialMu.Lock()
+	defer d.trialMu.Unlock()
+	t := d.trial
+	if t == nil {
+		return
+	}
+	t.timer.Stop()
+	d.trial = nil
+	if _, err := d.apply(t.prev, "stop"); err != nil {
+		d.log.Error("the daemon stops with a policy on trial, and bringing back the policy before it failed: the policy on trial stays in the kernel until the next start",
+			"policy", t.name, "revert_to", t.prev.pol.Name, "err", err)
+		return
+	}
+	d.log.Warn("the daemon stops with a policy on trial: the policy before it is back in force", "policy", t.name, "revert_to", t.prev.pol.Name)
 }
 
 // endTrialLocked forgets the trial: its timer stops and its record goes.
