@@ -366,27 +366,36 @@ type NewBan struct {
 	Force      bool
 }
 
+// maxPrefixText is longer than any address or CIDR written out
+// ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128" is 49 bytes).
+const maxPrefixText = 64
+
 // ParsePrefix reads an address or CIDR the way users write them: a bare address
-// is a /32 or /128, IPv4-mapped IPv6 is IPv4, and host bits are cleared.
+// is a /32 or /128, IPv4-mapped IPv6 is IPv4, and host bits are cleared. An
+// error quotes s clipped: an import answers one per bad prefix.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return netip.Prefix{}, Invalidf("empty address")
+	}
+	if len(s) > maxPrefixText {
+		// netip's errors quote the whole input too
+		return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %d bytes, longer than any", clip(s), len(s))
 	}
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		p, err = netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", clip(s), err)
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", s, err)
+			return netip.Prefix{}, Invalidf("%q is not an address or CIDR: %v", clip(s), err)
 		}
 		if a.Zone() != "" {
-			return netip.Prefix{}, Invalidf("%q: an address with a zone cannot be banned", s)
+			return netip.Prefix{}, Invalidf("%q: an address with a zone cannot be banned", clip(s))
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
@@ -414,9 +423,13 @@ func (r *BanRequest) parse() (NewBan, error) {
 	case "":
 		nb.DefaultTTL = true
 	default:
+		if len(ttl) > maxPrefixText {
+			// ParseDuration's error quotes the whole input too
+			return NewBan{}, Invalidf("ttl %q is not a duration: %d bytes, longer than any", clip(ttl), len(ttl))
+		}
 		d, err := time.ParseDuration(ttl)
 		if err != nil {
-			return NewBan{}, Invalidf("ttl %q: %v", ttl, err)
+			return NewBan{}, Invalidf("ttl %q is not a duration: %v", ttl, err)
 		}
 		if d < 0 {
 			return NewBan{}, Invalidf("ttl %s is negative", ttl)
