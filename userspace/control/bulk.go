@@ -2,6 +2,10 @@ package control
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 )
@@ -62,13 +66,9 @@ func (s *Server) importBans(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, NotFoundf("this daemon cannot import bans"))
 		return
 	}
-	var in BanImport
-	if err := decode(w, r, MaxPolicyBody, &in); err != nil {
+	in, err := decodeImport(w, r)
+	if err != nil {
 		s.fail(w, err)
-		return
-	}
-	if len(in.Bans) > MaxImportBans {
-		s.fail(w, Invalidf("%d bans in one import; at most %d", len(in.Bans), MaxImportBans))
 		return
 	}
 	res := &ImportResult{Refused: []ImportRefusal{}}
@@ -96,6 +96,80 @@ func (s *Server) importBans(w http.ResponseWriter, r *http.Request) {
 		res.Refused = append(res.Refused, rf)
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// decodeImport reads a BanImport one ban at a time and stops past
+// MaxImportBans: decoding the whole body first built every ban of it (a
+// 64 MiB body of {"prefix":"1"} is 4.4 million: 700 MiB of heap, past the
+// chart's memory limit) before the count was checked.
+func decodeImport(w http.ResponseWriter, r *http.Request) (*BanImport, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPolicyBody))
+	dec.DisallowUnknownFields()
+	delim := func(want json.Delim) error {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) && want != '{' {
+			err = io.ErrUnexpectedEOF // not an empty body: a cut one
+		}
+		if err != nil {
+			return requestError(err)
+		}
+		if d, ok := tok.(json.Delim); !ok || d != want {
+			return requestError(fmt.Errorf("want %v, found %v", want, tok))
+		}
+		return nil
+	}
+	if err := delim('{'); err != nil {
+		return nil, err
+	}
+	in := &BanImport{}
+	seen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, requestError(err)
+		}
+		if key, _ := tok.(string); key != "bans" || seen {
+			return nil, requestError(fmt.Errorf("unknown or repeated field %q (want one \"bans\")", clip(fmt.Sprint(tok))))
+		}
+		seen = true
+		if !dec.More() {
+			return nil, requestError(io.ErrUnexpectedEOF)
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, requestError(err)
+		}
+		if tok == nil {
+			continue // "bans": null, no bans
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return nil, requestError(fmt.Errorf("bans: want an array, found %v", tok))
+		}
+		for dec.More() {
+			if len(in.Bans) == MaxImportBans {
+				return nil, Invalidf("more than %d bans in one import", MaxImportBans)
+			}
+			var b BanRequest
+			if err := dec.Decode(&b); err != nil {
+				return nil, requestError(err)
+			}
+			in.Bans = append(in.Bans, b)
+		}
+		if err := delim(']'); err != nil {
+			return nil, err
+		}
+	}
+	if err := delim('}'); err != nil {
+		return nil, err
+	}
+	// anything but the end of the body after the object is an error
+	if _, err := dec.Token(); err != io.EOF {
+		if err == nil {
+			err = errors.New("more than one JSON value")
+		}
+		return nil, requestError(err)
+	}
+	return in, nil
 }
 
 func (s *Server) flushBans(w http.ResponseWriter, r *http.Request, source string) {

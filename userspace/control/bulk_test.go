@@ -69,3 +69,47 @@ func TestImportRefusalsAreBounded(t *testing.T) {
 		t.Errorf("the answer to 48 bad prefixes and TTLs is %d bytes: a refusal quotes what came in full", len(raw))
 	}
 }
+
+// TestImportBodies: an import is read one ban at a time, so a list past
+// MaxImportBans is refused at the first ban too many (memory stays bounded
+// whatever the body holds) and the backend sees none of it; every other
+// shape of body gets the answer POST /v1/bans's decoding gives.
+func TestImportBodies(t *testing.T) {
+	b := &bulkBackend{}
+	path := serve(t, b, nil)
+	var long strings.Builder
+	long.WriteString(`{"bans":[`)
+	for i := range MaxImportBans + 1 {
+		if i > 0 {
+			long.WriteByte(',')
+		}
+		long.WriteString(`{"prefix":"1"}`)
+	}
+	long.WriteString(`]}`)
+	for _, tc := range []struct {
+		body  string
+		code  int
+		err   string
+		added int
+	}{
+		{body: long.String(), code: http.StatusBadRequest, err: "more than 200000 bans in one import"},
+		{body: ``, code: http.StatusBadRequest, err: "request body is empty"},
+		{body: `{"bans":[`, code: http.StatusBadRequest, err: "unexpected EOF"},
+		{body: `{"bans":[]`, code: http.StatusBadRequest, err: "unexpected EOF"},
+		{body: `[]`, code: http.StatusBadRequest, err: "bad request body"},
+		{body: `{"bans":5}`, code: http.StatusBadRequest, err: "want an array"},
+		{body: `{"bans":[],"x":1}`, code: http.StatusBadRequest, err: `field "x"`},
+		{body: `{"bans":[],"bans":[]}`, code: http.StatusBadRequest, err: `repeated field "bans"`},
+		{body: `{"bans":[]} {}`, code: http.StatusBadRequest, err: "bad request body"},
+		{body: `{"bans":[{"prefix":"192.0.2.1","bogus":1}]}`, code: http.StatusBadRequest, err: `unknown field "bogus"`},
+		{body: `{"bans":null}`, code: http.StatusOK},
+		{body: `{}`, code: http.StatusOK},
+		{body: ` {"bans":[{"prefix":"192.0.2.1"},{"prefix":"192.0.2.2","ttl":"1h"}]} `, code: http.StatusOK, added: 2},
+	} {
+		b.got = 0
+		code, eb := rawDo(t, path, http.MethodPost, PathBansImport, strings.NewReader(tc.body))
+		if code != tc.code || !strings.Contains(eb.Error, tc.err) || b.got != tc.added {
+			t.Errorf("%.40q: %d %q (backend got %d), want %d %q (%d)", tc.body, code, eb.Error, b.got, tc.code, tc.err, tc.added)
+		}
+	}
+}

@@ -348,6 +348,12 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 			}
 		}
 	}
+	return requestError(err)
+}
+
+// requestError turns what reading a request body failed with into the
+// answer's status and message; nil stays nil.
+func requestError(err error) error {
 	if err == nil {
 		return nil
 	}
