@@ -18,7 +18,7 @@ import (
 const AutoIface = "auto"
 
 // defaultRouteIfaces lists the interfaces the main table's default routes
-// leave through, sorted. Loopback never counts.
+// leave through (through nexthop objects too), sorted. Loopback never counts.
 func defaultRouteIfaces() ([]string, error) {
 	idx := map[int]bool{}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
@@ -38,6 +38,15 @@ func defaultRouteIfaces() ([]string, error) {
 					idx[nh.LinkIndex] = true
 				}
 			}
+		}
+	}
+	nhs, err := defaultNexthops()
+	if err != nil {
+		return nil, fmt.Errorf("--iface auto: %w", err)
+	}
+	for _, nh := range nhs {
+		if nh.oif > 0 {
+			idx[nh.oif] = true
 		}
 	}
 	var names []string

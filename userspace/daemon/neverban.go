@@ -270,6 +270,13 @@ func defaultGateways() ([]neverBanEntry, error) {
 			}
 		}
 	}
+	nhs, err := defaultNexthops()
+	if err != nil {
+		return nil, err
+	}
+	for _, nh := range nhs {
+		add(nh.gw)
+	}
 	return out, nil
 }
 
