@@ -16,7 +16,9 @@ import (
 // the host's default gateways before making a policy the one in force.
 func (p *Policy) Drops(src netip.Addr, proto Protocol, port uint16) (why string, drops bool) {
 	s := &p.Spec
-	src = src.Unmap()
+	// the kernel sees neither v4-mapped addresses nor zones, and a zoned
+	// address (a link-local session's "fe80::1%eth0") is in no netip.Prefix
+	src = src.Unmap().WithZone("")
 	if s.Mode == Monitor {
 		return "", false
 	}

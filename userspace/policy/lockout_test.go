@@ -50,6 +50,11 @@ spec:
 		{"203.0.113.9", UDP, 22, "defaultAction is drop and no service claims udp port 22"},
 		{"203.0.113.9", TCP, 0, ""}, // ICMP, ARP: no service, no defaultAction
 		{"2001:db8:bad::1", TCP, 8443, "spec.deny holds 2001:db8:bad::/48"},
+		// a link-local session carries its zone (SSH_CONNECTION's
+		// "fe80::1%eth0"); the kernel sees no zone, and netip's Contains
+		// never matches a zoned address
+		{"2001:db8:bad::1%eth0", TCP, 8443, "spec.deny holds 2001:db8:bad::/48"},
+		{"2001:db8:bad::1%eth0", TCP, 22, "spec.deny holds 2001:db8:bad::/48"},
 	} {
 		why, drops := pol.Drops(netip.MustParseAddr(tc.src), tc.proto, tc.port)
 		if drops != (tc.want != "") || !strings.HasPrefix(why, tc.want) {

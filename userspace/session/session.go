@@ -86,7 +86,8 @@ func parseSSHConnection(v string) (Flow, bool) {
 	if err != nil || port == 0 || src.Unmap().IsLoopback() {
 		return Flow{}, false
 	}
-	return Flow{Src: src.Unmap(), LocalPort: uint16(port), What: "your SSH session (SSH_CONNECTION)"}, true
+	// a link-local client comes with its zone (fe80::1%eth0): packets carry none
+	return Flow{Src: src.Unmap().WithZone(""), LocalPort: uint16(port), What: "your SSH session (SSH_CONNECTION)"}, true
 }
 
 // parentOf reads the parent of pid from /proc/PID/stat.

@@ -38,6 +38,10 @@ func TestSSHConnection(t *testing.T) {
 	if err != nil || len(fs) != 1 || fs[0].Src != netip.MustParseAddr("203.0.113.5") || fs[0].LocalPort != 22 {
 		t.Fatalf("Find = %+v, %v", fs, err)
 	}
+	fs, err = Find([]string{"SSH_CONNECTION=fe80::1%eth0 51234 fe80::2%eth0 22"}, t.TempDir(), 1)
+	if err != nil || len(fs) != 1 || fs[0].Src != netip.MustParseAddr("fe80::1") {
+		t.Errorf("a link-local session: %+v, %v; want fe80::1 without its zone", fs, err)
+	}
 	for _, bad := range []string{"", "1.2.3.4 5 6.7.8.9", "nobody 1 2.3.4.5 22", "127.0.0.1 5 127.0.0.1 22", "1.2.3.4 5 6.7.8.9 0", "1.2.3.4 5 6.7.8.9 70000"} {
 		if fs, _ := Find([]string{"SSH_CONNECTION=" + bad}, t.TempDir(), 1); len(fs) != 0 {
 			t.Errorf("SSH_CONNECTION=%q: %+v", bad, fs)
