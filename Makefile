@@ -61,7 +61,7 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/apiguard.service
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/apiguard $(DESTDIR)$(SYSCONFDIR)/default
 	test -e $(DESTDIR)$(SYSCONFDIR)/apiguard/policy.yaml || install -m 0644 policies/default.yaml $(DESTDIR)$(SYSCONFDIR)/apiguard/policy.yaml
-	test -e $(DESTDIR)$(SYSCONFDIR)/default/apiguard || install -m 0644 deploy/systemd/apiguard.default $(DESTDIR)$(SYSCONFDIR)/default/apiguard
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/apiguard || install -m 0600 deploy/systemd/apiguard.default $(DESTDIR)$(SYSCONFDIR)/default/apiguard
 	install -d -m 0700 $(DESTDIR)$(STATEDIR)
 	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null) $(BIN) man $(DESTDIR)$(MANDIR)/man1

@@ -48,6 +48,16 @@ func files(t *testing.T, root string) []string {
 	return out
 }
 
+// checkEnvFileMode: /etc/default/apiguard is the unit's EnvironmentFile,
+// where a policy's apiKeyEnv or passwordEnv credential is set on a host: it
+// is root's only, not world-readable as /etc/default files often are.
+func checkEnvFileMode(t *testing.T, root string) {
+	t.Helper()
+	if fi, err := os.Stat(filepath.Join(root, "etc/default/apiguard")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("/etc/default/apiguard: %v %v, want mode 0600", fi, err)
+	}
+}
+
 // TestMakeInstall stages `make install` and checks what an operator gets:
 // the unit runs the installed binary, the interface choice is the shipped
 // /etc/default/apiguard's, the policy validates, man pages and completions
@@ -77,6 +87,7 @@ func TestMakeInstall(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "var/lib/apiguard")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("state directory: %v %v", fi, err)
 	}
+	checkEnvFileMode(t, root)
 	bin := filepath.Join(root, "opt/ag/bin/apiguard")
 	if out := run(t, nil, bin, "policy", "validate", filepath.Join(root, "etc/apiguard/policy.yaml")); !strings.Contains(out, "is valid") {
 		t.Errorf("the installed policy: %s", out)
@@ -153,6 +164,7 @@ func TestDebPackage(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "var/lib/apiguard")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("state directory: %v %v", fi, err)
 	}
+	checkEnvFileMode(t, root)
 	if unit := string(read(t, filepath.Join(root, "lib/systemd/system/apiguard.service"))); !strings.Contains(unit, "ExecStart=/usr/bin/apiguard daemon") {
 		t.Errorf("the packaged unit does not run /usr/bin/apiguard")
 	}
