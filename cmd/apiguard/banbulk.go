@@ -119,8 +119,8 @@ TTL (10m, 2h; - for --ttl) and a reason to the end of the line:
 
 A line that is not an address or CIDR refuses the whole file (every bad line is
 listed, nothing is banned). Bans the daemon refuses (an address that is never
-banned, an allow-listed one) are listed and the others are made; the exit code
-is then 5. The ban book is synced once for the whole file.`,
+banned, an allow-listed one, a range broader than /16 or /32 without --force)
+are listed and the others are made; the exit code is then 5. The ban book is synced once for the whole file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
