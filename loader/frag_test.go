@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -95,6 +96,14 @@ func TestFragments(t *testing.T) {
 		vc("a denied source's later fragment", packet.Build(later(udp("198.51.100.1", 9100, 0), 1, 100, 100)), drop, Reason(GuardAgReasonAG_R_DENY)),
 		// IPv4 first fragments carry their L4 header in full, or are refused
 		vc("a first fragment cut inside its TCP header", packet.Build(first(tcp("10.20.0.3", 80, packet.SYN), 3, 0))[:14+20+8], drop, Reason(GuardAgReasonAG_R_TRUNCATED)),
+		// RFC 1858's tiny fragment: the header is cut by the total length,
+		// and the frame goes on with bytes that read as an ACK
+		vc("a first fragment whose total length cuts its TCP header", totalLen(packet.Build(first(tcp("10.20.0.3", 80, packet.ACK), 4, 0)), 20+8), drop, Reason(GuardAgReasonAG_R_TRUNCATED)),
+		vc("a whole packet whose total length cuts its TCP header", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 20+19), drop, Reason(GuardAgReasonAG_R_TRUNCATED)),
+		vc("a total length shorter than the IP header", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 19), drop, Reason(GuardAgReasonAG_R_MALFORMED)),
+		vc("a total length that holds the header exactly", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 20+20), pass, ok),
+		vc("a UDP first fragment of 8 bytes holds its header", packet.Build(first(udp("10.20.0.9", 9100, 0), 14, 0)), pass, ok),
+		vc("a total length of 0 (a GRO aggregate in TC mode)", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 0), pass, ok),
 	})
 
 	// IPv6: reassembled by addresses and id alone
@@ -146,6 +155,12 @@ func TestFragments(t *testing.T) {
 	checkVerdicts(t, d, []verdictCase{
 		vc("its later fragment once the service is gone", packet.Build(later(tcp("10.20.0.8", 80, packet.ACK), 13, 100, 600)), drop, Reason(GuardAgReasonAG_R_NO_SERVICE)),
 	})
+}
+
+// totalLen rewrites an IPv4 frame's total length (the frame keeps its bytes).
+func totalLen(frame []byte, n uint16) []byte {
+	binary.BigEndian.PutUint16(frame[14+2:], n)
+	return frame
 }
 
 func withExt(s packet.Spec, hs ...uint8) packet.Spec { s.IPv6Ext = hs; return s }

@@ -187,10 +187,20 @@ static __always_inline void v4_map(__u8 out[16], const void *a4)
 	__builtin_memcpy(&out[12], a4, 4);
 }
 
+/* The transport header parse_l4 reads, in bytes. */
+static __always_inline __u32 l4_hdr_len(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP)
+		return sizeof(struct tcphdr);
+	if (p->proto == IPPROTO_UDP)
+		return sizeof(struct udphdr);
+	return pkt_is_icmp(p) ? 4 : 0;
+}
+
 static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 {
 	struct iphdr *iph = cursor_pull(c, sizeof(*iph));
-	__u32 hlen;
+	__u32 hlen, tot;
 	__u16 frag;
 
 	if (!iph)
@@ -203,6 +213,15 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	if ((void *)iph + hlen > c->end)
 		return AG_R_TRUNCATED;
 	c->pos = (void *)iph + hlen;
+	/* The kernel trims the packet to its total length before anything
+	 * reads it (0: a GRO aggregate too big to say, in TC mode; the kernel
+	 * drops any other). Bytes of the frame past it are no part of the
+	 * packet: read there, a first fragment's TCP flags would be whatever
+	 * the sender put behind it, while the host takes them from the next
+	 * fragment (RFC 1858's tiny fragment). */
+	tot = bpf_ntohs(iph->tot_len);
+	if (tot && hlen > tot)
+		return AG_R_MALFORMED;
 
 	p->family = 4;
 	p->proto = iph->protocol;
@@ -216,6 +235,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 		if (p->frag == AG_FRAG_LATER)
 			return AG_R_OK;
 	}
+	if (tot && hlen + l4_hdr_len(p) > tot)
+		return AG_R_TRUNCATED;
 	return parse_l4(c, p);
 }
 

@@ -510,7 +510,16 @@ func (g *Gen) ipv4() []byte {
 	} else {
 		body = g.transport(d.proto)
 	}
-	binary.BigEndian.PutUint16(h[2:], uint16(len(h)+len(body)))
+	total := len(h) + len(body)
+	switch x := g.rng.Float64(); {
+	case x < 0.06: // shorter than the frame: what lies past it is no part of the packet
+		total = g.pick(total + 1)
+	case x < 0.08: // 0: no limit (a GRO aggregate in TC mode)
+		total = 0
+	case x < 0.1: // longer than the frame
+		total += 1 + g.pick(64)
+	}
+	binary.BigEndian.PutUint16(h[2:], uint16(total))
 	return append(h, body...)
 }
 

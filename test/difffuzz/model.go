@@ -170,6 +170,12 @@ func readIPv4(b []byte) frame {
 	if len(b) < hl {
 		return frame{fail: "truncated"}
 	}
+	// "one longer than the total length says is malformed"; "the transport
+	// header is read within the total length (0 counts as no limit)"
+	total := int(binary.BigEndian.Uint16(b[2:]))
+	if total != 0 && hl > total {
+		return frame{fail: "malformed"}
+	}
 	f := frame{family: 4, proto: b[9],
 		src: netip.AddrFrom4([4]byte(b[12:16])), dst: netip.AddrFrom4([4]byte(b[16:20]))}
 	fo := binary.BigEndian.Uint16(b[6:])
@@ -181,6 +187,9 @@ func readIPv4(b []byte) frame {
 		return f
 	case more:
 		f.frag = firstFrag
+	}
+	if total != 0 && total < len(b) {
+		b = b[:total]
 	}
 	return readTransport(b[hl:], f)
 }
