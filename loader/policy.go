@@ -394,6 +394,9 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	if wait := applySettle - time.Since(d.lastFlip); wait > 0 {
 		time.Sleep(wait)
 	}
+	if err := d.resetServices(freshServices(cur, img)); err != nil {
+		return ApplyResult{}, err
+	}
 	if d.slots[target] == nil {
 		back, err := d.readSlot(target)
 		if err != nil {

@@ -71,6 +71,26 @@ func TestCompileIDsKeepPrev(t *testing.T) {
 	}
 }
 
+// An id a policy frees comes back one policy later: the kernel's state for
+// it is the loader's to forget (loader.TestServiceIDReuseStartsAfresh).
+func TestCompileIDsComeBack(t *testing.T) {
+	first, err := mustParse(t, head+services("x"), nil).Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := mustParse(t, head+services("y"), nil).Compile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := mustParse(t, head+services("z"), nil).Compile(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x, z := ids(first)["x"], ids(third)["z"]; x != z {
+		t.Errorf("x had id %d, z got %d: the id did not come back (update the loader test's premise)", x, z)
+	}
+}
+
 func TestCompileIDsReuseWhenFull(t *testing.T) {
 	var prevSvcs []loader.Service
 	var oldNames, newNames []string
