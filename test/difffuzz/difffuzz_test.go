@@ -1,6 +1,7 @@
 package difffuzz
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -29,12 +30,28 @@ const (
 	maxReports     = 10
 	xdpDrop        = 1
 	xdpPass        = 2
+	tcOK           = 0
+	tcShot         = 2
 )
 
+// hook is one entry point of the datapath under test, with a datapath of its
+// own: each sees the frames once, in the same order, so both hold the state
+// the model holds (the few frames TC cannot be handed, tcRunnable, carry no
+// state: no IPv4 or IPv6 header). prog.Run hands TC the frame as it is (no tag moved out of
+// it, as the live receive path does), which is what the model reads.
+type hook struct {
+	name       string
+	d          *loader.Datapath
+	prog       func() *ebpf.Program
+	drop, pass uint32
+	// every verdict the model gave for a frame this hook ran
+	counts map[Verdict]uint64
+}
+
 // TestDifferential runs random frames under random policies through the
-// kernel program (BPF_PROG_TEST_RUN) and through the model, and fails on the
-// first frames whose verdicts differ: the XDP action and the one (action,
-// reason) counter each frame must move.
+// kernel programs (BPF_PROG_TEST_RUN), XDP and TC, and through the model, and
+// fails on the first frames whose verdicts differ: each program's action and
+// the one (action, reason) counter each frame must move.
 func TestDifferential(t *testing.T) {
 	testenv.RequireRoot(t)
 	seed := *seedFlag
@@ -42,13 +59,19 @@ func TestDifferential(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (replay with -difffuzz.seed %d)", seed, seed)
-	d, err := loader.Load(loader.Options{})
-	if err != nil {
-		t.Fatalf("load the datapath: %v", err)
+	h := &harness{t: t, gen: NewGen(seed), counts: map[Verdict]uint64{}}
+	for _, name := range []string{"xdp", "tc"} {
+		d, err := loader.Load(loader.Options{})
+		if err != nil {
+			t.Fatalf("load the datapath: %v", err)
+		}
+		defer d.Close()
+		hk := hook{name: name, d: d, prog: d.XDP, drop: xdpDrop, pass: xdpPass, counts: map[Verdict]uint64{}}
+		if name == "tc" {
+			hk.prog, hk.drop, hk.pass = d.TC, tcShot, tcOK
+		}
+		h.hooks = append(h.hooks, hk)
 	}
-	defer d.Close()
-
-	h := &harness{t: t, d: d, gen: NewGen(seed), counts: map[Verdict]uint64{}}
 	deadline := time.Now().Add(*durationFlag)
 	more := func() bool {
 		if *durationFlag > 0 {
@@ -61,8 +84,8 @@ func TestDifferential(t *testing.T) {
 		h.round()
 	}
 	h.checkAllCounters()
-	t.Logf("%d frames in %d rounds (%d policies) in %v; %d disagreements", h.frames, h.rounds, h.policies,
-		time.Since(start).Round(time.Millisecond), h.reports)
+	t.Logf("%d frames through XDP and %d of them through TC, in %d rounds (%d policies) in %v; %d disagreements",
+		h.frames, h.frames-h.skippedTC, h.rounds, h.policies, time.Since(start).Round(time.Millisecond), h.reports)
 	var lines []string
 	for v, n := range h.counts {
 		lines = append(lines, fmt.Sprintf("%s/%s %d", v.Action, v.Reason, n))
@@ -72,18 +95,20 @@ func TestDifferential(t *testing.T) {
 }
 
 type harness struct {
-	t        *testing.T
-	d        *loader.Datapath
-	gen      *Gen
-	model    *Model
-	yaml     string
-	prev     *loader.Policy
-	bans     []Ban
-	counts   map[Verdict]uint64 // every verdict the model gave, since the start
-	frames   int
-	rounds   int
-	policies int
-	reports  int
+	t      *testing.T
+	hooks  []hook
+	gen    *Gen
+	model  *Model
+	yaml   string
+	prev   *loader.Policy
+	bans   []Ban
+	counts map[Verdict]uint64 // every verdict the model gave, since the start
+	frames int
+	// frames BPF_PROG_TEST_RUN refuses to hand TC (tcRunnable): XDP alone judged them
+	skippedTC int
+	rounds    int
+	policies  int
+	reports   int
 }
 
 // round draws a policy and bans, applies them, and runs a batch of frames;
@@ -114,8 +139,10 @@ func (h *harness) apply(p Policy) {
 	if err != nil {
 		h.t.Fatalf("compile:\n%s\n%v", h.yaml, err)
 	}
-	if _, err := h.d.Apply(lp); err != nil {
-		h.t.Fatalf("apply:\n%s\n%v", h.yaml, err)
+	for _, hk := range h.hooks {
+		if _, err := hk.d.Apply(lp); err != nil {
+			h.t.Fatalf("apply (%s):\n%s\n%v", hk.name, h.yaml, err)
+		}
 	}
 	h.prev = lp
 	if h.model == nil {
@@ -127,8 +154,10 @@ func (h *harness) apply(p Policy) {
 func (h *harness) setBans(bans []Ban) {
 	h.t.Helper()
 	for _, b := range h.bans {
-		if err := h.d.Unban(b.Prefix); err != nil {
-			h.t.Fatalf("unban %v: %v", b.Prefix, err)
+		for _, hk := range h.hooks {
+			if err := hk.d.Unban(b.Prefix); err != nil {
+				h.t.Fatalf("unban %v: %v", b.Prefix, err)
+			}
 		}
 	}
 	h.bans = h.bans[:0]
@@ -142,8 +171,10 @@ func (h *harness) setBans(bans []Ban) {
 		if b.Expired {
 			lb.Expires = time.Now().Add(-time.Minute)
 		}
-		if err := h.d.Ban(lb); err != nil {
-			h.t.Fatalf("ban %v: %v", b.Prefix, err)
+		for _, hk := range h.hooks {
+			if err := hk.d.Ban(lb); err != nil {
+				h.t.Fatalf("ban %v: %v", b.Prefix, err)
+			}
 		}
 		h.bans = append(h.bans, b)
 	}
@@ -170,40 +201,47 @@ func (h *harness) one() {
 		h.report(frame, want, "the model gave a verdict the datapath has no counter for")
 		return
 	}
-	before, err := h.d.Counter(a, r)
-	if err != nil {
-		h.t.Fatal(err)
+	for _, hk := range h.hooks {
+		if hk.name == "tc" && !tcRunnable(frame) {
+			h.skippedTC++
+			continue
+		}
+		before, err := hk.d.Counter(a, r)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		ret, err := hk.prog().Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			h.t.Fatalf("prog.Run (%s) on %d bytes: %v", hk.name, len(frame), err)
+		}
+		after, err := hk.d.Counter(a, r)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		wantRet := hk.pass
+		if want.Action == "drop" {
+			wantRet = hk.drop
+		}
+		hk.counts[want]++
+		if ret != wantRet || after.Packets != before.Packets+1 {
+			h.report(frame, want, fmt.Sprintf("%s returned %s and moved %s", hk.name, hk.retName(ret), h.whatMoved(hk, frame)))
+			return
+		}
 	}
-	ret, err := h.d.XDP().Run(&ebpf.RunOptions{Data: frame})
-	if err != nil {
-		h.t.Fatalf("prog.Run on %d bytes: %v", len(frame), err)
-	}
-	after, err := h.d.Counter(a, r)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	wantRet := uint32(xdpPass)
-	if want.Action == "drop" {
-		wantRet = xdpDrop
-	}
-	if ret == wantRet && after.Packets == before.Packets+1 {
-		return
-	}
-	h.report(frame, want, fmt.Sprintf("the kernel returned %s and moved %s", xdpName(ret), h.whatMoved(frame)))
 }
 
 // whatMoved runs the frame again and says which counter it moves (the
 // second run sees the state the first left, which is what the first saw
 // for everything but the fragment table).
-func (h *harness) whatMoved(frame []byte) string {
-	before, err := h.d.Counters()
+func (h *harness) whatMoved(hk hook, frame []byte) string {
+	before, err := hk.d.Counters()
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if _, err := h.d.XDP().Run(&ebpf.RunOptions{Data: frame}); err != nil {
+	if _, err := hk.prog().Run(&ebpf.RunOptions{Data: frame}); err != nil {
 		h.t.Fatal(err)
 	}
-	after, err := h.d.Counters()
+	after, err := hk.d.Counters()
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -235,17 +273,19 @@ func (h *harness) report(frame []byte, want Verdict, got string) {
 // moved a counter besides its own.
 func (h *harness) checkAllCounters() {
 	h.t.Helper()
-	cs, err := h.d.Counters()
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	if h.reports > 0 {
 		return // the second runs of reported frames moved counters too
 	}
-	for _, c := range cs {
-		want := h.counts[Verdict{c.Action.String(), c.Reason.String()}]
-		if c.Packets != want {
-			h.t.Errorf("counter %v/%v is %d, the model counted %d", c.Action, c.Reason, c.Packets, want)
+	for _, hk := range h.hooks {
+		cs, err := hk.d.Counters()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, c := range cs {
+			want := hk.counts[Verdict{c.Action.String(), c.Reason.String()}]
+			if c.Packets != want {
+				h.t.Errorf("%s: counter %v/%v is %d, the model counted %d", hk.name, c.Action, c.Reason, c.Packets, want)
+			}
 		}
 	}
 }
@@ -271,12 +311,30 @@ func names(v Verdict) (loader.Action, loader.Reason, bool) {
 	return 0, 0, false
 }
 
-func xdpName(ret uint32) string {
-	switch ret {
-	case xdpDrop:
-		return "XDP_DROP"
-	case xdpPass:
-		return "XDP_PASS"
+// tcRunnable says whether BPF_PROG_TEST_RUN takes frame for a TC program: it
+// refuses an untagged IPv4 frame without a whole IPv4 header and an IPv6 one
+// without a whole IPv6 header (EINVAL), which the live receive path hands TC
+// all the same; XDP judges those.
+func tcRunnable(frame []byte) bool {
+	switch binary.BigEndian.Uint16(frame[12:]) {
+	case etherIPv4:
+		return len(frame) >= 14+20
+	case etherIPv6:
+		return len(frame) >= 14+40
 	}
-	return fmt.Sprintf("XDP action %d", ret)
+	return true
+}
+
+func (hk hook) retName(ret uint32) string {
+	switch {
+	case hk.name == "xdp" && ret == xdpDrop:
+		return "XDP_DROP"
+	case hk.name == "xdp" && ret == xdpPass:
+		return "XDP_PASS"
+	case hk.name == "tc" && ret == tcShot:
+		return "TC_ACT_SHOT"
+	case hk.name == "tc" && ret == tcOK:
+		return "TC_ACT_OK"
+	}
+	return fmt.Sprintf("action %d", ret)
 }
