@@ -1,9 +1,10 @@
 // Package safefile opens and reads files whose paths come from outside input
 // (a policy names its list files, secret files and access logs): only regular
 // files, never a FIFO, a device or a kernel file under /proc or /sys, and never
-// more than a size limit. The checks are made on the file descriptor that was
-// opened, not on the path, so a path swapped between a check and the open
-// (a symlink race) cannot slip anything past them.
+// more than a size limit. The checks are made on a file descriptor, not on the
+// path, so a path swapped between a check and the open (a symlink race) cannot
+// slip anything past them; and on an O_PATH descriptor, before any open for
+// reading, so a refused device is never opened (opening some acts).
 //
 // Errors name the path and what is wrong with the file; they never quote its
 // content.
@@ -55,23 +56,42 @@ var pseudoFS = map[int64]string{
 }
 
 // Open opens path for reading and checks the descriptor: a regular file on
-// an ordinary file system. The open never blocks (a FIFO with no writer would
-// hang an open without O_NONBLOCK); reads from the regular file it returns
-// behave as usual.
+// an ordinary file system. The checks come before any open for reading: the
+// path is first opened with O_PATH, which runs no driver's open and wakes no
+// FIFO writer (opening /dev/watchdog arms it; a tape rewinds), and only the
+// file that passed is opened again, through its descriptor, for reading.
 func Open(path string) (*os.File, fs.FileInfo, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	pf := os.NewFile(uintptr(pfd), path)
+	defer pf.Close()
+	fi, err := check(pf, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	// /proc/self/fd/N names the very file pfd holds, whatever the path
+	// now points to; O_NONBLOCK keeps the open from ever waiting
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
-	fi, err := check(f, path)
+	ofi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !os.SameFile(fi, ofi) {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: the file opened for reading is not the one checked (is /proc procfs?)", path)
 	}
 	return f, fi, nil
 }
 
+// check says whether f (opened with O_PATH: fstat and fstatfs take such a
+// descriptor) is a regular file on an ordinary file system.
 func check(f *os.File, path string) (fs.FileInfo, error) {
 	fi, err := f.Stat()
 	if err != nil {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -124,5 +126,70 @@ func TestReadSecret(t *testing.T) {
 	}
 	if _, err := ReadSecret("/proc/self/environ"); !errors.Is(err, ErrKernelFile) {
 		t.Errorf("environ as a secret: %v", err)
+	}
+}
+
+// TestRefusedFilesAreNeverOpened: opening a device is an act of its own
+// (/dev/watchdog starts a timer that reboots the host unless it is closed
+// just so, a tape rewinds, a serial line raises DTR; a FIFO's open wakes a
+// writer waiting for a reader), so what is refused must be refused before any
+// open for reading. inotify sees every such open (IN_OPEN); the regular file
+// read alongside shows that the watch works.
+func TestRefusedFilesAreNeverOpened(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	toFIFO := filepath.Join(dir, "list.txt")
+	if err := os.Symlink(fifo, toFIFO); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain.txt")
+	if err := os.WriteFile(plain, []byte("192.0.2.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(in)
+	if _, err := unix.InotifyAddWatch(in, dir, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, toFIFO} {
+		if _, err := Read(p, 1<<20); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("Read(%s) = %v, want %v", p, err, ErrNotRegular)
+		}
+		if f, _, err := Open(p); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("Open(%s) = %v, want %v", p, err, ErrNotRegular)
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	if _, err := Read(plain, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	// fsnotify queues an event as the open happens: all are here by now
+	var opened []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(in, buf)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+			opened = append(opened, strings.TrimRight(string(name), "\x00"))
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+	if !slices.Equal(opened, []string{"plain.txt"}) {
+		t.Errorf("opened %q, want only plain.txt", opened)
 	}
 }
