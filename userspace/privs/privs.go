@@ -52,7 +52,19 @@ func (c *capSets) clear(cp int) {
 // the ambient set) of every thread, and returns the names of those it held.
 // CAP_SYS_ADMIN goes too when CAP_BPF stays: the kernel takes either for BPF,
 // and nothing else of CAP_SYS_ADMIN's is needed once started.
+//
+// Every thread gets no_new_privs first: uid 0 is given its whole bounding set
+// again by any execve, so without it a daemon run as root outside systemd's
+// NoNewPrivileges= (from a shell, a container runtime that allows privilege
+// escalation) would have dropped nothing that running a program does not give
+// back. The daemon runs no program.
 func Drop(caps ...int) ([]string, error) {
+	if _, _, errno := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+		if errno == syscall.ENOTSUP {
+			return nil, ErrCgo
+		}
+		return nil, fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", errno)
+	}
 	c, err := get()
 	if err != nil {
 		return nil, err

@@ -49,6 +49,18 @@ func child() int {
 	held, _ := Held()
 	fmt.Println("held:", strings.Join(held, ","))
 	close(done)
+	// uid 0 gets its bounding set back from any execve, unless no_new_privs
+	// holds it to what it has
+	out, err := exec.Command("cat", "/proc/self/status").Output()
+	if err != nil {
+		fmt.Println("error: exec after the drop:", err)
+		return 1
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapPrm:\t"); ok {
+			fmt.Println("exec:", v)
+		}
+	}
 	return 0
 }
 
@@ -95,7 +107,7 @@ func TestDropOnEveryThread(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	var threads []uint64
+	var threads, execed []uint64
 	var dropped, held []string
 	for _, l := range strings.Split(string(out), "\n") {
 		switch k, v, _ := strings.Cut(l, ": "); k {
@@ -109,6 +121,12 @@ func TestDropOnEveryThread(t *testing.T) {
 				t.Fatal(err)
 			}
 			threads = append(threads, n)
+		case "exec":
+			n, err := strconv.ParseUint(v, 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			execed = append(execed, n)
 		}
 	}
 	for _, c := range []string{"CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"} {
@@ -127,6 +145,14 @@ func TestDropOnEveryThread(t *testing.T) {
 		if p&gone != 0 || p&(1<<unix.CAP_BPF) == 0 {
 			t.Errorf("thread %d of %d: CapPrm %x", i, len(threads), p)
 		}
+	}
+	// the test runs as root outside systemd's NoNewPrivileges: what the
+	// daemon dropped, a program it runs must not hold again
+	if len(execed) != 1 {
+		t.Fatalf("no capabilities read from a program run after the drop:\n%s", out)
+	}
+	if execed[0]&gone != 0 {
+		t.Errorf("a program run after the drop holds CapPrm %x: %x of it was dropped", execed[0], execed[0]&gone)
 	}
 }
 
