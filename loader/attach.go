@@ -155,15 +155,28 @@ func (d *Datapath) attachIngress(iface string, mode AttachMode) (Attachment, err
 		if l, err := link.LoadPinnedLink(path, nil); err == nil {
 			prog := d.progFor(mode)
 			uerr := l.Update(prog)
-			l.Close()
+			if uerr == nil && mode == AttachTCX {
+				// a program put ahead of the guard since: the link
+				// keeps its place, so only a new one heads the chain
+				if id, err := programID(prog); err == nil {
+					uerr = tcxFirst(dev, id, mode)
+				}
+			}
 			if uerr == nil {
+				l.Close()
 				att.Adopted = true
 				return att, nil
 			}
-			// the old link is unusable (interface re-created, say): replace it
-			slog.Warn("pinned link could not be updated; attaching afresh", "link", path, "err", uerr)
+			// the old link is unusable (interface re-created, say), or
+			// behind another program: replace it (TCX holds a program
+			// once, so the old link goes first)
+			slog.Warn("pinned link could not be adopted; attaching afresh", "link", path, "err", uerr)
 			if err := os.Remove(path); err != nil {
+				l.Close()
 				return att, fmt.Errorf("remove stale link pin %s: %w", path, err)
+			}
+			if err := l.Close(); err != nil {
+				return att, fmt.Errorf("detach the stale link %s: %w", path, err)
 			}
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return att, fmt.Errorf("open pinned link %s: %w", path, err)
@@ -182,7 +195,9 @@ func (d *Datapath) attachIngress(iface string, mode AttachMode) (Attachment, err
 			return att, fmt.Errorf("attach XDP to %s: driver has no native XDP (use --attach generic or tcx): %w", iface, err)
 		}
 	case AttachTCX:
-		l, err = link.AttachTCX(link.TCXOptions{Program: d.objs.ApiguardTc, Interface: dev.Index, Attach: ebpf.AttachTCXIngress})
+		// first in the chain: a program ahead of it that passes a packet
+		// (TCX_PASS) ends the chain, and the guard never sees the packet
+		l, err = link.AttachTCX(link.TCXOptions{Program: d.objs.ApiguardTc, Interface: dev.Index, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 	default:
 		return att, fmt.Errorf("unknown attach mode %q", mode)
 	}

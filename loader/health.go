@@ -30,6 +30,11 @@ func (d *Datapath) CheckAttachment(a Attachment) error {
 	if err != nil {
 		return err
 	}
+	// TCX runs before clsact filters, and stops at the first program that
+	// passes a packet: one ahead of the guard may let through what it drops
+	if err := tcxFirst(dev, want, a.Mode); err != nil {
+		return err
+	}
 	if a.Mode == AttachTC {
 		return checkClsact(dev, want)
 	}
@@ -56,6 +61,35 @@ func (d *Datapath) CheckAttachment(a Attachment) error {
 		return fmt.Errorf("%s (%s): the link is on ifindex %d, the interface is %d: %w", a.Iface, a.Mode, ifindex, dev.Index, ErrNotAttached)
 	case info.Program != want:
 		return fmt.Errorf("%s (%s): the link runs program %d, not ours (%d): %w", a.Iface, a.Mode, info.Program, want, ErrNotAttached)
+	}
+	return nil
+}
+
+// tcxFirst checks that no TCX ingress program runs before the guard: in
+// mode tcx the guard heads the chain, in the other modes the chain is empty
+// (XDP runs before TCX, so only the TC modes are concerned). A kernel without
+// TCX has no chain to check.
+func tcxFirst(dev *net.Interface, want ebpf.ProgramID, mode AttachMode) error {
+	if mode != AttachTCX && mode != AttachTC {
+		return nil
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: dev.Index, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		if mode == AttachTC {
+			return nil // no TCX: the clsact fallback's kernels
+		}
+		return fmt.Errorf("%s (%s): query the TCX chain: %w", dev.Name, mode, err)
+	}
+	for _, p := range res.Programs {
+		if p.ID == want {
+			return nil
+		}
+		fix := "a restart puts the guard first"
+		if mode == AttachTC {
+			fix = "TCX runs before every clsact filter: attach in mode tcx"
+		}
+		return fmt.Errorf("%s (%s): TCX program %d runs before the guard and may pass what it would drop (%s): %w",
+			dev.Name, mode, p.ID, fix, ErrNotAttached)
 	}
 	return nil
 }
