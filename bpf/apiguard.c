@@ -498,6 +498,12 @@ static __always_inline void guard(struct pkt *p, int parsed, struct verdict *v)
 			frag_note_orphan(p);
 		return;
 	}
+	/* frag.h: the kernel keeps a datagram's first first fragment */
+	if (p->frag == AG_FRAG_FIRST && frag_twin(p)) {
+		v->action = AG_ACT_DROP;
+		v->reason = AG_R_FRAGMENT;
+		return;
+	}
 	if (pkt_is_icmp(p)) {
 		v->reason = AG_R_ICMP;
 		return;

@@ -207,3 +207,30 @@ func TestFragmentBudget(t *testing.T) {
 		vc("a fragment from a third client", packet.Build(first(from("10.22.0.3"), 2, 8)), drop, over),
 	})
 }
+
+// A datagram's first fragment, once let through, stays its first fragment: the
+// kernel keeps the first it gets (another that fits inside it is a duplicate
+// and dropped; one that does not discards the whole datagram). A second first
+// fragment with other ports, let through and remembered, would lend those to
+// the later fragments the host delivers to the first one's port: a tiny first
+// fragment to a limited service, then its twin to a port without limits, and
+// every full-size later fragment escaped the service's bytes limit.
+func TestFragmentFirstCannotBeReplaced(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, fragPolicy(false))
+	ok, frag := Reason(GuardAgReasonAG_R_OK), Reason(GuardAgReasonAG_R_FRAGMENT)
+	a := udp("10.23.0.1", 9100, 0)
+	twin := udp("10.23.0.1", 9999, 0) // no service: passes under defaultAction pass
+	b := tcp("2001:db8:23::1", 80, packet.ACK)
+	bTwin := udp("2001:db8:23::1", 9100, 0) // IPv6: another protocol, the same datagram
+	checkVerdicts(t, d, []verdictCase{
+		vc("a tiny first fragment to the limited service", packet.Build(first(a, 1, 8)), pass, ok),
+		vc("its twin to a port without a service", packet.Build(first(twin, 1, 8)), drop, frag),
+		vc("a full later fragment is charged to the first", packet.Build(later(a, 1, 100, 1514)), pass, ok),
+		vc("the next is over the client's bytes", packet.Build(later(a, 1, 285, 1514)), drop, Reason(GuardAgReasonAG_R_CLIENT_BPS)),
+		vc("a duplicate with the same ports is no twin", packet.Build(first(a, 1, 8)), pass, ok),
+		vc("ipv6 first fragment (tcp)", packet.Build(v6frag(first(b, 2, 8))), pass, ok),
+		vc("ipv6 twin with another protocol", packet.Build(v6frag(first(bTwin, 2, 8))), drop, frag),
+		vc("another datagram's first fragment is no twin", packet.Build(first(twin, 3, 8)), pass, Reason(GuardAgReasonAG_R_NO_SERVICE)),
+	})
+}

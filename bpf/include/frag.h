@@ -8,6 +8,9 @@
  *   - a first fragment let through (passed, or a drop monitor mode passed),
  *     unless allow-listed, is remembered by frag_remember(): its datagram's key
  *     (source, destination, protocol for IPv4, identification) -> its ports;
+ *   - a first fragment, after the allow list, deny list and bans, is refused
+ *     when its datagram's first fragment was let through with another
+ *     protocol or other ports (frag_twin());
  *   - a later fragment, after the allow list, deny list and bans, calls
  *     frag_recall(): when its first fragment was remembered less than
  *     AG_FRAG_TTL_NS ago it takes that fragment's protocol and ports and is
@@ -115,6 +118,26 @@ static __always_inline int frag_recall(struct pkt *p)
 	p->sport = f->sport;
 	p->dport = f->dport;
 	return 1;
+}
+
+/* A first fragment of a datagram whose first fragment was let through with
+ * another protocol or other ports: 1. The kernel keeps the first one it got
+ * (another that fits inside it is a duplicate and dropped; one that does not
+ * discards the datagram), so this one's ports would only be lent to later
+ * fragments the host delivers to the first one's port: a tiny first fragment
+ * to a limited service, then a twin to a port without limits, and the full
+ * later fragments escaped the limits. Refused instead (a sender reusing an id
+ * for another flow within AG_FRAG_TTL_NS loses that datagram). */
+static __always_inline int frag_twin(const struct pkt *p)
+{
+	struct ag_frag_key k;
+	struct ag_frag *f;
+
+	frag_key(&k, p);
+	f = bpf_map_lookup_elem(&frags, &k);
+	if (!f || !f->first || !frag_fresh(f, bpf_ktime_get_coarse_ns()))
+		return 0;
+	return f->proto != p->proto || f->sport != p->sport || f->dport != p->dport;
 }
 
 /* An orphan that passes: its packet and bytes wait for the first fragment. */

@@ -427,6 +427,13 @@ func (g *Gen) fragment(d *datagram) (kind fragKind) {
 		return whole
 	case x < 0.78:
 		d.id = g.fragID()
+		// now and then a second first fragment of a datagram drawn
+		// lately, with ports of its own (a duplicate, or a twin)
+		if len(g.firsts) > 0 && g.chance(0.1) {
+			if o := g.firsts[g.pick(len(g.firsts))]; o.family == d.family {
+				*d = o
+			}
+		}
 		if len(g.firsts) > 64 {
 			g.firsts = g.firsts[1:]
 		}

@@ -329,13 +329,13 @@ func (m *Model) Judge(b []byte, now time.Time) Verdict {
 	return v
 }
 
-// Ambiguous reports whether b is a later fragment whose first fragment the
-// kernel may or may not still remember: about FragmentTTL old at now (the
+// Ambiguous reports whether b is a fragment whose datagram's first fragment
+// the kernel may or may not still remember: about FragmentTTL old at now (the
 // kernel's clock and the caller's may disagree), or entered more than recent
 // inserts ago (the table is an LRU; its order is the kernel's).
 func (m *Model) Ambiguous(b []byte, now time.Time, margin time.Duration, recent int) bool {
 	f := read(b)
-	if f.fail != "" || f.frag != laterFrag {
+	if f.fail != "" || f.frag == whole {
 		return false
 	}
 	e, ok := m.frags[keyOf(&f)]
@@ -396,6 +396,14 @@ func (m *Model) judge(f *frame, now time.Time) Verdict {
 			return m.noService("fragment")
 		}
 		f.proto, f.sport, f.dport = e.proto, e.sport, e.dport
+	}
+	// "A first fragment of a datagram in the table whose first fragment had
+	// another protocol or other ports is dropped (reason fragment)"
+	if f.frag == firstFrag {
+		if e, ok := m.frags[keyOf(f)]; ok && now.Sub(e.at) < FragmentTTL &&
+			(e.proto != f.proto || e.sport != f.sport || e.dport != f.dport) {
+			return drop("fragment")
+		}
 	}
 	if isICMP(f.family, f.proto) {
 		return pass("icmp")
