@@ -380,7 +380,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 }
 
 // TestDaemonRefusesBadPolicyAtStart: a broken policy is reported with file and
-// line, the exit status is non-zero, and nothing is loaded or pinned.
+// line, the exit status is 4 (invalid, as for the CLI), and nothing is loaded
+// or pinned.
 func TestDaemonRefusesBadPolicyAtStart(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := buildBinary(t)
@@ -407,8 +408,8 @@ func TestDaemonRefusesBadPolicyAtStart(t *testing.T) {
 		"--socket", filepath.Join(dir, "s.sock"), "--state-dir", filepath.Join(dir, "state"))
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("exit: %v, want status 1\n%s", err, out)
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
+		t.Fatalf("exit: %v, want status 4 (invalid)\n%s", err, out)
 	}
 	for _, want := range []string{"the policy has 2 errors", bad + ":5: spec.deny[0]", bad + ":9: spec.services[0].ports[0]"} {
 		if !strings.Contains(string(out), want) {
