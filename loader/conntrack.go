@@ -1,7 +1,7 @@
 package loader
 
 // Connection filtering: per-service source ACLs and TCP connection caps
-// followed in the kernel (bpf/include/conntrack.h, docs/conntrack.md). This
+// followed in the kernel (bpf/include/conntrack*.h, docs/conntrack.md). This
 // file compiles them into the policy slot image, writes and reads them back,
 // runs the flow sweeper and reads the flow table.
 

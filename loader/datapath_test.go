@@ -550,7 +550,8 @@ func TestRefusalMemory(t *testing.T) {
 	}
 }
 
-// refusalSlot mirrors the datapath's slot hash (bpf/apiguard.c refusal_slot),
+// refusalSlot mirrors the datapath's slot hash (bpf/include/addr.h addr_hash,
+// seeded as refusals.h refusal_slot seeds it),
 // only to build a source that shares a victim's slot.
 func refusalSlot(a netip.Addr, proto uint8, dport uint16, slots uint32) uint32 {
 	b := a.As16()
@@ -560,7 +561,7 @@ func refusalSlot(a netip.Addr, proto uint8, dport uint16, slots uint32) uint32 {
 	h ^= w(1) * 0x165667b19e3779f9
 	h ^= w(2) * 0x27d4eb2f165667c5
 	h ^= w(3) * 0x94d049bb133111eb
-	return uint32((h ^ (h >> 31)) & uint64(slots-1))
+	return uint32((h ^ (h >> 29)) & uint64(slots-1))
 }
 
 // The refusal memory matches its source exactly: another source in the same

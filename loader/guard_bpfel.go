@@ -92,6 +92,22 @@ type GuardAgConnService struct {
 	_                  [4]byte
 }
 
+type GuardAgConst uint32
+
+const (
+	GuardAgConstAG_MAX_SERVICES     GuardAgConst = 64
+	GuardAgConstAG_PORTS_PER_PROTO  GuardAgConst = 65536
+	GuardAgConstAG_PORT_SLOT        GuardAgConst = 131072
+	GuardAgConstAG_V4MAPPED_BITS    GuardAgConst = 96
+	GuardAgConstAG_LPM_CAPACITY     GuardAgConst = 262144
+	GuardAgConstAG_BAN_CAPACITY     GuardAgConst = 262144
+	GuardAgConstAG_ACL_CAPACITY     GuardAgConst = 131072
+	GuardAgConstAG_ACL_HDR_BITS     GuardAgConst = 16
+	GuardAgConstAG_FLOW_CAPACITY    GuardAgConst = 262144
+	GuardAgConstAG_COUNT_HALF_SHIFT GuardAgConst = 32
+	GuardAgConstAG_FRAG_TTL_SECONDS GuardAgConst = 60
+)
+
 type GuardAgConsts struct {
 	_                  structs.HostLayout
 	EventInterval      uint64
@@ -355,29 +371,7 @@ type GuardAgSweep struct {
 }
 
 type GuardCtWork struct {
-	_       structs.HostLayout
-	Client  [16]uint8
-	Family  uint8
-	Passing uint8
-	Action  uint8
-	Reason  uint8
-	Event   uint8
-	EvBits  uint8
-	Monitor uint8
-	Pad     uint8
-	T       struct {
-		_      structs.HostLayout
-		Saddr  [16]uint8
-		Daddr  [16]uint8
-		Seq    uint32
-		Ack    uint32
-		Sport  uint16
-		Dport  uint16
-		Family uint8
-		Flags  uint8
-		Data   uint8
-		_      [1]byte
-	}
+	_    structs.HostLayout
 	Key  GuardAgFlowKey
 	_    [4]byte
 	Init GuardAgFlow
@@ -431,6 +425,7 @@ const (
 	GuardProgApiguardXdp       = "apiguard_xdp"
 	GuardProgBaselinePass      = "baseline_pass"
 	GuardVarAgActionUnused     = "ag_action_unused"
+	GuardVarAgConstUnused      = "ag_const_unused"
 	GuardVarAgEventTypeUnused  = "ag_event_type_unused"
 	GuardVarAgEventUnused      = "ag_event_unused"
 	GuardVarAgFlowStateUnused  = "ag_flow_state_unused"
@@ -534,6 +529,7 @@ type GuardMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardVariableSpecs struct {
 	AgActionUnused    *ebpf.VariableSpec `ebpf:"ag_action_unused"`
+	AgConstUnused     *ebpf.VariableSpec `ebpf:"ag_const_unused"`
 	AgEventTypeUnused *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
 	AgEventUnused     *ebpf.VariableSpec `ebpf:"ag_event_unused"`
 	AgFlowStateUnused *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
@@ -640,6 +636,7 @@ func (m *GuardMaps) Close() error {
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardVariables struct {
 	AgActionUnused    *ebpf.Variable `ebpf:"ag_action_unused"`
+	AgConstUnused     *ebpf.Variable `ebpf:"ag_const_unused"`
 	AgEventTypeUnused *ebpf.Variable `ebpf:"ag_event_type_unused"`
 	AgEventUnused     *ebpf.Variable `ebpf:"ag_event_unused"`
 	AgFlowStateUnused *ebpf.Variable `ebpf:"ag_flow_state_unused"`

@@ -225,7 +225,7 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 		// connection filtering (ct_scratch is per-packet scratch: not pinned)
 		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
 		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
-		// clients with a proven handshake (maps.h)
+		// clients with a proven handshake (proven.h)
 		GuardMapProven: m.Proven,
 		// sources proven by a completed handshake, and the handshakes
 		// awaiting their last ACK (proof.go)

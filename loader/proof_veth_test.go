@@ -25,7 +25,7 @@ import (
 func TestSourceProofVeth(t *testing.T) {
 	lab := newVethLab(t)
 	d := newDatapath(t, Options{})
-	// proven clients (conntrack.h) take part too: they share the test of who sent a segment
+	// proven clients (proven.h) take part too: they share the test of who sent a segment
 	mustApply(t, d, &Policy{ProveSources: true, ProvenTTL: 10 * time.Minute, Services: []Service{{ID: 1, Name: "api",
 		Proto: ProtoTCP, Ports: []PortRange{{8443, 8444}},
 		Client: Limits{Conns: Rate{PerSecond: 100, Burst: 100}},

@@ -40,9 +40,9 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include "types.h"
-#include "maps.h"
+#include "counters.h"
+#include "gcra.h"
 #include "parse.h"
-#include "limit.h"
 
 #ifndef AG_FRAG_CAPACITY
 /* The kernel holds at most 4 MB of fragments per namespace (ipfrag_high_thresh):
@@ -50,7 +50,7 @@
 #define AG_FRAG_CAPACITY (1 << 14)
 #endif
 /* IPv6's reassembly timeout (IPv4's is 30 s): an older entry's datagram is gone. */
-#define AG_FRAG_TTL_NS (60ULL * 1000000000ULL)
+#define AG_FRAG_TTL_NS ((__u64)AG_FRAG_TTL_SECONDS * 1000000000ULL)
 /* No datagram is longer: the kernel discards what reaches past it, so orphans
  * beyond it buy nothing, and a bounded cost keeps the GCRA products in 64 bits. */
 #define AG_FRAG_MAX_DATAGRAM 65535

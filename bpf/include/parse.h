@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Cursor-based header parsing. Every helper checks bounds before it reads and
- * returns an ag_reason on failure, so each malformed packet has a defined verdict.
+/* The one parser: cursor-based header parsing for every program (ingress,
+ * egress). Every helper checks bounds before it reads and returns an
+ * ag_reason on failure, so each malformed packet has a defined verdict.
  *
- * Contract: a frame the parser calls "not IP" (AG_R_NOT_IP) is one the host's
- * stack cannot deliver to an IP socket. The kernel strips any number of VLAN
- * tags with VLAN ID 0 (802.1Q or 802.1ad) before it looks at the ethertype,
- * with or without VLAN devices; the parser reads AG_MAX_VLAN tags and refuses a
- * frame still tagged after them (AG_R_VLAN_STACK) rather than judging it as not
- * IP. Other encapsulations (IP-in-IP, GRE, VXLAN, MPLS, PPPoE) reach a socket
- * only through a tunnel or session device the host configured: their outer
- * packet is judged (policies/README.md, "What reaches the host"). */
+ * Contract: parse_packet() fills struct pkt and returns AG_R_OK, AG_R_NOT_IP
+ * or a malformation reason. What it fills is all any stage reads of a packet:
+ * no stage goes back to the packet's bytes. A frame the parser calls "not IP"
+ * (AG_R_NOT_IP) is one the host's stack cannot deliver to an IP socket. The
+ * kernel strips any number of VLAN tags with VLAN ID 0 (802.1Q or 802.1ad)
+ * before it looks at the ethertype, with or without VLAN devices; the parser
+ * reads AG_MAX_VLAN tags and refuses a frame still tagged after them
+ * (AG_R_VLAN_STACK) rather than judging it as not IP. Other encapsulations
+ * (IP-in-IP, GRE, VXLAN, MPLS, PPPoE) reach a socket only through a tunnel or
+ * session device the host configured: their outer packet is judged
+ * (policies/README.md, "What reaches the host"). */
 #ifndef APIGUARD_PARSE_H
 #define APIGUARD_PARSE_H
 
@@ -22,6 +26,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "types.h"
+#include "addr.h"
 
 #ifndef AG_MAX_VLAN
 #define AG_MAX_VLAN 2		/* 802.1ad QinQ: a service tag and a customer tag */
@@ -29,6 +34,7 @@
 #ifndef AG_MAX_EXT_HDRS
 #define AG_MAX_EXT_HDRS 6
 #endif
+#define AG_MAX_HDR_LEN 2048	/* no header is longer; bounds lengths for the verifier */
 
 #define AG_IP_MF 0x2000		/* IPv4 more fragments */
 #define AG_IP_OFFSET 0x1fff	/* IPv4 fragment offset, 8-byte units */
@@ -39,8 +45,12 @@
 #define AG_FRAG_FIRST 1
 #define AG_FRAG_LATER 2
 
+#define AG_ICMP_HDR_LEN 4	/* type, code, checksum: what the parser reads of ICMP and ICMPv6 */
 #define AG_ICMPV6_NDP_FIRST 133	/* router solicitation */
 #define AG_ICMPV6_NDP_LAST 137	/* redirect */
+
+#define AG_ARP_HW_LEN 6		/* Ethernet */
+#define AG_ARP_PROTO_LEN 4	/* IPv4 */
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
@@ -52,6 +62,8 @@
 struct cursor {
 	void *pos;
 	void *end;
+	__u32 ip_len;		/* bytes of IP payload left, as the IP header says */
+	__u8 big;		/* the IP header says 0: a BIG TCP aggregate */
 };
 
 struct vlan_hdr {
@@ -74,14 +86,17 @@ struct ipv6_frag {
 /* What the pipeline needs to know about a packet, filled by parse_packet. */
 struct pkt {
 	__u8 addr[16];		/* source, v4-mapped for IPv4 */
-	__u8 dst[16];		/* destination, v4-mapped; read only for fragments */
+	__u8 dst[16];		/* destination, v4-mapped */
 	__u32 frag_id;		/* fragments: the IPv4 or IPv6 identification */
 	__u32 len;
+	__u32 seq;		/* TCP: sequence and acknowledgment numbers */
+	__u32 ack;
 	__u16 dport;		/* host order */
 	__u16 sport;
 	__u8 family;		/* 4 or 6; 0 for non-IP */
 	__u8 proto;		/* L4 protocol, IPPROTO_NONE when unknown */
 	__u8 tcp_flags;
+	__u8 data;		/* TCP: the segment carries payload (or is a BIG TCP aggregate) */
 	__u8 frag;		/* AG_FRAG_*; an IPv6 atomic fragment is AG_FRAG_NONE */
 	__u8 icmp_type;
 	__u8 arp;		/* an ARP frame; addr is its sender address */
@@ -92,13 +107,18 @@ static __always_inline void *cursor_pull(struct cursor *c, __u32 len)
 {
 	void *start = c->pos;
 
-	/* no header is this long; the check also bounds len for the verifier */
-	if (len > 2048)
+	if (len > AG_MAX_HDR_LEN)
 		return NULL;
 	if (start + len > c->end)
 		return NULL;
 	c->pos = start + len;
 	return start;
+}
+
+/* An IP header's own length field: what is left of the datagram after len more bytes of headers. */
+static __always_inline void ip_len_consume(struct cursor *c, __u32 len)
+{
+	c->ip_len = c->ip_len > len ? c->ip_len - len : 0;
 }
 
 /* The tags the kernel unwraps (its eth_type_vlan): 802.1Q and 802.1ad. */
@@ -143,6 +163,33 @@ static __always_inline int pkt_is_icmp(const struct pkt *p)
 	return p->family == 4 ? p->proto == IPPROTO_ICMP : p->proto == IPPROTO_ICMPV6;
 }
 
+/* A TCP packet the state machines may read: its header was parsed (not a
+ * later fragment, which carries none). */
+static __always_inline int pkt_has_tcp(const struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP && p->frag != AG_FRAG_LATER;
+}
+
+/* Flag combinations no TCP stack sends: scans and stack fingerprinting. */
+static __always_inline int tcp_flags_invalid(__u8 f)
+{
+	if (!(f & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_ACK)))
+		return 1;		/* NULL, and PSH/URG-only probes */
+	if ((f & TCPF_SYN) && (f & (TCPF_FIN | TCPF_RST)))
+		return 1;		/* SYN+FIN, SYN+RST */
+	if ((f & TCPF_FIN) && (f & TCPF_RST))
+		return 1;
+	if ((f & (TCPF_FIN | TCPF_PSH | TCPF_URG)) && !(f & TCPF_ACK))
+		return 1;		/* XMAS (FIN+PSH+URG) and FIN/PSH/URG without ACK */
+	return 0;
+}
+
+/* A SYN that opens a connection (no ACK: not the server's SYN-ACK). */
+static __always_inline int tcp_syn(__u8 f)
+{
+	return (f & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
+}
+
 static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 {
 	switch (p->proto) {
@@ -155,7 +202,11 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 			return AG_R_MALFORMED;
 		p->dport = bpf_ntohs(th->dest);
 		p->sport = bpf_ntohs(th->source);
+		p->seq = bpf_ntohl(th->seq);
+		p->ack = bpf_ntohl(th->ack_seq);
 		p->tcp_flags = ((__u8 *)th)[13];
+		/* a length that does not add up is no data */
+		p->data = c->big || c->ip_len > th->doff * 4;
 		return AG_R_OK;
 	}
 	case IPPROTO_UDP: {
@@ -169,22 +220,13 @@ static __always_inline int parse_l4(struct cursor *c, struct pkt *p)
 	}
 	}
 	if (pkt_is_icmp(p)) {
-		__u8 *type = cursor_pull(c, 4);
+		__u8 *type = cursor_pull(c, AG_ICMP_HDR_LEN);
 
 		if (!type)
 			return AG_R_TRUNCATED;
 		p->icmp_type = *type;
 	}
 	return AG_R_OK;
-}
-
-/* ::ffff:a.b.c.d, the form every IPv4 address takes in keys */
-static __always_inline void v4_map(__u8 out[16], const void *a4)
-{
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	__builtin_memcpy(&out[12], a4, 4);
 }
 
 /* The transport header parse_l4 reads, in bytes. */
@@ -194,7 +236,7 @@ static __always_inline __u32 l4_hdr_len(const struct pkt *p)
 		return sizeof(struct tcphdr);
 	if (p->proto == IPPROTO_UDP)
 		return sizeof(struct udphdr);
-	return pkt_is_icmp(p) ? 4 : 0;
+	return pkt_is_icmp(p) ? AG_ICMP_HDR_LEN : 0;
 }
 
 static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
@@ -222,16 +264,18 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	tot = bpf_ntohs(iph->tot_len);
 	if (tot && hlen > tot)
 		return AG_R_MALFORMED;
+	c->big = !tot;
+	c->ip_len = tot > hlen ? tot - hlen : 0;
 
 	p->family = 4;
 	p->proto = iph->protocol;
 	v4_map(p->addr, &iph->saddr);
+	v4_map(p->dst, &iph->daddr);
 
 	frag = bpf_ntohs(iph->frag_off);
 	if (frag & (AG_IP_OFFSET | AG_IP_MF)) {
 		p->frag = frag & AG_IP_OFFSET ? AG_FRAG_LATER : AG_FRAG_FIRST;
 		p->frag_id = bpf_ntohs(iph->id);
-		v4_map(p->dst, &iph->daddr);
 		if (p->frag == AG_FRAG_LATER)
 			return AG_R_OK;
 	}
@@ -240,11 +284,14 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	return parse_l4(c, p);
 }
 
-static __always_inline int ipv6_v4_mapped(const __u8 a[16])
+/* Skips one IPv6 extension header of total length len (its first two bytes
+ * are read already). */
+static __always_inline int ipv6_ext_skip(struct cursor *c, __u32 len)
 {
-	const __u32 *w = (const __u32 *)a;
-
-	return !w[0] && !w[1] && w[2] == bpf_htonl(0x0000ffff);
+	if (!cursor_pull(c, len - sizeof(struct ipv6_ext)))
+		return AG_R_TRUNCATED;
+	ip_len_consume(c, len);
+	return AG_R_OK;
 }
 
 static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
@@ -261,8 +308,11 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 	__builtin_memcpy(p->addr, &ip6->saddr, 16);
 	/* an IPv4-mapped source never travels on the wire (RFC 4291 2.5.5.2),
 	 * and its keys would be those of the IPv4 address it names */
-	if (ipv6_v4_mapped(p->addr))
+	if (is_v4_mapped(p->addr))
 		return AG_R_MALFORMED;
+	__builtin_memcpy(p->dst, &ip6->daddr, 16);
+	c->ip_len = bpf_ntohs(ip6->payload_len);
+	c->big = !c->ip_len;
 	next = ip6->nexthdr;
 
 #pragma unroll
@@ -276,8 +326,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 			if (!e)
 				return AG_R_TRUNCATED;
 			next = e->nexthdr;
-			/* the header is (len + 1) * 8 bytes; 2 are already consumed */
-			if (!cursor_pull(c, (e->len + 1) * 8 - sizeof(*e)))
+			/* the header is (len + 1) * 8 bytes */
+			if (ipv6_ext_skip(c, (e->len + 1) * 8))
 				return AG_R_TRUNCATED;
 			continue;
 		}
@@ -287,7 +337,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 			if (!e)
 				return AG_R_TRUNCATED;
 			next = e->nexthdr;
-			if (!cursor_pull(c, (e->len + 2) * 4 - sizeof(*e)))
+			/* (len + 2) 4-byte words */
+			if (ipv6_ext_skip(c, (e->len + 2) * 4))
 				return AG_R_TRUNCATED;
 			continue;
 		}
@@ -302,6 +353,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 			if (seen_frag)
 				return AG_R_MALFORMED;
 			seen_frag = 1;
+			ip_len_consume(c, sizeof(*f));
 			next = f->nexthdr;
 			off = bpf_ntohs(f->frag_off);
 			/* offset 0 without more fragments: an atomic fragment,
@@ -309,7 +361,6 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 			if (!(off & (AG_IP6_OFFSET | AG_IP6_MF)))
 				continue;
 			p->frag_id = bpf_ntohl(f->id);
-			__builtin_memcpy(p->dst, &ip6->daddr, 16);
 			if (off & AG_IP6_OFFSET) {
 				p->proto = next;
 				p->frag = AG_FRAG_LATER;
@@ -336,39 +387,17 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 	return parse_l4(c, p);
 }
 
-/* Keys are only 4-byte aligned: go through memcpy so the verifier sees no
- * misaligned 8-byte stack access. */
-static __always_inline void mask_addr(__u8 out[16], const __u8 in[16], __u32 bits)
-{
-	__u64 hi, lo;
-
-	__builtin_memcpy(&hi, in, 8);
-	__builtin_memcpy(&lo, in + 8, 8);
-	hi = bpf_be64_to_cpu(hi);
-	lo = bpf_be64_to_cpu(lo);
-	if (bits < 64) {
-		hi = bits ? hi & (~0ULL << (64 - bits)) : 0;
-		lo = 0;
-	} else if (bits < 128) {
-		lo = bits > 64 ? lo & (~0ULL << (128 - bits)) : 0;
-	}
-	hi = bpf_cpu_to_be64(hi);
-	lo = bpf_cpu_to_be64(lo);
-	__builtin_memcpy(out, &hi, 8);
-	__builtin_memcpy(out + 8, &lo, 8);
-}
-
 /* ARP over Ethernet for IPv4: fixed header, then sender MAC and sender IP. A
  * deny entry may name the sender; anything else about ARP passes. */
 static __always_inline void parse_arp(struct cursor *c, struct pkt *p)
 {
-	__u8 *a = cursor_pull(c, 8 + 6 + 4);
+	__u8 *a = cursor_pull(c, 8 + AG_ARP_HW_LEN + AG_ARP_PROTO_LEN);
 
-	if (!a || a[4] != 6 || a[5] != 4)
+	if (!a || a[4] != AG_ARP_HW_LEN || a[5] != AG_ARP_PROTO_LEN)
 		return;
 	p->arp = 1;
 	p->family = 4;
-	v4_map(p->addr, a + 14);
+	v4_map(p->addr, a + 8 + AG_ARP_HW_LEN);
 }
 
 /* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */

@@ -17,19 +17,22 @@
  * - the server speaking on the connection afterwards (prove_source from the
  *   egress program): this covers connections whose handshake the table missed.
  *
- * Contract: conntrack.h's egress and ingress hooks call these with parsed
- * segments of a TCP service and who sent them (ag_sender). Spoofed packets
- * cannot write proven_sources (only acknowledged handshakes and the server's
- * own segments do), nor choose what the handshake table expects. The key is
- * the client address masked to the policy's client key; the value is when,
- * coarse ns, written at most once per AG_PROOF_REFRESH per key. */
+ * Contract: the egress program (egress.h) calls proof_egress() with the
+ * server's parsed segments of a TCP service and who sent them (ag_sender);
+ * the ingress pipeline calls proof_ingress() after the verdict, for an ACK it
+ * passed to a TCP service. Spoofed packets cannot write proven_sources (only
+ * acknowledged handshakes and the server's own segments do), nor choose what
+ * the handshake table expects. The key is the client address masked to the
+ * policy's client key; the value is when, coarse ns, written at most once per
+ * AG_PROOF_REFRESH per key. */
 #ifndef APIGUARD_PROOF_H
 #define APIGUARD_PROOF_H
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "types.h"
-#include "maps.h"
+#include "addr.h"
+#include "config.h"
 #include "parse.h"
 
 #ifndef AG_PROOF_CAPACITY
@@ -41,9 +44,6 @@
 
 #ifndef AG_HANDSHAKE_SLOTS
 #define AG_HANDSHAKE_SLOTS 2048	/* 80 KiB: every ACK to a TCP service reads a slot's tag */
-#endif
-#ifndef AG_MAX_GUARDED_IFACES
-#define AG_MAX_GUARDED_IFACES 64
 #endif
 
 #ifndef AG_HANDSHAKE_TTL
@@ -59,17 +59,6 @@ enum ag_sender {
 	AG_SENDER_CONNECTED,	/* a local TCP socket past its handshake */
 	AG_SENDER_REQUEST,	/* the request socket of a handshake: the kernel's SYN-ACK */
 };
-
-/* The interfaces the guard is attached to, by ifindex (the loader writes one
- * as it attaches): a segment without a socket that came in through one of
- * them was written by a host outside, and routed through this one by a
- * forwarding host, not sent by a container behind it (sender_of). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, __u8);
-	__uint(max_entries, AG_MAX_GUARDED_IFACES);
-} guarded_ifaces SEC(".maps");
 
 /* A SYN-ACK sent, in the slot a hash of its 4-tuple names. The slot holds
  * the 4-tuple itself: the hash has no secret, so a client can compute another
@@ -105,23 +94,13 @@ struct {
 	__uint(max_entries, AG_PROOF_CAPACITY);
 } proven_sources SEC(".maps");
 
-/* The policy slot in force. */
-static __always_inline const struct ag_config *active_config(void)
-{
-	__u32 zero = 0, slot;
-	const __u32 *slotp = bpf_map_lookup_elem(&active, &zero);
-
-	slot = slotp && *slotp ? 1 : 0;
-	return bpf_map_lookup_elem(&config, &slot);
-}
-
 /* Records that addr (masked to the client key) proved itself now. */
 static __always_inline void record_proof(const struct ag_config *cfg, const __u8 addr[16], __u8 family)
 {
 	struct ag_src_key k;
 	__u64 now, *seen;
 
-	mask_addr(k.addr, addr, family == 4 ? 96 + cfg->client_bits4 : cfg->client_bits6);
+	mask_addr(k.addr, addr, key_bits(family, cfg->client_bits4, cfg->client_bits6));
 	now = bpf_ktime_get_coarse_ns();
 	seen = bpf_map_lookup_elem(&proven_sources, &k);
 	if (seen && now - *seen < AG_PROOF_REFRESH)
@@ -134,7 +113,7 @@ static __always_inline void record_proof(const struct ag_config *cfg, const __u8
  * ACK of a FIN, a keepalive probe, the server's own FIN): the socket exists
  * because the peer answered the server's ISN. A forwarded segment has no
  * socket to vouch for it, so only data counts, as for proven clients
- * (conntrack.h prove_client): a bare ACK is what a stack answers a half-open
+ * (proven.h prove_client): a bare ACK is what a stack answers a half-open
  * connection's out-of-window segment with, and a blind spoofer can elicit it. */
 static __always_inline void prove_source(const struct ag_config *cfg, const __u8 daddr[16], __u8 family,
 					 __u8 flags, __u8 data, __u8 sender)
@@ -152,14 +131,7 @@ static __always_inline void prove_source(const struct ag_config *cfg, const __u8
  * wins, and an overwritten one is proven later, by the server's segments. */
 static __always_inline __u64 handshake_hash(const __u8 client[16], __u16 cport, __u16 sport)
 {
-	const __u32 *w = (const __u32 *)client;
-	__u64 h = ((__u64)cport << 16 | sport) * 0x9e3779b97f4a7c15ULL;
-
-	h ^= (__u64)w[0] * 0xc2b2ae3d27d4eb4fULL;
-	h ^= (__u64)w[1] * 0x165667b19e3779f9ULL;
-	h ^= (__u64)w[2] * 0x27d4eb2f165667c5ULL;
-	h ^= (__u64)w[3] * 0x94d049bb133111ebULL;
-	return h ^ (h >> 29);
+	return addr_hash(client, (__u64)cport << 16 | sport);
 }
 
 static __always_inline __u32 handshake_tag(__u64 h)
@@ -240,6 +212,42 @@ static __always_inline void handshake_acked(const struct ag_config *cfg, struct 
 	bpf_spin_unlock(&slot->lock);
 	if (match)
 		record_proof(cfg, client, family);
+}
+
+/* Ingress, on a slot whose tag matched. Global, so the verifier checks it
+ * once; the slot is looked up here, not passed in: its lock needs a map value. */
+__attribute__((noinline)) int proof_acked(const struct pkt *p, __u32 idx)
+{
+	struct ag_handshake *slot = bpf_map_lookup_elem(&handshakes, &idx);
+	const struct ag_config *cfg;
+	__u32 policy_slot;
+
+	cfg = policy(&policy_slot);
+	if (!p || !slot || !cfg)
+		return 0;
+	handshake_acked(cfg, slot, p->addr, p->sport, p->dport, p->family, p->tcp_flags, p->ack);
+	return 0;
+}
+
+/* Ingress, after the verdict: an ACK the guard passed to a TCP service, when
+ * the policy proves sources, may complete a handshake the egress program saw
+ * begin. Most cost a hash and a read of a small table. */
+static __always_inline void proof_ingress(const struct pkt *p, const struct verdict *v)
+{
+	int idx;
+
+	if (!v->proof || v->action != AG_ACT_PASS)
+		return;
+	idx = handshake_expected(p->addr, p->sport, p->dport);
+	if (idx >= 0)
+		proof_acked(p, idx);
+}
+
+/* Egress: a segment the server sent to client s->dst, and who sent it. */
+static __always_inline void proof_egress(const struct ag_config *cfg, const struct pkt *s, __u8 sender)
+{
+	expect_handshake(s->dst, s->dport, s->sport, s->seq, s->tcp_flags, sender);
+	prove_source(cfg, s->dst, s->family, s->tcp_flags, s->data, sender);
 }
 
 #endif

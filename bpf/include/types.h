@@ -1,13 +1,35 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Types shared between the datapath and Go. bpf2go generates the Go side with
- * -type, so nothing here is mirrored by hand: change a struct, run make generate. */
+/* The vocabulary every stage of the datapath shares, and every value the
+ * loader must agree on.
+ *
+ * Contract: nothing here is mirrored by hand in Go. bpf2go generates the Go
+ * side: structs with -type, enums (constants included: enum ag_const) from the
+ * BTF of the variables apiguard.c declares for them. Change a value here, run
+ * make generate, and Go follows. A feature's own types live in its header
+ * (bans.h, events.h, conntrack_types.h, ...); only what several stages or the
+ * verdict itself name is here. */
 #ifndef APIGUARD_TYPES_H
 #define APIGUARD_TYPES_H
 
 #include <linux/types.h>
 
-#define AG_MAX_SERVICES 64	/* service ids 1..63; 0 means "no service" */
-#define AG_PORT_SLOT (2 * 65536) /* tcp and udp port tables per policy slot */
+/* Constants the loader uses too: an enum, so that they reach Go through BTF
+ * (loader/consts.go names them) instead of being copied. */
+enum ag_const {
+	AG_MAX_SERVICES = 64,		/* service ids 1..63; 0 means "no service" */
+	AG_PORTS_PER_PROTO = 65536,
+	AG_PORT_SLOT = 2 * AG_PORTS_PER_PROTO, /* a policy slot's port table: TCP, then UDP */
+	AG_V4_MAPPED_BITS = 96,		/* an IPv4 /n is the v4-mapped /96+n */
+	AG_LPM_CAPACITY = 1 << 18,	/* allow/deny entries per family and slot (lists.h) */
+	AG_BAN_CAPACITY = 1 << 18,	/* bans per family (bans.h) */
+	AG_ACL_CAPACITY = 1 << 17,	/* service ACL entries, both slots together (acl.h) */
+	AG_ACL_HDR_BITS = 16,		/* slot and service bytes before an ACL key's address */
+	AG_FLOW_CAPACITY = 1 << 18,	/* default flow table size; the loader sizes it (conntrack_map.h) */
+	AG_COUNT_HALF_SHIFT = 32,	/* connection count words: established low, half-open high */
+	AG_FRAG_TTL_SECONDS = 60,	/* a first fragment leads its later ones this long (frag.h) */
+};
+
+#define AG_EEXIST 17	/* errno of a BPF_NOEXIST insert that found its key taken */
 
 /* What happened to a packet. MONITOR is a drop that monitor mode turned into a pass. */
 enum ag_action {
@@ -53,7 +75,7 @@ enum ag_reason {
 	AG_R_MAX,
 };
 
-/* Datapath health counters that are not packet verdicts. */
+/* Datapath health counters that are not packet verdicts (counters.h). */
 enum ag_stat {
 	AG_STAT_CLIENT_INSERT = 0,	/* new per-client entries */
 	AG_STAT_CLIENT_INSERT_FAIL,	/* insert refused: that packet skipped per-client limits */
@@ -89,12 +111,6 @@ enum ag_event_type {
 	AG_EV_MAX,		/* not a type: one past the last */
 };
 
-/* Values of the allow/deny tries. */
-enum ag_list {
-	AG_LIST_ALLOW = 1,
-	AG_LIST_DENY = 2,
-};
-
 enum ag_kind {
 	AG_KIND_PPS = 0,
 	AG_KIND_BPS = 1,
@@ -125,7 +141,7 @@ struct ag_service {
 	struct ag_limit fragments;	/* fragments (first and later) of all clients together */
 };
 
-/* Policy-wide settings; two copies, one per policy slot. */
+/* Policy-wide settings; two copies, one per policy slot (config.h). */
 struct ag_config {
 	__u32 generation;
 	__u8 monitor;		/* global monitor mode: every drop becomes a counted pass */
@@ -141,29 +157,16 @@ struct ag_config {
 	 * services without either cost no lookup at all */
 	__u64 conn_services;
 	/* bit n: TCP service n has a shared (prefix or total) new-connection
-	 * limit that clients with a proven handshake skip */
+	 * limit that clients with a proven handshake skip (proven.h) */
 	__u64 proven_services;
 	__u64 proven_ttl;	/* ns a handshake proves its client */
 };
 
-/* Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d). */
+/* Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (addr.h). */
 struct ag_client_key {
 	__u8 addr[16];
 	__u32 service;
 	__u32 _pad;
-};
-
-struct ag_client_state {
-	__u64 tat[AG_KIND_MAX];	/* GCRA theoretical arrival times, ns */
-	__u64 packets;
-	__u64 bytes;
-	__u64 drops;
-	__u64 first_seen;	/* ns, CLOCK_MONOTONIC */
-	__u64 last_seen;
-};
-
-struct ag_service_state {
-	__u64 tat[AG_KIND_MAX];
 };
 
 struct ag_lpm4 {
@@ -176,30 +179,21 @@ struct ag_lpm6 {
 	__u8 addr[16];
 };
 
-struct ag_ban {
-	__u64 expires;		/* ns, CLOCK_MONOTONIC; 0 = never */
-	__u32 reason;		/* opaque to the kernel: who or what made the ban */
-	__u32 prefixlen;	/* the entry's own length: an expired ban gives way to a wider one */
-};
-
-struct ag_counter {
-	__u64 packets;
-	__u64 bytes;
-};
-
-struct ag_event {
-	__u64 ts;		/* ns, CLOCK_MONOTONIC */
-	__u8 addr[16];
+/* The verdict a packet gathers on its way through the pipeline. A stage that
+ * decides sets action and reason (and may name an event); the single exit,
+ * record() in apiguard.c, turns a monitored drop into a pass, counts it and
+ * emits the event. */
+struct verdict {
 	__u64 count;		/* for limit events: the client's drops so far; else 1 */
+	__u64 now;		/* the precise clock, when a stage read it; else 0 */
 	__u32 service;
-	__u16 dport;
-	__u8 type;		/* enum ag_event_type */
-	__u8 reason;		/* enum ag_reason */
-	__u8 family;		/* 4 or 6 */
-	__u8 proto;		/* IPPROTO_* */
-	__u8 tcp_flags;
 	__u8 action;		/* enum ag_action */
-	__u8 _pad[4];
+	__u8 reason;		/* enum ag_reason */
+	__u8 event;		/* enum ag_event_type, 0 for none */
+	__u8 monitor;		/* a drop becomes a counted pass */
+	__u8 ev_bits;		/* the event names the source masked to this many bits */
+	__u8 conn;		/* conntrack.h: a capped service's TCP packet, for the state machine */
+	__u8 proof;		/* proof.h: an ACK to a TCP service, which may complete a handshake */
 };
 
 #endif

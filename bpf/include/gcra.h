@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* GCRA: one 64-bit theoretical arrival time (TAT) per bucket, updated with a
- * compare-and-swap so that every CPU shares one exact budget. */
-#ifndef APIGUARD_LIMIT_H
-#define APIGUARD_LIMIT_H
+/* GCRA, the limiter: one 64-bit theoretical arrival time (TAT) per bucket,
+ * updated with a compare-and-swap so that every CPU shares one exact budget.
+ *
+ * Contract: a bucket is a TAT word and its struct ag_limit (interval 0: no
+ * limit, everything conforms). gcra() charges or refuses; gcra_peek() only
+ * reads; charge_new() charges a private copy before it is published. All take
+ * now from one clock per packet (CLOCK_MONOTONIC ns). No state but the TATs:
+ * a bucket that was never charged (TAT 0) is full. */
+#ifndef APIGUARD_GCRA_H
+#define APIGUARD_GCRA_H
 
 #include "types.h"
-#include "maps.h"
+#include "counters.h"
 
-#define AG_CAS_TRIES 4
+#ifndef AG_CAS_TRIES
+#define AG_CAS_TRIES 4	/* then give up and refuse: other CPUs keep winning */
+#endif
 
 /* What a packet costs the buckets: one packet and its length, except a first
  * fragment, which also pays for the later fragments that came before it (frag.h). */

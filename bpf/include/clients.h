@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The limiter's state: a bucket set per client key, per client prefix and per
+ * service, each with its TATs (gcra.h).
+ *
+ * Contract: clients and prefixes are LRU tables keyed by struct ag_client_key
+ * (addr.h client_key(), with the policy's client or prefix lengths); a flood
+ * of random sources evicts their entries, which is counted (inserts per CPU,
+ * AG_EV_MAP_PRESSURE past the table's share), never silent, and which the
+ * service totals, an array no flood can evict, survive. Every client of a
+ * service has an entry, limited or not: it carries the per-client counters
+ * behind "top clients". */
+#ifndef APIGUARD_CLIENTS_H
+#define APIGUARD_CLIENTS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+#include "config.h"
+#include "counters.h"
+
+struct ag_client_state {
+	__u64 tat[AG_KIND_MAX];	/* GCRA theoretical arrival times, ns */
+	__u64 packets;
+	__u64 bytes;
+	__u64 drops;
+	__u64 first_seen;	/* ns, CLOCK_MONOTONIC */
+	__u64 last_seen;
+};
+
+struct ag_service_state {
+	__u64 tat[AG_KIND_MAX];
+};
+
+/* One LRU shared by all CPUs: with per-CPU lists (BPF_F_NO_COMMON_LRU) each
+ * CPU may only use its share of the entries, and one CPU seeing 64k clients
+ * evicted known ones; measured slower for new clients too. The loader sizes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ag_client_key);
+	__type(value, struct ag_client_state);
+	__uint(max_entries, 1 << 17);
+} clients SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ag_client_key);
+	__type(value, struct ag_service_state);
+	__uint(max_entries, 1 << 16);
+} prefixes SEC(".maps");
+
+/* Per-service total buckets: shared by every CPU, so they hold under spoofed floods. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_service_state);
+	__uint(max_entries, AG_MAX_SERVICES);
+} service_state SEC(".maps");
+
+/* Per-CPU count of inserts above the map's share of this CPU: past it, inserts evict. */
+static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
+{
+	return stat_read(stat_insert) * consts.nr_cpus > capacity;
+}
+
+/* Inserts a new entry whose first packet is already charged. Returns the entry
+ * another CPU inserted first (the caller charges it normally), or NULL. */
+static __always_inline void *insert_state(void *map, struct ag_client_key *key, void *init,
+					  __u32 stat_insert, __u32 stat_fail, __u32 capacity,
+					  struct verdict *v)
+{
+	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+
+	if (!err) {
+		stat_inc(stat_insert);
+		if (under_pressure(stat_insert, capacity)) {
+			v->event = AG_EV_MAP_PRESSURE;
+			v->ev_bits = 0; /* about the map, not a client */
+		}
+		return NULL;
+	}
+	if (err == -AG_EEXIST)
+		return bpf_map_lookup_elem(map, key);
+	stat_inc(stat_fail);
+	return NULL;
+}
+
+#endif

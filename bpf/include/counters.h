@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* What the datapath counts: packets and bytes per verdict, and its own health
+ * (enum ag_stat). Both per CPU: no atomic, no shared cache line.
+ *
+ * Contract: every packet is counted once, by count_verdict() from the single
+ * exit (apiguard.c record()); counter_index() is the one place that says where
+ * a verdict's counter sits, so a new dimension (the service, say) changes it
+ * and the map's size here and the reader in loader/stats.go, nothing else. */
+#ifndef APIGUARD_COUNTERS_H
+#define APIGUARD_COUNTERS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+
+struct ag_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_counter);
+	__uint(max_entries, AG_ACT_MAX * AG_R_MAX);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, AG_STAT_MAX);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* This CPU's count of one statistic. */
+static __always_inline __u64 stat_read(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	return v ? *v : 0;
+}
+
+static __always_inline __u32 counter_index(const struct verdict *v)
+{
+	return v->action * AG_R_MAX + v->reason;
+}
+
+static __always_inline void count_verdict(const struct verdict *v, __u32 len)
+{
+	__u32 idx = counter_index(v);
+	struct ag_counter *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+	}
+}
+
+#endif
