@@ -29,8 +29,8 @@ HELM_VERSION := v4.3.2
 # (after 1.2.3), no tag -> 0.0.0+gitCOMMIT
 DEB_VERSION  ?= $(shell echo '$(VERSION)' | sed -E '/^v?[0-9]+[.]/!s/^/0.0.0+git/; s/^v//; s/-/+/g')
 # packages whose bpf2go outputs are committed
-GEN_PKGS := ./loader ./test/bench/trafgen
-GEN_DIRS := loader/ test/bench/trafgen/
+GEN_PKGS := ./loader ./test/bench/trafgen ./test/bench/guardbench
+GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
 # nginx writes the access log the API-signal end-to-end test follows; curl
@@ -96,7 +96,7 @@ generate:
 # Fails when the committed bpf2go outputs differ from a fresh generation.
 check-generate: generate
 	@git diff --exit-code --stat -- $(GEN_DIRS) || { echo "bpf2go outputs are stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "untracked bpf2go outputs"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GEN_DIRS))" || { git status --porcelain -- $(GEN_DIRS); echo "untracked bpf2go outputs"; exit 1; }
 
 deps:
 	@[ -x bin/helm ] || command -v helm >/dev/null || { echo "building helm $(HELM_VERSION) into bin/"; GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); }

@@ -208,21 +208,6 @@ static __always_inline int record(const struct pkt *p, struct verdict *v)
 	return v->action;
 }
 
-/* Benchmarks only (dead code otherwise: the constant is frozen before verification).
- * prog.Run reuses one buffer, so the source is redrawn per run to make the client
- * maps work like they do under many clients; baseline_pass pays the same draw. */
-static __always_inline void bench_cycle_source(struct pkt *p)
-{
-	__u32 i;
-
-	if (!consts.bench_cycle)
-		return;
-	i = bpf_get_prandom_u32() % consts.bench_cycle;
-	p->addr[13] = i >> 16;
-	p->addr[14] = i >> 8;
-	p->addr[15] = i;
-}
-
 static __always_inline int run_guard(void *data, void *data_end, __u32 len)
 {
 	struct pkt p = { .len = len };
@@ -232,7 +217,6 @@ static __always_inline int run_guard(void *data, void *data_end, __u32 len)
 	int parsed;
 
 	parsed = parse_packet(data, data_end, &p);
-	bench_cycle_source(&p);
 	cfg = policy(&slot);
 	if (!cfg)
 		return record(&p, &v);
@@ -249,7 +233,8 @@ static __always_inline int run_guard(void *data, void *data_end, __u32 len)
 }
 
 /* XDP: the verdict for one frame. Separate from the program so that a test
- * object including this file (test/bench) can run the very same path. */
+ * object that includes this file (test/bench/guardbench) runs the very same
+ * path. */
 static __always_inline int xdp_guard(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -275,18 +260,6 @@ int apiguard_tc(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	return run_guard(data, data_end, skb->len) == AG_ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
-}
-
-/* Benchmark baseline: the trivial program every prog.Run figure is measured against. */
-SEC("xdp")
-int baseline_pass(struct xdp_md *ctx)
-{
-	struct pkt p = {};
-
-	bench_cycle_source(&p);
-	/* keep the draw: the compiler must not drop it as dead */
-	asm volatile("" : : "r"(p.addr[15]) : "memory");
-	return XDP_PASS;
 }
 
 /* TC egress on the guarded interface: the server's side (egress.h). It never

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Benchmark-only programs, not part of the guard: the live-path traffic
- * generator, the trivial XDP_DROP program, and a naive per-source bucket that
- * calibrates what one random access to a 64k-client table costs here.
+ * generator and the trivial XDP_DROP and XDP_PASS programs. (The per-packet
+ * benchmarks and their calibrations are test/bench/guardbench.)
  *
  * Two generators rewrite a template frame's source address (one source, N
  * sources in turn, or random) with checksums kept valid: trafgen, run with
@@ -133,40 +133,6 @@ SEC("xdp")
 int drop_all(struct xdp_md *ctx)
 {
 	return XDP_DROP;
-}
-
-/* Calibration: the simplest per-source state there is (u32 key, u64 value, one
- * LRU lookup and an increment), with the source drawn at random over 64k values
- * like the guard's benchmarks do. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 1 << 17);
-} naive_state SEC(".maps");
-
-SEC("xdp")
-int naive_bucket(struct xdp_md *ctx)
-{
-	__u32 src = bpf_get_prandom_u32() % 65536;
-	__u64 *v = bpf_map_lookup_elem(&naive_state, &src), one = 1;
-
-	if (v)
-		__sync_fetch_and_add(v, 1);
-	else
-		bpf_map_update_elem(&naive_state, &src, &one, BPF_NOEXIST);
-	return XDP_PASS;
-}
-
-/* Calibration: what reading the precise clock costs here, over the same
- * source draw the datapath's benchmark baseline pays. The result is kept
- * live (it decides the verdict) so the compiler cannot drop the read. */
-SEC("xdp")
-int clock_read(struct xdp_md *ctx)
-{
-	__u32 src = bpf_get_prandom_u32() % 65536;
-
-	return bpf_ktime_get_ns() + src == 0 ? XDP_DROP : XDP_PASS;
 }
 
 /* The "trivial XDP_PASS" configuration of the live benchmark: what attaching

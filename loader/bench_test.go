@@ -8,16 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apiguard/apiguard/test/bench/trafgen"
+	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
-// The datapath's per-packet cost in isolation (BPF_PROG_TEST_RUN). prog.Run
-// reuses one buffer, so with Options.BenchCycle the program redraws the low 24
-// bits of the source address per packet (bpf_get_prandom_u32) and the client
-// maps see many clients; the trivial baseline_pass program pays the same draw.
+// The datapath's per-packet cost in isolation (BPF_PROG_TEST_RUN). The
+// programs come from the benchmark object (test/bench/guardbench), which
+// includes bpf/apiguard.c and is loaded beside the datapath on its maps:
+// prog.Run reuses one buffer, so each run redraws the low 24 bits of the
+// source address (bpf_get_prandom_u32) and the client maps see many clients;
+// the trivial baseline program pays the same draw.
 // Every case measures baseline and guard back to back, several rounds, and
 // reports medians: ns/pkt, baseline-ns/pkt, delta-ns (the guard's own cost)
 // and ratio. Times come from the kernel's per-program run-time statistics
@@ -86,13 +88,14 @@ func benchCases() []benchCase {
 func BenchmarkDatapath(b *testing.B) {
 	for _, c := range benchCases() {
 		b.Run(c.name, func(b *testing.B) {
-			d := newDatapath(b, Options{BenchCycle: c.cycle, ClientCapacity: c.capacity})
+			d := newDatapath(b, Options{ClientCapacity: c.capacity})
 			p := benchPolicy()
 			if c.deny {
 				p.Deny = append(p.Deny, netip.MustParsePrefix("10.0.0.0/8"))
 			}
 			mustApply(b, d, p)
-			benchAgainstBaseline(b, d.Baseline(), d.XDP(), packet.Build(c.spec), c.warm)
+			pr := benchPrograms(b, d, c.cycle)
+			benchAgainstBaseline(b, pr.Baseline, pr.Guard, packet.Build(c.spec), c.warm)
 		})
 	}
 }
@@ -117,35 +120,43 @@ func runTime(prog *ebpf.Program, frame []byte, n int) (time.Duration, error) {
 	return (after.Runtime - before.Runtime) / time.Duration(runs), nil
 }
 
+// benchPrograms loads the benchmark programs beside d, drawing each run's
+// source from sources values (0: the frame's own).
+func benchPrograms(tb testing.TB, d *Datapath, sources uint32) *guardbench.Programs {
+	tb.Helper()
+	pr, err := guardbench.Open(d, sources)
+	if err != nil {
+		tb.Fatalf("load the benchmark programs: %v", err)
+	}
+	tb.Cleanup(func() { pr.Close() })
+	return pr
+}
+
 // The platform's share: what one random access to per-source state costs on
-// this machine, measured with the simplest possible program (trafgen's naive
-// bucket: u32 key, u64 value, one LRU lookup) against the same baseline.
+// this machine, measured with the simplest possible program (u32 key, u64
+// value, one LRU lookup and an increment) against the same baseline, over 64k
+// sources like known_client.
 func BenchmarkCalibrationNaiveBucket(b *testing.B) {
-	prog, state, err := trafgen.NaiveBucket()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
-	defer state.Close()
-	calibrate(b, prog, 2_000_000)
+	calibrate(b, 1<<16, func(pr *guardbench.Programs) *ebpf.Program { return pr.NaiveBucket }, 2_000_000)
 }
 
-// The other platform share: one read of the precise clock (bpf_ktime_get_ns),
-// which every packet of a limited service needs.
+// What a new client cannot do without: one insert into an LRU of the client
+// table's kind, key and value, with 16M sources like new_client (nearly every
+// insert evicts).
+func BenchmarkCalibrationLRUInsert(b *testing.B) {
+	calibrate(b, 1<<24, func(pr *guardbench.Programs) *ebpf.Program { return pr.LRUInsert }, 500_000)
+}
+
+// The other platform share: one read of the precise clock (bpf_ktime_get_ns).
 func BenchmarkCalibrationClock(b *testing.B) {
-	prog, err := trafgen.ClockRead()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
-	calibrate(b, prog, 0)
+	calibrate(b, 1<<16, func(pr *guardbench.Programs) *ebpf.Program { return pr.Clock }, 0)
 }
 
-// calibrate measures a calibration program against the datapath's baseline
-// with the same source draw over 64k sources.
-func calibrate(b *testing.B, prog *ebpf.Program, warm int) {
-	d := newDatapath(b, Options{BenchCycle: 1 << 16})
-	benchAgainstBaseline(b, d.Baseline(), prog, packet.Build(udp("10.0.0.1", 9000, 64)), warm)
+// calibrate measures a calibration program against the baseline with the same
+// source draw.
+func calibrate(b *testing.B, sources uint32, prog func(*guardbench.Programs) *ebpf.Program, warm int) {
+	pr := benchPrograms(b, newDatapath(b, Options{}), sources)
+	benchAgainstBaseline(b, pr.Baseline, prog(pr), packet.Build(udp("10.0.0.1", 9000, 64)), warm)
 }
 
 // benchAgainstBaseline measures prog and baseline back to back, benchRounds

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 )
@@ -53,12 +54,12 @@ func (pt *progTimes) report(b *testing.B, name string) time.Duration {
 	return g - bl
 }
 
-// benchPair measures prog on frame against the baseline, rounds times n
-// packets, calling before (untimed) ahead of each guard round.
-func benchPair(b *testing.B, d *Datapath, prog *ebpf.Program, frame []byte, n int, before func()) progTimes {
+// benchPair measures the benchmark guard on frame against the baseline,
+// rounds times n packets, calling before (untimed) ahead of each guard round.
+func benchPair(b *testing.B, pr *guardbench.Programs, frame []byte, n int, before func()) progTimes {
 	var pt progTimes
 	for r := 0; r < benchRounds; r++ {
-		_, bt, err := d.Baseline().Benchmark(frame, n, nil)
+		_, bt, err := pr.Baseline.Benchmark(frame, n, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -67,7 +68,7 @@ func benchPair(b *testing.B, d *Datapath, prog *ebpf.Program, frame []byte, n in
 			before()
 			b.StartTimer()
 		}
-		_, gt, err := prog.Benchmark(frame, n, nil)
+		_, gt, err := pr.Guard.Benchmark(frame, n, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -97,10 +98,11 @@ func BenchmarkConntrack(b *testing.B) {
 		if f := flowOf(b, d, c); f.State != stEst {
 			b.Fatalf("flow %v, want established", f.State)
 		}
+		pr := benchPrograms(b, d, 0)
 		n := max(b.N/benchRounds, 1)
 		b.ResetTimer()
-		tracked := benchPair(b, d, d.XDP(), c.in(fPSH, 101, 5001), n, nil)
-		untracked := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 8080).in(fPSH, 101, 5001), n, nil)
+		tracked := benchPair(b, pr, c.in(fPSH, 101, 5001), n, nil)
+		untracked := benchPair(b, pr, newConn("10.0.0.1", 8080).in(fPSH, 101, 5001), n, nil)
 		b.StopTimer()
 		reportConn(b, tracked, untracked)
 		if f := flowOf(b, d, c); f.State != stEst {
@@ -112,10 +114,11 @@ func BenchmarkConntrack(b *testing.B) {
 	b.Run("acl_inside", func(b *testing.B) {
 		d := newDatapath(b, Options{})
 		mustApply(b, d, connBenchPolicy())
+		pr := benchPrograms(b, d, 0)
 		n := max(b.N/benchRounds, 1)
 		b.ResetTimer()
-		withACL := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 9443).in(fPSH, 1, 1), n, nil)
-		without := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 8080).in(fPSH, 1, 1), n, nil)
+		withACL := benchPair(b, pr, newConn("10.0.0.1", 9443).in(fPSH, 1, 1), n, nil)
+		without := benchPair(b, pr, newConn("10.0.0.1", 8080).in(fPSH, 1, 1), n, nil)
 		b.StopTimer()
 		reportConn(b, withACL, without)
 	})
@@ -124,13 +127,14 @@ func BenchmarkConntrack(b *testing.B) {
 	// tables are emptied before each round, untimed, so no round fills them.
 	b.Run("new_syn", func(b *testing.B) {
 		const batch = 100_000
-		d := newDatapath(b, Options{BenchCycle: 1 << 24, FlowCapacity: 4 * batch})
+		d := newDatapath(b, Options{FlowCapacity: 4 * batch})
 		mustApply(b, d, connBenchPolicy())
+		pr := benchPrograms(b, d, 1<<24)
 		n := min(max(b.N/benchRounds, 1), batch)
 		reset := func() { clearFlowTables(b, d) }
 		b.ResetTimer()
-		tracked := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 8443).in(fSYN, 100, 0), n, reset)
-		untracked := benchPair(b, d, d.XDP(), newConn("10.0.0.1", 8080).in(fSYN, 100, 0), n, nil)
+		tracked := benchPair(b, pr, newConn("10.0.0.1", 8443).in(fSYN, 100, 0), n, reset)
+		untracked := benchPair(b, pr, newConn("10.0.0.1", 8080).in(fSYN, 100, 0), n, nil)
 		b.StopTimer()
 		reportConn(b, tracked, untracked)
 		st, err := d.Stats()
@@ -383,11 +387,12 @@ func memlock(tb testing.TB, m *ebpf.Map) int64 {
 // accounts them, with the empty tables' buckets left out.
 func BenchmarkConntrackMemory(b *testing.B) {
 	const flows = 100_000
-	d := newDatapath(b, Options{BenchCycle: 1 << 24, FlowCapacity: 1 << 18})
+	d := newDatapath(b, Options{FlowCapacity: 1 << 18})
 	mustApply(b, d, connBenchPolicy())
+	pr := benchPrograms(b, d, 1<<24)
 	emptyFlows, emptyClients := memlock(b, d.objs.Flows), memlock(b, d.objs.ConnClients)
 	b.ResetTimer()
-	if _, _, err := d.XDP().Benchmark(newConn("10.0.0.1", 8443).in(fSYN, 100, 0), flows, nil); err != nil {
+	if _, _, err := pr.Guard.Benchmark(newConn("10.0.0.1", 8443).in(fSYN, 100, 0), flows, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()

@@ -29,14 +29,15 @@ func BenchmarkFragments(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			d := newDatapath(b, Options{BenchCycle: c.cycle})
+			d := newDatapath(b, Options{})
 			p := benchPolicy()
 			p.DefaultDrop = c.defaultDrop
 			mustApply(b, d, p)
 			if c.prime.Src.IsValid() {
 				runXDP(b, d, packet.Build(c.prime))
 			}
-			benchAgainstBaseline(b, d.Baseline(), d.XDP(), packet.Build(c.spec), 1000)
+			pr := benchPrograms(b, d, c.cycle)
+			benchAgainstBaseline(b, pr.Baseline, pr.Guard, packet.Build(c.spec), 1000)
 		})
 	}
 }

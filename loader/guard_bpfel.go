@@ -116,7 +116,7 @@ type GuardAgConsts struct {
 	NrCpus             uint32
 	ClientCapacity     uint32
 	PrefixCapacity     uint32
-	BenchCycle         uint32
+	Pad                uint32
 }
 
 type GuardAgCounter struct {
@@ -423,7 +423,6 @@ const (
 	GuardProgApiguardFlowSweep = "apiguard_flow_sweep"
 	GuardProgApiguardTc        = "apiguard_tc"
 	GuardProgApiguardXdp       = "apiguard_xdp"
-	GuardProgBaselinePass      = "baseline_pass"
 	GuardVarAgActionUnused     = "ag_action_unused"
 	GuardVarAgConstUnused      = "ag_const_unused"
 	GuardVarAgEventTypeUnused  = "ag_event_type_unused"
@@ -484,7 +483,6 @@ type GuardProgramSpecs struct {
 	ApiguardFlowSweep *ebpf.ProgramSpec `ebpf:"apiguard_flow_sweep"`
 	ApiguardTc        *ebpf.ProgramSpec `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
-	BaselinePass      *ebpf.ProgramSpec `ebpf:"baseline_pass"`
 }
 
 // GuardMapSpecs contains maps before they are loaded into the kernel.
@@ -657,7 +655,6 @@ type GuardPrograms struct {
 	ApiguardFlowSweep *ebpf.Program `ebpf:"apiguard_flow_sweep"`
 	ApiguardTc        *ebpf.Program `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.Program `ebpf:"apiguard_xdp"`
-	BaselinePass      *ebpf.Program `ebpf:"baseline_pass"`
 }
 
 func (p *GuardPrograms) Close() error {
@@ -666,7 +663,6 @@ func (p *GuardPrograms) Close() error {
 		p.ApiguardFlowSweep,
 		p.ApiguardTc,
 		p.ApiguardXdp,
-		p.BaselinePass,
 	)
 }
 

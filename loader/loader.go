@@ -33,9 +33,6 @@ type Options struct {
 	// FlowCapacity sizes the flow table of connections to capped services
 	// (and the per-client connection counts); see docs/conntrack.md.
 	FlowCapacity uint32
-	// BenchCycle makes the datapath redraw the source address over this many
-	// clients per packet. Benchmarks only: it rewrites what clients are.
-	BenchCycle uint32
 }
 
 const (
@@ -68,7 +65,9 @@ func (o *Options) setDefaults() {
 
 // Datapath is the loaded programs and maps. It is safe for concurrent use.
 type Datapath struct {
-	objs    GuardObjects
+	objs GuardObjects
+	// byName is every map of objs by its name in the object
+	byName  map[string]*ebpf.Map
 	opts    Options
 	adopted bool
 
@@ -90,13 +89,9 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}
-	if err := setConstants(spec, opts); err != nil {
+	if err := prepare(spec, opts); err != nil {
 		return nil, err
 	}
-	spec.Maps[GuardMapClients].MaxEntries = opts.ClientCapacity
-	spec.Maps[GuardMapPrefixes].MaxEntries = opts.PrefixCapacity
-	spec.Maps[GuardMapFlows].MaxEntries = opts.FlowCapacity
-	spec.Maps[GuardMapConnClients].MaxEntries = opts.FlowCapacity
 
 	if opts.PinDir != "" {
 		if _, err := EnsureBPFFS(opts.PinDir); err != nil {
@@ -116,6 +111,12 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, loadError(err)
 	}
+	d.byName = map[string]*ebpf.Map{}
+	for name, m := range coll.Maps {
+		if !strings.HasPrefix(name, ".") { // data sections: the programs hold them
+			d.byName[name] = m
+		}
+	}
 	if err := coll.Assign(&d.objs); err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("assign BPF objects: %w", err)
@@ -134,6 +135,25 @@ func Load(opts Options) (*Datapath, error) {
 	return d, nil
 }
 
+// prepare gives an object built from bpf/apiguard.c the load-time constants
+// and map sizes of opts.
+func prepare(spec *ebpf.CollectionSpec, opts Options) error {
+	if err := setConstants(spec, opts); err != nil {
+		return err
+	}
+	for name, size := range map[string]uint32{
+		GuardMapClients: opts.ClientCapacity, GuardMapPrefixes: opts.PrefixCapacity,
+		GuardMapFlows: opts.FlowCapacity, GuardMapConnClients: opts.FlowCapacity,
+	} {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no map %s: it was built from other sources", name)
+		}
+		ms.MaxEntries = size
+	}
+	return nil
+}
+
 func setConstants(spec *ebpf.CollectionSpec, opts Options) error {
 	v, ok := spec.Variables["consts"]
 	if !ok {
@@ -147,7 +167,6 @@ func setConstants(spec *ebpf.CollectionSpec, opts Options) error {
 		NrCpus:             uint32(runtime.NumCPU()),
 		ClientCapacity:     opts.ClientCapacity,
 		PrefixCapacity:     opts.PrefixCapacity,
-		BenchCycle:         opts.BenchCycle,
 	}
 	if possible, err := ebpf.PossibleCPU(); err == nil {
 		c.NrCpus = uint32(possible)
@@ -240,10 +259,40 @@ func (d *Datapath) namedMaps() map[string]*ebpf.Map {
 // Adopted reports whether Load found pinned state from an earlier run.
 func (d *Datapath) Adopted() bool { return d.adopted }
 
-// XDP, TC and Baseline expose the programs for tests and benchmarks.
-func (d *Datapath) XDP() *ebpf.Program      { return d.objs.ApiguardXdp }
-func (d *Datapath) TC() *ebpf.Program       { return d.objs.ApiguardTc }
-func (d *Datapath) Baseline() *ebpf.Program { return d.objs.BaselinePass }
+// XDP and TC expose the ingress programs for tests.
+func (d *Datapath) XDP() *ebpf.Program { return d.objs.ApiguardXdp }
+func (d *Datapath) TC() *ebpf.Program  { return d.objs.ApiguardTc }
+
+// LoadAlongside loads the programs of spec that the datapath does not have,
+// against its maps and load-time constants: spec is a test object that
+// #includes bpf/apiguard.c (test/bench/guardbench), so its programs run the
+// datapath's own code on the datapath's state, and the shipped object carries
+// nothing for tests. Maps the datapath does not have are the object's own.
+// The caller closes the collection.
+func (d *Datapath) LoadAlongside(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	spec = spec.Copy()
+	if err := prepare(spec, d.opts); err != nil {
+		return nil, err
+	}
+	own, err := LoadGuard()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded BPF object: %w", err)
+	}
+	for name := range own.Programs {
+		delete(spec.Programs, name)
+	}
+	replace := map[string]*ebpf.Map{}
+	for name, m := range d.byName {
+		if _, ok := spec.Maps[name]; ok {
+			replace[name] = m
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
+	if err != nil {
+		return nil, loadError(err)
+	}
+	return coll, nil
+}
 
 // EventsMap is the ring buffer that userspace/events reads.
 func (d *Datapath) EventsMap() *ebpf.Map { return d.objs.Events }

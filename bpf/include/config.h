@@ -23,7 +23,7 @@ struct ag_consts {
 	__u32 nr_cpus;
 	__u32 client_capacity;
 	__u32 prefix_capacity;
-	__u32 bench_cycle;	/* benchmarks only: rewrite the source over this many clients */
+	__u32 _pad;
 };
 
 volatile const struct ag_consts consts;

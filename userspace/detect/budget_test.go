@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/detect"
@@ -28,8 +29,9 @@ import (
 // ring buffer and the reader to the detector; the budgets are time-based, so
 // the flood is paced in real time, 10,000 SYNs every 50 ms.
 //
-// The SYN flood's sources come from the datapath's benchmark option
-// BenchCycle, which redraws the low 24 bits of every packet's source: 16M
+// The packets run through the benchmark object's guard (test/bench/guardbench:
+// the datapath's own code, beside it on its maps), which redraws the low 24
+// bits of every packet's source: 16M
 // IPv4 sources from one frame, while the UDP flooder and the deny prober, IPv6 /64 clients, stay one client each whatever
 // their low bits.
 func TestFlaggedThroughARandomSourceFlood(t *testing.T) {
@@ -41,11 +43,16 @@ func TestFlaggedThroughARandomSourceFlood(t *testing.T) {
 		udpTick  = 100   // 2000/s from one client, twenty times its limit
 		window   = 2 * time.Second
 	)
-	dp, err := loader.Load(loader.Options{EventInterval: interval, BenchCycle: 1 << 24})
+	dp, err := loader.Load(loader.Options{EventInterval: interval})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
+	progs, err := guardbench.Open(dp, 1<<24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { progs.Close() })
 	prober := netip.MustParsePrefix("2001:db8:dead::/64")
 	if _, err := dp.Apply(&loader.Policy{Deny: []netip.Prefix{netip.MustParsePrefix("2001:db8:dead::/48")},
 		Services: []loader.Service{{ID: 1, Name: "udp", Proto: loader.ProtoUDP,
@@ -88,7 +95,7 @@ func TestFlaggedThroughARandomSourceFlood(t *testing.T) {
 		Proto: packet.TCP, SrcPort: 40000, DstPort: 22, TCPFlags: packet.SYN})
 	run := func(frame []byte, n int) {
 		t.Helper()
-		if _, err := dp.XDP().Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
+		if _, err := progs.Guard.Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/detect"
@@ -43,12 +44,16 @@ func ringPipeline(b *testing.B, observe func(*loader.Event)) {
 	d, err := loader.Load(loader.Options{
 		EventInterval:   time.Nanosecond,
 		EventsPerSecond: 1 << 31,
-		BenchCycle:      1 << 20,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { d.Close() })
+	progs, err := guardbench.Open(d, 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { progs.Close() })
 	if _, err := d.Apply(&loader.Policy{}); err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +95,7 @@ func ringPipeline(b *testing.B, observe func(*loader.Event)) {
 			runtime.Gosched()
 		}
 		t0 := time.Now()
-		if _, err := d.XDP().Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
+		if _, err := progs.Guard.Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
 			b.Fatal(err)
 		}
 		inRun += time.Since(t0)
@@ -150,12 +155,16 @@ func ringDrain(b *testing.B, observe func(*loader.Event)) {
 	d, err := loader.Load(loader.Options{
 		EventInterval:   time.Nanosecond,
 		EventsPerSecond: 1 << 31,
-		BenchCycle:      1 << 20,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { d.Close() })
+	progs, err := guardbench.Open(d, 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { progs.Close() })
 	if _, err := d.Apply(&loader.Policy{}); err != nil {
 		b.Fatal(err)
 	}
@@ -170,7 +179,7 @@ func ringDrain(b *testing.B, observe func(*loader.Event)) {
 	for done := 0; done < b.N; {
 		b.StopTimer()
 		n := min(batch, b.N-done)
-		if _, err := d.XDP().Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
+		if _, err := progs.Guard.Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
 			b.Fatal(err)
 		}
 		ks, err := d.Stats()

@@ -37,12 +37,9 @@ type genGenConsts struct {
 const (
 	genMapFanout        = "fanout"
 	genMapGenSeq        = "gen_seq"
-	genMapNaiveState    = "naive_state"
-	genProgClockRead    = "clock_read"
 	genProgDropAll      = "drop_all"
 	genProgFanoutFrames = "fanout_frames"
 	genProgFanoutSource = "fanout_source"
-	genProgNaiveBucket  = "naive_bucket"
 	genProgPassAll      = "pass_all"
 	genProgTrafgen      = "trafgen"
 	genVarGen           = "gen"
@@ -90,11 +87,9 @@ type genSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genProgramSpecs struct {
-	ClockRead    *ebpf.ProgramSpec `ebpf:"clock_read"`
 	DropAll      *ebpf.ProgramSpec `ebpf:"drop_all"`
 	FanoutFrames *ebpf.ProgramSpec `ebpf:"fanout_frames"`
 	FanoutSource *ebpf.ProgramSpec `ebpf:"fanout_source"`
-	NaiveBucket  *ebpf.ProgramSpec `ebpf:"naive_bucket"`
 	PassAll      *ebpf.ProgramSpec `ebpf:"pass_all"`
 	Trafgen      *ebpf.ProgramSpec `ebpf:"trafgen"`
 }
@@ -103,9 +98,8 @@ type genProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genMapSpecs struct {
-	Fanout     *ebpf.MapSpec `ebpf:"fanout"`
-	GenSeq     *ebpf.MapSpec `ebpf:"gen_seq"`
-	NaiveState *ebpf.MapSpec `ebpf:"naive_state"`
+	Fanout *ebpf.MapSpec `ebpf:"fanout"`
+	GenSeq *ebpf.MapSpec `ebpf:"gen_seq"`
 }
 
 // genVariableSpecs contains global variables before they are loaded into the kernel.
@@ -135,16 +129,14 @@ func (o *genObjects) Close() error {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genMaps struct {
-	Fanout     *ebpf.Map `ebpf:"fanout"`
-	GenSeq     *ebpf.Map `ebpf:"gen_seq"`
-	NaiveState *ebpf.Map `ebpf:"naive_state"`
+	Fanout *ebpf.Map `ebpf:"fanout"`
+	GenSeq *ebpf.Map `ebpf:"gen_seq"`
 }
 
 func (m *genMaps) Close() error {
 	return _GenClose(
 		m.Fanout,
 		m.GenSeq,
-		m.NaiveState,
 	)
 }
 
@@ -159,22 +151,18 @@ type genVariables struct {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genPrograms struct {
-	ClockRead    *ebpf.Program `ebpf:"clock_read"`
 	DropAll      *ebpf.Program `ebpf:"drop_all"`
 	FanoutFrames *ebpf.Program `ebpf:"fanout_frames"`
 	FanoutSource *ebpf.Program `ebpf:"fanout_source"`
-	NaiveBucket  *ebpf.Program `ebpf:"naive_bucket"`
 	PassAll      *ebpf.Program `ebpf:"pass_all"`
 	Trafgen      *ebpf.Program `ebpf:"trafgen"`
 }
 
 func (p *genPrograms) Close() error {
 	return _GenClose(
-		p.ClockRead,
 		p.DropAll,
 		p.FanoutFrames,
 		p.FanoutSource,
-		p.NaiveBucket,
 		p.PassAll,
 		p.Trafgen,
 	)
