@@ -411,6 +411,7 @@ const (
 	GuardMapLists41            = "lists4_1"
 	GuardMapLists60            = "lists6_0"
 	GuardMapLists61            = "lists6_1"
+	GuardMapPinLayouts         = "pin_layouts"
 	GuardMapPorts              = "ports"
 	GuardMapPrefixes           = "prefixes"
 	GuardMapProven             = "proven"
@@ -512,6 +513,7 @@ type GuardMapSpecs struct {
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
 	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
 	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
+	PinLayouts    *ebpf.MapSpec `ebpf:"pin_layouts"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
 	Proven        *ebpf.MapSpec `ebpf:"proven"`
@@ -583,6 +585,7 @@ type GuardMaps struct {
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
 	Lists60       *ebpf.Map `ebpf:"lists6_0"`
 	Lists61       *ebpf.Map `ebpf:"lists6_1"`
+	PinLayouts    *ebpf.Map `ebpf:"pin_layouts"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
 	Proven        *ebpf.Map `ebpf:"proven"`
@@ -618,6 +621,7 @@ func (m *GuardMaps) Close() error {
 		m.Lists41,
 		m.Lists60,
 		m.Lists61,
+		m.PinLayouts,
 		m.Ports,
 		m.Prefixes,
 		m.Proven,

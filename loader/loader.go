@@ -82,7 +82,8 @@ type Datapath struct {
 }
 
 // Load loads the datapath. With a PinDir, maps already pinned there are adopted
-// (their state and the policy in force carry over) and new ones are pinned.
+// (their state and the policy in force carry over) and new ones are pinned
+// (pins.go).
 func Load(opts Options) (*Datapath, error) {
 	opts.setDefaults()
 	spec, err := LoadGuard()
@@ -92,21 +93,30 @@ func Load(opts Options) (*Datapath, error) {
 	if err := prepare(spec, opts); err != nil {
 		return nil, err
 	}
-
+	if err := checkPinning(spec); err != nil {
+		return nil, err
+	}
+	if opts.PinDir == "" {
+		unpinned(spec)
+	}
+	d := &Datapath{opts: opts, links: map[string]link.Link{}}
+	var copts ebpf.CollectionOptions
 	if opts.PinDir != "" {
 		if _, err := EnsureBPFFS(opts.PinDir); err != nil {
 			return nil, err
 		}
+		dir := filepath.Join(opts.PinDir, mapsDir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory %s: %w", dir, err)
+		}
+		if d.adopted, err = checkPinnedLayouts(spec, dir); err != nil {
+			return nil, err
+		}
+		copts.Maps.PinPath = dir
 	}
-	replacements, err := pinnedMaps(spec, opts.PinDir)
-	if err != nil {
-		return nil, err
-	}
-	d := &Datapath{opts: opts, adopted: len(replacements) > 0, links: map[string]link.Link{}}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
-	for _, m := range replacements {
-		// the collection holds its own reference; ours is no longer needed
-		m.Close()
+	coll, err := ebpf.NewCollectionWithOptions(spec, copts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("a map pinned under %s does not match this build (run 'apiguard detach' to start afresh): %w", copts.Maps.PinPath, err)
 	}
 	if err != nil {
 		return nil, loadError(err)
@@ -123,7 +133,7 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	coll.Close() // Assign took what it needs; the rest (rodata) is held by the programs
 	if opts.PinDir != "" {
-		if err := d.pinMaps(replacements); err != nil {
+		if err := d.recordLayouts(spec); err != nil {
 			d.objs.Close()
 			return nil, err
 		}
@@ -177,85 +187,6 @@ func setConstants(spec *ebpf.CollectionSpec, opts Options) error {
 	return nil
 }
 
-// pinnedMaps opens every map already pinned under pinDir, so the new programs
-// share the old state. A pinned map whose layout differs is an error: silently
-// replacing it would drop bans and client state.
-func pinnedMaps(spec *ebpf.CollectionSpec, pinDir string) (map[string]*ebpf.Map, error) {
-	out := map[string]*ebpf.Map{}
-	if pinDir == "" {
-		return out, nil
-	}
-	for name, ms := range spec.Maps {
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		path := filepath.Join(pinDir, mapsDir, name)
-		m, err := ebpf.LoadPinnedMap(path, nil)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			closeAll(out)
-			return nil, fmt.Errorf("open pinned map %s: %w", path, err)
-		}
-		if err := ms.Compatible(m); err != nil {
-			m.Close()
-			closeAll(out)
-			return nil, fmt.Errorf("pinned map %s does not match this build (run 'apiguard detach' to start afresh): %w", path, err)
-		}
-		out[name] = m
-	}
-	return out, nil
-}
-
-func closeAll(ms map[string]*ebpf.Map) {
-	for _, m := range ms {
-		m.Close()
-	}
-}
-
-func (d *Datapath) pinMaps(adopted map[string]*ebpf.Map) error {
-	dir := filepath.Join(d.opts.PinDir, mapsDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create pin directory %s: %w", dir, err)
-	}
-	for name, m := range d.namedMaps() {
-		if _, ok := adopted[name]; ok {
-			continue
-		}
-		if err := m.Pin(filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("pin map %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func (d *Datapath) namedMaps() map[string]*ebpf.Map {
-	m := &d.objs.GuardMaps
-	return map[string]*ebpf.Map{
-		GuardMapActive: m.Active, GuardMapConfig: m.Config, GuardMapPorts: m.Ports,
-		GuardMapServices: m.Services, GuardMapServiceState: m.ServiceState,
-		GuardMapLists40: m.Lists40, GuardMapLists41: m.Lists41,
-		GuardMapLists60: m.Lists60, GuardMapLists61: m.Lists61,
-		GuardMapBans4: m.Bans4, GuardMapBans6: m.Bans6,
-		GuardMapClients: m.Clients, GuardMapPrefixes: m.Prefixes,
-		GuardMapCounters: m.Counters, GuardMapStats: m.Stats, GuardMapEvents: m.Events,
-		GuardMapEventThrottle: m.EventThrottle, GuardMapEventBudgets: m.EventBudgets, GuardMapRefusals: m.Refusals,
-		// connection filtering (ct_scratch is per-packet scratch: not pinned)
-		GuardMapAcl: m.Acl, GuardMapConnServices: m.ConnServices, GuardMapFlows: m.Flows,
-		GuardMapConnClients: m.ConnClients, GuardMapConnTotals: m.ConnTotals,
-		// clients with a proven handshake (proven.h)
-		GuardMapProven: m.Proven,
-		// sources proven by a completed handshake, and the handshakes
-		// awaiting their last ACK (proof.go)
-		GuardMapProvenSources: m.ProvenSources, GuardMapHandshakes: m.Handshakes,
-		// fragments (frag.h): later fragments keep following their first across restarts
-		GuardMapFrags: m.Frags, GuardMapFragBudget: m.FragBudget,
-		// the interfaces attached, for the egress hook's test of forwarded segments (egress.go)
-		GuardMapGuardedIfaces: m.GuardedIfaces,
-	}
-}
-
 // Adopted reports whether Load found pinned state from an earlier run.
 func (d *Datapath) Adopted() bool { return d.adopted }
 
@@ -274,6 +205,7 @@ func (d *Datapath) LoadAlongside(spec *ebpf.CollectionSpec) (*ebpf.Collection, e
 	if err := prepare(spec, d.opts); err != nil {
 		return nil, err
 	}
+	unpinned(spec) // the datapath's maps are shared below, the object's own are its own
 	own, err := LoadGuard()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)

@@ -35,6 +35,7 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, AG_ACL_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl SEC(".maps");
 
 /* Is addr (16 bytes, v4-mapped for IPv4) inside one of the service's CIDRs? */

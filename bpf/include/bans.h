@@ -35,6 +35,7 @@ struct {
 	__type(value, struct ag_ban);
 	__uint(max_entries, AG_BAN_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);	/* entries are allocated only when used */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bans4 SEC(".maps");
 
 struct {
@@ -43,6 +44,7 @@ struct {
 	__type(value, struct ag_ban);
 	__uint(max_entries, AG_BAN_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bans6 SEC(".maps");
 
 static __always_inline int ban_in_force(const struct ag_ban *ban, __u64 now)

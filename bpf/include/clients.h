@@ -39,6 +39,7 @@ struct {
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_client_state);
 	__uint(max_entries, 1 << 17);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clients SEC(".maps");
 
 struct {
@@ -46,6 +47,7 @@ struct {
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_service_state);
 	__uint(max_entries, 1 << 16);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } prefixes SEC(".maps");
 
 /* Per-service total buckets: shared by every CPU, so they hold under spoofed floods. */
@@ -54,6 +56,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_service_state);
 	__uint(max_entries, AG_MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } service_state SEC(".maps");
 
 /* Per-CPU count of inserts above the map's share of this CPU: past it, inserts evict. */

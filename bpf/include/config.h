@@ -6,7 +6,13 @@
  * flips `active`, so a packet that read the slot once through policy() sees
  * one whole policy in every per-slot map it indexes with that slot (ports,
  * services here; lists.h, acl.h, conntrack_map.h). Per-slot arrays of services
- * are indexed by policy_index(). */
+ * are indexed by policy_index().
+ *
+ * Every map of the datapath outlives the daemon: it is pinned by name
+ * (LIBBPF_PIN_BY_NAME; the loader gives the directory) and a restarted daemon
+ * adopts it, state and all. A map that does not (per-packet scratch) says so
+ * where it is defined, and the loader names it in its list of per-load maps:
+ * a map that is neither is refused at load (loader/pins.go). */
 #ifndef APIGUARD_CONFIG_H
 #define APIGUARD_CONFIG_H
 
@@ -34,6 +40,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } active SEC(".maps");
 
 struct {
@@ -41,6 +48,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_config);
 	__uint(max_entries, 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
 /* slot * AG_PORT_SLOT + (udp ? AG_PORTS_PER_PROTO : 0) + port -> service id (0: none) */
@@ -49,6 +57,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, 2 * AG_PORT_SLOT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ports SEC(".maps");
 
 /* policy_index(slot, id) */
@@ -57,7 +66,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_service);
 	__uint(max_entries, 2 * AG_MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
+
+/* The loader's record of the layout each pinned map was created with (a
+ * fingerprint of its type, key and value), by map name: a restarted daemon of
+ * another build adopts a pinned map only if its layout is this build's. The
+ * datapath never reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, char[16]);		/* the map's name, as the kernel keeps it */
+	__type(value, __u64);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pin_layouts SEC(".maps");
 
 /* The policy slot in force: 0 or 1. */
 static __always_inline __u32 active_slot(void)

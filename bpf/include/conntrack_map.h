@@ -23,6 +23,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_conn_service);
 	__uint(max_entries, 2 * AG_MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conn_services SEC(".maps");
 
 struct {
@@ -31,6 +32,7 @@ struct {
 	__type(value, struct ag_flow);
 	__uint(max_entries, AG_FLOW_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } flows SEC(".maps");
 
 /* (client key, service) -> count word */
@@ -40,6 +42,7 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, AG_FLOW_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conn_clients SEC(".maps");
 
 /* service id -> count word of the whole service */
@@ -48,6 +51,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, AG_MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conn_totals SEC(".maps");
 
 /* Per-packet scratch, not state: never pinned, never read back. */

@@ -23,6 +23,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_counter);
 	__uint(max_entries, AG_ACT_MAX * AG_R_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
 struct {
@@ -30,6 +31,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, AG_STAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
 static __always_inline void stat_inc(__u32 idx)

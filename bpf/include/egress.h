@@ -38,6 +38,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 	__uint(max_entries, AG_MAX_GUARDED_IFACES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } guarded_ifaces SEC(".maps");
 
 /* A segment without a socket: forwarded (from a container or a VM behind

@@ -44,6 +44,7 @@ struct ag_event {
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
 struct ev_slot {
@@ -56,6 +57,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ev_slot);
 	__uint(max_entries, AG_EV_SLOTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } event_throttle SEC(".maps");
 
 /* One GCRA word per event type (enum ag_event_type), bounding that type's
@@ -65,6 +67,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, AG_EV_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } event_budgets SEC(".maps");
 
 /* Returns 1 when this event should be suppressed. */

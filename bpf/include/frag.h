@@ -79,6 +79,7 @@ struct {
 	__type(key, struct ag_frag_key);
 	__type(value, struct ag_frag);
 	__uint(max_entries, AG_FRAG_CAPACITY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
 /* Per service: the GCRA word of its fragment budget (ag_service.fragments). */
@@ -87,6 +88,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, AG_MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frag_budget SEC(".maps");
 
 static __always_inline void frag_key(struct ag_frag_key *k, const struct pkt *p)

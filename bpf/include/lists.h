@@ -27,6 +27,7 @@ enum ag_list {
 		__type(value, __u32);                                   \
 		__uint(max_entries, cap);                               \
 		__uint(map_flags, BPF_F_NO_PREALLOC);                   \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                    \
 	} name SEC(".maps")
 
 LPM_MAP(lists4_0, struct ag_lpm4, AG_LPM_CAPACITY);

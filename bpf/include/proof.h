@@ -81,6 +81,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_handshake);
 	__uint(max_entries, AG_HANDSHAKE_SLOTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } handshakes SEC(".maps");
 
 struct ag_src_key {
@@ -92,6 +93,7 @@ struct {
 	__type(key, struct ag_src_key);
 	__type(value, __u64);
 	__uint(max_entries, AG_PROOF_CAPACITY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } proven_sources SEC(".maps");
 
 /* Records that addr (masked to the client key) proved itself now. */

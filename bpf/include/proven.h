@@ -34,6 +34,7 @@ struct {
 	__type(key, struct ag_client_key);
 	__type(value, __u64);
 	__uint(max_entries, AG_PROVEN_CAPACITY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } proven SEC(".maps");
 
 /* Ingress, a SYN to service svc: is its client proven (now - seen below the

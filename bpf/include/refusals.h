@@ -50,6 +50,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ag_refusal);
 	__uint(max_entries, AG_REFUSAL_SLOTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } refusals SEC(".maps");
 
 static __always_inline struct ag_refusal *refusal_slot(const struct pkt *p)

@@ -389,6 +389,7 @@ const (
 	benchMapLists41            = "lists4_1"
 	benchMapLists60            = "lists6_0"
 	benchMapLists61            = "lists6_1"
+	benchMapPinLayouts         = "pin_layouts"
 	benchMapPorts              = "ports"
 	benchMapPrefixes           = "prefixes"
 	benchMapProven             = "proven"
@@ -503,6 +504,7 @@ type benchMapSpecs struct {
 	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
 	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
 	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
+	PinLayouts    *ebpf.MapSpec `ebpf:"pin_layouts"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
 	Proven        *ebpf.MapSpec `ebpf:"proven"`
@@ -577,6 +579,7 @@ type benchMaps struct {
 	Lists41       *ebpf.Map `ebpf:"lists4_1"`
 	Lists60       *ebpf.Map `ebpf:"lists6_0"`
 	Lists61       *ebpf.Map `ebpf:"lists6_1"`
+	PinLayouts    *ebpf.Map `ebpf:"pin_layouts"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Prefixes      *ebpf.Map `ebpf:"prefixes"`
 	Proven        *ebpf.Map `ebpf:"proven"`
@@ -614,6 +617,7 @@ func (m *benchMaps) Close() error {
 		m.Lists41,
 		m.Lists60,
 		m.Lists61,
+		m.PinLayouts,
 		m.Ports,
 		m.Prefixes,
 		m.Proven,
