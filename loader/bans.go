@@ -34,8 +34,8 @@ func banKey(p netip.Prefix) (m bool, k4 GuardAgLpm4, k6 GuardAgLpm6, err error) 
 	if !p.IsValid() {
 		return false, k4, k6, fmt.Errorf("invalid prefix %v", p)
 	}
-	if p.Addr().Is4In6() && p.Bits() >= 96 {
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	if p.Addr().Is4In6() && p.Bits() >= V4MappedBits {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-V4MappedBits)
 	}
 	p = p.Masked()
 	if p.Addr().Is4() {

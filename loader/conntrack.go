@@ -52,12 +52,7 @@ const (
 	DefaultClosedTimeout      = 10 * time.Second
 	// DefaultProvenTTL is how long the policy layer lets a completed
 	// handshake prove a client (Policy.ProvenTTL).
-	DefaultProvenTTL    = 10 * time.Minute
-	defaultFlowCapacity = 1 << 18
-	// ACLCapacity is how many service ACL entries one policy may hold (the
-	// trie holds both policy slots).
-	ACLCapacity   = 1 << 16
-	aclHeaderBits = 16 // slot and service bytes before the address
+	DefaultProvenTTL = 10 * time.Minute
 )
 
 func durationOr(d, def time.Duration) time.Duration {
@@ -70,7 +65,7 @@ func durationOr(d, def time.Duration) time.Duration {
 // aclEntry is one service ACL prefix, without the slot it is written to.
 type aclEntry struct {
 	service   uint8
-	prefixlen uint32 // address bits; IPv4 as 96 + n
+	prefixlen uint32 // address bits; IPv4 as V4MappedBits + n
 	addr      [16]byte
 }
 
@@ -85,7 +80,7 @@ func aclEntryOf(k GuardAgAclKey) aclEntry {
 func (e aclEntry) prefix() netip.Prefix {
 	a := netip.AddrFrom16(e.addr)
 	if a.Is4In6() {
-		return netip.PrefixFrom(a.Unmap(), int(e.prefixlen)-96)
+		return netip.PrefixFrom(a.Unmap(), int(e.prefixlen)-V4MappedBits)
 	}
 	return netip.PrefixFrom(a, int(e.prefixlen))
 }
@@ -141,7 +136,7 @@ func (img *image) compileConns(p *Policy) error {
 			pfx = pfx.Masked()
 			bits := uint32(pfx.Bits())
 			if pfx.Addr().Is4() {
-				bits += 96
+				bits += uint32(V4MappedBits)
 			}
 			img.acl[aclEntry{service: uint8(s.ID), prefixlen: bits, addr: pfx.Addr().As16()}] = struct{}{}
 		}
@@ -161,12 +156,12 @@ func (a *image) sameConns(b *image) bool {
 // writeConnSlot makes the slot's ACL entries and service settings those of img.
 func (d *Datapath) writeConnSlot(slot uint32, old, img *image) (int, error) {
 	writes := 0
-	for id := uint32(1); id <= MaxServices; id++ {
+	for id := uint32(1); id <= uint32(MaxServices); id++ {
 		want := img.conns[id]
 		if have, ok := old.conns[id]; ok && have == want || !ok && want == (GuardAgConnService{}) {
 			continue
 		}
-		if err := d.objs.ConnServices.Update(slot*(MaxServices+1)+id, want, ebpf.UpdateAny); err != nil {
+		if err := d.objs.ConnServices.Update(serviceIndex(slot, id), want, ebpf.UpdateAny); err != nil {
 			return writes, fmt.Errorf("write connection settings of service %d in slot %d: %w", id, slot, err)
 		}
 		writes++
@@ -198,9 +193,9 @@ func (d *Datapath) writeConnSlot(slot uint32, old, img *image) (int, error) {
 
 // readConnSlot reads the slot's ACL entries and service settings back.
 func (d *Datapath) readConnSlot(slot uint32, img *image) error {
-	for id := uint32(1); id <= MaxServices; id++ {
+	for id := uint32(1); id <= uint32(MaxServices); id++ {
 		var cs GuardAgConnService
-		if err := d.objs.ConnServices.Lookup(slot*(MaxServices+1)+id, &cs); err != nil {
+		if err := d.objs.ConnServices.Lookup(serviceIndex(slot, id), &cs); err != nil {
 			return fmt.Errorf("read connection settings of service %d in slot %d: %w", id, slot, err)
 		}
 		if cs != (GuardAgConnService{}) {
@@ -307,14 +302,14 @@ type ConnCount struct {
 }
 
 func countFrom(w uint64) ConnCount {
-	return ConnCount{Established: uint32(w), HalfOpen: uint32(w >> 32)}
+	return ConnCount{Established: uint32(w), HalfOpen: uint32(w >> countHalfShift)}
 }
 
 // ServiceConns returns the connections each service holds in total, by
 // service id (services with none are left out).
 func (d *Datapath) ServiceConns() (map[uint32]ConnCount, error) {
 	out := map[uint32]ConnCount{}
-	for id := uint32(1); id <= MaxServices; id++ {
+	for id := uint32(1); id <= uint32(MaxServices); id++ {
 		var w uint64
 		if err := d.objs.ConnTotals.Lookup(id, &w); err != nil {
 			return nil, fmt.Errorf("read connection total of service %d: %w", id, err)
@@ -341,7 +336,7 @@ func (d *Datapath) ClientConns(fn func(ClientConns) error) error {
 	var w uint64
 	it := d.objs.ConnClients.Iterate()
 	for it.Next(&k, &w) {
-		if w == 0 || w == ^uint64(0) {
+		if w == 0 || w == countDead {
 			continue // being deleted
 		}
 		c := clientFrom(k, GuardAgClientState{}, cfg, newMonoClock())

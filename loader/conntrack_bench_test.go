@@ -331,7 +331,7 @@ func clearFlowTables(tb testing.TB, d *Datapath) {
 	if err := deleteAll[GuardAgClientKey](d.objs.ConnClients); err != nil {
 		tb.Fatal(err)
 	}
-	for id := uint32(0); id <= MaxServices; id++ {
+	for id := uint32(0); id <= uint32(MaxServices); id++ {
 		if err := d.objs.ConnTotals.Update(id, uint64(0), ebpf.UpdateAny); err != nil {
 			tb.Fatal(err)
 		}

@@ -103,8 +103,11 @@ const (
 	GuardAgConstAG_BAN_CAPACITY     GuardAgConst = 262144
 	GuardAgConstAG_ACL_CAPACITY     GuardAgConst = 131072
 	GuardAgConstAG_ACL_HDR_BITS     GuardAgConst = 16
+	GuardAgConstAG_CLIENT_CAPACITY  GuardAgConst = 131072
+	GuardAgConstAG_PREFIX_CAPACITY  GuardAgConst = 65536
 	GuardAgConstAG_FLOW_CAPACITY    GuardAgConst = 262144
 	GuardAgConstAG_COUNT_HALF_SHIFT GuardAgConst = 32
+	GuardAgConstAG_COUNT_DEAD_HALF  GuardAgConst = 4294967295
 	GuardAgConstAG_FRAG_TTL_SECONDS GuardAgConst = 60
 )
 

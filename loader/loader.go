@@ -38,8 +38,8 @@ type Options struct {
 const (
 	defaultEventInterval   = time.Second
 	defaultEventsPerSecond = 5000
-	defaultClientCapacity  = 1 << 17
-	defaultPrefixCapacity  = 1 << 16
+	defaultClientCapacity  = uint32(GuardAgConstAG_CLIENT_CAPACITY)
+	defaultPrefixCapacity  = uint32(GuardAgConstAG_PREFIX_CAPACITY)
 	mapsDir                = "maps"
 	linksDir               = "links"
 	applySettle            = 10 * time.Millisecond
@@ -59,7 +59,7 @@ func (o *Options) setDefaults() {
 		o.PrefixCapacity = defaultPrefixCapacity
 	}
 	if o.FlowCapacity == 0 {
-		o.FlowCapacity = defaultFlowCapacity
+		o.FlowCapacity = DefaultFlowCapacity
 	}
 }
 

@@ -11,11 +11,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// MaxServices is how many services one policy may define (ids 1..MaxServices).
-const MaxServices = 63
-
-const portsPerProto = 65536
-
 // Protocols a service can match.
 const (
 	ProtoTCP = 6
@@ -233,7 +228,7 @@ func compile(p *Policy) (*image, error) {
 		img.setList(pfx, listDeny)
 	}
 	for _, s := range p.Services {
-		if s.ID == 0 || s.ID > MaxServices {
+		if s.ID == 0 || s.ID > uint32(MaxServices) {
 			return nil, fmt.Errorf("service %q: id %d outside 1..%d", s.Name, s.ID, MaxServices)
 		}
 		if _, dup := img.services[s.ID]; dup {
@@ -498,12 +493,12 @@ func (d *Datapath) writeSlot(slot uint32, old, img *image) (ApplyResult, error) 
 	if err != nil {
 		return res, err
 	}
-	for id := uint32(0); id < uint32(MaxServices)+1; id++ {
+	for id := uint32(0); id < servicesSlot; id++ {
 		want := img.services[id]
 		if have, ok := old.services[id]; ok && have == want || !ok && want == (GuardAgService{}) {
 			continue
 		}
-		if err := d.objs.Services.Update(slot*(MaxServices+1)+id, want, ebpf.UpdateAny); err != nil {
+		if err := d.objs.Services.Update(serviceIndex(slot, id), want, ebpf.UpdateAny); err != nil {
 			return res, fmt.Errorf("write service %d of slot %d: %w", id, slot, err)
 		}
 		res.ServiceWrites++
@@ -523,13 +518,13 @@ func (d *Datapath) syncPorts(slot uint32, old, want map[uint32]uint32) (int, err
 	var keys, vals []uint32
 	for idx, id := range want {
 		if old[idx] != id {
-			keys = append(keys, slot*2*portsPerProto+idx)
+			keys = append(keys, slot*portSlot+idx)
 			vals = append(vals, id)
 		}
 	}
 	for idx := range old {
 		if _, ok := want[idx]; !ok {
-			keys = append(keys, slot*2*portsPerProto+idx)
+			keys = append(keys, slot*portSlot+idx)
 			vals = append(vals, 0)
 		}
 	}
@@ -620,19 +615,19 @@ func (d *Datapath) readSlot(slot uint32) (*image, error) {
 	if err := readLists(lists6, img.lists6); err != nil {
 		return nil, err
 	}
-	keys := make([]uint32, 2*portsPerProto)
-	vals := make([]uint32, 2*portsPerProto)
+	keys := make([]uint32, portSlot)
+	vals := make([]uint32, portSlot)
 	var cursor ebpf.MapBatchCursor
 	// an array's batch cursor is an index: skip to this slot by reading the other first
 	got := 0
-	for got < int(slot+1)*2*portsPerProto {
+	for got < int((slot+1)*portSlot) {
 		n, err := d.objs.Ports.BatchLookup(&cursor, keys, vals, nil)
 		if n == 0 && err != nil {
 			return nil, fmt.Errorf("read port table: %w", err)
 		}
 		for i := 0; i < n; i++ {
-			if keys[i]/(2*portsPerProto) == slot && vals[i] != 0 {
-				img.ports[keys[i]%(2*portsPerProto)] = vals[i]
+			if keys[i]/portSlot == slot && vals[i] != 0 {
+				img.ports[keys[i]%portSlot] = vals[i]
 			}
 		}
 		got += n
@@ -640,9 +635,9 @@ func (d *Datapath) readSlot(slot uint32) (*image, error) {
 			break
 		}
 	}
-	for id := uint32(1); id <= MaxServices; id++ {
+	for id := uint32(1); id <= uint32(MaxServices); id++ {
 		var svc GuardAgService
-		if err := d.objs.Services.Lookup(slot*(MaxServices+1)+id, &svc); err != nil {
+		if err := d.objs.Services.Lookup(serviceIndex(slot, id), &svc); err != nil {
 			return nil, fmt.Errorf("read service %d of slot %d: %w", id, slot, err)
 		}
 		if svc != (GuardAgService{}) {

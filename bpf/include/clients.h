@@ -38,7 +38,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_client_state);
-	__uint(max_entries, 1 << 17);
+	__uint(max_entries, AG_CLIENT_CAPACITY);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clients SEC(".maps");
 
@@ -46,7 +46,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ag_client_key);
 	__type(value, struct ag_service_state);
-	__uint(max_entries, 1 << 16);
+	__uint(max_entries, AG_PREFIX_CAPACITY);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } prefixes SEC(".maps");
 

@@ -13,7 +13,8 @@
 #include "types.h"
 
 #define AG_HALF_ONE (1ULL << AG_COUNT_HALF_SHIFT)	/* one half-open connection */
-#define AG_COUNT_DEAD (~0ULL)		/* a client count entry being deleted */
+/* a client count entry being deleted */
+#define AG_COUNT_DEAD ((__u64)AG_COUNT_DEAD_HALF << AG_COUNT_HALF_SHIFT | AG_COUNT_DEAD_HALF)
 #define AG_DEFAULT_LINGER 10000000000ULL /* ns a closed flow lingers when its service is gone */
 
 enum ag_flow_state {

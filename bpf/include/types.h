@@ -24,8 +24,11 @@ enum ag_const {
 	AG_BAN_CAPACITY = 1 << 18,	/* bans per family (bans.h) */
 	AG_ACL_CAPACITY = 1 << 17,	/* service ACL entries, both slots together (acl.h) */
 	AG_ACL_HDR_BITS = 16,		/* slot and service bytes before an ACL key's address */
+	AG_CLIENT_CAPACITY = 1 << 17,	/* default client table size; the loader sizes it (clients.h) */
+	AG_PREFIX_CAPACITY = 1 << 16,	/* default prefix table size; the loader sizes it (clients.h) */
 	AG_FLOW_CAPACITY = 1 << 18,	/* default flow table size; the loader sizes it (conntrack_map.h) */
 	AG_COUNT_HALF_SHIFT = 32,	/* connection count words: established low, half-open high */
+	AG_COUNT_DEAD_HALF = 0xffffffffu, /* both halves of a count word being deleted */
 	AG_FRAG_TTL_SECONDS = 60,	/* a first fragment leads its later ones this long (frag.h) */
 };
 

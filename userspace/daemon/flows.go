@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/apiguard/apiguard/loader"
 )
 
 // DefaultFlowSweepEvery is how often the flow sweeper runs. Closed flows linger
@@ -12,7 +14,7 @@ const DefaultFlowSweepEvery = time.Second
 // Flow table sizes (docs/conntrack.md: about 216 bytes per connection at most,
 // and 32 bytes per slot allocated at load).
 const (
-	DefaultFlowCapacity = 1 << 18
+	DefaultFlowCapacity = loader.DefaultFlowCapacity
 	MinFlowCapacity     = 1 << 10
 	MaxFlowCapacity     = 1 << 24
 )

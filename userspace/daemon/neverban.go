@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apiguard/apiguard/loader"
 	"github.com/apiguard/apiguard/userspace/crowdsec"
 	"github.com/apiguard/apiguard/userspace/policy"
 	"github.com/vishvananda/netlink"
@@ -88,10 +89,10 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 		return p
 	}
 	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
+		if p.Bits() < loader.V4MappedBits {
 			return netip.Prefix{}
 		}
-		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-loader.V4MappedBits)
 	}
 	return p.Masked()
 }

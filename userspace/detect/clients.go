@@ -74,7 +74,7 @@ func (d *Detector) key(ev *loader.Event, bits4, bits6 uint8) (addrKey, netip.Pre
 	bits := int(bits6)
 	is4 := ev.Family == 4
 	if is4 {
-		bits = 96 + int(bits4)
+		bits = loader.V4MappedBits + int(bits4)
 	}
 	for i := range k {
 		switch {

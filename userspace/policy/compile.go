@@ -82,7 +82,7 @@ func assignIDs(svcs []Service, prev *loader.Policy) (map[string]uint32, error) {
 	prevIDs := map[string]uint32{}
 	if prev != nil {
 		for _, ps := range prev.Services {
-			if ps.ID >= 1 && ps.ID <= MaxServices {
+			if ps.ID >= 1 && ps.ID <= uint32(MaxServices) {
 				prevIDs[ps.Name] = ps.ID
 				inPrev[ps.ID] = true
 			}
@@ -117,7 +117,7 @@ func assignIDs(svcs []Service, prev *loader.Policy) (map[string]uint32, error) {
 }
 
 func lowestFree(a, b *[MaxServices + 1]bool) uint32 {
-	for id := uint32(1); id <= MaxServices; id++ {
+	for id := uint32(1); id <= uint32(MaxServices); id++ {
 		if !a[id] && (b == nil || !b[id]) {
 			return id
 		}

@@ -108,7 +108,7 @@ func TestCompileIDsReuseWhenFull(t *testing.T) {
 	}
 	seen := map[uint32]bool{}
 	for _, s := range lp.Services {
-		if s.ID < 1 || s.ID > MaxServices || seen[s.ID] {
+		if s.ID < 1 || s.ID > uint32(MaxServices) || seen[s.ID] {
 			t.Fatalf("bad or repeated id %d for %s", s.ID, s.Name)
 		}
 		seen[s.ID] = true

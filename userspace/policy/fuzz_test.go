@@ -74,7 +74,7 @@ func checkLoaderPolicy(t *testing.T, lp *loader.Policy) {
 	ids := map[uint32]bool{}
 	taken := map[[2]uint32]string{}
 	for _, s := range lp.Services {
-		if s.ID < 1 || s.ID > MaxServices || ids[s.ID] {
+		if s.ID < 1 || s.ID > uint32(MaxServices) || ids[s.ID] {
 			t.Fatalf("service %s: id %d", s.Name, s.ID)
 		}
 		ids[s.ID] = true

@@ -398,8 +398,8 @@ func Defaults() Spec {
 // Limits of the datapath that validation enforces.
 const (
 	// ListCapacity is how many entries each allow/deny trie holds per address
-	// family (AG_LPM_CAPACITY in bpf/include/types.h).
-	ListCapacity = 1 << 18
+	// family.
+	ListCapacity = loader.ListCapacity
 	// MinBytesBurst is one full Ethernet frame (1500 bytes of payload and a
 	// 14-byte header): a bytes bucket smaller than that could never admit a
 	// full-size packet, so a client within its rate would still lose them all.

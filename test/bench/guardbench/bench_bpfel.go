@@ -103,8 +103,11 @@ const (
 	benchAgConstAG_BAN_CAPACITY     benchAgConst = 262144
 	benchAgConstAG_ACL_CAPACITY     benchAgConst = 131072
 	benchAgConstAG_ACL_HDR_BITS     benchAgConst = 16
+	benchAgConstAG_CLIENT_CAPACITY  benchAgConst = 131072
+	benchAgConstAG_PREFIX_CAPACITY  benchAgConst = 65536
 	benchAgConstAG_FLOW_CAPACITY    benchAgConst = 262144
 	benchAgConstAG_COUNT_HALF_SHIFT benchAgConst = 32
+	benchAgConstAG_COUNT_DEAD_HALF  benchAgConst = 4294967295
 	benchAgConstAG_FRAG_TTL_SECONDS benchAgConst = 60
 )
 
