@@ -38,6 +38,19 @@ func (c monoClock) wall(mono uint64) time.Time {
 	return c.wallNow.Add(-time.Duration(c.monoNow - int64(mono)))
 }
 
+// seen converts a client's sighting, 32 bits of the monotonic clock in
+// 2^AG_SEEN_SHIFT ns units (bpf/include/clients.h), to wall time: the latest
+// such time not after now. A sighting written after the clock was read (a
+// unit or so ahead) is now.
+func (c monoClock) seen(v uint32) time.Time {
+	now := uint64(c.monoNow) >> seenShift
+	age := int32(uint32(now) - v)
+	if age < 0 {
+		age = 0
+	}
+	return c.wall((now - uint64(age)) << seenShift)
+}
+
 // wallToMono converts a wall time to a kernel timestamp. It saturates: a time
 // too far ahead for the 64-bit clock becomes the clock's last instant, never
 // a wrapped-around value in the past (Ban refuses such times before this).

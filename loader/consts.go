@@ -35,6 +35,7 @@ const (
 	servicesSlot   = uint32(GuardAgConstAG_MAX_SERVICES) // per-service arrays: entries per policy slot
 	aclHeaderBits  = uint32(GuardAgConstAG_ACL_HDR_BITS)
 	countHalfShift = uint32(GuardAgConstAG_COUNT_HALF_SHIFT)
+	seenShift      = uint32(GuardAgConstAG_SEEN_SHIFT)
 	countDead      = uint64(GuardAgConstAG_COUNT_DEAD_HALF)<<countHalfShift | uint64(GuardAgConstAG_COUNT_DEAD_HALF)
 )
 

@@ -51,8 +51,8 @@ type GuardAgClientState struct {
 	Packets   uint64
 	Bytes     uint64
 	Drops     uint64
-	FirstSeen uint64
-	LastSeen  uint64
+	FirstSeen uint32
+	LastSeen  uint32
 }
 
 type GuardAgConfig struct {
@@ -109,6 +109,7 @@ const (
 	GuardAgConstAG_COUNT_HALF_SHIFT GuardAgConst = 32
 	GuardAgConstAG_COUNT_DEAD_HALF  GuardAgConst = 4294967295
 	GuardAgConstAG_FRAG_TTL_SECONDS GuardAgConst = 60
+	GuardAgConstAG_SEEN_SHIFT       GuardAgConst = 26
 )
 
 type GuardAgConsts struct {

@@ -176,8 +176,8 @@ func clientFrom(k GuardAgClientKey, s GuardAgClientState, cfg GuardAgConfig, clo
 		Packets:   s.Packets,
 		Bytes:     s.Bytes,
 		Drops:     s.Drops,
-		FirstSeen: clock.wall(s.FirstSeen),
-		LastSeen:  clock.wall(s.LastSeen),
+		FirstSeen: clock.seen(s.FirstSeen),
+		LastSeen:  clock.seen(s.LastSeen),
 	}
 }
 

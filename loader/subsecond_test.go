@@ -34,18 +34,27 @@ func TestGCRARate(t *testing.T) {
 }
 
 // TestPerMinuteRateInKernel: a client of a 30/m service may send one packet
-// (burst 1); the kernel then holds its next token two seconds away, which
-// its state says exactly (the theoretical arrival time is set from the same
-// clock reading as last_seen), and drops what comes before.
+// (burst 1); the kernel then holds its next token two seconds after the
+// first packet, which its state says exactly (the theoretical arrival time
+// lies two seconds past a clock reading taken during that packet's run: the
+// client's sightings are too coarse to say it, clients.h), and drops what
+// comes before.
 func TestPerMinuteRateInKernel(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := newDatapath(t, Options{})
 	mustApply(t, d, &Policy{Services: []Service{{ID: 1, Name: "slow", Proto: ProtoTCP, Ports: []PortRange{{7000, 7000}},
 		Client: Limits{Packets: Rate{PerMinute: 30, Burst: 1}}}}})
 	s := tcp("10.9.0.1", 7000, packet.ACK)
+	var before, after uint64
 	for i, want := range []uint32{xdpPass, xdpDrop, xdpDrop} {
+		if i == 0 {
+			before = monoNow()
+		}
 		if got := runXDP(t, d, packet.Build(s)); got != want {
 			t.Fatalf("packet %d: verdict %d, want %d", i, got, want)
+		}
+		if i == 0 {
+			after = monoNow()
 		}
 	}
 	var key GuardAgClientKey
@@ -61,8 +70,12 @@ func TestPerMinuteRateInKernel(t *testing.T) {
 	if err := it.Err(); err != nil || !found {
 		t.Fatalf("no state for the client: %v", err)
 	}
-	if got := st.Tat[0] - st.FirstSeen; got != uint64(2*time.Second) {
-		t.Errorf("next token %v after the first packet, want 2s", time.Duration(got))
+	if first := st.Tat[0] - uint64(2*time.Second); first < before || first > after {
+		t.Errorf("next token %v after the first packet's run began (which took %v), want 2s",
+			time.Duration(st.Tat[0]-before), time.Duration(after-before))
+	}
+	if seen := uint64(st.FirstSeen) << seenShift; seen > after || after-seen >= 2<<seenShift {
+		t.Errorf("first seen at %d, the packet ran at %d..%d", seen, before, after)
 	}
 	// drops as Clients reports them (the refusal memory holds some)
 	if c := findClient(t, d, addr("10.9.0.1"), 1); c.Drops != 2 {

@@ -116,7 +116,7 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 		client_key(&ckey, p->addr, cbits, svc_id);
 	cs = bpf_map_lookup_elem(&clients, &ckey);
 	if (!cs) {
-		struct ag_client_state init = { .first_seen = now, .last_seen = now,
+		struct ag_client_state init = { .first_seen = seen_at(now), .last_seen = seen_at(now),
 						 .packets = cost.packets, .bytes = cost.bytes };
 
 		kind = charge_new(init.tat, lc, &cost, syn, now);
@@ -127,7 +127,7 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 			goto limited;
 	}
 	if (cs) {
-		cs->last_seen = now;
+		cs->last_seen = seen_at(now);
 		__sync_fetch_and_add(&cs->packets, cost.packets);
 		__sync_fetch_and_add(&cs->bytes, cost.bytes);
 		kind = limit_level(cs->tat, lc, &cost, syn, now);

@@ -30,6 +30,7 @@ enum ag_const {
 	AG_COUNT_HALF_SHIFT = 32,	/* connection count words: established low, half-open high */
 	AG_COUNT_DEAD_HALF = 0xffffffffu, /* both halves of a count word being deleted */
 	AG_FRAG_TTL_SECONDS = 60,	/* a first fragment leads its later ones this long (frag.h) */
+	AG_SEEN_SHIFT = 26,		/* a client's first and last sighting: CLOCK_MONOTONIC ns >> this (clients.h) */
 };
 
 #define AG_EEXIST 17	/* errno of a BPF_NOEXIST insert that found its key taken */

@@ -51,8 +51,8 @@ type benchAgClientState struct {
 	Packets   uint64
 	Bytes     uint64
 	Drops     uint64
-	FirstSeen uint64
-	LastSeen  uint64
+	FirstSeen uint32
+	LastSeen  uint32
 }
 
 type benchAgConfig struct {
@@ -109,6 +109,7 @@ const (
 	benchAgConstAG_COUNT_HALF_SHIFT benchAgConst = 32
 	benchAgConstAG_COUNT_DEAD_HALF  benchAgConst = 4294967295
 	benchAgConstAG_FRAG_TTL_SECONDS benchAgConst = 60
+	benchAgConstAG_SEEN_SHIFT       benchAgConst = 26
 )
 
 type benchAgConsts struct {
