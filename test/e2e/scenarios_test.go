@@ -198,24 +198,39 @@ func TestFloodsAgainstTheShippedPolicy(t *testing.T) {
 						path = monitor
 					}
 					g.cli("policy", "apply", path)
-					before := g.counters()
-					start := time.Now()
-					rep := wait(t, g.attack(i, f.attack))
-					end := time.Now()
-					after := g.counters()
-					// every request sent during the flood has ended a timeout later
-					time.Sleep(1100 * time.Millisecond)
-					st := c.StatsStarted(start, end)
 					action := "drop/"
 					if mode == "monitor" {
 						action = "monitor/"
 					}
-					dropped := sum(after, action) - sum(before, action)
-					t.Logf("%s, %s: client %s; attack sent %d (%d answered), apiguard %s %d packets",
-						f.name, map[string]string{"monitor": "without apiguard (monitor)", "enforce": "with apiguard"}[mode],
-						st, rep.Sent, rep.OK, strings.TrimSuffix(action, "/"), dropped)
-					if want := 50 * end.Sub(start).Seconds(); float64(st.Requests) < 0.9*want {
-						t.Fatalf("the client sent only %d requests during the flood, want about %.0f", st.Requests, want)
+					// A client that could not keep its pace (the test process
+					// stalled on a busy machine) measured nothing: the flood is
+					// played again, a bounded number of times.
+					var (
+						st      lab.ClientStats
+						rep     lab.AttackReport
+						dropped uint64
+					)
+					for attempt := 1; ; attempt++ {
+						before := g.counters()
+						start := time.Now()
+						rep = wait(t, g.attack(i, f.attack))
+						end := time.Now()
+						after := g.counters()
+						// every request sent during the flood has ended a timeout later
+						time.Sleep(1100 * time.Millisecond)
+						st = c.StatsStarted(start, end)
+						dropped = sum(after, action) - sum(before, action)
+						t.Logf("%s, %s: client %s; attack sent %d (%d answered), apiguard %s %d packets",
+							f.name, map[string]string{"monitor": "without apiguard (monitor)", "enforce": "with apiguard"}[mode],
+							st, rep.Sent, rep.OK, strings.TrimSuffix(action, "/"), dropped)
+						want := 50 * end.Sub(start).Seconds()
+						if float64(st.Requests) >= 0.9*want {
+							break
+						}
+						if attempt == 3 {
+							t.Fatalf("the client sent only %d requests during the flood, want about %.0f (3 attempts)", st.Requests, want)
+						}
+						t.Logf("the client sent only %d requests during the flood, want about %.0f: the test process was stalled; again", st.Requests, want)
 					}
 					switch mode {
 					case "monitor":
