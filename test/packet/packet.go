@@ -24,6 +24,8 @@ const (
 	PSH = 0x08
 	ACK = 0x10
 	URG = 0x20
+	ECE = 0x40
+	CWR = 0x80
 )
 
 // IPv6 extension header types.
@@ -41,6 +43,7 @@ type Spec struct {
 	SrcPort, DstPort uint16
 	TCPFlags         uint8
 	Seq, Ack         uint32 // TCP sequence and acknowledgment numbers; Seq 0 means 1
+	TCPOptions       []byte // after the TCP header, padded with zeros (end of options) to 4 bytes
 	ICMPType         uint8
 	Payload          int
 	VLANs            []uint16 // tag control (VLAN ID and priority) of each tag, outermost first
@@ -91,7 +94,11 @@ func buildL4(s Spec) []byte {
 	payload := make([]byte, s.Payload)
 	switch s.Proto {
 	case TCP:
-		h := make([]byte, 20, 20+len(payload))
+		opts := append([]byte(nil), s.TCPOptions...)
+		for len(opts)%4 != 0 {
+			opts = append(opts, 0)
+		}
+		h := make([]byte, 20, 20+len(opts)+len(payload))
 		binary.BigEndian.PutUint16(h[0:], s.SrcPort)
 		binary.BigEndian.PutUint16(h[2:], s.DstPort)
 		seq := s.Seq
@@ -100,9 +107,10 @@ func buildL4(s Spec) []byte {
 		}
 		binary.BigEndian.PutUint32(h[4:], seq)
 		binary.BigEndian.PutUint32(h[8:], s.Ack)
-		h[12] = 5 << 4
+		h[12] = byte(5+len(opts)/4) << 4
 		h[13] = s.TCPFlags
 		binary.BigEndian.PutUint16(h[14:], 65535)
+		h = append(h, opts...)
 		h = append(h, payload...)
 		binary.BigEndian.PutUint16(h[16:], l4Checksum(s, TCP, h))
 		return h
