@@ -34,6 +34,7 @@
 #include "include/conntrack.h"	/* connection caps */
 #include "include/proof.h"	/* proven sources */
 #include "include/egress.h"	/* the server's side */
+#include "include/synproxy.h"	/* SYN cookies answered by the datapath */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -187,10 +188,12 @@ static __always_inline void guard(struct pkt *p, int parsed, const struct ag_con
 	svc = service_match(p, cfg, slot, v);
 	if (!svc || acl_refused(p, cfg, slot, svc, v))
 		return;
-	/* A stage that answers a SYN on the service's behalf (a SYN proxy) goes
-	 * here: after the service and its ACL are known, before any bucket is
-	 * charged for a connection that may never complete. */
+	/* synproxy.h: a proxied service's SYNs are answered at the exit, before
+	 * any bucket is charged for a connection that may never complete */
+	if (synproxy_claim(p, cfg, slot, svc, v))
+		return;
 	apply_limits(p, cfg, slot, svc, v);
+	synproxy_mark(cfg, svc, v);	/* synproxy.h: ACKs are judged at the exit */
 	conn_mark(p, cfg, svc, v);
 	/* proof.h: an ACK that may complete a handshake */
 	v->proof = cfg->prove_sources && pkt_has_tcp(p) &&
@@ -208,19 +211,27 @@ static __always_inline int record(const struct pkt *p, struct verdict *v)
 	return v->action;
 }
 
-static __always_inline int run_guard(void *data, void *data_end, __u32 len)
+/* ctx is the xdp_md, or the skb when tc (a constant): the SYN proxy rewrites
+ * and resizes the frame, and looks sockets up. */
+static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_end, __u32 len)
 {
 	struct pkt p = { .len = len };
 	struct verdict v = { .count = 1, .ev_bits = 128 };
 	const struct ag_config *cfg;
-	__u32 slot;
-	int parsed;
+	__u32 slot, answered;
+	int parsed, act;
 
 	parsed = parse_packet(data, data_end, &p);
 	cfg = policy(&slot);
 	if (!cfg)
 		return record(&p, &v);
 	guard(&p, parsed, cfg, slot, &v);
+	/* synproxy.h: a claimed SYN is answered, counted and sent back at once */
+	if (v.synproxy == SP_SYN) {
+		answered = synproxy_answer(ctx, tc, &v);
+		act = record(&p, &v);
+		return answered ? SP_ACT_ANSWER : act;
+	}
 	conn_ingress(&p, &v, slot);	/* conntrack.h: the client's side of capped services */
 	proof_ingress(&p, &v);		/* proof.h: handshakes completing */
 	/* frag.h: a first fragment let through leads its later fragments (an
@@ -229,6 +240,10 @@ static __always_inline int run_guard(void *data, void *data_end, __u32 len)
 	if (p.frag == AG_FRAG_FIRST && parsed == AG_R_OK && (v.action == AG_ACT_PASS || v.monitor) &&
 	    v.reason != AG_R_ALLOW)
 		frag_remember(&p);
+	/* synproxy.h: a handshake's ACK must carry a valid cookie; last
+	 * (conntrack and proof act on no handshake of a proxied service: they
+	 * never saw its SYN) */
+	synproxy_judge(ctx, tc, &p, &v);
 	return record(&p, &v);
 }
 
@@ -240,7 +255,13 @@ static __always_inline int xdp_guard(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	return run_guard(data, data_end, data_end - data) == AG_ACT_DROP ? XDP_DROP : XDP_PASS;
+	switch (run_guard(ctx, 0, data, data_end, data_end - data)) {
+	case SP_ACT_ANSWER:
+		return XDP_TX;	/* synproxy.h: the SYN-ACK */
+	case AG_ACT_DROP:
+		return XDP_DROP;
+	}
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -259,11 +280,29 @@ int apiguard_tc(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, skb->len < AG_TC_LINEAR ? skb->len : AG_TC_LINEAR);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	return run_guard(data, data_end, skb->len) == AG_ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	switch (run_guard(skb, 1, data, data_end, skb->len)) {
+	case SP_ACT_ANSWER:
+		return bpf_redirect(skb->ifindex, 0);	/* synproxy.h: the SYN-ACK, out again */
+	case AG_ACT_DROP:
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_OK;
 }
 
 /* TC egress on the guarded interface: the server's side (egress.h). It never
  * drops; TC_ACT_UNSPEC lets any later program or filter decide. */
+/* synproxy.h: TC ingress beside the XDP guard. The kernel takes a handshake
+ * from a TC program only (bpf_sk_assign_tcp_reqsk): the XDP guard answered
+ * the SYN and checked the ACK, this hands the ACK to the listener. Never drops. */
+SEC("tc")
+int apiguard_synproxy(struct __sk_buff *skb)
+{
+	if (skb->data + SP_PULL > skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < SP_PULL ? skb->len : SP_PULL);
+	synproxy_accept(skb);
+	return TC_ACT_UNSPEC;
+}
+
 SEC("tc")
 int apiguard_egress(struct __sk_buff *skb)
 {

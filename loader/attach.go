@@ -76,6 +76,10 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (Attachment, error) {
 	if err := d.attachEgress(iface, mode); err != nil {
 		return att, err
 	}
+	// synproxy.go: the XDP modes hand proxied handshakes over at TC
+	if err := d.attachSynProxy(iface, mode); err != nil {
+		return att, err
+	}
 	return att, d.removeOtherModes(iface, mode)
 }
 
@@ -269,6 +273,7 @@ func Detach(pinDir string) error {
 		return err
 	}
 	errs = append(errs, detachEgress(pinDir)...)
+	errs = append(errs, detachSide(pinDir, synProxyDir, netlink.HANDLE_MIN_INGRESS)...)
 	for _, a := range atts {
 		path := filepath.Join(linkDir, linkPinName(a.Mode, a.Iface))
 		if err := removeHook(path, a.Mode, a.Iface, netlink.HANDLE_MIN_INGRESS); err != nil {

@@ -59,20 +59,27 @@ func (d *Datapath) guardIface(index int) error {
 }
 
 func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
+	return d.attachSideTCX(dev, d.objs.ApiguardEgress, ebpf.AttachTCXEgress, egressDir)
+}
+
+// attachSideTCX puts prog on dev at the TCX hook attach, pinned under
+// links/<dir>/tcx_<iface> (an earlier run's link there gets prog swapped in
+// place): the egress hook, and the SYN proxy's ingress hand-over.
+func (d *Datapath) attachSideTCX(dev *net.Interface, prog *ebpf.Program, attach ebpf.AttachType, dir string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	path := egressPinPath(d.opts.PinDir, AttachTCX, dev.Name)
-	if d.opts.PinDir == "" && d.links[egressDir+"/"+linkPinName(AttachTCX, dev.Name)] != nil {
-		return nil // this Datapath's egress program is on it already
+	path := filepath.Join(d.opts.PinDir, linksDir, dir, linkPinName(AttachTCX, dev.Name))
+	if d.opts.PinDir == "" && d.links[dir+"/"+linkPinName(AttachTCX, dev.Name)] != nil {
+		return nil // this Datapath's program is on it already
 	}
 	if d.opts.PinDir != "" {
 		if l, err := link.LoadPinnedLink(path, nil); err == nil {
-			uerr := l.Update(d.objs.ApiguardEgress)
+			uerr := l.Update(prog)
 			l.Close()
 			if uerr == nil {
 				return nil
 			}
-			slog.Warn("pinned egress link could not be updated; attaching afresh", "link", path, "err", uerr)
+			slog.Warn("pinned link could not be updated; attaching afresh", "link", path, "err", uerr)
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("remove stale link pin %s: %w", path, err)
 			}
@@ -80,12 +87,12 @@ func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
 			return fmt.Errorf("open pinned link %s: %w", path, err)
 		}
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Program: d.objs.ApiguardEgress, Interface: dev.Index, Attach: ebpf.AttachTCXEgress})
+	l, err := link.AttachTCX(link.TCXOptions{Program: prog, Interface: dev.Index, Attach: attach})
 	if err != nil {
-		return fmt.Errorf("attach TCX egress to %s: %w", dev.Name, err)
+		return fmt.Errorf("attach TCX %s to %s: %w", dir, dev.Name, err)
 	}
 	if d.opts.PinDir == "" {
-		name := egressDir + "/" + linkPinName(AttachTCX, dev.Name)
+		name := dir + "/" + linkPinName(AttachTCX, dev.Name)
 		if old, ok := d.links[name]; ok {
 			old.Close()
 		}
@@ -98,7 +105,7 @@ func (d *Datapath) attachEgressTCX(dev *net.Interface) error {
 	}
 	if err := l.Pin(path); err != nil {
 		l.Close()
-		return fmt.Errorf("pin egress link %s: %w", path, err)
+		return fmt.Errorf("pin %s link %s: %w", dir, path, err)
 	}
 	return l.Close() // the pin keeps it attached
 }
@@ -117,13 +124,18 @@ func (d *Datapath) attachEgressClsact(dev *net.Interface) error {
 
 // detachEgress removes every egress hook pinned under pinDir.
 func detachEgress(pinDir string) []error {
-	dir := filepath.Join(pinDir, linksDir, egressDir)
+	return detachSide(pinDir, egressDir, netlink.HANDLE_MIN_EGRESS)
+}
+
+// detachSide removes the hooks pinned under links/<side>.
+func detachSide(pinDir, side string, hook uint32) []error {
+	dir := filepath.Join(pinDir, linksDir, side)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return []error{fmt.Errorf("list egress hooks: %w", err)}
+		return []error{fmt.Errorf("list %s hooks: %w", side, err)}
 	}
 	var errs []error
 	for _, e := range entries {
@@ -131,7 +143,7 @@ func detachEgress(pinDir string) []error {
 		if !ok {
 			continue
 		}
-		if err := removeHook(filepath.Join(dir, e.Name()), AttachMode(mode), iface, netlink.HANDLE_MIN_EGRESS); err != nil {
+		if err := removeHook(filepath.Join(dir, e.Name()), AttachMode(mode), iface, hook); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -56,20 +56,22 @@ type GuardAgClientState struct {
 }
 
 type GuardAgConfig struct {
-	_              structs.HostLayout
-	Generation     uint32
-	Monitor        uint8
-	DefaultDrop    uint8
-	TcpFlagSanity  uint8
-	ClientBits4    uint8
-	ClientBits6    uint8
-	PrefixBits4    uint8
-	PrefixBits6    uint8
-	ProveSources   uint8
-	Pad2           uint32
-	ConnServices   uint64
-	ProvenServices uint64
-	ProvenTtl      uint64
+	_                structs.HostLayout
+	Generation       uint32
+	Monitor          uint8
+	DefaultDrop      uint8
+	TcpFlagSanity    uint8
+	ClientBits4      uint8
+	ClientBits6      uint8
+	PrefixBits4      uint8
+	PrefixBits6      uint8
+	ProveSources     uint8
+	Pad2             uint32
+	ConnServices     uint64
+	ProvenServices   uint64
+	ProvenTtl        uint64
+	SynproxyServices uint64
+	SynproxyAuto     uint64
 }
 
 type GuardAgConnService struct {
@@ -306,7 +308,10 @@ const (
 	GuardAgReasonAG_R_FLOW_TABLE_FULL          GuardAgReason = 28
 	GuardAgReasonAG_R_VLAN_STACK               GuardAgReason = 29
 	GuardAgReasonAG_R_FRAG_BUDGET              GuardAgReason = 30
-	GuardAgReasonAG_R_MAX                      GuardAgReason = 31
+	GuardAgReasonAG_R_SYN_COOKIE               GuardAgReason = 31
+	GuardAgReasonAG_R_BAD_COOKIE               GuardAgReason = 32
+	GuardAgReasonAG_R_SYN_UNPROXYABLE          GuardAgReason = 33
+	GuardAgReasonAG_R_MAX                      GuardAgReason = 34
 )
 
 type GuardAgRefusal struct {
@@ -374,6 +379,32 @@ type GuardAgSweep struct {
 	Ck      GuardAgClientKey
 }
 
+type GuardAgSynproxy struct {
+	_             structs.HostLayout
+	Key           [2]uint64
+	Mss4          uint16
+	Mss6          uint16
+	Wscale        uint8
+	Sack          uint8
+	Timestamps    uint8
+	WindowScaling uint8
+	Ecn           uint8
+	Ttl           uint8
+	Pad           [6]uint8
+}
+
+type GuardAgSynproxyStat uint32
+
+const (
+	GuardAgSynproxyStatSP_STAT_COOKIE_OK     GuardAgSynproxyStat = 0
+	GuardAgSynproxyStatSP_STAT_KERNEL_COOKIE GuardAgSynproxyStat = 1
+	GuardAgSynproxyStatSP_STAT_ACCEPTED      GuardAgSynproxyStat = 2
+	GuardAgSynproxyStatSP_STAT_ACCEPT_FAILED GuardAgSynproxyStat = 3
+	GuardAgSynproxyStatSP_STAT_AUTO_ON       GuardAgSynproxyStat = 4
+	GuardAgSynproxyStatSP_STAT_PROVEN        GuardAgSynproxyStat = 5
+	GuardAgSynproxyStatSP_STAT_MAX           GuardAgSynproxyStat = 6
+)
+
 type GuardCtWork struct {
 	_    structs.HostLayout
 	Key  GuardAgFlowKey
@@ -388,58 +419,132 @@ type GuardEvSlot struct {
 	Last uint64
 }
 
+type GuardSpWork struct {
+	_       structs.HostLayout
+	Buf     [64]uint8
+	WalkI   uint32
+	WalkLen uint32
+	O       struct {
+		_      structs.HostLayout
+		Tsval  uint32
+		Tsecr  uint32
+		Mss    uint16
+		Wscale uint8
+		Sack   uint8
+		Ts     uint8
+		Pad    [3]uint8
+	}
+	S struct {
+		_  structs.HostLayout
+		Th struct {
+			_      structs.HostLayout
+			Source uint16
+			Dest   uint16
+			Seq    uint32
+			AckSeq uint32
+			_      [2]byte /* unsupported bitfield */
+			Window uint16
+			Check  uint16
+			UrgPtr uint16
+		}
+		Opt  [20]uint8
+		Len  uint32
+		Opts uint32
+		Mss  uint16
+		Pad  uint16
+	}
+	Attrs struct {
+		_         structs.HostLayout
+		RcvTsval  uint32
+		RcvTsecr  uint32
+		Mss       uint16
+		RcvWscale uint8
+		SndWscale uint8
+		EcnOk     uint8
+		WscaleOk  uint8
+		SackOk    uint8
+		TstampOk  uint8
+		UsecTsOk  uint8
+		Reserved  [3]uint8
+	}
+	T struct {
+		_    structs.HostLayout
+		Ipv4 struct {
+			_     structs.HostLayout
+			Saddr uint32
+			Daddr uint32
+			Sport uint16
+			Dport uint16
+		}
+		_ [24]byte
+	}
+	L3Off    uint16
+	L4Off    uint16
+	V4       uint8
+	Built    uint8
+	FrameLen uint16
+	Key      uint32
+	Client   [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GuardMapAcl                = "acl"
-	GuardMapActive             = "active"
-	GuardMapBans4              = "bans4"
-	GuardMapBans6              = "bans6"
-	GuardMapClients            = "clients"
-	GuardMapConfig             = "config"
-	GuardMapConnClients        = "conn_clients"
-	GuardMapConnServices       = "conn_services"
-	GuardMapConnTotals         = "conn_totals"
-	GuardMapCounters           = "counters"
-	GuardMapCtScratch          = "ct_scratch"
-	GuardMapEventBudgets       = "event_budgets"
-	GuardMapEventThrottle      = "event_throttle"
-	GuardMapEvents             = "events"
-	GuardMapFlows              = "flows"
-	GuardMapFragBudget         = "frag_budget"
-	GuardMapFrags              = "frags"
-	GuardMapGuardedIfaces      = "guarded_ifaces"
-	GuardMapHandshakes         = "handshakes"
-	GuardMapLists40            = "lists4_0"
-	GuardMapLists41            = "lists4_1"
-	GuardMapLists60            = "lists6_0"
-	GuardMapLists61            = "lists6_1"
-	GuardMapPinLayouts         = "pin_layouts"
-	GuardMapPorts              = "ports"
-	GuardMapPrefixes           = "prefixes"
-	GuardMapProven             = "proven"
-	GuardMapProvenSources      = "proven_sources"
-	GuardMapRefusals           = "refusals"
-	GuardMapServiceState       = "service_state"
-	GuardMapServices           = "services"
-	GuardMapStats              = "stats"
-	GuardProgApiguardEgress    = "apiguard_egress"
-	GuardProgApiguardFlowSweep = "apiguard_flow_sweep"
-	GuardProgApiguardTc        = "apiguard_tc"
-	GuardProgApiguardXdp       = "apiguard_xdp"
-	GuardVarAgActionUnused     = "ag_action_unused"
-	GuardVarAgConstUnused      = "ag_const_unused"
-	GuardVarAgEventTypeUnused  = "ag_event_type_unused"
-	GuardVarAgEventUnused      = "ag_event_unused"
-	GuardVarAgFlowStateUnused  = "ag_flow_state_unused"
-	GuardVarAgKindUnused       = "ag_kind_unused"
-	GuardVarAgLevelUnused      = "ag_level_unused"
-	GuardVarAgListUnused       = "ag_list_unused"
-	GuardVarAgReasonUnused     = "ag_reason_unused"
-	GuardVarAgRefusalUnused    = "ag_refusal_unused"
-	GuardVarAgStatUnused       = "ag_stat_unused"
-	GuardVarConsts             = "consts"
+	GuardMapAcl                  = "acl"
+	GuardMapActive               = "active"
+	GuardMapBans4                = "bans4"
+	GuardMapBans6                = "bans6"
+	GuardMapClients              = "clients"
+	GuardMapConfig               = "config"
+	GuardMapConnClients          = "conn_clients"
+	GuardMapConnServices         = "conn_services"
+	GuardMapConnTotals           = "conn_totals"
+	GuardMapCounters             = "counters"
+	GuardMapCtScratch            = "ct_scratch"
+	GuardMapEventBudgets         = "event_budgets"
+	GuardMapEventThrottle        = "event_throttle"
+	GuardMapEvents               = "events"
+	GuardMapFlows                = "flows"
+	GuardMapFragBudget           = "frag_budget"
+	GuardMapFrags                = "frags"
+	GuardMapGuardedIfaces        = "guarded_ifaces"
+	GuardMapHandshakes           = "handshakes"
+	GuardMapLists40              = "lists4_0"
+	GuardMapLists41              = "lists4_1"
+	GuardMapLists60              = "lists6_0"
+	GuardMapLists61              = "lists6_1"
+	GuardMapPinLayouts           = "pin_layouts"
+	GuardMapPorts                = "ports"
+	GuardMapPrefixes             = "prefixes"
+	GuardMapProven               = "proven"
+	GuardMapProvenSources        = "proven_sources"
+	GuardMapRefusals             = "refusals"
+	GuardMapServiceState         = "service_state"
+	GuardMapServices             = "services"
+	GuardMapStats                = "stats"
+	GuardMapSynproxy             = "synproxy"
+	GuardMapSynproxyScratch      = "synproxy_scratch"
+	GuardMapSynproxyStats        = "synproxy_stats"
+	GuardMapSynproxyUntil        = "synproxy_until"
+	GuardProgApiguardEgress      = "apiguard_egress"
+	GuardProgApiguardFlowSweep   = "apiguard_flow_sweep"
+	GuardProgApiguardSynproxy    = "apiguard_synproxy"
+	GuardProgApiguardTc          = "apiguard_tc"
+	GuardProgApiguardXdp         = "apiguard_xdp"
+	GuardVarAgActionUnused       = "ag_action_unused"
+	GuardVarAgConstUnused        = "ag_const_unused"
+	GuardVarAgEventTypeUnused    = "ag_event_type_unused"
+	GuardVarAgEventUnused        = "ag_event_unused"
+	GuardVarAgFlowStateUnused    = "ag_flow_state_unused"
+	GuardVarAgKindUnused         = "ag_kind_unused"
+	GuardVarAgLevelUnused        = "ag_level_unused"
+	GuardVarAgListUnused         = "ag_list_unused"
+	GuardVarAgReasonUnused       = "ag_reason_unused"
+	GuardVarAgRefusalUnused      = "ag_refusal_unused"
+	GuardVarAgStatUnused         = "ag_stat_unused"
+	GuardVarAgSynproxyStatUnused = "ag_synproxy_stat_unused"
+	GuardVarConsts               = "consts"
 )
 
 // LoadGuard returns the embedded CollectionSpec for Guard.
@@ -486,6 +591,7 @@ type GuardSpecs struct {
 type GuardProgramSpecs struct {
 	ApiguardEgress    *ebpf.ProgramSpec `ebpf:"apiguard_egress"`
 	ApiguardFlowSweep *ebpf.ProgramSpec `ebpf:"apiguard_flow_sweep"`
+	ApiguardSynproxy  *ebpf.ProgramSpec `ebpf:"apiguard_synproxy"`
 	ApiguardTc        *ebpf.ProgramSpec `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
 }
@@ -494,56 +600,61 @@ type GuardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardMapSpecs struct {
-	Acl           *ebpf.MapSpec `ebpf:"acl"`
-	Active        *ebpf.MapSpec `ebpf:"active"`
-	Bans4         *ebpf.MapSpec `ebpf:"bans4"`
-	Bans6         *ebpf.MapSpec `ebpf:"bans6"`
-	Clients       *ebpf.MapSpec `ebpf:"clients"`
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	ConnClients   *ebpf.MapSpec `ebpf:"conn_clients"`
-	ConnServices  *ebpf.MapSpec `ebpf:"conn_services"`
-	ConnTotals    *ebpf.MapSpec `ebpf:"conn_totals"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	CtScratch     *ebpf.MapSpec `ebpf:"ct_scratch"`
-	EventBudgets  *ebpf.MapSpec `ebpf:"event_budgets"`
-	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	FragBudget    *ebpf.MapSpec `ebpf:"frag_budget"`
-	Frags         *ebpf.MapSpec `ebpf:"frags"`
-	GuardedIfaces *ebpf.MapSpec `ebpf:"guarded_ifaces"`
-	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
-	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
-	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
-	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
-	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
-	PinLayouts    *ebpf.MapSpec `ebpf:"pin_layouts"`
-	Ports         *ebpf.MapSpec `ebpf:"ports"`
-	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
-	Proven        *ebpf.MapSpec `ebpf:"proven"`
-	ProvenSources *ebpf.MapSpec `ebpf:"proven_sources"`
-	Refusals      *ebpf.MapSpec `ebpf:"refusals"`
-	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Acl             *ebpf.MapSpec `ebpf:"acl"`
+	Active          *ebpf.MapSpec `ebpf:"active"`
+	Bans4           *ebpf.MapSpec `ebpf:"bans4"`
+	Bans6           *ebpf.MapSpec `ebpf:"bans6"`
+	Clients         *ebpf.MapSpec `ebpf:"clients"`
+	Config          *ebpf.MapSpec `ebpf:"config"`
+	ConnClients     *ebpf.MapSpec `ebpf:"conn_clients"`
+	ConnServices    *ebpf.MapSpec `ebpf:"conn_services"`
+	ConnTotals      *ebpf.MapSpec `ebpf:"conn_totals"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	CtScratch       *ebpf.MapSpec `ebpf:"ct_scratch"`
+	EventBudgets    *ebpf.MapSpec `ebpf:"event_budgets"`
+	EventThrottle   *ebpf.MapSpec `ebpf:"event_throttle"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Flows           *ebpf.MapSpec `ebpf:"flows"`
+	FragBudget      *ebpf.MapSpec `ebpf:"frag_budget"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	GuardedIfaces   *ebpf.MapSpec `ebpf:"guarded_ifaces"`
+	Handshakes      *ebpf.MapSpec `ebpf:"handshakes"`
+	Lists40         *ebpf.MapSpec `ebpf:"lists4_0"`
+	Lists41         *ebpf.MapSpec `ebpf:"lists4_1"`
+	Lists60         *ebpf.MapSpec `ebpf:"lists6_0"`
+	Lists61         *ebpf.MapSpec `ebpf:"lists6_1"`
+	PinLayouts      *ebpf.MapSpec `ebpf:"pin_layouts"`
+	Ports           *ebpf.MapSpec `ebpf:"ports"`
+	Prefixes        *ebpf.MapSpec `ebpf:"prefixes"`
+	Proven          *ebpf.MapSpec `ebpf:"proven"`
+	ProvenSources   *ebpf.MapSpec `ebpf:"proven_sources"`
+	Refusals        *ebpf.MapSpec `ebpf:"refusals"`
+	ServiceState    *ebpf.MapSpec `ebpf:"service_state"`
+	Services        *ebpf.MapSpec `ebpf:"services"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	Synproxy        *ebpf.MapSpec `ebpf:"synproxy"`
+	SynproxyScratch *ebpf.MapSpec `ebpf:"synproxy_scratch"`
+	SynproxyStats   *ebpf.MapSpec `ebpf:"synproxy_stats"`
+	SynproxyUntil   *ebpf.MapSpec `ebpf:"synproxy_until"`
 }
 
 // GuardVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardVariableSpecs struct {
-	AgActionUnused    *ebpf.VariableSpec `ebpf:"ag_action_unused"`
-	AgConstUnused     *ebpf.VariableSpec `ebpf:"ag_const_unused"`
-	AgEventTypeUnused *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
-	AgEventUnused     *ebpf.VariableSpec `ebpf:"ag_event_unused"`
-	AgFlowStateUnused *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
-	AgKindUnused      *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
-	AgLevelUnused     *ebpf.VariableSpec `ebpf:"ag_level_unused"`
-	AgListUnused      *ebpf.VariableSpec `ebpf:"ag_list_unused"`
-	AgReasonUnused    *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
-	AgRefusalUnused   *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
-	AgStatUnused      *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
-	Consts            *ebpf.VariableSpec `ebpf:"consts"`
+	AgActionUnused       *ebpf.VariableSpec `ebpf:"ag_action_unused"`
+	AgConstUnused        *ebpf.VariableSpec `ebpf:"ag_const_unused"`
+	AgEventTypeUnused    *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
+	AgEventUnused        *ebpf.VariableSpec `ebpf:"ag_event_unused"`
+	AgFlowStateUnused    *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
+	AgKindUnused         *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
+	AgLevelUnused        *ebpf.VariableSpec `ebpf:"ag_level_unused"`
+	AgListUnused         *ebpf.VariableSpec `ebpf:"ag_list_unused"`
+	AgReasonUnused       *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
+	AgRefusalUnused      *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
+	AgStatUnused         *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
+	AgSynproxyStatUnused *ebpf.VariableSpec `ebpf:"ag_synproxy_stat_unused"`
+	Consts               *ebpf.VariableSpec `ebpf:"consts"`
 }
 
 // GuardObjects contains all objects after they have been loaded into the kernel.
@@ -566,38 +677,42 @@ func (o *GuardObjects) Close() error {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardMaps struct {
-	Acl           *ebpf.Map `ebpf:"acl"`
-	Active        *ebpf.Map `ebpf:"active"`
-	Bans4         *ebpf.Map `ebpf:"bans4"`
-	Bans6         *ebpf.Map `ebpf:"bans6"`
-	Clients       *ebpf.Map `ebpf:"clients"`
-	Config        *ebpf.Map `ebpf:"config"`
-	ConnClients   *ebpf.Map `ebpf:"conn_clients"`
-	ConnServices  *ebpf.Map `ebpf:"conn_services"`
-	ConnTotals    *ebpf.Map `ebpf:"conn_totals"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	CtScratch     *ebpf.Map `ebpf:"ct_scratch"`
-	EventBudgets  *ebpf.Map `ebpf:"event_budgets"`
-	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	FragBudget    *ebpf.Map `ebpf:"frag_budget"`
-	Frags         *ebpf.Map `ebpf:"frags"`
-	GuardedIfaces *ebpf.Map `ebpf:"guarded_ifaces"`
-	Handshakes    *ebpf.Map `ebpf:"handshakes"`
-	Lists40       *ebpf.Map `ebpf:"lists4_0"`
-	Lists41       *ebpf.Map `ebpf:"lists4_1"`
-	Lists60       *ebpf.Map `ebpf:"lists6_0"`
-	Lists61       *ebpf.Map `ebpf:"lists6_1"`
-	PinLayouts    *ebpf.Map `ebpf:"pin_layouts"`
-	Ports         *ebpf.Map `ebpf:"ports"`
-	Prefixes      *ebpf.Map `ebpf:"prefixes"`
-	Proven        *ebpf.Map `ebpf:"proven"`
-	ProvenSources *ebpf.Map `ebpf:"proven_sources"`
-	Refusals      *ebpf.Map `ebpf:"refusals"`
-	ServiceState  *ebpf.Map `ebpf:"service_state"`
-	Services      *ebpf.Map `ebpf:"services"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	Acl             *ebpf.Map `ebpf:"acl"`
+	Active          *ebpf.Map `ebpf:"active"`
+	Bans4           *ebpf.Map `ebpf:"bans4"`
+	Bans6           *ebpf.Map `ebpf:"bans6"`
+	Clients         *ebpf.Map `ebpf:"clients"`
+	Config          *ebpf.Map `ebpf:"config"`
+	ConnClients     *ebpf.Map `ebpf:"conn_clients"`
+	ConnServices    *ebpf.Map `ebpf:"conn_services"`
+	ConnTotals      *ebpf.Map `ebpf:"conn_totals"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	CtScratch       *ebpf.Map `ebpf:"ct_scratch"`
+	EventBudgets    *ebpf.Map `ebpf:"event_budgets"`
+	EventThrottle   *ebpf.Map `ebpf:"event_throttle"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Flows           *ebpf.Map `ebpf:"flows"`
+	FragBudget      *ebpf.Map `ebpf:"frag_budget"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	GuardedIfaces   *ebpf.Map `ebpf:"guarded_ifaces"`
+	Handshakes      *ebpf.Map `ebpf:"handshakes"`
+	Lists40         *ebpf.Map `ebpf:"lists4_0"`
+	Lists41         *ebpf.Map `ebpf:"lists4_1"`
+	Lists60         *ebpf.Map `ebpf:"lists6_0"`
+	Lists61         *ebpf.Map `ebpf:"lists6_1"`
+	PinLayouts      *ebpf.Map `ebpf:"pin_layouts"`
+	Ports           *ebpf.Map `ebpf:"ports"`
+	Prefixes        *ebpf.Map `ebpf:"prefixes"`
+	Proven          *ebpf.Map `ebpf:"proven"`
+	ProvenSources   *ebpf.Map `ebpf:"proven_sources"`
+	Refusals        *ebpf.Map `ebpf:"refusals"`
+	ServiceState    *ebpf.Map `ebpf:"service_state"`
+	Services        *ebpf.Map `ebpf:"services"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	Synproxy        *ebpf.Map `ebpf:"synproxy"`
+	SynproxyScratch *ebpf.Map `ebpf:"synproxy_scratch"`
+	SynproxyStats   *ebpf.Map `ebpf:"synproxy_stats"`
+	SynproxyUntil   *ebpf.Map `ebpf:"synproxy_until"`
 }
 
 func (m *GuardMaps) Close() error {
@@ -634,6 +749,10 @@ func (m *GuardMaps) Close() error {
 		m.ServiceState,
 		m.Services,
 		m.Stats,
+		m.Synproxy,
+		m.SynproxyScratch,
+		m.SynproxyStats,
+		m.SynproxyUntil,
 	)
 }
 
@@ -641,18 +760,19 @@ func (m *GuardMaps) Close() error {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardVariables struct {
-	AgActionUnused    *ebpf.Variable `ebpf:"ag_action_unused"`
-	AgConstUnused     *ebpf.Variable `ebpf:"ag_const_unused"`
-	AgEventTypeUnused *ebpf.Variable `ebpf:"ag_event_type_unused"`
-	AgEventUnused     *ebpf.Variable `ebpf:"ag_event_unused"`
-	AgFlowStateUnused *ebpf.Variable `ebpf:"ag_flow_state_unused"`
-	AgKindUnused      *ebpf.Variable `ebpf:"ag_kind_unused"`
-	AgLevelUnused     *ebpf.Variable `ebpf:"ag_level_unused"`
-	AgListUnused      *ebpf.Variable `ebpf:"ag_list_unused"`
-	AgReasonUnused    *ebpf.Variable `ebpf:"ag_reason_unused"`
-	AgRefusalUnused   *ebpf.Variable `ebpf:"ag_refusal_unused"`
-	AgStatUnused      *ebpf.Variable `ebpf:"ag_stat_unused"`
-	Consts            *ebpf.Variable `ebpf:"consts"`
+	AgActionUnused       *ebpf.Variable `ebpf:"ag_action_unused"`
+	AgConstUnused        *ebpf.Variable `ebpf:"ag_const_unused"`
+	AgEventTypeUnused    *ebpf.Variable `ebpf:"ag_event_type_unused"`
+	AgEventUnused        *ebpf.Variable `ebpf:"ag_event_unused"`
+	AgFlowStateUnused    *ebpf.Variable `ebpf:"ag_flow_state_unused"`
+	AgKindUnused         *ebpf.Variable `ebpf:"ag_kind_unused"`
+	AgLevelUnused        *ebpf.Variable `ebpf:"ag_level_unused"`
+	AgListUnused         *ebpf.Variable `ebpf:"ag_list_unused"`
+	AgReasonUnused       *ebpf.Variable `ebpf:"ag_reason_unused"`
+	AgRefusalUnused      *ebpf.Variable `ebpf:"ag_refusal_unused"`
+	AgStatUnused         *ebpf.Variable `ebpf:"ag_stat_unused"`
+	AgSynproxyStatUnused *ebpf.Variable `ebpf:"ag_synproxy_stat_unused"`
+	Consts               *ebpf.Variable `ebpf:"consts"`
 }
 
 // GuardPrograms contains all programs after they have been loaded into the kernel.
@@ -661,6 +781,7 @@ type GuardVariables struct {
 type GuardPrograms struct {
 	ApiguardEgress    *ebpf.Program `ebpf:"apiguard_egress"`
 	ApiguardFlowSweep *ebpf.Program `ebpf:"apiguard_flow_sweep"`
+	ApiguardSynproxy  *ebpf.Program `ebpf:"apiguard_synproxy"`
 	ApiguardTc        *ebpf.Program `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.Program `ebpf:"apiguard_xdp"`
 }
@@ -669,6 +790,7 @@ func (p *GuardPrograms) Close() error {
 	return _GuardClose(
 		p.ApiguardEgress,
 		p.ApiguardFlowSweep,
+		p.ApiguardSynproxy,
 		p.ApiguardTc,
 		p.ApiguardXdp,
 	)

@@ -142,6 +142,10 @@ func Load(opts Options) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
+	if err := d.initSynProxyKey(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	return d, nil
 }
 

@@ -65,6 +65,10 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_VLAN_STACK: "vlan_stack",
 	// fragments (bpf/include/frag.h)
 	GuardAgReasonAG_R_FRAG_BUDGET: "fragment_budget",
+	// SYN proxy (docs/synproxy.md)
+	GuardAgReasonAG_R_SYN_COOKIE:      "syn_cookie",
+	GuardAgReasonAG_R_BAD_COOKIE:      "bad_cookie",
+	GuardAgReasonAG_R_SYN_UNPROXYABLE: "syn_unproxyable",
 }
 
 func (r Reason) String() string {

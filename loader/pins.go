@@ -37,7 +37,8 @@ import (
 
 // perLoadMaps are the maps that live and die with the programs that use them.
 var perLoadMaps = map[string]string{
-	GuardMapCtScratch: "per-packet scratch of the connection state machine",
+	GuardMapCtScratch:       "per-packet scratch of the connection state machine",
+	GuardMapSynproxyScratch: "per-packet scratch of the SYN proxy",
 }
 
 // checkPinning refuses a map that is neither pinned by name nor per-load.

@@ -58,6 +58,39 @@ type Service struct {
 	// Fragments bounds the IP fragments (first and later) of all the
 	// service's clients together; zero is no budget (bpf/include/frag.h).
 	Fragments Rate
+	// SynProxy says when the datapath answers the service's SYNs with SYN
+	// cookies (synproxy.go): never, while its total new-connection limit
+	// is exhausted (auto), or always. TCP only, and inactive while the
+	// service or the policy is monitored.
+	SynProxy SynProxyMode
+}
+
+// SynProxyMode is when a service's SYNs are answered with SYN cookies.
+type SynProxyMode uint8
+
+const (
+	SynProxyOff SynProxyMode = iota
+	// SynProxyAuto: from the first SYN its total new-connection limit
+	// would refuse until that limit has conformed for SynProxyHold (the
+	// kernel decides, per SYN: bpf/include/synproxy.h synproxy_claims).
+	SynProxyAuto
+	SynProxyAlways
+)
+
+// SynProxyHold is how long auto stays on after the last SYN over the
+// service's total new-connection limit (SP_AUTO_HOLD in synproxy.h).
+const SynProxyHold = 10 * time.Second
+
+func (m SynProxyMode) String() string {
+	switch m {
+	case SynProxyOff:
+		return "off"
+	case SynProxyAuto:
+		return "auto"
+	case SynProxyAlways:
+		return "always"
+	}
+	return fmt.Sprintf("synproxy(%d)", m)
 }
 
 // Policy is everything the datapath enforces, as plain values.
@@ -254,6 +287,27 @@ func compile(p *Policy) (*image, error) {
 		if p.ProvenTTL > 0 && s.Proto == ProtoTCP && svc.Limits[0][cps].Interval != 0 &&
 			(svc.Limits[1][cps].Interval != 0 || svc.Limits[2][cps].Interval != 0) {
 			img.cfg.ProvenServices |= 1 << s.ID
+		}
+		if s.SynProxy != SynProxyOff {
+			if s.Proto != ProtoTCP {
+				return nil, fmt.Errorf("service %q: synProxy needs a TCP service", s.Name)
+			}
+			if s.SynProxy > SynProxyAlways {
+				return nil, fmt.Errorf("service %q: unknown synProxy mode %d", s.Name, s.SynProxy)
+			}
+			// auto turns on when the total connection budget runs out
+			if s.SynProxy == SynProxyAuto && svc.Limits[2][cps].Interval == 0 {
+				return nil, fmt.Errorf("service %q: synProxy auto needs a total connections limit to turn on", s.Name)
+			}
+			// monitor mode counts what would be dropped and lets it pass:
+			// the SYNs reach the server as they would without the proxy
+			if !s.Monitor && !p.Monitor {
+				if s.SynProxy == SynProxyAlways {
+					img.cfg.SynproxyServices |= 1 << s.ID
+				} else {
+					img.cfg.SynproxyAuto |= 1 << s.ID
+				}
+			}
 		}
 		for _, r := range s.Ports {
 			if r.First == 0 || r.First > r.Last {

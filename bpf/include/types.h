@@ -76,6 +76,9 @@ enum ag_reason {
 	AG_R_FLOW_TABLE_FULL,	/* no room to follow a new connection: passed or dropped as the policy says */
 	AG_R_VLAN_STACK,	/* VLAN tags past the ones the parser reads (parse.h) */
 	AG_R_FRAG_BUDGET,	/* over its service's fragment budget (frag.h) */
+	AG_R_SYN_COOKIE,	/* SYN answered with a SYN cookie (synproxy.h): the listener never sees it */
+	AG_R_BAD_COOKIE,	/* ACK for the listener of a proxied service with a wrong or stale cookie */
+	AG_R_SYN_UNPROXYABLE,	/* SYN the proxy cannot answer (IP options, extension headers, bad checksum) */
 	AG_R_MAX,
 };
 
@@ -164,6 +167,11 @@ struct ag_config {
 	 * limit that clients with a proven handshake skip (proven.h) */
 	__u64 proven_services;
 	__u64 proven_ttl;	/* ns a handshake proves its client */
+	/* bit n: TCP service n answers SYNs with SYN cookies (synproxy.h) */
+	__u64 synproxy_services;
+	/* bit n: TCP service n answers with SYN cookies the SYNs its shared
+	 * new-connection limits refuse (synproxy.h, synProxy: auto) */
+	__u64 synproxy_auto;
 };
 
 /* Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (addr.h). */
@@ -198,6 +206,7 @@ struct verdict {
 	__u8 ev_bits;		/* the event names the source masked to this many bits */
 	__u8 conn;		/* conntrack.h: a capped service's TCP packet, for the state machine */
 	__u8 proof;		/* proof.h: an ACK to a TCP service, which may complete a handshake */
+	__u8 synproxy;		/* synproxy.h: SP_SYN or SP_ACK */
 };
 
 #endif

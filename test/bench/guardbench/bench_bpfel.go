@@ -56,20 +56,22 @@ type benchAgClientState struct {
 }
 
 type benchAgConfig struct {
-	_              structs.HostLayout
-	Generation     uint32
-	Monitor        uint8
-	DefaultDrop    uint8
-	TcpFlagSanity  uint8
-	ClientBits4    uint8
-	ClientBits6    uint8
-	PrefixBits4    uint8
-	PrefixBits6    uint8
-	ProveSources   uint8
-	Pad2           uint32
-	ConnServices   uint64
-	ProvenServices uint64
-	ProvenTtl      uint64
+	_                structs.HostLayout
+	Generation       uint32
+	Monitor          uint8
+	DefaultDrop      uint8
+	TcpFlagSanity    uint8
+	ClientBits4      uint8
+	ClientBits6      uint8
+	PrefixBits4      uint8
+	PrefixBits6      uint8
+	ProveSources     uint8
+	Pad2             uint32
+	ConnServices     uint64
+	ProvenServices   uint64
+	ProvenTtl        uint64
+	SynproxyServices uint64
+	SynproxyAuto     uint64
 }
 
 type benchAgConnService struct {
@@ -284,7 +286,10 @@ const (
 	benchAgReasonAG_R_FLOW_TABLE_FULL          benchAgReason = 28
 	benchAgReasonAG_R_VLAN_STACK               benchAgReason = 29
 	benchAgReasonAG_R_FRAG_BUDGET              benchAgReason = 30
-	benchAgReasonAG_R_MAX                      benchAgReason = 31
+	benchAgReasonAG_R_SYN_COOKIE               benchAgReason = 31
+	benchAgReasonAG_R_BAD_COOKIE               benchAgReason = 32
+	benchAgReasonAG_R_SYN_UNPROXYABLE          benchAgReason = 33
+	benchAgReasonAG_R_MAX                      benchAgReason = 34
 )
 
 type benchAgRefusal struct {
@@ -350,6 +355,32 @@ const (
 	benchAgStatAG_STAT_MAX                benchAgStat = 17
 )
 
+type benchAgSynproxy struct {
+	_             structs.HostLayout
+	Key           [2]uint64
+	Mss4          uint16
+	Mss6          uint16
+	Wscale        uint8
+	Sack          uint8
+	Timestamps    uint8
+	WindowScaling uint8
+	Ecn           uint8
+	Ttl           uint8
+	Pad           [6]uint8
+}
+
+type benchAgSynproxyStat uint32
+
+const (
+	benchAgSynproxyStatSP_STAT_COOKIE_OK     benchAgSynproxyStat = 0
+	benchAgSynproxyStatSP_STAT_KERNEL_COOKIE benchAgSynproxyStat = 1
+	benchAgSynproxyStatSP_STAT_ACCEPTED      benchAgSynproxyStat = 2
+	benchAgSynproxyStatSP_STAT_ACCEPT_FAILED benchAgSynproxyStat = 3
+	benchAgSynproxyStatSP_STAT_AUTO_ON       benchAgSynproxyStat = 4
+	benchAgSynproxyStatSP_STAT_PROVEN        benchAgSynproxyStat = 5
+	benchAgSynproxyStatSP_STAT_MAX           benchAgSynproxyStat = 6
+)
+
 type benchCtWork struct {
 	_    structs.HostLayout
 	Key  benchAgFlowKey
@@ -364,66 +395,140 @@ type benchEvSlot struct {
 	Last uint64
 }
 
+type benchSpWork struct {
+	_       structs.HostLayout
+	Buf     [64]uint8
+	WalkI   uint32
+	WalkLen uint32
+	O       struct {
+		_      structs.HostLayout
+		Tsval  uint32
+		Tsecr  uint32
+		Mss    uint16
+		Wscale uint8
+		Sack   uint8
+		Ts     uint8
+		Pad    [3]uint8
+	}
+	S struct {
+		_  structs.HostLayout
+		Th struct {
+			_      structs.HostLayout
+			Source uint16
+			Dest   uint16
+			Seq    uint32
+			AckSeq uint32
+			_      [2]byte /* unsupported bitfield */
+			Window uint16
+			Check  uint16
+			UrgPtr uint16
+		}
+		Opt  [20]uint8
+		Len  uint32
+		Opts uint32
+		Mss  uint16
+		Pad  uint16
+	}
+	Attrs struct {
+		_         structs.HostLayout
+		RcvTsval  uint32
+		RcvTsecr  uint32
+		Mss       uint16
+		RcvWscale uint8
+		SndWscale uint8
+		EcnOk     uint8
+		WscaleOk  uint8
+		SackOk    uint8
+		TstampOk  uint8
+		UsecTsOk  uint8
+		Reserved  [3]uint8
+	}
+	T struct {
+		_    structs.HostLayout
+		Ipv4 struct {
+			_     structs.HostLayout
+			Saddr uint32
+			Daddr uint32
+			Sport uint16
+			Dport uint16
+		}
+		_ [24]byte
+	}
+	L3Off    uint16
+	L4Off    uint16
+	V4       uint8
+	Built    uint8
+	FrameLen uint16
+	Key      uint32
+	Client   [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	benchMapAcl                = "acl"
-	benchMapActive             = "active"
-	benchMapBans4              = "bans4"
-	benchMapBans6              = "bans6"
-	benchMapCalibLru           = "calib_lru"
-	benchMapCalibNaive         = "calib_naive"
-	benchMapClients            = "clients"
-	benchMapConfig             = "config"
-	benchMapConnClients        = "conn_clients"
-	benchMapConnServices       = "conn_services"
-	benchMapConnTotals         = "conn_totals"
-	benchMapCounters           = "counters"
-	benchMapCtScratch          = "ct_scratch"
-	benchMapEventBudgets       = "event_budgets"
-	benchMapEventThrottle      = "event_throttle"
-	benchMapEvents             = "events"
-	benchMapFlows              = "flows"
-	benchMapFragBudget         = "frag_budget"
-	benchMapFrags              = "frags"
-	benchMapGuardedIfaces      = "guarded_ifaces"
-	benchMapHandshakes         = "handshakes"
-	benchMapLists40            = "lists4_0"
-	benchMapLists41            = "lists4_1"
-	benchMapLists60            = "lists6_0"
-	benchMapLists61            = "lists6_1"
-	benchMapPinLayouts         = "pin_layouts"
-	benchMapPorts              = "ports"
-	benchMapPrefixes           = "prefixes"
-	benchMapProven             = "proven"
-	benchMapProvenSources      = "proven_sources"
-	benchMapRefusals           = "refusals"
-	benchMapServiceState       = "service_state"
-	benchMapServices           = "services"
-	benchMapStats              = "stats"
-	benchProgApiguardEgress    = "apiguard_egress"
-	benchProgApiguardFlowSweep = "apiguard_flow_sweep"
-	benchProgApiguardTc        = "apiguard_tc"
-	benchProgApiguardXdp       = "apiguard_xdp"
-	benchProgBenchBaseline     = "bench_baseline"
-	benchProgBenchGuard        = "bench_guard"
-	benchProgCalibClock        = "calib_clock"
-	benchProgCalibLruInsert    = "calib_lru_insert"
-	benchProgCalibNaiveBucket  = "calib_naive_bucket"
-	benchVarAgActionUnused     = "ag_action_unused"
-	benchVarAgConstUnused      = "ag_const_unused"
-	benchVarAgEventTypeUnused  = "ag_event_type_unused"
-	benchVarAgEventUnused      = "ag_event_unused"
-	benchVarAgFlowStateUnused  = "ag_flow_state_unused"
-	benchVarAgKindUnused       = "ag_kind_unused"
-	benchVarAgLevelUnused      = "ag_level_unused"
-	benchVarAgListUnused       = "ag_list_unused"
-	benchVarAgReasonUnused     = "ag_reason_unused"
-	benchVarAgRefusalUnused    = "ag_refusal_unused"
-	benchVarAgStatUnused       = "ag_stat_unused"
-	benchVarConsts             = "consts"
-	benchVarSources            = "sources"
+	benchMapAcl                  = "acl"
+	benchMapActive               = "active"
+	benchMapBans4                = "bans4"
+	benchMapBans6                = "bans6"
+	benchMapCalibLru             = "calib_lru"
+	benchMapCalibNaive           = "calib_naive"
+	benchMapClients              = "clients"
+	benchMapConfig               = "config"
+	benchMapConnClients          = "conn_clients"
+	benchMapConnServices         = "conn_services"
+	benchMapConnTotals           = "conn_totals"
+	benchMapCounters             = "counters"
+	benchMapCtScratch            = "ct_scratch"
+	benchMapEventBudgets         = "event_budgets"
+	benchMapEventThrottle        = "event_throttle"
+	benchMapEvents               = "events"
+	benchMapFlows                = "flows"
+	benchMapFragBudget           = "frag_budget"
+	benchMapFrags                = "frags"
+	benchMapGuardedIfaces        = "guarded_ifaces"
+	benchMapHandshakes           = "handshakes"
+	benchMapLists40              = "lists4_0"
+	benchMapLists41              = "lists4_1"
+	benchMapLists60              = "lists6_0"
+	benchMapLists61              = "lists6_1"
+	benchMapPinLayouts           = "pin_layouts"
+	benchMapPorts                = "ports"
+	benchMapPrefixes             = "prefixes"
+	benchMapProven               = "proven"
+	benchMapProvenSources        = "proven_sources"
+	benchMapRefusals             = "refusals"
+	benchMapServiceState         = "service_state"
+	benchMapServices             = "services"
+	benchMapStats                = "stats"
+	benchMapSynproxy             = "synproxy"
+	benchMapSynproxyScratch      = "synproxy_scratch"
+	benchMapSynproxyStats        = "synproxy_stats"
+	benchMapSynproxyUntil        = "synproxy_until"
+	benchProgApiguardEgress      = "apiguard_egress"
+	benchProgApiguardFlowSweep   = "apiguard_flow_sweep"
+	benchProgApiguardSynproxy    = "apiguard_synproxy"
+	benchProgApiguardTc          = "apiguard_tc"
+	benchProgApiguardXdp         = "apiguard_xdp"
+	benchProgBenchBaseline       = "bench_baseline"
+	benchProgBenchGuard          = "bench_guard"
+	benchProgCalibClock          = "calib_clock"
+	benchProgCalibLruInsert      = "calib_lru_insert"
+	benchProgCalibNaiveBucket    = "calib_naive_bucket"
+	benchVarAgActionUnused       = "ag_action_unused"
+	benchVarAgConstUnused        = "ag_const_unused"
+	benchVarAgEventTypeUnused    = "ag_event_type_unused"
+	benchVarAgEventUnused        = "ag_event_unused"
+	benchVarAgFlowStateUnused    = "ag_flow_state_unused"
+	benchVarAgKindUnused         = "ag_kind_unused"
+	benchVarAgLevelUnused        = "ag_level_unused"
+	benchVarAgListUnused         = "ag_list_unused"
+	benchVarAgReasonUnused       = "ag_reason_unused"
+	benchVarAgRefusalUnused      = "ag_refusal_unused"
+	benchVarAgStatUnused         = "ag_stat_unused"
+	benchVarAgSynproxyStatUnused = "ag_synproxy_stat_unused"
+	benchVarConsts               = "consts"
+	benchVarSources              = "sources"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -470,6 +575,7 @@ type benchSpecs struct {
 type benchProgramSpecs struct {
 	ApiguardEgress    *ebpf.ProgramSpec `ebpf:"apiguard_egress"`
 	ApiguardFlowSweep *ebpf.ProgramSpec `ebpf:"apiguard_flow_sweep"`
+	ApiguardSynproxy  *ebpf.ProgramSpec `ebpf:"apiguard_synproxy"`
 	ApiguardTc        *ebpf.ProgramSpec `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
 	BenchBaseline     *ebpf.ProgramSpec `ebpf:"bench_baseline"`
@@ -483,59 +589,64 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	Acl           *ebpf.MapSpec `ebpf:"acl"`
-	Active        *ebpf.MapSpec `ebpf:"active"`
-	Bans4         *ebpf.MapSpec `ebpf:"bans4"`
-	Bans6         *ebpf.MapSpec `ebpf:"bans6"`
-	CalibLru      *ebpf.MapSpec `ebpf:"calib_lru"`
-	CalibNaive    *ebpf.MapSpec `ebpf:"calib_naive"`
-	Clients       *ebpf.MapSpec `ebpf:"clients"`
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	ConnClients   *ebpf.MapSpec `ebpf:"conn_clients"`
-	ConnServices  *ebpf.MapSpec `ebpf:"conn_services"`
-	ConnTotals    *ebpf.MapSpec `ebpf:"conn_totals"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	CtScratch     *ebpf.MapSpec `ebpf:"ct_scratch"`
-	EventBudgets  *ebpf.MapSpec `ebpf:"event_budgets"`
-	EventThrottle *ebpf.MapSpec `ebpf:"event_throttle"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	FragBudget    *ebpf.MapSpec `ebpf:"frag_budget"`
-	Frags         *ebpf.MapSpec `ebpf:"frags"`
-	GuardedIfaces *ebpf.MapSpec `ebpf:"guarded_ifaces"`
-	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
-	Lists40       *ebpf.MapSpec `ebpf:"lists4_0"`
-	Lists41       *ebpf.MapSpec `ebpf:"lists4_1"`
-	Lists60       *ebpf.MapSpec `ebpf:"lists6_0"`
-	Lists61       *ebpf.MapSpec `ebpf:"lists6_1"`
-	PinLayouts    *ebpf.MapSpec `ebpf:"pin_layouts"`
-	Ports         *ebpf.MapSpec `ebpf:"ports"`
-	Prefixes      *ebpf.MapSpec `ebpf:"prefixes"`
-	Proven        *ebpf.MapSpec `ebpf:"proven"`
-	ProvenSources *ebpf.MapSpec `ebpf:"proven_sources"`
-	Refusals      *ebpf.MapSpec `ebpf:"refusals"`
-	ServiceState  *ebpf.MapSpec `ebpf:"service_state"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Acl             *ebpf.MapSpec `ebpf:"acl"`
+	Active          *ebpf.MapSpec `ebpf:"active"`
+	Bans4           *ebpf.MapSpec `ebpf:"bans4"`
+	Bans6           *ebpf.MapSpec `ebpf:"bans6"`
+	CalibLru        *ebpf.MapSpec `ebpf:"calib_lru"`
+	CalibNaive      *ebpf.MapSpec `ebpf:"calib_naive"`
+	Clients         *ebpf.MapSpec `ebpf:"clients"`
+	Config          *ebpf.MapSpec `ebpf:"config"`
+	ConnClients     *ebpf.MapSpec `ebpf:"conn_clients"`
+	ConnServices    *ebpf.MapSpec `ebpf:"conn_services"`
+	ConnTotals      *ebpf.MapSpec `ebpf:"conn_totals"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	CtScratch       *ebpf.MapSpec `ebpf:"ct_scratch"`
+	EventBudgets    *ebpf.MapSpec `ebpf:"event_budgets"`
+	EventThrottle   *ebpf.MapSpec `ebpf:"event_throttle"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Flows           *ebpf.MapSpec `ebpf:"flows"`
+	FragBudget      *ebpf.MapSpec `ebpf:"frag_budget"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	GuardedIfaces   *ebpf.MapSpec `ebpf:"guarded_ifaces"`
+	Handshakes      *ebpf.MapSpec `ebpf:"handshakes"`
+	Lists40         *ebpf.MapSpec `ebpf:"lists4_0"`
+	Lists41         *ebpf.MapSpec `ebpf:"lists4_1"`
+	Lists60         *ebpf.MapSpec `ebpf:"lists6_0"`
+	Lists61         *ebpf.MapSpec `ebpf:"lists6_1"`
+	PinLayouts      *ebpf.MapSpec `ebpf:"pin_layouts"`
+	Ports           *ebpf.MapSpec `ebpf:"ports"`
+	Prefixes        *ebpf.MapSpec `ebpf:"prefixes"`
+	Proven          *ebpf.MapSpec `ebpf:"proven"`
+	ProvenSources   *ebpf.MapSpec `ebpf:"proven_sources"`
+	Refusals        *ebpf.MapSpec `ebpf:"refusals"`
+	ServiceState    *ebpf.MapSpec `ebpf:"service_state"`
+	Services        *ebpf.MapSpec `ebpf:"services"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	Synproxy        *ebpf.MapSpec `ebpf:"synproxy"`
+	SynproxyScratch *ebpf.MapSpec `ebpf:"synproxy_scratch"`
+	SynproxyStats   *ebpf.MapSpec `ebpf:"synproxy_stats"`
+	SynproxyUntil   *ebpf.MapSpec `ebpf:"synproxy_until"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
-	AgActionUnused    *ebpf.VariableSpec `ebpf:"ag_action_unused"`
-	AgConstUnused     *ebpf.VariableSpec `ebpf:"ag_const_unused"`
-	AgEventTypeUnused *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
-	AgEventUnused     *ebpf.VariableSpec `ebpf:"ag_event_unused"`
-	AgFlowStateUnused *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
-	AgKindUnused      *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
-	AgLevelUnused     *ebpf.VariableSpec `ebpf:"ag_level_unused"`
-	AgListUnused      *ebpf.VariableSpec `ebpf:"ag_list_unused"`
-	AgReasonUnused    *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
-	AgRefusalUnused   *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
-	AgStatUnused      *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
-	Consts            *ebpf.VariableSpec `ebpf:"consts"`
-	Sources           *ebpf.VariableSpec `ebpf:"sources"`
+	AgActionUnused       *ebpf.VariableSpec `ebpf:"ag_action_unused"`
+	AgConstUnused        *ebpf.VariableSpec `ebpf:"ag_const_unused"`
+	AgEventTypeUnused    *ebpf.VariableSpec `ebpf:"ag_event_type_unused"`
+	AgEventUnused        *ebpf.VariableSpec `ebpf:"ag_event_unused"`
+	AgFlowStateUnused    *ebpf.VariableSpec `ebpf:"ag_flow_state_unused"`
+	AgKindUnused         *ebpf.VariableSpec `ebpf:"ag_kind_unused"`
+	AgLevelUnused        *ebpf.VariableSpec `ebpf:"ag_level_unused"`
+	AgListUnused         *ebpf.VariableSpec `ebpf:"ag_list_unused"`
+	AgReasonUnused       *ebpf.VariableSpec `ebpf:"ag_reason_unused"`
+	AgRefusalUnused      *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
+	AgStatUnused         *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
+	AgSynproxyStatUnused *ebpf.VariableSpec `ebpf:"ag_synproxy_stat_unused"`
+	Consts               *ebpf.VariableSpec `ebpf:"consts"`
+	Sources              *ebpf.VariableSpec `ebpf:"sources"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -558,40 +669,44 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	Acl           *ebpf.Map `ebpf:"acl"`
-	Active        *ebpf.Map `ebpf:"active"`
-	Bans4         *ebpf.Map `ebpf:"bans4"`
-	Bans6         *ebpf.Map `ebpf:"bans6"`
-	CalibLru      *ebpf.Map `ebpf:"calib_lru"`
-	CalibNaive    *ebpf.Map `ebpf:"calib_naive"`
-	Clients       *ebpf.Map `ebpf:"clients"`
-	Config        *ebpf.Map `ebpf:"config"`
-	ConnClients   *ebpf.Map `ebpf:"conn_clients"`
-	ConnServices  *ebpf.Map `ebpf:"conn_services"`
-	ConnTotals    *ebpf.Map `ebpf:"conn_totals"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	CtScratch     *ebpf.Map `ebpf:"ct_scratch"`
-	EventBudgets  *ebpf.Map `ebpf:"event_budgets"`
-	EventThrottle *ebpf.Map `ebpf:"event_throttle"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	FragBudget    *ebpf.Map `ebpf:"frag_budget"`
-	Frags         *ebpf.Map `ebpf:"frags"`
-	GuardedIfaces *ebpf.Map `ebpf:"guarded_ifaces"`
-	Handshakes    *ebpf.Map `ebpf:"handshakes"`
-	Lists40       *ebpf.Map `ebpf:"lists4_0"`
-	Lists41       *ebpf.Map `ebpf:"lists4_1"`
-	Lists60       *ebpf.Map `ebpf:"lists6_0"`
-	Lists61       *ebpf.Map `ebpf:"lists6_1"`
-	PinLayouts    *ebpf.Map `ebpf:"pin_layouts"`
-	Ports         *ebpf.Map `ebpf:"ports"`
-	Prefixes      *ebpf.Map `ebpf:"prefixes"`
-	Proven        *ebpf.Map `ebpf:"proven"`
-	ProvenSources *ebpf.Map `ebpf:"proven_sources"`
-	Refusals      *ebpf.Map `ebpf:"refusals"`
-	ServiceState  *ebpf.Map `ebpf:"service_state"`
-	Services      *ebpf.Map `ebpf:"services"`
-	Stats         *ebpf.Map `ebpf:"stats"`
+	Acl             *ebpf.Map `ebpf:"acl"`
+	Active          *ebpf.Map `ebpf:"active"`
+	Bans4           *ebpf.Map `ebpf:"bans4"`
+	Bans6           *ebpf.Map `ebpf:"bans6"`
+	CalibLru        *ebpf.Map `ebpf:"calib_lru"`
+	CalibNaive      *ebpf.Map `ebpf:"calib_naive"`
+	Clients         *ebpf.Map `ebpf:"clients"`
+	Config          *ebpf.Map `ebpf:"config"`
+	ConnClients     *ebpf.Map `ebpf:"conn_clients"`
+	ConnServices    *ebpf.Map `ebpf:"conn_services"`
+	ConnTotals      *ebpf.Map `ebpf:"conn_totals"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	CtScratch       *ebpf.Map `ebpf:"ct_scratch"`
+	EventBudgets    *ebpf.Map `ebpf:"event_budgets"`
+	EventThrottle   *ebpf.Map `ebpf:"event_throttle"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Flows           *ebpf.Map `ebpf:"flows"`
+	FragBudget      *ebpf.Map `ebpf:"frag_budget"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	GuardedIfaces   *ebpf.Map `ebpf:"guarded_ifaces"`
+	Handshakes      *ebpf.Map `ebpf:"handshakes"`
+	Lists40         *ebpf.Map `ebpf:"lists4_0"`
+	Lists41         *ebpf.Map `ebpf:"lists4_1"`
+	Lists60         *ebpf.Map `ebpf:"lists6_0"`
+	Lists61         *ebpf.Map `ebpf:"lists6_1"`
+	PinLayouts      *ebpf.Map `ebpf:"pin_layouts"`
+	Ports           *ebpf.Map `ebpf:"ports"`
+	Prefixes        *ebpf.Map `ebpf:"prefixes"`
+	Proven          *ebpf.Map `ebpf:"proven"`
+	ProvenSources   *ebpf.Map `ebpf:"proven_sources"`
+	Refusals        *ebpf.Map `ebpf:"refusals"`
+	ServiceState    *ebpf.Map `ebpf:"service_state"`
+	Services        *ebpf.Map `ebpf:"services"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	Synproxy        *ebpf.Map `ebpf:"synproxy"`
+	SynproxyScratch *ebpf.Map `ebpf:"synproxy_scratch"`
+	SynproxyStats   *ebpf.Map `ebpf:"synproxy_stats"`
+	SynproxyUntil   *ebpf.Map `ebpf:"synproxy_until"`
 }
 
 func (m *benchMaps) Close() error {
@@ -630,6 +745,10 @@ func (m *benchMaps) Close() error {
 		m.ServiceState,
 		m.Services,
 		m.Stats,
+		m.Synproxy,
+		m.SynproxyScratch,
+		m.SynproxyStats,
+		m.SynproxyUntil,
 	)
 }
 
@@ -637,19 +756,20 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
-	AgActionUnused    *ebpf.Variable `ebpf:"ag_action_unused"`
-	AgConstUnused     *ebpf.Variable `ebpf:"ag_const_unused"`
-	AgEventTypeUnused *ebpf.Variable `ebpf:"ag_event_type_unused"`
-	AgEventUnused     *ebpf.Variable `ebpf:"ag_event_unused"`
-	AgFlowStateUnused *ebpf.Variable `ebpf:"ag_flow_state_unused"`
-	AgKindUnused      *ebpf.Variable `ebpf:"ag_kind_unused"`
-	AgLevelUnused     *ebpf.Variable `ebpf:"ag_level_unused"`
-	AgListUnused      *ebpf.Variable `ebpf:"ag_list_unused"`
-	AgReasonUnused    *ebpf.Variable `ebpf:"ag_reason_unused"`
-	AgRefusalUnused   *ebpf.Variable `ebpf:"ag_refusal_unused"`
-	AgStatUnused      *ebpf.Variable `ebpf:"ag_stat_unused"`
-	Consts            *ebpf.Variable `ebpf:"consts"`
-	Sources           *ebpf.Variable `ebpf:"sources"`
+	AgActionUnused       *ebpf.Variable `ebpf:"ag_action_unused"`
+	AgConstUnused        *ebpf.Variable `ebpf:"ag_const_unused"`
+	AgEventTypeUnused    *ebpf.Variable `ebpf:"ag_event_type_unused"`
+	AgEventUnused        *ebpf.Variable `ebpf:"ag_event_unused"`
+	AgFlowStateUnused    *ebpf.Variable `ebpf:"ag_flow_state_unused"`
+	AgKindUnused         *ebpf.Variable `ebpf:"ag_kind_unused"`
+	AgLevelUnused        *ebpf.Variable `ebpf:"ag_level_unused"`
+	AgListUnused         *ebpf.Variable `ebpf:"ag_list_unused"`
+	AgReasonUnused       *ebpf.Variable `ebpf:"ag_reason_unused"`
+	AgRefusalUnused      *ebpf.Variable `ebpf:"ag_refusal_unused"`
+	AgStatUnused         *ebpf.Variable `ebpf:"ag_stat_unused"`
+	AgSynproxyStatUnused *ebpf.Variable `ebpf:"ag_synproxy_stat_unused"`
+	Consts               *ebpf.Variable `ebpf:"consts"`
+	Sources              *ebpf.Variable `ebpf:"sources"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.
@@ -658,6 +778,7 @@ type benchVariables struct {
 type benchPrograms struct {
 	ApiguardEgress    *ebpf.Program `ebpf:"apiguard_egress"`
 	ApiguardFlowSweep *ebpf.Program `ebpf:"apiguard_flow_sweep"`
+	ApiguardSynproxy  *ebpf.Program `ebpf:"apiguard_synproxy"`
 	ApiguardTc        *ebpf.Program `ebpf:"apiguard_tc"`
 	ApiguardXdp       *ebpf.Program `ebpf:"apiguard_xdp"`
 	BenchBaseline     *ebpf.Program `ebpf:"bench_baseline"`
@@ -671,6 +792,7 @@ func (p *benchPrograms) Close() error {
 	return _BenchClose(
 		p.ApiguardEgress,
 		p.ApiguardFlowSweep,
+		p.ApiguardSynproxy,
 		p.ApiguardTc,
 		p.ApiguardXdp,
 		p.BenchBaseline,
