@@ -18,7 +18,7 @@ type vethLab struct {
 	la, lb *netns.Link
 }
 
-func newVethLab(t *testing.T) *vethLab {
+func newVethLab(t testing.TB) *vethLab {
 	t.Helper()
 	testenv.RequireRoot(t)
 	a, err := netns.New("agta")

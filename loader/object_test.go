@@ -76,7 +76,7 @@ func TestShippedObjectHasNoBenchmarkHooks(t *testing.T) {
 		progs = append(progs, name)
 	}
 	slices.Sort(progs)
-	want := []string{"apiguard_egress", "apiguard_flow_sweep", "apiguard_tc", "apiguard_xdp"}
+	want := []string{"apiguard_egress", "apiguard_flow_sweep", "apiguard_synproxy", "apiguard_tc", "apiguard_xdp"}
 	if !slices.Equal(progs, want) {
 		t.Errorf("programs %v, want %v", progs, want)
 	}
