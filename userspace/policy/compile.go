@@ -49,6 +49,7 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 			Total:   svc.Total.loader(),
 			// fragments are counted like packets
 			Fragments: loader.Rate(svc.Fragments),
+			SynProxy:  svc.SynProxy.loader(),
 		}
 		svc.loaderConns(&ls)
 		switch svc.Protocol {
@@ -65,6 +66,16 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 		out.Services = append(out.Services, ls)
 	}
 	return out, nil
+}
+
+func (m SynProxyMode) loader() loader.SynProxyMode {
+	switch m {
+	case SynProxyAuto:
+		return loader.SynProxyAuto
+	case SynProxyAlways:
+		return loader.SynProxyAlways
+	}
+	return loader.SynProxyOff
 }
 
 func (l Limits) loader() loader.Limits {

@@ -140,6 +140,7 @@ func (d *differ) services(old, new []Service) {
 		d.change(what+" protocol", string(prev.Protocol), string(s.Protocol))
 		d.change(what+" ports", portsString(prev.Ports), portsString(s.Ports))
 		d.change(what+" mode", string(prev.Mode), string(s.Mode))
+		d.change(what+" synProxy", string(prev.SynProxy), string(s.SynProxy))
 		d.serviceConns(what, prev, s)
 		if prev.Fragments != s.Fragments {
 			d.add("~ %s: fragments %s -> %s", what, formatRate(prev.Fragments, unitPackets), formatRate(s.Fragments, unitPackets))

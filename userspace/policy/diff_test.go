@@ -48,6 +48,7 @@ func TestDiffChanges(t *testing.T) {
           packets: {rate: 200/s, burst: 200}
           connections: {rate: 10/s, burst: 30}
       fragments: 20/s
+      synProxy: always
     - name: api
       protocol: udp
       ports: [8080]
@@ -67,6 +68,7 @@ func TestDiffChanges(t *testing.T) {
 		"- service old (tcp 9000)",
 		"~ service https ports: 443 -> 443,8443-8444",
 		"~ service https mode: enforce -> monitor",
+		"~ service https synProxy: off -> always",
 		"~ service https: fragments unlimited -> 20/s",
 		"~ service https: client packets 100/s burst 200 -> 200/s",
 		"~ service https: client bytes 1MB/s -> unlimited",

@@ -491,9 +491,9 @@ func (p *parser) services(n *yaml.Node, field string) []Service {
 }
 
 func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClaim) (Service, *yaml.Node, bool) {
-	svc := Service{Protocol: TCP, Mode: Enforce}
+	svc := Service{Protocol: TCP, Mode: Enforce, SynProxy: SynProxyOff}
 	o, ok := p.mapping(n, field, "name", "protocol", "ports", "mode", "limits",
-		"allowFrom", "allowFromFiles", "maxConnections", "fragments")
+		"allowFrom", "allowFromFiles", "maxConnections", "fragments", "synProxy")
 	if !ok {
 		return svc, nil, false
 	}
@@ -528,7 +528,29 @@ func (p *parser) service(n *yaml.Node, field string, idx int, claims *[]portClai
 		svc.Fragments, _ = p.rate(v, o.field("fragments"), unitPackets)
 	}
 	p.serviceConns(o, &svc)
+	if v := o.get("synProxy"); v != nil {
+		p.synProxy(v, o.field("synProxy"), &svc)
+	}
 	return svc, nameNode, len(p.errs) == before
+}
+
+// synProxy reads a service's synProxy mode: the SYN proxy answers TCP
+// handshakes, and auto turns on when the total connection budget runs out,
+// so it needs one.
+func (p *parser) synProxy(v *yaml.Node, field string, svc *Service) {
+	s, ok := p.enum(v, field, "off", "auto", "always")
+	if !ok {
+		return
+	}
+	mode := SynProxyMode(s)
+	switch {
+	case mode == SynProxyOff:
+	case svc.Protocol != TCP:
+		p.errAt(resolve(v), field, "%s needs a TCP service: the proxy answers TCP handshakes", s)
+	case mode == SynProxyAuto && svc.Total.Connections.PerSecond == 0:
+		p.errAt(resolve(v), field, "auto turns the proxy on when the service's total connections limit runs out: set limits.total.connections, or use always")
+	}
+	svc.SynProxy = mode
 }
 
 // ports reads a port, a "first-last" range, or a list of them.

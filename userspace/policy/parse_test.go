@@ -339,6 +339,33 @@ func TestParseErrors(t *testing.T) {
 			count: 5,
 		},
 		{
+			name: "synProxy",
+			src: doc(
+				"  services:",
+				"    - name: dns",
+				"      protocol: udp",
+				"      ports: [53]",
+				"      synProxy: always",
+				"    - name: a",
+				"      ports: [443]",
+				"      synProxy: auto",
+				"    - name: b",
+				"      ports: [444]",
+				"      synProxy: on",
+				"    - name: c",
+				"      ports: [445]",
+				"      limits: {prefix: {connections: 10/s}}",
+				"      synProxy: auto",
+			),
+			want: []string{
+				`p.yaml:10: spec.services[0].synProxy: always needs a TCP service: the proxy answers TCP handshakes`,
+				`p.yaml:13: spec.services[1].synProxy: auto turns the proxy on when the service's total connections limit runs out: set limits.total.connections, or use always`,
+				`p.yaml:16: spec.services[2].synProxy: "on" is not one of off, auto, always`,
+				`p.yaml:20: spec.services[3].synProxy: auto turns the proxy on when the service's total connections limit runs out: set limits.total.connections, or use always`,
+			},
+			count: 4,
+		},
+		{
 			name: "connections on udp",
 			src: doc(
 				"  services:",
@@ -587,11 +614,12 @@ func TestParseFull(t *testing.T) {
 		},
 		Total:     Limits{Bytes: Rate{PerSecond: 1_500_000_000, Burst: 4 << 30}},
 		Fragments: Rate{PerSecond: 10, Burst: 10},
+		SynProxy:  SynProxyOff,
 	}
 	if !reflect.DeepEqual(s.Services[0], https) {
 		t.Errorf("https:\n%+v\nwant\n%+v", s.Services[0], https)
 	}
-	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}, Fragments: Rate{PerSecond: 10, Burst: 50}}
+	dns := Service{Name: "dns", Protocol: UDP, Mode: Monitor, Ports: []PortRange{{53, 53}}, Fragments: Rate{PerSecond: 10, Burst: 50}, SynProxy: SynProxyOff}
 	if !reflect.DeepEqual(s.Services[1], dns) {
 		t.Errorf("dns: %+v", s.Services[1])
 	}

@@ -116,7 +116,21 @@ type Service struct {
 	// Fragments is the budget of IP fragments (first and later) of all the
 	// service's clients together; the zero Rate is no budget.
 	Fragments Rate
+	// SynProxy says when the datapath answers the service's SYNs with SYN
+	// cookies itself (docs/synproxy.md); TCP only, off by default.
+	SynProxy SynProxyMode
 }
+
+// SynProxyMode is when a TCP service's SYNs are answered with SYN cookies.
+type SynProxyMode string
+
+const (
+	SynProxyOff SynProxyMode = "off"
+	// SynProxyAuto: while the service's total new-connection limit is
+	// exhausted (a flood), and SynProxyHold after.
+	SynProxyAuto   SynProxyMode = "auto"
+	SynProxyAlways SynProxyMode = "always"
+)
 
 // Limits bound packets, bytes and new TCP connections (SYN without ACK).
 type Limits struct {
