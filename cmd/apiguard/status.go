@@ -67,6 +67,9 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "connections:\t%d established, %d half-open to capped services; flows %d new, %d picked up, %d timed out, %d refused for room\n",
 		d.ConnsEstablished, d.ConnsHalfOpen, d.FlowsNew, d.FlowsAdopted, d.FlowsExpired, d.FlowTableFull)
 	fmt.Fprintf(tw, "proven:\t%d SYNs of proven clients skipped a shared connection limit\n", d.ProvenSYNs)
+	if sp := st.SynProxy; sp != nil {
+		synProxyText(tw, sp, now)
+	}
 	if cs := st.CrowdSec; cs != nil {
 		crowdSecText(tw, cs, now)
 	}
@@ -162,6 +165,28 @@ func servicesText(w io.Writer, svcs []control.ServiceStatus) error {
 			strings.Join(monitored, ", "))
 	}
 	return nil
+}
+
+// synProxyText is the SYN proxy's lines of `apiguard status`: whether each
+// proxied service answers SYNs now, and what the handshakes did.
+func synProxyText(tw io.Writer, sp *control.SynProxyStatus, now time.Time) {
+	var svcs []string
+	for _, s := range sp.Services {
+		state := "off"
+		switch {
+		case s.On && !s.Until.IsZero():
+			state = fmt.Sprintf("ON for %s more (connection limit exhausted)", s.Until.Sub(now).Round(time.Second))
+		case s.On:
+			state = "on"
+		}
+		svcs = append(svcs, fmt.Sprintf("%s %s: %s", s.Service, s.Mode, state))
+	}
+	fmt.Fprintf(tw, "synproxy:\t%s\n", strings.Join(svcs, "; "))
+	fmt.Fprintf(tw, "synproxy:\t%d valid cookies (%d proved their source), %d of the kernel's; %d handed over, %d refused by the kernel; auto turned on %d times\n",
+		sp.CookieOK, sp.Proven, sp.KernelCookie, sp.Accepted, sp.AcceptFailed, sp.AutoOn)
+	if sp.AcceptFailed > 0 {
+		fmt.Fprintf(tw, "synproxy:\tWARNING: the kernel refused handshakes (an MPTCP listener, or a TCP sysctl changed since the policy was applied: reload it)\n")
+	}
 }
 
 // crowdSecText is the CrowdSec lines of `apiguard status`.

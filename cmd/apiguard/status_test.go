@@ -34,3 +34,21 @@ func TestCrowdSecStatusLines(t *testing.T) {
 		t.Fatalf("status:\n%s", b.String())
 	}
 }
+
+func TestSynProxyStatusLines(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	sp := &control.SynProxyStatus{CookieOK: 120, Proven: 100, KernelCookie: 2, Accepted: 118, AcceptFailed: 2, AutoOn: 3,
+		Services: []control.SynProxyService{
+			{Service: "api", Mode: "auto", On: true, Until: now.Add(8 * time.Second)},
+			{Service: "web", Mode: "always", On: true},
+			{Service: "admin", Mode: "auto"},
+		}}
+	var b strings.Builder
+	synProxyText(&b, sp, now)
+	want := "synproxy:\tapi auto: ON for 8s more (connection limit exhausted); web always: on; admin auto: off\n" +
+		"synproxy:\t120 valid cookies (100 proved their source), 2 of the kernel's; 118 handed over, 2 refused by the kernel; auto turned on 3 times\n" +
+		"synproxy:\tWARNING: the kernel refused handshakes (an MPTCP listener, or a TCP sysctl changed since the policy was applied: reload it)\n"
+	if b.String() != want {
+		t.Errorf("status:\n%s\nwant\n%s", b.String(), want)
+	}
+}

@@ -103,6 +103,8 @@ type Status struct {
 	Confirm *PendingConfirm `json:"confirm,omitempty"`
 	// Services are the policy's services and what their tracked clients did.
 	Services []ServiceStatus `json:"services,omitempty"`
+	// SynProxy is the SYN proxy of the services that have one; nil when none.
+	SynProxy *SynProxyStatus `json:"synproxy,omitempty"`
 }
 
 // PendingConfirm is a policy in force on trial: unless confirmed by
@@ -117,6 +119,32 @@ type PendingConfirm struct {
 type ConfirmResult struct {
 	Policy     string `json:"policy"`
 	Generation uint32 `json:"generation"`
+}
+
+// SynProxyStatus is the SYN proxy's state (docs/synproxy.md).
+type SynProxyStatus struct {
+	Services []SynProxyService `json:"services"`
+	// Handshakes: valid cookies let on to the listener, cookies the kernel
+	// issued itself let on, handshakes handed over and refused by the kernel
+	// (an MPTCP listener, a sysctl changed since the policy was applied).
+	CookieOK     uint64 `json:"cookie_ok"`
+	KernelCookie uint64 `json:"kernel_cookie"`
+	Accepted     uint64 `json:"accepted"`
+	AcceptFailed uint64 `json:"accept_failed"`
+	// AutoOn counts the times an auto service's proxy turned on; Proven the
+	// sources a valid cookie proved.
+	AutoOn uint64 `json:"auto_on"`
+	Proven uint64 `json:"proven"`
+}
+
+// SynProxyService is one service's proxy: its mode, and whether it answers
+// SYNs now (always; auto until Until, during a flood over its total
+// connection limit).
+type SynProxyService struct {
+	Service string    `json:"service"`
+	Mode    string    `json:"mode"`
+	On      bool      `json:"on"`
+	Until   time.Time `json:"until,omitzero"`
 }
 
 // CrowdSec is the state of the link to a CrowdSec Local API.

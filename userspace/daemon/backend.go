@@ -87,6 +87,9 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 	}
 	st.Confirm = d.pendingConfirm()
 	st.AccessLogs = accessLogStatus(d.accessLogStats())
+	if st.SynProxy, err = d.synProxyStatus(); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 

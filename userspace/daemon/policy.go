@@ -117,6 +117,9 @@ func (d *Daemon) applyPolicy(p *parsedPolicy, why string) (*control.ApplyResult,
 	if err != nil {
 		return nil, fmt.Errorf("compile policy %s: %w", p.path, PolicyErrors(err))
 	}
+	if err := d.prepareSynProxy(compiled); err != nil {
+		return nil, fmt.Errorf("policy %s (the policy in force stays): %w", p.path, err)
+	}
 	res, err := d.dp.Apply(compiled)
 	if err != nil {
 		// not the policy's fault: the kernel refused a write (health.go)

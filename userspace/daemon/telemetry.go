@@ -180,7 +180,7 @@ func (d *Daemon) listenMetrics() (net.Listener, error) {
 // serveMetrics serves /metrics on ln until ctx ends.
 func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 	col, err := metrics.NewCollector(metrics.Sources{
-		Datapath: d.dp, Events: d.tel.reader, Fanout: d.tel.hub, Detector: d.tel.det, Daemon: d, CrowdSec: d, Signals: d, Services: d,
+		Datapath: d.dp, Events: d.tel.reader, Fanout: d.tel.hub, Detector: d.tel.det, Daemon: d, CrowdSec: d, Signals: d, Services: d, SynProxy: d,
 	})
 	if err != nil {
 		return err

@@ -77,6 +77,13 @@ type AccessLog struct {
 	Readable bool
 }
 
+// SynProxy is the SYN proxy (docs/synproxy.md): its counters, and for each
+// service with synProxy whether it answers SYNs now.
+type SynProxy interface {
+	SynProxyStats() (loader.SynProxyStats, error)
+	SynProxyServicesOn() (map[string]bool, error)
+}
+
 // Signals is the API layer's input: access logs and the application's reports.
 type Signals interface {
 	AccessLogs() []AccessLog
@@ -129,6 +136,7 @@ type Sources struct {
 	CrowdSec CrowdSec
 	Signals  Signals
 	Services Services
+	SynProxy SynProxy
 	// Now decides which bans are still active (default time.Now).
 	Now func() time.Time
 	// WalkEvery is how long the walks of the datapath's maps (entries per
@@ -239,6 +247,10 @@ var (
 	// implements ServiceCounters (none yet; see there).
 	descServiceKPackets = desc("service_packets_total", "Packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
 	descServiceKBytes   = desc("service_bytes_total", "Bytes of the packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
+	descSPHandshakes    = desc("synproxy_handshakes_total", "Handshakes of proxied services by result: a valid cookie let on (cookie_ok) or one of the kernel's (kernel_cookie); handed to the listener (accepted) or refused by the kernel (accept_failed).", "result")
+	descSPAutoOn        = desc("synproxy_auto_on_total", "Times a synProxy auto service's proxy turned on: its total connection limit ran out.")
+	descSPProven        = desc("synproxy_proven_total", "Sources proven by a valid SYN cookie with timestamps.")
+	descSPOn            = desc("synproxy_on", "1 while the service's SYNs are answered by the SYN proxy.", "service")
 )
 
 // PendingNames are metrics the collector describes but the daemon's sources
@@ -278,6 +290,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCSReports, descCSReportErrs, descCSQueue,
 		descLogLines, descLogParseErrors, descLogSignals, descLogLag, descLogIgnored, descLogProblems, descLogReadable, descReports,
 		descServiceInfo, descServiceClients, descServicePackets, descServiceBytes, descServiceDrops, descServiceKPackets, descServiceKBytes,
+		descSPHandshakes, descSPAutoOn, descSPProven, descSPOn,
 	} {
 		ch <- d
 	}
@@ -398,6 +411,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			seen[a] = true
 			gauge(ch, descAttach, 1, a.Iface, string(a.Mode))
 		}
+	}
+	if sp := c.src.SynProxy; sp != nil {
+		c.collectSynProxy(ch, sp)
 	}
 	if cs := c.src.CrowdSec; cs != nil {
 		collectCrowdSec(ch, cs)
@@ -568,4 +584,29 @@ func Handler(reg *prometheus.Registry, health HealthFunc) http.Handler {
 		fmt.Fprintln(w, "apiguard: metrics at /metrics, health at /healthz")
 	})
 	return mux
+}
+
+func (c *Collector) collectSynProxy(ch chan<- prometheus.Metric, sp SynProxy) {
+	if st, err := sp.SynProxyStats(); err != nil {
+		c.fail(ch, descSPHandshakes, "synproxy stats", err)
+	} else {
+		counter(ch, descSPHandshakes, st.CookieOK, "cookie_ok")
+		counter(ch, descSPHandshakes, st.KernelCookie, "kernel_cookie")
+		counter(ch, descSPHandshakes, st.Accepted, "accepted")
+		counter(ch, descSPHandshakes, st.AcceptFailed, "accept_failed")
+		counter(ch, descSPAutoOn, st.AutoOn)
+		counter(ch, descSPProven, st.Proven)
+	}
+	on, err := sp.SynProxyServicesOn()
+	if err != nil {
+		c.fail(ch, descSPOn, "synproxy services", err)
+		return
+	}
+	for name, v := range on {
+		b := 0.0
+		if v {
+			b = 1
+		}
+		gauge(ch, descSPOn, b, name)
+	}
 }

@@ -108,6 +108,7 @@ func fakeSources() Sources {
 		Daemon:   fakeDaemon{},
 		CrowdSec: fakeCrowdSec{},
 		Signals:  fakeSignals{},
+		SynProxy: fakeSynProxy{},
 		Now:      func() time.Time { return now },
 	}
 }
@@ -223,6 +224,14 @@ func TestCollectorValues(t *testing.T) {
 		"apiguard_access_log_ignored_total{path=/var/log/nginx/access.log,reason=all_trusted}": 3,
 		"apiguard_access_log_ignored_total{path=/var/log/nginx/access.log,reason=bad_hop}":     4,
 		"apiguard_reports_total":                                                               5,
+		"apiguard_synproxy_handshakes_total{result=cookie_ok}":                                 20,
+		"apiguard_synproxy_handshakes_total{result=kernel_cookie}":                             1,
+		"apiguard_synproxy_handshakes_total{result=accepted}":                                  19,
+		"apiguard_synproxy_handshakes_total{result=accept_failed}":                             2,
+		"apiguard_synproxy_auto_on_total":                                                      3,
+		"apiguard_synproxy_proven_total":                                                       18,
+		"apiguard_synproxy_on{service=api}":                                                    1,
+		"apiguard_synproxy_on{service=admin}":                                                  0,
 	}
 	for k, v := range want {
 		g, ok := got[k]
@@ -367,4 +376,14 @@ func TestHandlerIndex(t *testing.T) {
 			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
+}
+
+type fakeSynProxy struct{}
+
+func (fakeSynProxy) SynProxyStats() (loader.SynProxyStats, error) {
+	return loader.SynProxyStats{CookieOK: 20, KernelCookie: 1, Accepted: 19, AcceptFailed: 2, AutoOn: 3, Proven: 18}, nil
+}
+
+func (fakeSynProxy) SynProxyServicesOn() (map[string]bool, error) {
+	return map[string]bool{"api": true, "admin": false}, nil
 }
