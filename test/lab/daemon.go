@@ -265,6 +265,22 @@ func MonitorPolicy(src string) (string, error) {
 	return modeLine.ReplaceAllString(src, "  mode: monitor"), nil
 }
 
+// SynProxyPolicy returns a policy's YAML text with synProxy: mode set on the
+// service named service, everything else as written. It wants the service
+// written as a "    - name: <service>" list item with no synProxy of its own.
+func SynProxyPolicy(src, service, mode string) (string, error) {
+	item := regexp.MustCompile(`(?m)^(    )- name:[ \t]*` + regexp.QuoteMeta(service) + `[ \t]*(#.*)?$`)
+	locs := item.FindAllStringIndex(src, -1)
+	if len(locs) != 1 {
+		return "", fmt.Errorf("want one '    - name: %s' line, found %d", service, len(locs))
+	}
+	if strings.Contains(src, "synProxy:") {
+		return "", errors.New("the policy sets synProxy already")
+	}
+	end := locs[0][1]
+	return src[:end] + "\n      synProxy: " + mode + src[end:], nil
+}
+
 // WaitFor polls cond every 20ms for at most limit and reports whether it held.
 func WaitFor(limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)

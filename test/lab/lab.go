@@ -23,12 +23,15 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
 
+	"github.com/apiguard/apiguard/test/bench/trafgen"
 	"github.com/apiguard/apiguard/test/netns"
+	"github.com/cilium/ebpf/link"
 )
 
 // Config shapes a lab. The zero value is one client, one attacker and a
@@ -179,6 +182,14 @@ func (l *Lab) host(prefix string, subnet uint8, queues int) (Host, error) {
 	if err != nil {
 		return Host{}, err
 	}
+	if prefix == "server" {
+		// A frame the guard sends back in native XDP (XDP_TX: the SYN
+		// proxy's SYN-ACKs) reaches a veth's peer only when the peer has an
+		// XDP program of its own; a NIC's receive path needs nothing of the kind.
+		if err := l.passXDP(rl.Name); err != nil {
+			return Host{}, err
+		}
+	}
 	for _, args := range [][]string{
 		{"route", "add", "default", "via", rl.Addr4.String()},
 		{"-6", "route", "add", "default", "via", rl.Addr6.String()},
@@ -259,4 +270,28 @@ func (l *Lab) ServerAddr(family int) netip.Addr {
 		return l.Server.Addr6
 	}
 	return l.Server.Addr4
+}
+
+// passXDP attaches an XDP program that passes everything to the router's
+// link named name, for as long as the lab lives.
+func (l *Lab) passXDP(name string) error {
+	prog, err := trafgen.PassProgram()
+	if err != nil {
+		return fmt.Errorf("XDP pass program: %w", err)
+	}
+	var lk link.Link
+	err = l.Router.Do(func() error {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		lk, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("attach XDP pass to the router's %s: %w", name, err)
+	}
+	l.onClose(func() error { return errors.Join(lk.Close(), prog.Close()) })
+	return nil
 }

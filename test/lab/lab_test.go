@@ -12,6 +12,7 @@ import (
 
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
+	"github.com/apiguard/apiguard/userspace/policy"
 )
 
 func TestMain(m *testing.M) {
@@ -113,6 +114,39 @@ func TestMonitorPolicy(t *testing.T) {
 	}
 	if _, err := MonitorPolicy(string(shipped)); err != nil {
 		t.Errorf("the shipped default policy: %v", err)
+	}
+}
+
+func TestSynProxyPolicy(t *testing.T) {
+	src := "spec:\n  services:\n    - name: http   # plain\n      ports: [80]\n    - name: https\n      ports: [443]\n"
+	got, err := SynProxyPolicy(src, "http", "auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "spec:\n  services:\n    - name: http   # plain\n      synProxy: auto\n      ports: [80]\n    - name: https\n      ports: [443]\n"; got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	for _, bad := range []string{"spec:\n  services: []\n", got} {
+		if _, err := SynProxyPolicy(bad, "http", "auto"); err == nil {
+			t.Errorf("no error for %q", bad)
+		}
+	}
+	shipped, err := os.ReadFile("../../policies/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := SynProxyPolicy(string(shipped), "http", "auto")
+	if err != nil {
+		t.Fatalf("the shipped default policy: %v", err)
+	}
+	p, err := policy.Parse("default.yaml", []byte(out), nil)
+	if err != nil {
+		t.Fatalf("the shipped policy with synProxy: %v", err)
+	}
+	for _, s := range p.Spec.Services {
+		if want := map[bool]policy.SynProxyMode{true: policy.SynProxyAuto, false: policy.SynProxyOff}[s.Name == "http"]; s.SynProxy != want {
+			t.Errorf("service %s: synProxy %s, want %s", s.Name, s.SynProxy, want)
+		}
 	}
 }
 

@@ -216,8 +216,12 @@ func runServer(ctx context.Context, config []byte, out *reporter) error {
 	}
 	errc := make(chan error, len(cfg.Ports))
 	for _, port := range cfg.Ports {
-		// "tcp" on an unspecified address is one dual-stack socket: IPv4 and IPv6.
-		ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(port)))
+		// "tcp" on an unspecified address is one dual-stack socket: IPv4 and
+		// IPv6. Plain TCP, not Go's default MPTCP: the SYN proxy's hand-over
+		// refuses MPTCP listeners (docs/synproxy.md).
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("", strconv.Itoa(port)))
 		if err != nil {
 			return fmt.Errorf("listen on port %d: %w", port, err)
 		}

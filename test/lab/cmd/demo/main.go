@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -112,7 +113,16 @@ type scenario struct {
 	// hurtWith says why apiguard may hurt a client here; printed only when
 	// the run shows it did.
 	hurtWith string
+	// newcomers: during the attack, fresh clients (a source address each,
+	// never seen before) make one request each; and the run "without"
+	// enforces the policy as written, the run "with" adds synProxy: auto to
+	// the attacked service (proxied).
+	newcomers bool
 }
+
+// newcomersPerRun is how many fresh clients make their first request during
+// each run of a newcomers scenario.
+const newcomersPerRun = 100
 
 func allScenarios() []scenario {
 	return []scenario{
@@ -137,6 +147,14 @@ func allScenarios() []scenario {
 			calm:   "the kernel's SYN cookies absorb a spoofed SYN flood of this size",
 			hurtWith: "the policy's total connection limit for port 80 (2000/s) is shared: a client the server " +
 				"has not yet sent data to (connections.provenClientTTL) loses its SYNs as often as the flood does",
+		},
+		{
+			name: "SYN flood, new clients", unit: "SYNs", newcomers: true,
+			title: fmt.Sprintf("SYNs to port 80 from random spoofed IPv4 sources, 200k/s, while %d clients new to the server "+
+				"(a fresh source address each) make their first request; without and with the SYN proxy (synProxy: auto)", newcomersPerRun),
+			attack: lab.Attack{Kind: lab.SYNFlood, Port: 80, Rate: 200000},
+			hurtWith: "the flood spends the shared total connection limit, and a first connection has no earlier " +
+				"handshake to vouch for it: see the newcomers' line",
 		},
 		{
 			name: "HTTP request flood, one source", unit: "requests",
@@ -184,11 +202,13 @@ type demo struct {
 	server  *lab.Server
 	daemon  *lab.Daemon
 	clients []*lab.Client
-	// policies by mode, and the mode in force
-	enforcePolicy, monitorPolicy string
-	mode                         string
-	baseline                     []lab.ClientStats
-	rows                         []row
+	// policies by mode (monitor, enforce, proxy: enforce with synProxy auto
+	// on the newcomers' service), and the mode in force
+	enforcePolicy, monitorPolicy, proxyPolicy string
+	mode                                      string
+	newcomerAddrs                             int // fresh addresses handed out so far
+	baseline                                  []lab.ClientStats
+	rows                                      []row
 }
 
 type row struct {
@@ -202,6 +222,8 @@ type phaseResult struct {
 	sent    int64
 	dropped uint64 // packets apiguard dropped (or, in monitor mode, would have)
 	flags   []control.Flag
+	// newcomers: what the fresh clients saw (newcomers scenarios)
+	newcomers *lab.NewcomerStats
 }
 
 func (d *demo) play(ctx context.Context, scenarios []scenario) error {
@@ -225,6 +247,9 @@ func (d *demo) play(ctx context.Context, scenarios []scenario) error {
 
 	d.enforcePolicy = o.policy
 	if d.monitorPolicy, err = monitorCopy(l, o.policy); err != nil {
+		return err
+	}
+	if d.proxyPolicy, err = proxyCopy(l, o.policy); err != nil {
 		return err
 	}
 	if d.daemon, err = l.StartDaemon(lab.DaemonConfig{Bin: o.bin, Policy: o.policy}); err != nil {
@@ -262,14 +287,18 @@ func (d *demo) play(ctx context.Context, scenarios []scenario) error {
 		sc.attack.Duration = o.phase
 		fmt.Printf("\n▶ %d/%d %s: %s\n", i+1, len(scenarios), sc.name, sc.title)
 		r := row{sc: sc}
-		if r.without, err = d.phase(ctx, 2*i, sc, "monitor"); err != nil {
+		without, with := "monitor", "enforce"
+		if sc.newcomers {
+			without, with = "enforce", "proxy"
+		}
+		if r.without, err = d.phase(ctx, 2*i, sc, without); err != nil {
 			return err
 		}
-		if r.with, err = d.phase(ctx, 2*i+1, sc, "enforce"); err != nil {
+		if r.with, err = d.phase(ctx, 2*i+1, sc, with); err != nil {
 			return err
 		}
-		r.notHurt = !d.hurt(r.without.clients)
-		r.hurtWith = d.hurt(r.with.clients)
+		r.notHurt = !d.hurt(r.without.clients) && !newcomersHurt(r.without.newcomers)
+		r.hurtWith = d.hurt(r.with.clients) || newcomersHurt(r.with.newcomers)
 		d.rows = append(d.rows, r)
 	}
 	d.summary()
@@ -289,6 +318,20 @@ func monitorCopy(l *lab.Lab, path string) (string, error) {
 	return l.WriteFile("monitor-"+filepath.Base(path), mon)
 }
 
+// proxyCopy writes the policy with synProxy: auto on the service the
+// newcomers scenario attacks (port 80's, "http").
+func proxyCopy(l *lab.Lab, path string) (string, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read policy: %w", err)
+	}
+	px, err := lab.SynProxyPolicy(string(src), "http", "auto")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return l.WriteFile("synproxy-"+filepath.Base(path), px)
+}
+
 func relPath(p string) string {
 	if wd, err := os.Getwd(); err == nil {
 		if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
@@ -303,10 +346,7 @@ func (d *demo) setMode(mode string) error {
 	if d.mode == mode {
 		return nil
 	}
-	path := d.enforcePolicy
-	if mode == "monitor" {
-		path = d.monitorPolicy
-	}
+	path := map[string]string{"enforce": d.enforcePolicy, "monitor": d.monitorPolicy, "proxy": d.proxyPolicy}[mode]
 	if _, _, err := d.daemon.CLI("policy", "apply", path); err != nil {
 		return fmt.Errorf("%w\ndaemon log:\n%s", err, tail(d.daemon.Log(), 20))
 	}
@@ -320,18 +360,33 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 		return res, err
 	}
 	label := "without"
-	if mode == "enforce" {
+	if mode == "enforce" && !sc.newcomers || mode == "proxy" {
 		label = "with"
 	}
 	before, err := d.daemon.Status()
 	if err != nil {
 		return res, err
 	}
+	var fresh []netip.Addr
+	if sc.newcomers {
+		if fresh, err = d.lab.NewcomerAddrs(0, 10+d.newcomerAddrs, newcomersPerRun); err != nil {
+			return res, err
+		}
+		d.newcomerAddrs += newcomersPerRun
+	}
 	a, err := d.lab.StartAttack(attacker, sc.attack)
 	if err != nil {
 		return res, err
 	}
 	start := time.Now()
+	newcomersDone := make(chan lab.NewcomerStats, 1)
+	if sc.newcomers {
+		go func() {
+			// once the flood is under way
+			time.Sleep(500 * time.Millisecond)
+			newcomersDone <- d.lab.RunNewcomers(ctx, 0, fresh, netip.AddrPortFrom(sc.attack.Target, 80), time.Second)
+		}()
+	}
 	prevCounters := lab.Counters(before)
 	var prevSent int64
 	prevT := start
@@ -375,6 +430,16 @@ func (d *demo) phase(ctx context.Context, attacker int, sc scenario, mode string
 	rep, err := a.Wait(10 * time.Second)
 	if err != nil {
 		return res, err
+	}
+	if sc.newcomers {
+		nc := <-newcomersDone
+		res.newcomers = &nc
+		what := "without the SYN proxy"
+		if mode == "proxy" {
+			what = "with the SYN proxy (synProxy: auto)"
+		}
+		fmt.Printf("   %-7s      newcomers: %d of %d first requests answered within 1s, connect p99 %s, %s\n",
+			label, nc.OK, nc.Total, ms(nc.P99), what)
 	}
 	end := time.Now()
 	after, err := d.daemon.Status()
@@ -434,6 +499,11 @@ func dropCount(c map[string]uint64, mode string) uint64 {
 	return n
 }
 
+// newcomersHurt says whether fewer than 99% of a run's newcomers were answered.
+func newcomersHurt(nc *lab.NewcomerStats) bool {
+	return nc != nil && nc.OK*100 < nc.Total*99
+}
+
 // hurt says whether a run was visibly worse for any client than its baseline.
 func (d *demo) hurt(stats []lab.ClientStats) bool {
 	for i, s := range stats {
@@ -485,6 +555,13 @@ func (d *demo) summary() {
 		fmt.Fprintln(tw, b.String())
 	}
 	tw.Flush()
+	for _, r := range d.rows {
+		if r.without.newcomers != nil && r.with.newcomers != nil {
+			w, p := r.without.newcomers, r.with.newcomers
+			fmt.Printf("\n%s: first requests of clients new to the server answered within 1s: %d of %d without the SYN proxy, "+
+				"%d of %d with it (synProxy: auto; both runs enforce the policy)\n", r.sc.name, w.OK, w.Total, p.OK, p.Total)
+		}
+	}
 	var notes []string
 	for _, r := range d.rows {
 		if r.notHurt && r.sc.calm != "" {
