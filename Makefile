@@ -29,8 +29,8 @@ HELM_VERSION := v4.3.2
 # (after 1.2.3), no tag -> 0.0.0+gitCOMMIT
 DEB_VERSION  ?= $(shell echo '$(VERSION)' | sed -E '/^v?[0-9]+[.]/!s/^/0.0.0+git/; s/^v//; s/-/+/g')
 # packages whose bpf2go outputs are committed
-GEN_PKGS := ./loader ./test/bench/trafgen ./test/bench/guardbench
-GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/
+GEN_PKGS := ./loader ./test/bench/trafgen ./test/bench/guardbench ./test/bench/synproxy
+GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/ test/bench/synproxy/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
 # nginx writes the access log the API-signal end-to-end test follows; curl
@@ -41,7 +41,7 @@ GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/
 DEB_PKGS := iproute2 ethtool nftables prometheus nginx curl strace systemd
 DEB_TOOLS := ip ethtool nft promtool nginx curl strace systemd-analyze
 
-.PHONY: all build install uninstall deb generate check-generate test fuzz bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook lint deps demo clean
+.PHONY: all build install uninstall deb generate check-generate test fuzz bench bench-check bench-events bench-live bench-apply bench-crowdsec bench-apisignals bench-generator bench-banbook bench-synflood lint deps demo clean
 
 all: build
 
@@ -157,10 +157,16 @@ bench-crowdsec:
 
 # Per-packet cost in isolation, against a trivial XDP program in the same run.
 bench:
-	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof|Fragments' -benchtime 10000000x -count 1 ./loader/
+	$(GO) test -run '^$$' -bench 'Datapath|Calibration|Conntrack|Proven|SourceProof|Fragments|SynProxy' -benchtime 10000000x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 1 ./loader/
 	$(GO) test -run '^$$' -bench 'AliasBomb' -benchtime 20x -count 1 ./userspace/policy/
 	$(GO) test -run '^$$' -bench 'Scrape100k' -benchtime 20x -count 1 ./userspace/metrics/
+
+# The SYN proxy in the lab: fresh clients' first connections through the
+# largest spoofed SYN flood the generator makes, synProxy off and auto, IPv4
+# and IPv6, beside a baseline without a flood (docs/synproxy.md, "Lab"). As root.
+bench-synflood:
+	$(GO) test -run '^$$' -bench 'FreshClientsUnderSYNFlood' -benchtime 1x -count 1 -v ./loader/
 
 # Applying 100k deny CIDRs to a running daemon: time and peak RSS.
 bench-apply:
