@@ -87,6 +87,13 @@ func sendLine(c *apiClient, line string) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// probePace spaces a prober's requests. The ban follows the log line through
+// the follower, the detector and the ban book's fdatasync: on a busy machine
+// that takes tens of milliseconds, while a request here takes one. Paced,
+// the margin a test leaves past a threshold (30 requests or more) is most of
+// a second of that path, not a few milliseconds.
+const probePace = 20 * time.Millisecond
+
 // probeUntilBanned sends targets in turn until one gets no answer (the ban)
 // or limit are answered; it returns how many were answered.
 func probeUntilBanned(t *testing.T, c *apiClient, targets []string, ua string, limit int, headers ...string) int {
@@ -95,6 +102,7 @@ func probeUntilBanned(t *testing.T, c *apiClient, targets []string, ua string, l
 		if _, err := send(c, targets[i%len(targets)], ua, headers...); err != nil {
 			return i
 		}
+		time.Sleep(probePace)
 	}
 	return limit
 }
@@ -201,6 +209,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 			t.Fatalf("%q: nginx answered %d", lines[answered%len(lines)], code)
 		}
 		answered++
+		time.Sleep(probePace)
 	}
 	fl = e.flagFor(t, rawAddr.String(), "sensitive-files")
 	if fl == nil || !fl.Ban.Banned || answered < 6 || answered >= 40 {
