@@ -284,6 +284,18 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	return parse_l4(c, p);
 }
 
+/* The transport header, read within the payload length as IPv4's is within
+ * the total length (0: a BIG TCP aggregate, no limit): the kernel trims the
+ * packet to it and TCP discards a segment cut inside its header, so flags
+ * read past it are whatever the sender put behind the packet (a "RST" the
+ * server never sees would release its connection's slot). */
+static __always_inline int parse_ipv6_l4(struct cursor *c, struct pkt *p)
+{
+	if (!c->big && c->ip_len < l4_hdr_len(p))
+		return AG_R_TRUNCATED;
+	return parse_l4(c, p);
+}
+
 /* Skips one IPv6 extension header of total length len (its first two bytes
  * are read already). */
 static __always_inline int ipv6_ext_skip(struct cursor *c, __u32 len)
@@ -371,7 +383,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 		}
 		default:
 			p->proto = next;
-			return parse_l4(c, p);
+			return parse_ipv6_l4(c, p);
 		}
 	}
 	/* still inside extension headers after the bounded walk */
@@ -384,7 +396,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 		return AG_R_EXT_LIMIT;
 	}
 	p->proto = next;
-	return parse_l4(c, p);
+	return parse_ipv6_l4(c, p);
 }
 
 /* ARP over Ethernet for IPv4: fixed header, then sender MAC and sender IP. A

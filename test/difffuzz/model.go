@@ -208,6 +208,10 @@ func readIPv6(b []byte) frame {
 	next := b[6]
 	rest := b[40:]
 	walked, seenFrag := 0, false
+	// "an IPv6 transport header is read within the payload length (0 counts
+	// as no limit)": what the extension headers leave of it
+	payload := int(binary.BigEndian.Uint16(b[4:]))
+	left := payload
 	for {
 		cur := next
 		var size int
@@ -220,6 +224,9 @@ func readIPv6(b []byte) frame {
 			size = 8
 		default:
 			f.proto = cur
+			if payload != 0 && left < transportLen(f) {
+				return frame{fail: "truncated"}
+			}
 			return readTransport(rest, f)
 		}
 		if walked == 6 {
@@ -241,6 +248,7 @@ func readIPv6(b []byte) frame {
 		}
 		h := rest[:size]
 		rest = rest[size:]
+		left = max(left-size, 0)
 		next = h[0]
 		if cur != 44 {
 			continue
@@ -286,6 +294,19 @@ func readTransport(b []byte, f frame) frame {
 		f.icmpType = b[0]
 	}
 	return f
+}
+
+// transportLen is the header readTransport reads of f's protocol.
+func transportLen(f frame) int {
+	switch {
+	case f.proto == protoTCP:
+		return 20
+	case f.proto == protoUDP:
+		return 8
+	case isICMP(f.family, f.proto):
+		return 4
+	}
+	return 0
 }
 
 // "ICMP (protocol 1 in IPv4) and ICMPv6 (58 in IPv6)"
