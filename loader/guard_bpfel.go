@@ -520,6 +520,7 @@ const (
 	GuardMapProven               = "proven"
 	GuardMapProvenSources        = "proven_sources"
 	GuardMapRefusals             = "refusals"
+	GuardMapServiceCounters      = "service_counters"
 	GuardMapServiceState         = "service_state"
 	GuardMapServices             = "services"
 	GuardMapStats                = "stats"
@@ -629,6 +630,7 @@ type GuardMapSpecs struct {
 	Proven          *ebpf.MapSpec `ebpf:"proven"`
 	ProvenSources   *ebpf.MapSpec `ebpf:"proven_sources"`
 	Refusals        *ebpf.MapSpec `ebpf:"refusals"`
+	ServiceCounters *ebpf.MapSpec `ebpf:"service_counters"`
 	ServiceState    *ebpf.MapSpec `ebpf:"service_state"`
 	Services        *ebpf.MapSpec `ebpf:"services"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -706,6 +708,7 @@ type GuardMaps struct {
 	Proven          *ebpf.Map `ebpf:"proven"`
 	ProvenSources   *ebpf.Map `ebpf:"proven_sources"`
 	Refusals        *ebpf.Map `ebpf:"refusals"`
+	ServiceCounters *ebpf.Map `ebpf:"service_counters"`
 	ServiceState    *ebpf.Map `ebpf:"service_state"`
 	Services        *ebpf.Map `ebpf:"services"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -746,6 +749,7 @@ func (m *GuardMaps) Close() error {
 		m.Proven,
 		m.ProvenSources,
 		m.Refusals,
+		m.ServiceCounters,
 		m.ServiceState,
 		m.Services,
 		m.Stats,

@@ -79,6 +79,8 @@ type Datapath struct {
 	mirrorDone chan struct{}
 	closed     bool
 	links      map[string]link.Link // only when not pinned
+	// svc names the kernel's per-service counters (svccount.go)
+	svc svcCounts
 }
 
 // Load loads the datapath. With a PinDir, maps already pinned there are adopted

@@ -264,6 +264,9 @@ func compile(p *Policy) (*image, error) {
 		if s.ID == 0 || s.ID > uint32(MaxServices) {
 			return nil, fmt.Errorf("service %q: id %d outside 1..%d", s.Name, s.ID, MaxServices)
 		}
+		if s.Name == NoService {
+			return nil, fmt.Errorf("service %q: the name is the label of packets to no service", s.Name)
+		}
 		if _, dup := img.services[s.ID]; dup {
 			return nil, fmt.Errorf("service %q: id %d used twice", s.Name, s.ID)
 		}
@@ -434,6 +437,9 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 
 	cur := d.slots[d.active]
 	if cur.samePolicy(img) && cur.cfg.Generation != 0 {
+		if err := d.renameInPlace(p); err != nil {
+			return ApplyResult{}, err
+		}
 		return ApplyResult{Generation: cur.cfg.Generation, DeadDeny: img.deadDeny, Took: time.Since(start)}, nil
 	}
 	target := 1 - d.active
@@ -445,6 +451,14 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	}
 	if err := d.resetServices(freshServices(cur, img)); err != nil {
 		return ApplyResult{}, err
+	}
+	// what the ids counted under the names in force, before the switch
+	// moves any of them to another name (svccount.go)
+	var rows [][]svcCount
+	if d.svc.renames(p) {
+		if rows, err = d.readServiceCounters(); err != nil {
+			return ApplyResult{}, err
+		}
 	}
 	if d.slots[target] == nil {
 		back, err := d.readSlot(target)
@@ -469,6 +483,7 @@ func (d *Datapath) Apply(p *Policy) (ApplyResult, error) {
 	d.lastFlip = time.Now()
 	d.active = target
 	d.slots[target] = img
+	d.renameServices(p, rows)
 	d.startMirror(1-target, img)
 	res.Generation = img.cfg.Generation
 	res.Changed = true

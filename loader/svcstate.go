@@ -24,11 +24,12 @@ func freshServices(cur, img *image) []uint32 {
 }
 
 // resetServices forgets what the kernel keeps per service id for ids: the
-// service's total buckets and fragment budget, and its clients', prefixes'
-// and proven clients' entries. A new service starts afresh, as one that is
-// renamed does, instead of inheriting the buckets (a debt run up against the
-// old one, by an attacker say), counters and proofs of the service that had
-// its id before. The policy in force uses none of these ids, so no packet
+// service's total buckets and fragment budget, its clients', prefixes' and
+// proven clients' entries, and its rows of the per-service counters
+// (svccount.go). A new service starts afresh, as one that is renamed does,
+// instead of inheriting the buckets (a debt run up against the old one, by
+// an attacker say), counters and proofs of the service that had its id
+// before. The policy in force uses none of these ids, so no packet
 // charges them meanwhile. Connection counts (conntrack) are left: they belong
 // to connections still open, which release them when they end.
 func (d *Datapath) resetServices(ids []uint32) error {
@@ -44,6 +45,9 @@ func (d *Datapath) resetServices(ids []uint32) error {
 			return fmt.Errorf("reset the fragment budget of service %d: %w", id, err)
 		}
 		drop[id] = true
+	}
+	if err := d.zeroServiceCounters(ids); err != nil {
+		return err
 	}
 	if err := deleteServiceKeys[GuardAgClientState](d.objs.Clients, drop); err != nil {
 		return fmt.Errorf("forget the clients of new services: %w", err)

@@ -496,6 +496,7 @@ const (
 	benchMapProven               = "proven"
 	benchMapProvenSources        = "proven_sources"
 	benchMapRefusals             = "refusals"
+	benchMapServiceCounters      = "service_counters"
 	benchMapServiceState         = "service_state"
 	benchMapServices             = "services"
 	benchMapStats                = "stats"
@@ -613,6 +614,7 @@ type benchMapSpecs struct {
 	Proven          *ebpf.MapSpec `ebpf:"proven"`
 	ProvenSources   *ebpf.MapSpec `ebpf:"proven_sources"`
 	Refusals        *ebpf.MapSpec `ebpf:"refusals"`
+	ServiceCounters *ebpf.MapSpec `ebpf:"service_counters"`
 	ServiceState    *ebpf.MapSpec `ebpf:"service_state"`
 	Services        *ebpf.MapSpec `ebpf:"services"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -692,6 +694,7 @@ type benchMaps struct {
 	Proven          *ebpf.Map `ebpf:"proven"`
 	ProvenSources   *ebpf.Map `ebpf:"proven_sources"`
 	Refusals        *ebpf.Map `ebpf:"refusals"`
+	ServiceCounters *ebpf.Map `ebpf:"service_counters"`
 	ServiceState    *ebpf.Map `ebpf:"service_state"`
 	Services        *ebpf.Map `ebpf:"services"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -732,6 +735,7 @@ func (m *benchMaps) Close() error {
 		m.Proven,
 		m.ProvenSources,
 		m.Refusals,
+		m.ServiceCounters,
 		m.ServiceState,
 		m.Services,
 		m.Stats,
