@@ -483,12 +483,7 @@ func checkDaemonSet(t *testing.T, ds, cm map[string]any) []string {
 // noPanelOrRule are exported metrics that need neither a panel nor an alert,
 // each with why. Every other metric the daemon exports is used by a rule or
 // a dashboard panel (TestEveryMetricCovered).
-var noPanelOrRule = map[string]string{
-	// described, not yet exported: the kernel's per-service counters come
-	// with the datapath change scheduled after issue 15
-	"apiguard_service_packets_total": "pending: exported once the datapath counts by service",
-	"apiguard_service_bytes_total":   "pending: exported once the datapath counts by service",
-}
+var noPanelOrRule = map[string]string{}
 
 // TestEveryMetricCovered: whatever the daemon exports is on the dashboard or
 // in an alert, or listed above with a reason; and the list holds nothing

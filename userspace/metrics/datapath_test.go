@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +109,31 @@ func TestCollectorOnLoadedDatapath(t *testing.T) {
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	// the kernel's per-service counters: the service's packets under its
+	// name (the refusal memory's drop included), the rest under (none);
+	// exactly these series, each verdict a service met and no other
+	wantSvc := map[string]float64{
+		`apiguard_service_packets_total{action=drop,reason=deny,service=(none)}`:    2,
+		`apiguard_service_packets_total{action=drop,reason=ban,service=(none)}`:     1,
+		`apiguard_service_packets_total{action=pass,reason=ok,service=api}`:         1,
+		`apiguard_service_packets_total{action=drop,reason=client_pps,service=api}`: 2,
+		`apiguard_service_bytes_total{action=drop,reason=deny,service=(none)}`:      float64(2 * len(deny)),
+		`apiguard_service_bytes_total{action=drop,reason=ban,service=(none)}`:       float64(len(deny)),
+		`apiguard_service_bytes_total{action=pass,reason=ok,service=api}`:           float64(len(deny)),
+		`apiguard_service_bytes_total{action=drop,reason=client_pps,service=api}`:   float64(2 * len(deny)),
+	}
+	for k, g := range got {
+		if strings.HasPrefix(k, "apiguard_service_packets_total") || strings.HasPrefix(k, "apiguard_service_bytes_total") {
+			if v, ok := wantSvc[k]; !ok || g != v {
+				t.Errorf("%s = %v, want %v (listed %v)", k, g, v, ok)
+			}
+		}
+	}
+	for k, v := range wantSvc {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s missing, want %v", k, v)
 		}
 	}
 	code, body := scrape(t, reg)

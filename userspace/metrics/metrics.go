@@ -107,20 +107,15 @@ type Services interface {
 }
 
 // ServiceCounter is the kernel's packets and bytes for one service, verdict
-// and reason.
-type ServiceCounter struct {
-	Service        string
-	Action, Reason string
-	Packets, Bytes uint64
-}
+// and reason (loader.ServiceCounter).
+type ServiceCounter = loader.ServiceCounter
 
 // ServiceCounters is the hook for a datapath that counts packets by service
-// as well as by verdict and reason (a per-CPU array indexed by service id,
-// action and reason: 64 x 3 x reasons counters, bounded by the policy's 63
-// services). The collector exports apiguard_service_packets_total and
-// apiguard_service_bytes_total{service, action, reason} from it when the
-// Datapath implements it. loader.Datapath does not yet: the counters map is
-// the datapath's to change (after issue 15).
+// as well as by verdict and reason: loader.Datapath does (a per-CPU array
+// indexed by service id, action and reason, 64 x 3 x reasons counters,
+// bounded by the policy's 63 services and loader.NoService). The collector
+// exports apiguard_service_packets_total and
+// apiguard_service_bytes_total{service, action, reason} from it.
 type ServiceCounters interface {
 	ServiceCounters() ([]ServiceCounter, error)
 }
@@ -243,8 +238,8 @@ var (
 	descServicePackets = desc("service_tracked_packets", "Packets of the clients tracked for a service now (a gauge: evicted clients leave the sum).", "service")
 	descServiceBytes   = desc("service_tracked_bytes", "Bytes of the clients tracked for a service now.", "service")
 	descServiceDrops   = desc("service_tracked_drops", "Drops of the clients tracked for a service now; in monitor mode, the drops enforcing would have made.", "service", "mode")
-	// The kernel's counters by service: exported only from a datapath that
-	// implements ServiceCounters (none yet; see there).
+	// The kernel's counters by service: exported from a datapath that
+	// implements ServiceCounters (loader.Datapath does).
 	descServiceKPackets = desc("service_packets_total", "Packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
 	descServiceKBytes   = desc("service_bytes_total", "Bytes of the packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
 	descSPHandshakes    = desc("synproxy_handshakes_total", "Handshakes of proxied services by result: a valid cookie let on (cookie_ok) or one of the kernel's (kernel_cookie); handed to the listener (accepted) or refused by the kernel (accept_failed).", "result")
@@ -254,10 +249,10 @@ var (
 )
 
 // PendingNames are metrics the collector describes but the daemon's sources
-// cannot export yet: the kernel's per-service counters, until
-// loader.Datapath implements ServiceCounters. Dashboards and rules need not
-// use them, and the metric table says they are pending. The answer follows
-// the loader, so the day it counts by service the list empties by itself.
+// cannot export: the kernel's per-service counters, should loader.Datapath
+// stop implementing ServiceCounters. Dashboards and rules need not use them,
+// and the metric table says they are pending. The answer follows the loader:
+// it implements the hook, so the list is empty.
 func PendingNames() []string {
 	if _, ok := any((*loader.Datapath)(nil)).(ServiceCounters); ok {
 		return nil
@@ -376,8 +371,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			c.fail(ch, descServiceKPackets, "service counters", err)
 		} else {
 			for _, k := range cs {
-				counter(ch, descServiceKPackets, k.Packets, k.Service, k.Action, k.Reason)
-				counter(ch, descServiceKBytes, k.Bytes, k.Service, k.Action, k.Reason)
+				counter(ch, descServiceKPackets, k.Packets, k.Service, k.Action.String(), k.Reason.String())
+				counter(ch, descServiceKBytes, k.Bytes, k.Service, k.Action.String(), k.Reason.String())
 			}
 		}
 	}

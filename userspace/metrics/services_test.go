@@ -2,7 +2,10 @@ package metrics
 
 import (
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/apiguard/apiguard/loader"
 )
 
 type fakeServices struct {
@@ -13,8 +16,7 @@ type fakeServices struct {
 func (f *fakeServices) ServiceStats() ([]ServiceStat, error) { return f.stats, f.err }
 
 // serviceCountingDatapath is the fake datapath with the kernel's per-service
-// counters: what loader.Datapath will implement once the datapath counts
-// by service.
+// counters, as loader.Datapath has them.
 type serviceCountingDatapath struct {
 	*fakeDatapath
 	svc []ServiceCounter
@@ -45,7 +47,7 @@ func TestServiceMetrics(t *testing.T) {
 		}
 	}
 	for k := range got {
-		if len(k) > 30 && k[:30] == "apiguard_service_packets_total" {
+		if strings.HasPrefix(k, "apiguard_service_packets_total") {
 			t.Errorf("%s exported by a datapath without per-service counters", k)
 		}
 	}
@@ -60,7 +62,7 @@ func TestServiceMetrics(t *testing.T) {
 	// the hook: a datapath that counts by service gets the kernel's series
 	src = fakeSources()
 	src.Datapath = serviceCountingDatapath{fakeDatapath: src.Datapath.(*fakeDatapath), svc: []ServiceCounter{
-		{Service: "api", Action: "drop", Reason: "client_pps", Packets: 7, Bytes: 700},
+		{Service: "api", Action: loader.ActionDrop, Reason: loader.Reason(loader.GuardAgReasonAG_R_CLIENT_PPS), Packets: 7, Bytes: 700},
 	}}
 	got = sample(t, newTestRegistry(t, src))
 	if got["apiguard_service_packets_total{action=drop,reason=client_pps,service=api}"] != 7 ||
