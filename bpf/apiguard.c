@@ -212,8 +212,10 @@ static __always_inline int record(const struct pkt *p, struct verdict *v)
 }
 
 /* ctx is the xdp_md, or the skb when tc (a constant): the SYN proxy rewrites
- * and resizes the frame, and looks sockets up. */
-static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_end, __u32 len)
+ * and resizes the frame, and looks sockets up. gso is the skb's gso_size (0
+ * at XDP): parse.h trusts an IP length of 0 only on a GSO aggregate. */
+static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_end, __u32 len,
+				     __u32 gso)
 {
 	struct pkt p = { .len = len };
 	struct verdict v = { .count = 1, .ev_bits = 128 };
@@ -221,7 +223,7 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	__u32 slot, answered;
 	int parsed, act;
 
-	parsed = parse_packet(data, data_end, &p);
+	parsed = parse_packet(data, data_end, &p, gso);
 	cfg = policy(&slot);
 	if (!cfg)
 		return record(&p, &v);
@@ -255,7 +257,7 @@ static __always_inline int xdp_guard(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	switch (run_guard(ctx, 0, data, data_end, data_end - data)) {
+	switch (run_guard(ctx, 0, data, data_end, data_end - data, 0)) {
 	case SP_ACT_ANSWER:
 		return XDP_TX;	/* synproxy.h: the SYN-ACK */
 	case AG_ACT_DROP:
@@ -280,7 +282,7 @@ int apiguard_tc(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, skb->len < AG_TC_LINEAR ? skb->len : AG_TC_LINEAR);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	switch (run_guard(skb, 1, data, data_end, skb->len)) {
+	switch (run_guard(skb, 1, data, data_end, skb->len, skb->gso_size)) {
 	case SP_ACT_ANSWER:
 		return bpf_redirect(skb->ifindex, 0);	/* synproxy.h: the SYN-ACK, out again */
 	case AG_ACT_DROP:
@@ -310,7 +312,7 @@ int apiguard_egress(struct __sk_buff *skb)
 	 * (a pull on a cloned skb copies its head) */
 	if (skb->data + AG_TC_LINEAR > skb->data_end && skb->data_end - skb->data < skb->len)
 		bpf_skb_pull_data(skb, skb->len < AG_TC_LINEAR ? skb->len : AG_TC_LINEAR);
-	egress((void *)(long)skb->data, (void *)(long)skb->data_end, sender_of(skb));
+	egress((void *)(long)skb->data, (void *)(long)skb->data_end, sender_of(skb), skb->gso_size);
 	return TC_ACT_UNSPEC;
 }
 

@@ -106,8 +106,9 @@ static __always_inline __u8 sender_of(struct __sk_buff *skb)
 	return AG_SENDER_CONNECTED;
 }
 
-/* A segment of this host's TCP services leaving, from sender (enum ag_sender). */
-static __always_inline void egress(void *data, void *data_end, __u8 sender)
+/* A segment of this host's TCP services leaving, from sender (enum ag_sender);
+ * gso: the skb's gso_size (a TSO or BIG TCP aggregate may say length 0). */
+static __always_inline void egress(void *data, void *data_end, __u8 sender, __u32 gso)
 {
 	struct pkt s = {};
 	const struct ag_conn_service *cs;
@@ -117,7 +118,7 @@ static __always_inline void egress(void *data, void *data_end, __u8 sender)
 	cfg = policy(&slot);
 	if (!cfg || !(cfg->conn_services | cfg->proven_services | cfg->prove_sources))
 		return;
-	if (parse_packet(data, data_end, &s) != AG_R_OK || !pkt_has_tcp(&s))
+	if (parse_packet(data, data_end, &s, gso) != AG_R_OK || !pkt_has_tcp(&s))
 		return;
 	/* the server's port names the service */
 	svc = service_of(slot, IPPROTO_TCP, s.sport);

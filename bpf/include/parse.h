@@ -63,7 +63,8 @@ struct cursor {
 	void *pos;
 	void *end;
 	__u32 ip_len;		/* bytes of IP payload left, as the IP header says */
-	__u8 big;		/* the IP header says 0: a BIG TCP aggregate */
+	__u8 big;		/* the IP header says 0 of a GSO skb: a BIG TCP aggregate */
+	__u8 gso;		/* TC, and the skb is a GSO aggregate (gso_size) */
 };
 
 struct vlan_hdr {
@@ -256,15 +257,16 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 		return AG_R_TRUNCATED;
 	c->pos = (void *)iph + hlen;
 	/* The kernel trims the packet to its total length before anything
-	 * reads it (0: a GRO aggregate too big to say, in TC mode; the kernel
-	 * drops any other). Bytes of the frame past it are no part of the
-	 * packet: read there, a first fragment's TCP flags would be whatever
-	 * the sender put behind it, while the host takes them from the next
-	 * fragment (RFC 1858's tiny fragment). */
+	 * reads it (0: a GRO or BIG TCP aggregate too big to say, only ever a
+	 * GSO skb in TC; ip_rcv drops any other, the header being longer).
+	 * Bytes of the frame past it are no part of the packet: read there, a
+	 * first fragment's TCP flags would be whatever the sender put behind
+	 * it, while the host takes them from the next fragment (RFC 1858's
+	 * tiny fragment), and a RST of length 0 would release a slot. */
 	tot = bpf_ntohs(iph->tot_len);
-	if (tot && hlen > tot)
+	c->big = !tot && c->gso;
+	if (!c->big && hlen > tot)
 		return AG_R_MALFORMED;
-	c->big = !tot;
 	c->ip_len = tot > hlen ? tot - hlen : 0;
 
 	p->family = 4;
@@ -279,13 +281,14 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 		if (p->frag == AG_FRAG_LATER)
 			return AG_R_OK;
 	}
-	if (tot && hlen + l4_hdr_len(p) > tot)
+	if (!c->big && hlen + l4_hdr_len(p) > tot)
 		return AG_R_TRUNCATED;
 	return parse_l4(c, p);
 }
 
 /* The transport header, read within the payload length as IPv4's is within
- * the total length (0: a BIG TCP aggregate, no limit): the kernel trims the
+ * the total length (0 of a GSO skb: a BIG TCP aggregate, no limit; of any
+ * other, ip6_rcv trims the packet to its bare header): the kernel trims the
  * packet to it and TCP discards a segment cut inside its header, so flags
  * read past it are whatever the sender put behind the packet (a "RST" the
  * server never sees would release its connection's slot). */
@@ -323,8 +326,10 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 	if (is_v4_mapped(p->addr))
 		return AG_R_MALFORMED;
 	__builtin_memcpy(p->dst, &ip6->daddr, 16);
+	/* 0: a GRO or BIG TCP aggregate, only ever a GSO skb (with or without
+	 * a jumbo hop-by-hop option, which is skipped as any other) */
 	c->ip_len = bpf_ntohs(ip6->payload_len);
-	c->big = !c->ip_len;
+	c->big = !c->ip_len && c->gso;
 	next = ip6->nexthdr;
 
 #pragma unroll
@@ -412,10 +417,13 @@ static __always_inline void parse_arp(struct cursor *c, struct pkt *p)
 	v4_map(p->addr, a + 8 + AG_ARP_HW_LEN);
 }
 
-/* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation reason. */
-static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
+/* parse_packet fills p and returns AG_R_OK, AG_R_NOT_IP or a malformation
+ * reason. gso: the frame is a TC skb's that the kernel built as a GSO
+ * aggregate (skb->gso_size; 0 at XDP, where none exists), the only packet
+ * whose IP length field may say 0. */
+static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p, __u32 gso)
 {
-	struct cursor c = { .pos = data, .end = data_end };
+	struct cursor c = { .pos = data, .end = data_end, .gso = !!gso };
 	__u16 proto;
 	int r;
 
