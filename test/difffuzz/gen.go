@@ -278,8 +278,37 @@ func (g *Gen) Frame() []byte {
 	return f
 }
 
+// zeroIPLen sets the IPv4 total length or IPv6 payload length of f, behind
+// up to two VLAN tags, to 0.
+func zeroIPLen(f []byte) []byte {
+	at := 12
+	for tags := 0; tags < 2 && len(f) >= at+2; tags++ {
+		if e := binary.BigEndian.Uint16(f[at:]); e != tag8021Q && e != tag8021AD {
+			break
+		}
+		at += 4
+	}
+	if len(f) < at+2 {
+		return f
+	}
+	ip := at + 2
+	switch binary.BigEndian.Uint16(f[at:]) {
+	case etherIPv4:
+		if len(f) >= ip+4 {
+			binary.BigEndian.PutUint16(f[ip+2:], 0)
+		}
+	case etherIPv6:
+		if len(f) >= ip+6 {
+			binary.BigEndian.PutUint16(f[ip+4:], 0)
+		}
+	}
+	return f
+}
+
 func (g *Gen) mutate(f []byte) []byte {
-	switch g.pick(4) {
+	switch g.pick(5) {
+	case 4: // an IP length field of 0, which only a GSO skb's may say
+		return zeroIPLen(f)
 	case 0: // cut anywhere
 		return f[:g.pick(len(f)+1)]
 	case 1: // flip a few bytes

@@ -170,10 +170,11 @@ func readIPv4(b []byte) frame {
 	if len(b) < hl {
 		return frame{fail: "truncated"}
 	}
-	// "one longer than the total length says is malformed"; "the transport
-	// header is read within the total length (0 counts as no limit)"
+	// "one longer than the total length says is malformed"; "a total length
+	// of 0 is malformed" (the fuzzer's frames are no GSO skbs: 0 is never
+	// "no limit"); "the transport header is read within the total length"
 	total := int(binary.BigEndian.Uint16(b[2:]))
-	if total != 0 && hl > total {
+	if hl > total {
 		return frame{fail: "malformed"}
 	}
 	f := frame{family: 4, proto: b[9],
@@ -188,7 +189,7 @@ func readIPv4(b []byte) frame {
 	case more:
 		f.frag = firstFrag
 	}
-	if total != 0 && total < len(b) {
+	if total < len(b) {
 		b = b[:total]
 	}
 	return readTransport(b[hl:], f)
@@ -208,10 +209,10 @@ func readIPv6(b []byte) frame {
 	next := b[6]
 	rest := b[40:]
 	walked, seenFrag := 0, false
-	// "an IPv6 transport header is read within the payload length (0 counts
-	// as no limit)": what the extension headers leave of it
-	payload := int(binary.BigEndian.Uint16(b[4:]))
-	left := payload
+	// "an IPv6 transport header is read within the payload length", "and so
+	// is one after a payload length of 0" (no frame here is a GSO skb): what
+	// the extension headers leave of it
+	left := int(binary.BigEndian.Uint16(b[4:]))
 	for {
 		cur := next
 		var size int
@@ -224,7 +225,7 @@ func readIPv6(b []byte) frame {
 			size = 8
 		default:
 			f.proto = cur
-			if payload != 0 && left < transportLen(f) {
+			if left < transportLen(f) {
 				return frame{fail: "truncated"}
 			}
 			return readTransport(rest, f)
