@@ -103,7 +103,9 @@ func TestFragments(t *testing.T) {
 		vc("a total length shorter than the IP header", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 19), drop, Reason(GuardAgReasonAG_R_MALFORMED)),
 		vc("a total length that holds the header exactly", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 20+20), pass, ok),
 		vc("a UDP first fragment of 8 bytes holds its header", packet.Build(first(udp("10.20.0.9", 9100, 0), 14, 0)), pass, ok),
-		vc("a total length of 0 (a GRO aggregate in TC mode)", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 0), pass, ok),
+		// 0 is a GRO aggregate's only on a TC GSO skb (TestZeroLengthOnlyForGSO);
+		// at XDP the header is longer than it, as ip_rcv finds
+		vc("a total length of 0 at XDP", totalLen(packet.Build(tcp("10.20.0.3", 80, packet.ACK)), 0), drop, Reason(GuardAgReasonAG_R_MALFORMED)),
 	})
 
 	// IPv6: reassembled by addresses and id alone
