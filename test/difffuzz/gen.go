@@ -550,7 +550,7 @@ func (g *Gen) ipv4() []byte {
 	switch x := g.rng.Float64(); {
 	case x < 0.06: // shorter than the frame: what lies past it is no part of the packet
 		total = g.pick(total + 1)
-	case x < 0.08: // 0: no limit (a GRO aggregate in TC mode)
+	case x < 0.08: // 0: a GSO aggregate's only, malformed in these frames
 		total = 0
 	case x < 0.1: // longer than the frame
 		total += 1 + g.pick(64)
