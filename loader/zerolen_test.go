@@ -120,6 +120,28 @@ func TestZeroLengthOnlyForGSO(t *testing.T) {
 					t.Errorf("flags %#x: flow %v, want %v", s.flags, st, s.state)
 				}
 			}
+			// the egress program reads the server's side with the same
+			// parser: its FIN of length 0 closes the flow only as a GSO skb
+			egress := func(gso uint32) {
+				opts := &ebpf.RunOptions{Data: zeroLen(c.out(fFIN, 5001, 102))}
+				if gso != 0 {
+					opts.Context = skbGSO{GSOSegs: 2, GSOSize: gso}
+				}
+				if _, err := d.Egress().Run(opts); err != nil {
+					t.Fatalf("egress prog.Run: %v", err)
+				}
+			}
+			egress(0)
+			if st := flowOf(t, d, c).State; st != stFinWait {
+				t.Errorf("after a server FIN of length 0 on no GSO skb: flow %v, want fin_wait", st)
+			}
+			egress(1448)
+			if st := flowOf(t, d, c).State; st != stClosed {
+				t.Errorf("after a server FIN of length 0 on a GSO skb: flow %v, want closed", st)
+			}
+			if n := countOf(t, d, c.client, svcCapped); n != zero {
+				t.Errorf("client holds %+v after both FINs, want none", n)
+			}
 		})
 	}
 }
