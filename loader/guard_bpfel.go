@@ -484,6 +484,9 @@ type GuardSpWork struct {
 	Built    uint8
 	FrameLen uint16
 	Key      uint32
+	Slot     uint32
+	Ckey     GuardAgClientKey
+	Pkey     GuardAgClientKey
 	Client   [16]uint8
 }
 

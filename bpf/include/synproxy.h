@@ -76,6 +76,7 @@
 #include "clients.h"	/* service_state: the total connection bucket auto meters */
 #include "addr.h"
 #include "proof.h"	/* record_proof */
+#include "limits.h"	/* limit_reason, proven_client: a handshake's connection limits */
 
 /* What the guard marked a packet for (struct verdict.synproxy). */
 #define SP_NONE 0
@@ -231,6 +232,9 @@ struct sp_work {
 	__u8 built;		/* s holds a SYN-ACK to write */
 	__u16 frame_len;	/* the length the frame is resized to for it */
 	__u32 key;		/* map keys, off the 512-byte stack (sp_service) */
+	__u32 slot;		/* the policy slot sp_service found the service in */
+	struct ag_client_key ckey;	/* sp_charge's client and prefix keys */
+	struct ag_client_key pkey;
 	__u8 client[16];	/* a validated handshake's client, v4-mapped (sp_prove) */
 };
 
@@ -924,6 +928,7 @@ static __always_inline __u32 sp_service(const struct sp_hdrs *h, struct sp_work 
 	slotp = bpf_map_lookup_elem(&active, &w->key);
 	slot = slotp && *slotp ? 1 : 0;
 	w->key = slot;
+	w->slot = slot;
 	cfg = bpf_map_lookup_elem(&config, &w->key);
 	if (!cfg || !(cfg->synproxy_services | cfg->synproxy_auto))
 		return 0;
@@ -968,18 +973,77 @@ static __always_inline void sp_prove(const struct ag_config *cfg, const struct s
 	record_proof(cfg, w->client, h->v4 ? 4 : 6);
 }
 
+/* A validated handshake is its client's new connection: the limits never saw
+ * its SYN (claimed before them), so the client's and its prefix's
+ * new-connection buckets are charged here, where the source is real, as the
+ * limits charge a SYN: the client's first, then the prefix's, which a proven
+ * client (proven.h) is charged but never refused by. Not the service's total:
+ * the flood it meters never reached the server. Returns the reason that
+ * refuses the connection (client_cps, prefix_cps), with the event and its
+ * count in v as the limits give them, or 0. The ACK passed the limits, so the
+ * client's and prefix's entries exist unless their tables refused an insert:
+ * then nothing is charged, as the limits charge nothing they cannot hold. */
+static __always_inline __u32 sp_charge(const struct ag_config *cfg, __u32 svc, const struct pkt *p,
+				       struct sp_work *w, struct verdict *v)
+{
+	const struct ag_service *def;
+	const struct ag_limit *lc, *lp;
+	struct ag_client_state *cs;
+	struct ag_service_state *ps;
+	__u32 level = AG_LEVEL_CLIENT, cbits, pbits;
+	int proven_svc;
+	__u64 now;
+
+	w->key = policy_index(w->slot, svc);
+	def = bpf_map_lookup_elem(&services, &w->key);
+	if (!def)
+		return 0;
+	lc = &def->limits[AG_LEVEL_CLIENT][AG_KIND_CPS];
+	lp = &def->limits[AG_LEVEL_PREFIX][AG_KIND_CPS];
+	if (!lc->interval && !lp->interval)
+		return 0;
+	now = bpf_ktime_get_ns();
+	cbits = key_bits(p->family, cfg->client_bits4, cfg->client_bits6);
+	client_key(&w->ckey, p->addr, cbits, svc);
+	cs = bpf_map_lookup_elem(&clients, &w->ckey);
+	if (cs && !gcra(&cs->tat[AG_KIND_CPS], lc, 1, now))
+		goto limited;
+	if (lp->interval) {
+		level = AG_LEVEL_PREFIX;
+		proven_svc = service_in(cfg->proven_services, svc) &&
+			     proven_client(cfg, p, svc, now, &w->pkey);
+		pbits = key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6);
+		client_key(&w->pkey, p->addr, pbits, svc);
+		ps = bpf_map_lookup_elem(&prefixes, &w->pkey);
+		if (ps && !gcra_take(&ps->tat[AG_KIND_CPS], lp, 1, now, proven_svc))
+			goto limited;
+	}
+	return 0;
+
+limited:
+	v->ev_bits = level == AG_LEVEL_CLIENT ? cbits : key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6);
+	v->event = AG_EV_SYN_LIMITED;
+	v->now = now;
+	v->service = svc;
+	if (cs)
+		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
+	return limit_reason(level, AG_KIND_CPS);
+}
+
 /* Judges a segment with ACK for a proxied service (the contract above).
- * Returns 1 to drop it. At TC (tc set) a valid handshake is handed over. A
+ * Returns the reason to drop it for (bad_cookie, or a connection limit's),
+ * or 0. At TC (tc set) a valid handshake is handed over. A
  * valid one proves its source. */
-static __always_inline int sp_judge(void *ctx, int tc, void *data, void *data_end)
+static __always_inline __u32 sp_judge(void *ctx, int tc, void *data, void *data_end,
+				      const struct pkt *p, struct verdict *v)
 {
 	const struct ag_synproxy *c = sp_host();
 	struct sp_work *w = sp_work();
 	const struct ag_config *cfg = NULL;
 	struct bpf_sock *sk;
 	struct sp_hdrs h;
-	int valid, drop = 0;
-	__u32 svc;
+	__u32 svc, drop = 0;
+	int valid;
 
 	if (!c || !w || sp_locate(data, data_end, &h))
 		return 0;	/* the proxy never answered such a SYN */
@@ -998,12 +1062,14 @@ static __always_inline int sp_judge(void *ctx, int tc, void *data, void *data_en
 	if (valid) {
 		sp_stat(SP_STAT_COOKIE_OK);
 		sp_prove(cfg, &h, w);
-		if (tc)
+		/* the client's own limits, before the hand-over */
+		drop = sp_charge(cfg, svc, p, w, v);
+		if (tc && !drop)
 			sp_assign(ctx, sk, w);
 	} else if (sp_kernel_cookie(&h)) {
 		sp_stat(SP_STAT_KERNEL_COOKIE);
 	} else {
-		drop = 1;
+		drop = AG_R_BAD_COOKIE;
 	}
 out:
 	bpf_sk_release(sk);
@@ -1093,11 +1159,12 @@ __attribute__((noinline)) int synproxy_xdp_write(struct xdp_md *ctx)
 
 /* 1 to drop the segment with ACK in the frame; judge says whether there is
  * one to judge (the caller computes it without a branch). */
-__attribute__((noinline)) int synproxy_xdp_judge(struct xdp_md *ctx, __u32 judge)
+__attribute__((noinline)) __u32 synproxy_xdp_judge(struct xdp_md *ctx, const struct pkt *p,
+						   struct verdict *v, __u32 judge)
 {
-	if (!judge)
+	if (!judge || !p || !v)
 		return 0;
-	return sp_judge(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	return sp_judge(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, p, v);
 }
 
 /* The same at TC, where a valid handshake is also handed to the listener. */
@@ -1111,11 +1178,12 @@ __attribute__((noinline)) int synproxy_tc_write(struct __sk_buff *skb)
 	return sp_answer_write(skb, 1);
 }
 
-__attribute__((noinline)) int synproxy_tc_judge(struct __sk_buff *skb, __u32 judge)
+__attribute__((noinline)) __u32 synproxy_tc_judge(struct __sk_buff *skb, const struct pkt *p,
+						  struct verdict *v, __u32 judge)
 {
-	if (!judge)
+	if (!judge || !p || !v)
 		return 0;
-	return sp_judge(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end);
+	return sp_judge(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, p, v);
 }
 
 /* Whether the SYN of service svc (policy slot slot) is claimed: always, or
@@ -1250,20 +1318,23 @@ static __always_inline __u32 synproxy_answer(void *ctx, int tc, struct verdict *
 
 /* At the exit, before the verdict is recorded: judges a segment with ACK
  * (without SYN or RST) to a proxied service that the guard let through; a bad
- * cookie turns the verdict into a drop (reason bad_cookie), without a branch:
- * one would have the verifier follow the count twice for each state here. */
+ * cookie, or a handshake over its client's connection limits, turns the
+ * verdict into a drop with that reason (the judge wrote a limit's event into
+ * v), without a branch: one would have the verifier follow the count twice
+ * for each state here. */
 static __always_inline void synproxy_judge(void *ctx, int tc, const struct pkt *p, struct verdict *v)
 {
-	__u32 judge, drop;
+	__u32 judge, reason, drop;
 
 	if (v->synproxy != SP_ACK)
 		return;
 	judge = sp_is_zero(v->action ^ AG_ACT_PASS) & sp_is_zero(p->proto ^ IPPROTO_TCP) &
 		sp_is_zero((p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) ^ TCPF_ACK);
-	drop = (tc ? synproxy_tc_judge(ctx, judge) : synproxy_xdp_judge(ctx, judge)) & 1;
-	asm volatile("" : "+r"(drop));
+	reason = (tc ? synproxy_tc_judge(ctx, p, v, judge) : synproxy_xdp_judge(ctx, p, v, judge)) & 0xff;
+	asm volatile("" : "+r"(reason));
+	drop = sp_is_zero(reason) ^ 1;
 	v->action |= drop;	/* AG_ACT_PASS (0) becomes AG_ACT_DROP (1) */
-	v->reason += drop * (AG_R_BAD_COOKIE - v->reason);
+	v->reason += drop * (reason - v->reason);
 }
 
 /* TC ingress beside XDP: hands the handshakes the XDP guard let through to

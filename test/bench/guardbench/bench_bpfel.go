@@ -460,6 +460,9 @@ type benchSpWork struct {
 	Built    uint8
 	FrameLen uint16
 	Key      uint32
+	Slot     uint32
+	Ckey     benchAgClientKey
+	Pkey     benchAgClientKey
 	Client   [16]uint8
 }
 

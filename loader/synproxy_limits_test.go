@@ -1,0 +1,131 @@
+package loader
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// A proxied handshake is a new connection of its client: the client's and its
+// prefix's new-connection limits refuse the validated ACK when over (no
+// hand-over), with the reason and the event the limits use for a SYN, and
+// bans, deny lists and allowFrom apply to the handshake as without the proxy.
+func TestSynProxyAppliesClientLimits(t *testing.T) {
+	s := newSpNetns(t)
+	d, key := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	p.Services[0].Client.Conns = Rate{PerSecond: 1, Burst: 2}
+	p.Services[0].Prefix.Conns = Rate{PerSecond: 1, Burst: 3}
+	p.Services[0].ACL = []netip.Prefix{pfx("198.51.0.0/16"), pfx("203.0.113.0/24"), pfx("2001:db8:1::/48")}
+	p.Deny = []netip.Prefix{pfx("198.51.100.250/32"), pfx("198.51.101.250/32")}
+	mustApply(t, d, p)
+	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
+
+	for _, prog := range []struct {
+		name       string
+		get        func(*Datapath) *ebpf.Program
+		pass, drop uint32
+		tc         bool
+	}{
+		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
+		{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
+	} {
+		// sources of their own (events are throttled per client)
+		net4 := map[bool]string{false: "198.51.100.", true: "198.51.101."}[prog.tc]
+		t.Run(prog.name, func(t *testing.T) {
+			clearTable(t, d.objs.Clients)
+			clearTable(t, d.objs.Prefixes)
+			// each handshake from a port of its own: a new connection each
+			step := func(what, src string, sport uint16, want uint32, wantReason GuardAgReason) {
+				t.Helper()
+				for try := 0; ; try++ {
+					slot := coarseNow(t) >> ckSlotShift
+					frame := ackCase{src: src, sport: sport, offer: linux}.frame(key, slot)
+					st0, err := d.SynProxyStats()
+					if err != nil {
+						t.Fatal(err)
+					}
+					before := counterMap(t, d)
+					got := s.run(t, prog.get(d), frame)
+					_, reason, n := counterDelta(t, before, counterMap(t, d))
+					st1, err := d.SynProxyStats()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if coarseNow(t)>>ckSlotShift != slot && try < 3 {
+						continue // the cookie's slot turned during the run
+					}
+					if got != want || reason != Reason(wantReason) || n != 1 {
+						t.Fatalf("%s: verdict %d (%v, counted %d), want %d (%v, once)", what, got, reason, n, want, Reason(wantReason))
+					}
+					attempts := int(st1.Accepted - st0.Accepted + st1.AcceptFailed - st0.AcceptFailed)
+					if !prog.tc {
+						attempts = 0
+					}
+					if want == prog.pass && prog.tc && attempts != 1 || want != prog.pass && attempts != 0 {
+						t.Fatalf("%s: %d hand-over attempts", what, attempts)
+					}
+					return
+				}
+			}
+			readEvents(t, d, 64) // what earlier subtests left
+			ok := GuardAgReasonAG_R_OK
+			for i := range 2 {
+				step(fmt.Sprintf("handshake %d within the client's burst", i), net4+"70", 41000+uint16(i), prog.pass, ok)
+			}
+			step("third handshake over the client's limit", net4+"70", 41002, prog.drop, GuardAgReasonAG_R_CLIENT_CPS)
+			// the prefix: 2 above, 1 more from a neighbour, then refused
+			step("a neighbour within the prefix's burst", net4+"71", 41000, prog.pass, ok)
+			step("a neighbour over the prefix's limit", net4+"72", 41000, prog.drop, GuardAgReasonAG_R_PREFIX_CPS)
+			// one event each, as the limits raise for a SYN: the client, then the prefix
+			var got []string
+			for _, e := range readEvents(t, d, 8) {
+				got = append(got, fmt.Sprintf("%d %d %s %d", e.Type, e.Reason, SourceAddr(&e), e.Count))
+			}
+			want := []string{
+				fmt.Sprintf("%d %d "+net4+"70 1", GuardAgEventTypeAG_EV_SYN_LIMITED, GuardAgReasonAG_R_CLIENT_CPS),
+				fmt.Sprintf("%d %d "+net4+"0 1", GuardAgEventTypeAG_EV_SYN_LIMITED, GuardAgReasonAG_R_PREFIX_CPS),
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("events %q, want %q", got, want)
+			}
+			step("another prefix", "203.0.113.9", 41000, prog.pass, ok)
+			step("ipv6 within", "2001:db8:1::7"+net4[8:9], 41000, prog.pass, ok)
+			step("ipv6 within", "2001:db8:1::7"+net4[8:9], 41001, prog.pass, ok)
+			step("ipv6 over the client's limit", "2001:db8:1::7"+net4[8:9], 41002, prog.drop, GuardAgReasonAG_R_CLIENT_CPS)
+			// refusals before the limits, as for an unproxied connection
+			step("denied source", net4+"250", 41000, prog.drop, GuardAgReasonAG_R_DENY)
+			step("outside allowFrom", "192.0.2.7", 41000, prog.drop, GuardAgReasonAG_R_ACL)
+			if err := d.Ban(Ban{Prefix: pfx("203.0.113.9/32")}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = d.Unban(pfx("203.0.113.9/32")) })
+			step("banned source", "203.0.113.9", 41001, prog.drop, GuardAgReasonAG_R_BAN)
+			if err := d.Unban(pfx("203.0.113.9/32")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// clearTable empties a hash or LRU table between subtests.
+func clearTable(t *testing.T, m *ebpf.Map) {
+	t.Helper()
+	var keys [][]byte
+	var k []byte
+	var v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
