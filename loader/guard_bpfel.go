@@ -402,7 +402,8 @@ const (
 	GuardAgSynproxyStatSP_STAT_ACCEPT_FAILED GuardAgSynproxyStat = 3
 	GuardAgSynproxyStatSP_STAT_AUTO_ON       GuardAgSynproxyStat = 4
 	GuardAgSynproxyStatSP_STAT_PROVEN        GuardAgSynproxyStat = 5
-	GuardAgSynproxyStatSP_STAT_MAX           GuardAgSynproxyStat = 6
+	GuardAgSynproxyStatSP_STAT_UNAVAILABLE   GuardAgSynproxyStat = 6
+	GuardAgSynproxyStatSP_STAT_MAX           GuardAgSynproxyStat = 7
 )
 
 type GuardCtWork struct {

@@ -92,6 +92,12 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}
+	return loadSpec(spec, opts)
+}
+
+// loadSpec loads the datapath from spec (the embedded object; a test changes
+// it to play an older kernel).
+func loadSpec(spec *ebpf.CollectionSpec, opts Options) (*Datapath, error) {
 	if err := prepare(spec, opts); err != nil {
 		return nil, err
 	}
@@ -102,7 +108,10 @@ func Load(opts Options) (*Datapath, error) {
 		unpinned(spec)
 	}
 	d := &Datapath{opts: opts, links: map[string]link.Link{}}
-	var copts ebpf.CollectionOptions
+	var (
+		copts ebpf.CollectionOptions
+		err   error
+	)
 	if opts.PinDir != "" {
 		if _, err := EnsureBPFFS(opts.PinDir); err != nil {
 			return nil, err

@@ -176,6 +176,9 @@ type SynProxyStats struct {
 	AcceptFailed uint64 // handshakes the kernel refused (sysctl changed, MPTCP listener)
 	AutoOn       uint64 // times an auto service's proxy turned on
 	Proven       uint64 // valid cookies with timestamps, whose sources were proven
+	// handshakes not handed over because the kernel lacks
+	// bpf_sk_assign_tcp_reqsk (before 6.9; the datapath loads without it)
+	Unavailable uint64
 }
 
 // SynProxyStats reads the proxy's counters.
@@ -197,6 +200,7 @@ func (d *Datapath) SynProxyStats() (SynProxyStats, error) {
 		AcceptFailed: vals[GuardAgSynproxyStatSP_STAT_ACCEPT_FAILED],
 		AutoOn:       vals[GuardAgSynproxyStatSP_STAT_AUTO_ON],
 		Proven:       vals[GuardAgSynproxyStatSP_STAT_PROVEN],
+		Unavailable:  vals[GuardAgSynproxyStatSP_STAT_UNAVAILABLE],
 	}, nil
 }
 

@@ -166,6 +166,7 @@ enum ag_synproxy_stat {
 	SP_STAT_ACCEPT_FAILED,	/* the kernel refused one (sysctl changed, MPTCP, memory) */
 	SP_STAT_AUTO_ON,	/* times an auto service's proxy turned on (its total connection budget ran out) */
 	SP_STAT_PROVEN,		/* valid cookies with timestamps (31 bits): their sources proven */
+	SP_STAT_UNAVAILABLE,	/* handshakes not handed over: the kernel lacks the kfunc */
 	SP_STAT_MAX,
 };
 
@@ -193,8 +194,17 @@ struct sock {
 	__u8 opaque;
 };
 
+/* Weak: a kernel without it (before 6.9) still loads the datapath; the loader
+ * leaves its address 0 and the verifier drops the call behind
+ * bpf_ksym_exists(). The daemon refuses a policy with the proxy there
+ * (CheckSynProxy), so only a handshake already judged when the kernel changed
+ * under pinned state could reach it: counted, SP_STAT_UNAVAILABLE. */
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
-				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
+				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym __weak;
+
+#ifndef bpf_ksym_exists	/* libbpf's headers before 1.2 lack it */
+#define bpf_ksym_exists(sym) (!!(sym))
+#endif
 
 /* TCP options that matter to a handshake. */
 struct sp_opts {
@@ -898,8 +908,13 @@ static __always_inline int sp_kernel_cookie(const struct sp_hdrs *h)
 /* Hands the segment to the listener sk as the end of a handshake. */
 static __always_inline void sp_assign(struct __sk_buff *skb, struct bpf_sock *sk, struct sp_work *w)
 {
-	struct sock *ssk = (struct sock *)bpf_skc_to_tcp_sock(sk);
+	struct sock *ssk;
 
+	if (!bpf_ksym_exists(bpf_sk_assign_tcp_reqsk)) {
+		sp_stat(SP_STAT_UNAVAILABLE);
+		return;
+	}
+	ssk = (struct sock *)bpf_skc_to_tcp_sock(sk);
 	if (ssk && bpf_sk_assign_tcp_reqsk(skb, ssk, &w->attrs, sizeof(w->attrs)) == 0)
 		sp_stat(SP_STAT_ACCEPTED);
 	else

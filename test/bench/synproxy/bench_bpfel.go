@@ -378,7 +378,8 @@ const (
 	benchAgSynproxyStatSP_STAT_ACCEPT_FAILED benchAgSynproxyStat = 3
 	benchAgSynproxyStatSP_STAT_AUTO_ON       benchAgSynproxyStat = 4
 	benchAgSynproxyStatSP_STAT_PROVEN        benchAgSynproxyStat = 5
-	benchAgSynproxyStatSP_STAT_MAX           benchAgSynproxyStat = 6
+	benchAgSynproxyStatSP_STAT_UNAVAILABLE   benchAgSynproxyStat = 6
+	benchAgSynproxyStatSP_STAT_MAX           benchAgSynproxyStat = 7
 )
 
 type benchCtWork struct {
