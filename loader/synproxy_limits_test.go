@@ -129,3 +129,58 @@ func clearTable(t *testing.T, m *ebpf.Map) {
 		}
 	}
 }
+
+// maxConnections holds for proxied connections: the SYN never reaches
+// connection tracking (the proxy answers it), so the validated handshake takes
+// the connection's slot, and one over a cap is dropped before the hand-over
+// with the cap's reason, as an unproxied SYN would be.
+func TestSynProxyAppliesConnectionCaps(t *testing.T) {
+	s := newSpNetns(t)
+	d, key := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	p.Services[0].MaxConns = ConnLimits{ClientEstablished: 2, TotalEstablished: 3}
+	mustApply(t, d, p)
+	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
+	for _, prog := range []struct {
+		name       string
+		get        func(*Datapath) *ebpf.Program
+		pass, drop uint32
+		tc         bool
+	}{
+		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
+		{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
+	} {
+		net4 := map[bool]string{false: "198.51.100.", true: "198.51.101."}[prog.tc]
+		t.Run(prog.name, func(t *testing.T) {
+			clearTable(t, d.objs.Flows)
+			clearTable(t, d.objs.ConnClients)
+			if err := d.objs.ConnTotals.Update(uint32(1), uint64(0), ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+			step := func(what, src string, sport uint16, want uint32, wantReason GuardAgReason) {
+				t.Helper()
+				for try := 0; ; try++ {
+					slot := coarseNow(t) >> ckSlotShift
+					frame := ackCase{src: src, sport: sport, offer: linux}.frame(key, slot)
+					before := counterMap(t, d)
+					got := s.run(t, prog.get(d), frame)
+					_, reason, n := counterDelta(t, before, counterMap(t, d))
+					if coarseNow(t)>>ckSlotShift != slot && try < 3 {
+						continue
+					}
+					if got != want || reason != Reason(wantReason) || n != 1 {
+						t.Fatalf("%s: verdict %d (%v, counted %d), want %d (%v, once)", what, got, reason, n, want, Reason(wantReason))
+					}
+					return
+				}
+			}
+			ok := GuardAgReasonAG_R_OK
+			step("first connection", net4+"80", 43000, prog.pass, ok)
+			step("the same handshake again holds no second slot", net4+"80", 43000, prog.pass, ok)
+			step("second connection", net4+"80", 43001, prog.pass, ok)
+			step("third connection over the client's cap", net4+"80", 43002, prog.drop, GuardAgReasonAG_R_CONN_CLIENT_ESTABLISHED)
+			step("another client", net4+"81", 43000, prog.pass, ok)
+			step("over the service's cap", net4+"82", 43000, prog.drop, GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED)
+		})
+	}
+}

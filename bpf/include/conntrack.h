@@ -440,6 +440,66 @@ __attribute__((noinline)) int conn_ingress(const struct pkt *p, struct verdict *
 	return 0;
 }
 
+/* Ingress, a handshake the SYN proxy completed (synproxy.h: a valid cookie,
+ * the source real): its SYN never reached the state machine, so the
+ * connection takes its established slot here, where a cap refuses it as it
+ * would the SYN, before the listener ever sees it. A connection the table
+ * follows already (the same handshake ACK again) keeps its slot. Returns the
+ * reason that refuses it, with its event in v, or 0 (then the slot is taken,
+ * or the table had no room and the service fails open). */
+static __always_inline __u8 conn_handshake(const struct pkt *p, struct verdict *v, __u32 slot, __u32 svc)
+{
+	__u32 idx = policy_index(slot, svc), st = 0;
+	const struct ag_conn_service *cs;
+	struct ag_flow *f, *init;
+	struct ct_work *w;
+	__u8 reason = 0;
+	__u64 now;
+
+	cs = bpf_map_lookup_elem(&conn_services, &idx);
+	if (!cs || !cs->track)
+		return 0;
+	w = ct_work();
+	if (!w)
+		return 0;
+	__builtin_memcpy(w->key.client, p->addr, 16);
+	__builtin_memcpy(w->key.server, p->dst, 16);
+	w->key.cport = p->sport;
+	w->key.sport = p->dport;
+	now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(&flows, &w->key);
+	if (f)
+		st = flow_state_now(&w->key, f, now, cs->closed_timeout, &w->ck);
+	if (f && flow_counted(st))
+		return 0;
+	if (st == AG_FLOW_DEAD) {
+		stat_inc(AG_STAT_FLOW_BUSY);
+		return 0;
+	}
+	init = &w->init;
+	__builtin_memset(init, 0, sizeof(*init));
+	init->created = now;
+	init->deadline = now + cs->established_timeout;
+	init->state = AG_FLOW_ESTABLISHED;
+	init->service = cs->id;
+	init->client_bits = flow_bits(cs, p->family);
+	client_key(&w->ck, p->addr, init->client_bits, cs->id);
+	if (!conn_take(&w->ck, cs->id, flow_unit(AG_FLOW_ESTABLISHED), cs, cs->monitor, &reason)) {
+		if (reason && reason != AG_R_FLOW_TABLE_FULL) {
+			conn_refuse(v, reason, init->client_bits);
+			return reason;
+		}
+		if (!cs->fail_closed)
+			return 0;
+		v->event = AG_EV_FLOW_TABLE_FULL;
+		v->ev_bits = 0;
+		return AG_R_FLOW_TABLE_FULL;
+	}
+	if (flow_put(&w->key, f, st, init, &w->ck) > 0)
+		stat_inc(AG_STAT_FLOW_NEW);
+	return 0;
+}
+
 /* Egress: the server's segment s of a capped service. It never drops:
  * replies always leave. */
 static __always_inline void conn_egress(const struct pkt *s, const struct ag_conn_service *cs, __u32 slot)

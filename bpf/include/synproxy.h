@@ -77,6 +77,7 @@
 #include "addr.h"
 #include "proof.h"	/* record_proof */
 #include "limits.h"	/* limit_reason, proven_client: a handshake's connection limits */
+#include "conntrack.h"	/* conn_handshake: a handshake's connection caps */
 
 /* What the guard marked a packet for (struct verdict.synproxy). */
 #define SP_NONE 0
@@ -1079,6 +1080,8 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, void *data, void *data_
 		sp_prove(cfg, &h, w);
 		/* the client's own limits, before the hand-over */
 		drop = sp_charge(cfg, svc, p, w, v);
+		if (!drop)	/* and its caps (maxConnections) */
+			drop = conn_handshake(p, v, w->slot, svc);
 		if (tc && !drop)
 			sp_assign(ctx, sk, w);
 	} else if (sp_kernel_cookie(&h)) {
