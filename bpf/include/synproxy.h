@@ -1018,7 +1018,9 @@ static __always_inline __u32 sp_charge(const struct ag_config *cfg, __u32 svc, c
 	lp = &def->limits[AG_LEVEL_PREFIX][AG_KIND_CPS];
 	if (!lc->interval && !lp->interval)
 		return 0;
-	now = bpf_ktime_get_ns();
+	/* the limits read the precise clock for this ACK (its service has
+	 * limits): a second read costs as much as the rest in a VM */
+	now = v->now ? v->now : bpf_ktime_get_ns();
 	cbits = key_bits(p->family, cfg->client_bits4, cfg->client_bits6);
 	client_key(&w->ckey, p->addr, cbits, svc);
 	cs = bpf_map_lookup_elem(&clients, &w->ckey);
@@ -1039,7 +1041,6 @@ static __always_inline __u32 sp_charge(const struct ag_config *cfg, __u32 svc, c
 limited:
 	v->ev_bits = level == AG_LEVEL_CLIENT ? cbits : key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6);
 	v->event = AG_EV_SYN_LIMITED;
-	v->now = now;
 	v->service = svc;
 	if (cs)
 		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
