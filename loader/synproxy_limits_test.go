@@ -38,6 +38,7 @@ func TestSynProxyAppliesClientLimits(t *testing.T) {
 			clearTable(t, d.objs.Clients)
 			clearTable(t, d.objs.Prefixes)
 			// each handshake from a port of its own: a new connection each
+			ok := GuardAgReasonAG_R_OK
 			step := func(what, src string, sport uint16, want uint32, wantReason GuardAgReason) {
 				t.Helper()
 				for try := 0; ; try++ {
@@ -67,11 +68,15 @@ func TestSynProxyAppliesClientLimits(t *testing.T) {
 					if want == prog.pass && prog.tc && attempts != 1 || want != prog.pass && attempts != 0 {
 						t.Fatalf("%s: %d hand-over attempts", what, attempts)
 					}
+					// cookie_ok counts handshakes let on; a refused one is its verdict
+					judged := wantReason == ok || wantReason == GuardAgReasonAG_R_CLIENT_CPS || wantReason == GuardAgReasonAG_R_PREFIX_CPS
+					if okd := st1.CookieOK - st0.CookieOK; judged && (okd == 1) != (want == prog.pass) {
+						t.Fatalf("%s: cookie_ok moved by %d", what, okd)
+					}
 					return
 				}
 			}
 			readEvents(t, d, 64) // what earlier subtests left
-			ok := GuardAgReasonAG_R_OK
 			for i := range 2 {
 				step(fmt.Sprintf("handshake %d within the client's burst", i), net4+"70", 41000+uint16(i), prog.pass, ok)
 			}

@@ -1077,14 +1077,16 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, void *data, void *data_
 		goto out;
 	valid = sp_check(ctx, tc, c, &h, w);
 	if (valid) {
-		sp_stat(SP_STAT_COOKIE_OK);
-		sp_prove(cfg, &h, w);
+		sp_prove(cfg, &h, w);	/* refused or not, the source is real */
 		/* the client's own limits, before the hand-over */
 		drop = sp_charge(cfg, svc, p, w, v);
 		if (!drop)	/* and its caps (maxConnections) */
 			drop = conn_handshake(p, v, w->slot, svc);
-		if (tc && !drop)
-			sp_assign(ctx, sk, w);
+		if (!drop) {	/* cookie_ok: let on; a refusal is its verdict */
+			sp_stat(SP_STAT_COOKIE_OK);
+			if (tc)
+				sp_assign(ctx, sk, w);
+		}
 	} else if (sp_kernel_cookie(&h)) {
 		sp_stat(SP_STAT_KERNEL_COOKIE);
 	} else {
