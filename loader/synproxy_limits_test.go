@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 )
 
@@ -187,5 +188,67 @@ func TestSynProxyAppliesConnectionCaps(t *testing.T) {
 			step("another client", net4+"81", 43000, prog.pass, ok)
 			step("over the service's cap", net4+"82", 43000, prog.drop, GuardAgReasonAG_R_CONN_SERVICE_ESTABLISHED)
 		})
+	}
+}
+
+// A segment with ACK the proxy cannot read (IPv4 options, IPv6 extension
+// headers, a first fragment) skipped the judge and reached the listener, which
+// answered a forged one with a RST: the proxy never answers such a SYN, so one
+// only the listener would take is dropped, and an established connection's
+// passes.
+func TestSynProxyUnreadableACKs(t *testing.T) {
+	s := newSpNetns(t)
+	d, _ := newSynProxy(t, spHost)
+	forged := func(src string, mut func(*packet.Spec)) []byte {
+		sp := packet.Spec{Src: addr(src), Dst: guarded4, Proto: packet.TCP, SrcPort: 40500, DstPort: spPort,
+			TCPFlags: packet.ACK, Seq: 1000, Ack: 0x12345678, SrcMAC: spClientMAC, DstMAC: spServerMAC}
+		if addr(src).Is6() {
+			sp.Dst = guarded6
+		}
+		mut(&sp)
+		return packet.Build(sp)
+	}
+	established := func(mut func(*packet.Spec)) []byte {
+		sp := packet.Spec{Src: addr("127.0.0.1"), Dst: addr("127.0.0.1"), Proto: packet.TCP, SrcPort: s.conn.Port(),
+			DstPort: spPort, TCPFlags: packet.ACK, Seq: 5, Ack: 5, SrcMAC: spClientMAC, DstMAC: spServerMAC}
+		mut(&sp)
+		return packet.Build(sp)
+	}
+	ipOpts := func(sp *packet.Spec) { sp.IPv4Options = 4 }
+	ext := func(sp *packet.Spec) { sp.IPv6Ext = []uint8{packet.HopByHop} }
+	firstFrag := func(sp *packet.Spec) { sp.MoreFragments = true; sp.Payload = 64 }
+	for _, prog := range []struct {
+		name       string
+		get        func(*Datapath) *ebpf.Program
+		pass, drop uint32
+	}{
+		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
+		{"tc", (*Datapath).TC, tcActOK, tcActShot},
+	} {
+		for _, c := range []struct {
+			name   string
+			frame  []byte
+			drop   bool
+			reason GuardAgReason
+		}{
+			{"forged ACK with IPv4 options", forged("198.51.100.95", ipOpts), true, GuardAgReasonAG_R_BAD_COOKIE},
+			{"forged ACK with an IPv6 extension header", forged("2001:db8:1::95", ext), true, GuardAgReasonAG_R_BAD_COOKIE},
+			{"forged ACK as a first fragment", forged("198.51.100.96", firstFrag), true, GuardAgReasonAG_R_BAD_COOKIE},
+			{"established segment with IPv4 options", established(ipOpts), false, GuardAgReasonAG_R_OK},
+			{"established segment as a first fragment", established(firstFrag), false, GuardAgReasonAG_R_OK},
+		} {
+			t.Run(prog.name+"/"+c.name, func(t *testing.T) {
+				before := counterMap(t, d)
+				got := s.run(t, prog.get(d), c.frame)
+				_, reason, n := counterDelta(t, before, counterMap(t, d))
+				want := prog.pass
+				if c.drop {
+					want = prog.drop
+				}
+				if got != want || reason != Reason(c.reason) || n != 1 {
+					t.Fatalf("verdict %d (%v, counted %d), want %d (%v, once)", got, reason, n, want, Reason(c.reason))
+				}
+			})
+		}
 	}
 }

@@ -17,7 +17,11 @@
  *    kernel request) or there is no listener, it passes untouched. If only the
  *    listener would take it, it must carry a valid cookie (ours, or one the
  *    kernel issued itself), else it is dropped: a wrong or stale cookie never
- *    reaches the listener, which would answer it with a RST.
+ *    reaches the listener, which would answer it with a RST. One the proxy
+ *    cannot read (IPv4 options, IPv6 extension headers, a fragment) passes
+ *    only to a socket other than the listener. A valid cookie is then
+ *    charged to its client's new-connection limits and takes its connection
+ *    cap's slot (sp_charge, conn_handshake); over them it is dropped too.
  *  - At TC ingress a segment with a valid cookie is handed to the listener
  *    (bpf_sk_assign_tcp_reqsk): the kernel builds the connection from it with
  *    the options the cookie recorded, the first data segment included. In XDP
@@ -931,9 +935,9 @@ static __always_inline int sp_auto_judging(struct sp_work *w)
 	return until && *until && bpf_ktime_get_coarse_ns() < *until + SP_COOKIE_LIFE;
 }
 
-/* The proxied service (always, or auto while on) the segment at h is for, in
- * the policy in force; 0 when none. */
-static __always_inline __u32 sp_service(const struct sp_hdrs *h, struct sp_work *w,
+/* The proxied service (always, or auto while on) a segment to dport (host
+ * order) is for, in the policy in force; 0 when none. */
+static __always_inline __u32 sp_service(__u16 dport, struct sp_work *w,
 				       const struct ag_config **cfgp)
 {
 	const struct ag_config *cfg;
@@ -948,7 +952,7 @@ static __always_inline __u32 sp_service(const struct sp_hdrs *h, struct sp_work 
 	cfg = bpf_map_lookup_elem(&config, &w->key);
 	if (!cfg || !(cfg->synproxy_services | cfg->synproxy_auto))
 		return 0;
-	w->key = slot * AG_PORT_SLOT + bpf_ntohs(h->tcp->dest);
+	w->key = slot * AG_PORT_SLOT + dport;
 	id = bpf_map_lookup_elem(&ports, &w->key);
 	if (!id || !*id || *id >= AG_MAX_SERVICES)
 		return 0;
@@ -1047,6 +1051,41 @@ limited:
 	return limit_reason(level, AG_KIND_CPS);
 }
 
+/* A segment with ACK the proxy cannot read (IPv4 options, IPv6 extension
+ * headers, a fragment): the proxy never answers such a SYN, so only a
+ * connection that exists may own it. One only the listener would take is
+ * dropped (bad_cookie: no cookie can be checked in it), where the listener
+ * would answer it with a RST; the guard's parse gives the 4-tuple. Returns the
+ * reason to drop it for, or 0. */
+static __always_inline __u32 sp_unreadable(void *ctx, const struct pkt *p, struct sp_work *w)
+{
+	const struct ag_config *cfg = NULL;
+	struct bpf_sock_tuple *t = &w->t;
+	struct bpf_sock *sk;
+	__u32 drop;
+
+	if (!sp_service(p->dport, w, &cfg))
+		return 0;
+	if (p->family == 4) {
+		__builtin_memcpy(&t->ipv4.saddr, &p->addr[12], 4);
+		__builtin_memcpy(&t->ipv4.daddr, &p->dst[12], 4);
+		t->ipv4.sport = bpf_htons(p->sport);
+		t->ipv4.dport = bpf_htons(p->dport);
+		sk = bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		__builtin_memcpy(t->ipv6.saddr, p->addr, 16);
+		__builtin_memcpy(t->ipv6.daddr, p->dst, 16);
+		t->ipv6.sport = bpf_htons(p->sport);
+		t->ipv6.dport = bpf_htons(p->dport);
+		sk = bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return 0;
+	drop = sk->state == BPF_TCP_LISTEN ? AG_R_BAD_COOKIE : 0;
+	bpf_sk_release(sk);
+	return drop;
+}
+
 /* Judges a segment with ACK for a proxied service (the contract above).
  * Returns the reason to drop it for (bad_cookie, or a connection limit's),
  * or 0. At TC (tc set) a valid handshake is handed over. A
@@ -1062,10 +1101,12 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, void *data, void *data_
 	__u32 svc, drop = 0;
 	int valid;
 
-	if (!c || !w || sp_locate(data, data_end, &h))
-		return 0;	/* the proxy never answered such a SYN */
+	if (!c || !w)
+		return 0;
+	if (sp_locate(data, data_end, &h))
+		return sp_unreadable(ctx, p, w);
 	/* an auto service the proxy is not on for: the kernel's own handshakes */
-	svc = sp_service(&h, w, &cfg);
+	svc = sp_service(bpf_ntohs(h.tcp->dest), w, &cfg);
 	if (!svc || !cfg)
 		return 0;
 	/* the socket first: an established connection's segment (most of
@@ -1375,7 +1416,7 @@ static __always_inline void synproxy_accept(struct __sk_buff *skb)
 		return;
 	c = sp_host();
 	w = sp_work();
-	if (!c || !w || !sp_service(&h, w, &cfg))
+	if (!c || !w || !sp_service(bpf_ntohs(h.tcp->dest), w, &cfg))
 		return;
 	sk = sp_lookup(skb, &h, w);
 	if (!sk)
