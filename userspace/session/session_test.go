@@ -1,6 +1,8 @@
 package session
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -8,6 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/apiguard/apiguard/test/netns"
+	"github.com/apiguard/apiguard/test/testenv"
+	"golang.org/x/sys/unix"
 )
 
 func TestHexAddrPort(t *testing.T) {
@@ -53,69 +60,86 @@ func TestSSHConnection(t *testing.T) {
 // connection on a non-loopback address it owns (the connection from itself
 // is not loopback traffic by address); Find, asked for a child of this
 // process, walks up to it and reports the accepted connection's source and
-// local port, and not the outgoing end.
+// local port, and not the outgoing end. The addresses are those of a veth
+// pair in a namespace the test creates, so the test does not depend on how
+// the machine is connected.
 func TestInboundOfAncestor(t *testing.T) {
-	var addr netip.Addr
-	ifs, _ := net.InterfaceAddrs()
-	for _, a := range ifs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() {
-			addr = p.Addr()
-			break
-		}
-	}
-	if !addr.IsValid() {
-		t.Skip("no non-loopback IPv4 address")
-	}
-	ln, err := net.Listen("tcp4", net.JoinHostPort(addr.String(), "0"))
+	testenv.RequireRoot(t)
+	ns, err := netns.New("agses")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Errorf("remove namespace: %v", err)
 		}
-		close(accepted)
-	}()
-	out, err := net.Dial("tcp4", ln.Addr().String())
+	})
+	// both ends in the one namespace: the test owns the client's address too
+	client, server, err := netns.Veth(ns, ns, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer out.Close()
-	in := <-accepted
-	if in == nil {
-		t.Fatal("accept failed")
-	}
-	defer in.Close()
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 
-	// a fake /proc whose process 4242 is a child of this one, which /proc
-	// shows as it is
-	fake := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(fake, "4242"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stat := "4242 (apiguard) S " + strconv.Itoa(os.Getpid()) + " 1 1 0\n"
-	if err := os.WriteFile(filepath.Join(fake, "4242", "stat"), []byte(stat), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join("/proc", strconv.Itoa(os.Getpid())), filepath.Join(fake, strconv.Itoa(os.Getpid()))); err != nil {
-		t.Fatal(err)
-	}
-	fs, err := Find(nil, fake, 4242)
+	// Sockets and the look-up happen on the thread that is in the namespace:
+	// /proc/PID/net shows the main thread's namespace, /proc/PID/task/TID/net
+	// this thread's, and the fd table is the process's either way.
+	err = ns.Do(func() error {
+		ln, err := net.Listen("tcp4", net.JoinHostPort(server.Addr4.String(), "0"))
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				accepted <- c
+			}
+			close(accepted)
+		}()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: client.Addr4.AsSlice()}, Timeout: 5 * time.Second}
+		out, err := d.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		in := <-accepted
+		if in == nil {
+			return errors.New("accept failed")
+		}
+		defer in.Close()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+
+		// a fake /proc whose process 4242 is a child of this one, which /proc
+		// shows as it is from this thread
+		fake := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(fake, "4242"), 0o755); err != nil {
+			return err
+		}
+		stat := "4242 (apiguard) S " + strconv.Itoa(os.Getpid()) + " 1 1 0\n"
+		if err := os.WriteFile(filepath.Join(fake, "4242", "stat"), []byte(stat), 0o644); err != nil {
+			return err
+		}
+		self := fmt.Sprintf("/proc/%d/task/%d", os.Getpid(), unix.Gettid())
+		if err := os.Symlink(self, filepath.Join(fake, strconv.Itoa(os.Getpid()))); err != nil {
+			return err
+		}
+		fs, err := Find(nil, fake, 4242)
+		if err != nil {
+			return err
+		}
+		want := Flow{Src: client.Addr4, LocalPort: port}
+		if !slices.ContainsFunc(fs, func(f Flow) bool { return f.Src == want.Src && f.LocalPort == want.LocalPort }) {
+			t.Errorf("Find = %+v, want a flow from %v to port %d", fs, want.Src, port)
+		}
+		for _, f := range fs {
+			if f.LocalPort != port {
+				t.Errorf("an outgoing connection reported: %+v", f)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	want := Flow{Src: addr, LocalPort: port}
-	got := slices.IndexFunc(fs, func(f Flow) bool { return f.Src == want.Src && f.LocalPort == want.LocalPort })
-	if got < 0 {
-		t.Fatalf("Find = %+v, want a flow from %v to port %d", fs, addr, port)
-	}
-	for _, f := range fs {
-		if f.LocalPort != port {
-			t.Errorf("an outgoing connection reported: %+v", f)
-		}
 	}
 }
