@@ -15,13 +15,16 @@ func RequireRoot(tb testing.TB) {
 		if _, err := os.Stat("/sys/fs/bpf"); err == nil {
 			return
 		}
-		missing(tb, "bpffs is not mounted at /sys/fs/bpf")
+		Missing(tb, "bpffs is not mounted at /sys/fs/bpf")
 		return
 	}
-	missing(tb, "needs root for BPF and network namespaces")
+	Missing(tb, "needs root for BPF and network namespaces")
 }
 
-func missing(tb testing.TB, why string) {
+// Missing stops a test that cannot run here for the reason why: a skip on a
+// laptop, a failure under CI=true. Every helper that checks for something a
+// test needs (a tool, a service) ends in it, so the rule lives in one place.
+func Missing(tb testing.TB, why string) {
 	tb.Helper()
 	if os.Getenv("CI") == "true" {
 		tb.Fatalf("CI=true and this test cannot run: %s", why)

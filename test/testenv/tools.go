@@ -21,7 +21,7 @@ func RequireTool(tb testing.TB, name string) string {
 			return path
 		}
 	}
-	missing(tb, name+" is not installed (apt-get install "+name+")")
+	Missing(tb, name+" is not installed (apt-get install "+name+")")
 	return ""
 }
 
@@ -30,7 +30,7 @@ func RequireTool(tb testing.TB, name string) string {
 func RequireCPUs(tb testing.TB, n int) {
 	tb.Helper()
 	if have := runtime.NumCPU(); have < n {
-		missing(tb, fmt.Sprintf("needs %d CPUs, this machine has %d", n, have))
+		Missing(tb, fmt.Sprintf("needs %d CPUs, this machine has %d", n, have))
 	}
 }
 
