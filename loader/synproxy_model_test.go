@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apiguard/apiguard/test/packet"
 	"golang.org/x/sys/unix"
 )
 
@@ -202,23 +203,6 @@ type segment struct {
 	Payload        int
 }
 
-func onesSum(sum uint32, b []byte) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	return sum
-}
-
-func folds(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
-}
-
 // decode reads an Ethernet frame carrying TCP over IPv4 (no options) or IPv6
 // (no extension headers): what the proxy sends.
 func decode(f []byte) (segment, error) {
@@ -254,9 +238,9 @@ func decode(f []byte) (segment, error) {
 		s.Dst, _ = netip.AddrFromSlice(ip[16:20])
 		s.TTL = ip[8]
 		s.DF = binary.BigEndian.Uint16(ip[6:]) == 0x4000
-		s.IPCsumOK = folds(onesSum(0, ip[:20])) == 0
+		s.IPCsumOK = packet.Checksum(0, ip[:20]) == 0
 		tcp = ip[20:total]
-		pseudo = onesSum(0, ip[12:20]) + 6 + uint32(len(tcp))
+		pseudo = packet.Sum(0, ip[12:20]) + packet.TCP + uint32(len(tcp))
 	case 0x86dd:
 		ip := f[off:]
 		if len(ip) < 40 || ip[6] != 6 {
@@ -271,7 +255,7 @@ func decode(f []byte) (segment, error) {
 		s.TTL = ip[7]
 		s.IPCsumOK = binary.BigEndian.Uint32(ip[0:]) == 0x60000000 // no checksum: version, class and label as sent
 		tcp = ip[40 : 40+plen]
-		pseudo = onesSum(0, ip[8:40]) + 6 + uint32(len(tcp))
+		pseudo = packet.Sum(0, ip[8:40]) + packet.TCP + uint32(len(tcp))
 	default:
 		return s, fmt.Errorf("ethertype %#x", typ)
 	}
@@ -288,7 +272,7 @@ func decode(f []byte) (segment, error) {
 	s.Ack = binary.BigEndian.Uint32(tcp[8:])
 	s.Flags = tcp[13]
 	s.Window = binary.BigEndian.Uint16(tcp[14:])
-	s.TCPCsumOK = folds(onesSum(pseudo, tcp)) == 0
+	s.TCPCsumOK = packet.Checksum(pseudo, tcp) == 0
 	s.Payload = len(tcp) - hl
 	o, err := readOpts(tcp[20:hl])
 	s.Opts = o

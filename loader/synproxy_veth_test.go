@@ -671,11 +671,11 @@ func fixLengths(f []byte) {
 	ip := f[14:]
 	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], folds(onesSum(0, ip[:20])))
+	binary.BigEndian.PutUint16(ip[10:], packet.Checksum(0, ip[:20]))
 	tcp := ip[20:]
 	tcp[16], tcp[17] = 0, 0
-	pseudo := onesSum(0, ip[12:20]) + 6 + uint32(len(tcp))
-	binary.BigEndian.PutUint16(tcp[16:], folds(onesSum(pseudo, tcp)))
+	pseudo := packet.Sum(0, ip[12:20]) + packet.TCP + uint32(len(tcp))
+	binary.BigEndian.PutUint16(tcp[16:], packet.Checksum(pseudo, tcp))
 }
 
 // CheckSynProxy, run where the daemon runs (the guarded interface's

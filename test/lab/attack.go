@@ -523,7 +523,7 @@ func (s *syn) set(src netip.Addr, sport, dport uint16, seq uint32) {
 		a := src.As4()
 		copy(s.b[12:16], a[:])
 		s.b[10], s.b[11] = 0, 0
-		binary.BigEndian.PutUint16(s.b[10:], ^fold(sum(0, s.b[:20])))
+		binary.BigEndian.PutUint16(s.b[10:], packet.Checksum(0, s.b[:20]))
 	}
 	tcp := s.b[s.ipLen:]
 	binary.BigEndian.PutUint16(tcp[0:], sport)
@@ -532,29 +532,12 @@ func (s *syn) set(src netip.Addr, sport, dport uint16, seq uint32) {
 	tcp[16], tcp[17] = 0, 0
 	var ps uint32
 	if s.v6 {
-		ps = sum(0, s.b[8:40])
+		ps = packet.Sum(0, s.b[8:40])
 	} else {
-		ps = sum(0, s.b[12:20])
+		ps = packet.Sum(0, s.b[12:20])
 	}
 	ps += packet.TCP + uint32(len(tcp))
-	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(ps, tcp)))
-}
-
-func sum(acc uint32, b []byte) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		acc += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		acc += uint32(b[len(b)-1]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
+	binary.BigEndian.PutUint16(tcp[16:], packet.Checksum(ps, tcp))
 }
 
 // batchSize is how many packets one sendmmsg call carries at most.

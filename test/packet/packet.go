@@ -127,7 +127,7 @@ func buildL4(s Spec) []byte {
 		h[0] = s.ICMPType
 		h = append(h, payload...)
 		if s.Proto == ICMP {
-			binary.BigEndian.PutUint16(h[2:], checksum(0, h))
+			binary.BigEndian.PutUint16(h[2:], Checksum(0, h))
 		} else {
 			binary.BigEndian.PutUint16(h[2:], l4Checksum(s, ICMPv6, h))
 		}
@@ -159,7 +159,7 @@ func buildIPv4(s Spec, l4 []byte) []byte {
 	for i := 20; i < hl; i++ {
 		h[i] = 1 // NOP
 	}
-	binary.BigEndian.PutUint16(h[10:], checksum(0, h))
+	binary.BigEndian.PutUint16(h[10:], Checksum(0, h))
 	return append(h, l4...)
 }
 
@@ -202,31 +202,36 @@ func l4Checksum(s Spec, proto uint8, seg []byte) uint16 {
 	var sum uint32
 	if s.Src.Is4() {
 		a, b := s.Src.As4(), s.Dst.As4()
-		sum = sumBytes(sum, a[:])
-		sum = sumBytes(sum, b[:])
+		sum = Sum(sum, a[:])
+		sum = Sum(sum, b[:])
 	} else {
 		a, b := s.Src.As16(), s.Dst.As16()
-		sum = sumBytes(sum, a[:])
-		sum = sumBytes(sum, b[:])
+		sum = Sum(sum, a[:])
+		sum = Sum(sum, b[:])
 	}
 	sum += uint32(proto) + uint32(len(seg))
-	return checksum(sum, seg)
+	return Checksum(sum, seg)
 }
 
-func sumBytes(sum uint32, b []byte) uint32 {
+// Sum adds b to the running ones'-complement sum acc, 16-bit big-endian words
+// with an odd last byte padded with zero (RFC 1071), without folding: sums of
+// pieces (a pseudo-header, then the segment) add up before Checksum folds.
+func Sum(acc uint32, b []byte) uint32 {
 	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		acc += uint32(binary.BigEndian.Uint16(b[i:]))
 	}
 	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
+		acc += uint32(b[len(b)-1]) << 8
 	}
-	return sum
+	return acc
 }
 
-func checksum(initial uint32, b []byte) uint16 {
-	sum := sumBytes(initial, b)
+// Checksum is the Internet checksum of b on top of the running sum acc: the
+// value to write in a zeroed checksum field, or 0 when b holds a correct one.
+func Checksum(acc uint32, b []byte) uint16 {
+	sum := Sum(acc, b)
 	for sum > 0xffff {
-		sum = (sum >> 16) + (sum & 0xffff)
+		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
 }
@@ -253,7 +258,7 @@ func FragmentIPv4(ip []byte, sizes ...int) [][]byte {
 		}
 		binary.BigEndian.PutUint16(f[6:], fo)
 		f[10], f[11] = 0, 0
-		binary.BigEndian.PutUint16(f[10:], checksum(0, f[:hl]))
+		binary.BigEndian.PutUint16(f[10:], Checksum(0, f[:hl]))
 		out = append(out, f)
 		off += n
 	}
