@@ -162,6 +162,14 @@ func (f *fakeDaemon) Status(context.Context) (*control.Status, error) {
 			Reporter: &crowdsec.ReporterStats{MachineID: "host-a", Sent: 6, Queued: 2}},
 		AccessLogs: []control.AccessLogStatus{{Path: "/var/log/nginx/access.log", Format: "combined", Lines: 1200, ParseErrors: 2,
 			Signals: 40, LagBytes: 2048, LastLine: f.now().Add(-3 * time.Second)}},
+		// the kernel's counters and the tracked clients disagree, as they do
+		// once the state map evicts: the table shows the counters
+		Services: []control.ServiceStatus{
+			{Name: "api", Protocol: "tcp", Ports: "443", Mode: "enforce", Passed: control.PacketCount{Packets: 90000, Bytes: 3 << 20},
+				Dropped: control.PacketCount{Packets: 1200, Bytes: 72000}, Clients: 12, Packets: 800, Bytes: 1 << 10, Drops: 30, ClientsDropped: 2},
+			{Name: "trial", Protocol: "udp", Ports: "9000-9009", Mode: "monitor", Passed: control.PacketCount{Packets: 2, Bytes: 120},
+				WouldDrop: control.PacketCount{Packets: 18, Bytes: 1080}, Clients: 1, Packets: 20, Bytes: 1200, Drops: 18, ClientsDropped: 1},
+		},
 	}, nil
 }
 
@@ -233,7 +241,11 @@ func TestOutputAgainstFakeDaemon(t *testing.T) {
 		"eth0       native  yes", "pass    ok      1000     1.0 MiB",
 		"http://127.0.0.1:8080 UNREACHABLE (bans in the kernel stay until they expire): pull decisions: connection refused; last good pull 1m0s ago; 5 decisions on 4 prefixes; 3 pull errors, 1 outages",
 		"6 sent, 2 queued, 0 dropped, 0 errors as machine host-a", "drop    ban     7        420 B", "clients  32768    131072    25.0%",
-		"/var/log/nginx/access.log  combined  1200   2             40       2.0 KiB  3s ago"} {
+		"/var/log/nginx/access.log  combined  1200   2             40       2.0 KiB  3s ago",
+		"SERVICE  PORTS          MODE     PASSED  PASSED BYTES  DROPPED   DROPPED BYTES  CLIENTS  CLIENTS DROPPED\n" +
+			"api      tcp 443        enforce  90000   3.0 MiB       1200      70.3 KiB       12       2\n" +
+			"trial    udp 9000-9009  monitor  2       120 B         18 would  1.1 KiB would  1        1\n",
+		"monitor mode: trial count what enforcing would drop and pass it"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

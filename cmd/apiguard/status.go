@@ -142,20 +142,20 @@ func statusText(w io.Writer, st *control.Status, now time.Time) error {
 	return tw.Flush()
 }
 
-// servicesText is a line per service: what its tracked clients sent and
-// what was dropped, or in monitor mode would have been.
+// servicesText is a line per service: the kernel's per-service counters of
+// what it passed and dropped (or in monitor mode would have dropped), then
+// the clients it tracks for the service now and how many of them saw drops.
 func servicesText(w io.Writer, svcs []control.ServiceStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tPORTS\tMODE\tCLIENTS\tPACKETS\tBYTES\tDROPS\tCLIENTS DROPPED")
+	fmt.Fprintln(tw, "SERVICE\tPORTS\tMODE\tPASSED\tPASSED BYTES\tDROPPED\tDROPPED BYTES\tCLIENTS\tCLIENTS DROPPED")
 	var monitored []string
 	for _, s := range svcs {
-		drops := fmt.Sprint(s.Drops)
 		if s.Mode == "monitor" {
-			drops = fmt.Sprintf("%d would", s.Drops)
 			monitored = append(monitored, s.Name)
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%d\t%d\t%s\t%s\t%d\n", s.Name, s.Protocol, s.Ports, s.Mode, s.Clients, s.Packets,
-			humanBytes(s.Bytes), drops, s.ClientsDropped)
+		drops, dropBytes := dropsText(s)
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\n", s.Name, s.Protocol, s.Ports, s.Mode,
+			s.Passed.Packets, humanBytes(s.Passed.Bytes), drops, dropBytes, s.Clients, s.ClientsDropped)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -165,6 +165,22 @@ func servicesText(w io.Writer, svcs []control.ServiceStatus) error {
 			strings.Join(monitored, ", "))
 	}
 	return nil
+}
+
+// dropsText is a service's drops and their bytes: in monitor mode those
+// enforcing would have made ("N would"), and any drop on top; a service
+// back in enforce mode keeps the would-drops of its trial beside its drops.
+func dropsText(s control.ServiceStatus) (packets, bytes string) {
+	var ps, bs []string
+	if s.Mode != "monitor" || s.Dropped.Packets > 0 {
+		ps = append(ps, fmt.Sprint(s.Dropped.Packets))
+		bs = append(bs, humanBytes(s.Dropped.Bytes))
+	}
+	if s.Mode == "monitor" || s.WouldDrop.Packets > 0 {
+		ps = append(ps, fmt.Sprintf("%d would", s.WouldDrop.Packets))
+		bs = append(bs, humanBytes(s.WouldDrop.Bytes)+" would")
+	}
+	return strings.Join(ps, " + "), strings.Join(bs, " + ")
 }
 
 // synProxyText is the SYN proxy's lines of `apiguard status`: whether each

@@ -52,3 +52,25 @@ func TestSynProxyStatusLines(t *testing.T) {
 		t.Errorf("status:\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// A service's drops: plain when enforcing, "would" in monitor mode, and both
+// when there are both (a service back in enforce mode after its trial, or a
+// drop monitor mode does not cover).
+func TestServiceDropsText(t *testing.T) {
+	for _, tc := range []struct {
+		s           control.ServiceStatus
+		pkts, bytes string
+	}{
+		{control.ServiceStatus{Mode: "enforce"}, "0", "0 B"},
+		{control.ServiceStatus{Mode: "monitor"}, "0 would", "0 B would"},
+		{control.ServiceStatus{Mode: "enforce", Dropped: control.PacketCount{Packets: 4, Bytes: 240}, WouldDrop: control.PacketCount{Packets: 18, Bytes: 1080}},
+			"4 + 18 would", "240 B + 1.1 KiB would"},
+		{control.ServiceStatus{Mode: "monitor", Dropped: control.PacketCount{Packets: 1, Bytes: 60}, WouldDrop: control.PacketCount{Packets: 3, Bytes: 180}},
+			"1 + 3 would", "60 B + 180 B would"},
+	} {
+		p, b := dropsText(tc.s)
+		if p != tc.pkts || b != tc.bytes {
+			t.Errorf("%+v: %q %q, want %q %q", tc.s, p, b, tc.pkts, tc.bytes)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,8 +55,15 @@ spec:
 	if s.Name != "echo" || s.Mode != "monitor" || s.Clients != 1 || s.Packets != 20 || s.Drops < 17 || s.Drops > 18 || s.ClientsDropped != 1 {
 		t.Errorf("service status %+v", s)
 	}
+	// the kernel's per-service counters say the same of every packet: the
+	// would-drops were let through, none was dropped
+	if s.WouldDrop.Packets != s.Drops || s.Passed.Packets+s.WouldDrop.Packets != 20 || s.Dropped.Packets != 0 ||
+		s.Passed.Bytes+s.WouldDrop.Bytes != s.Bytes {
+		t.Errorf("service counters: passed %+v, would drop %+v, dropped %+v; tracked %d packets, %d bytes, %d drops",
+			s.Passed, s.WouldDrop, s.Dropped, s.Packets, s.Bytes, s.Drops)
+	}
 	out, _, err := d.CLI("status")
-	if err != nil || !strings.Contains(out, "would") || !strings.Contains(out, "monitor mode: echo count what enforcing would drop") {
+	if err != nil || !strings.Contains(out, fmt.Sprintf("%d would", s.WouldDrop.Packets)) || !strings.Contains(out, "monitor mode: echo count what enforcing would drop") {
 		t.Errorf("status text: %v\n%s", err, out)
 	}
 	out, _, err = d.CLI("clients", "top", "--service", "echo", "--by", "drops", "-o", "json")

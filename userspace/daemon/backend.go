@@ -85,6 +85,9 @@ func (d *Daemon) Status(context.Context) (*control.Status, error) {
 	if st.Services, err = d.serviceStats(); err != nil {
 		return nil, err
 	}
+	if err := d.addServiceCounters(st.Services); err != nil {
+		return nil, err
+	}
 	st.Confirm = d.pendingConfirm()
 	st.AccessLogs = accessLogStatus(d.accessLogStats())
 	if st.SynProxy, err = d.synProxyStatus(); err != nil {

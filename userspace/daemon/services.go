@@ -60,6 +60,49 @@ func (d *Daemon) serviceStats() ([]control.ServiceStatus, error) {
 	return out, nil
 }
 
+// addServiceCounters adds the kernel's per-service counters (the ones the
+// metrics export) to the services of status.
+func (d *Daemon) addServiceCounters(svcs []control.ServiceStatus) error {
+	if len(svcs) == 0 {
+		return nil
+	}
+	cs, err := d.dp.ServiceCounters()
+	if err != nil {
+		return fmt.Errorf("read per-service counters: %w", err)
+	}
+	addServiceCounters(svcs, cs)
+	return nil
+}
+
+// addServiceCounters sums cs into svcs by service name and action. The
+// counters of (none) and of services the policy no longer has are left out:
+// status speaks of the policy in force.
+func addServiceCounters(svcs []control.ServiceStatus, cs []loader.ServiceCounter) {
+	byName := make(map[string]*control.ServiceStatus, len(svcs))
+	for i := range svcs {
+		byName[svcs[i].Name] = &svcs[i]
+	}
+	for _, c := range cs {
+		s := byName[c.Service]
+		if s == nil {
+			continue
+		}
+		var to *control.PacketCount
+		switch c.Action {
+		case loader.ActionPass:
+			to = &s.Passed
+		case loader.ActionDrop:
+			to = &s.Dropped
+		case loader.ActionMonitor:
+			to = &s.WouldDrop
+		default:
+			continue // no other action exists; a new one needs a column first
+		}
+		to.Packets += c.Packets
+		to.Bytes += c.Bytes
+	}
+}
+
 func portsText(rs []loader.PortRange) string {
 	parts := make([]string, len(rs))
 	for i, r := range rs {
