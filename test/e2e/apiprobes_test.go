@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
 )
@@ -126,7 +127,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 	scanAddr, spareAddr, reported := e.peerAddr(t, 33), e.peerAddr(t, 34), e.peerAddr(t, 35)
 	rawAddr := e.peerAddr(t, 36)
 	d := e.startDaemon(e.write("probes.yaml", fmt.Sprintf(apiProbesPolicy, spareAddr, logPath)))
-	if !waitFor(10*time.Second, func() bool {
+	if !lab.WaitFor(10*time.Second, func() bool {
 		for _, l := range e.status().AccessLogs {
 			if l.Path == logPath && l.Error == "" {
 				return true
@@ -223,7 +224,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 		t.Fatalf("scanner's first request: %d %v", code, err)
 	}
 	var sf *control.Flag
-	if !waitFor(5*time.Second, func() bool { sf = e.flagFor(t, scanAddr.String(), "scanner-agent"); return sf != nil }) {
+	if !lab.WaitFor(5*time.Second, func() bool { sf = e.flagFor(t, scanAddr.String(), "scanner-agent"); return sf != nil }) {
 		t.Fatalf("one request with %q not flagged\n%s", scannerUA, d.logText())
 	}
 	if sf.Ban.Banned || sf.Action != "flag" || !strings.Contains(sf.Evidence.Summary, `matches "sqlmap"`) {
@@ -243,7 +244,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 	if n := probeUntilBanned(t, spare, injections, "curl/8.5.0", 15); n != 15 {
 		t.Fatalf("a client in the never-ban set lost its requests after %d", n)
 	}
-	if !waitFor(5*time.Second, func() bool { return e.flagFor(t, spareAddr.String(), "injection-probe") != nil }) {
+	if !lab.WaitFor(5*time.Second, func() bool { return e.flagFor(t, spareAddr.String(), "injection-probe") != nil }) {
 		t.Fatal("the never-ban client's probes were not flagged")
 	}
 	if f := e.flagFor(t, spareAddr.String(), "injection-probe"); f.Ban.Banned || !strings.Contains(f.Ban.Skipped, "never banned") {
@@ -264,7 +265,7 @@ func TestAPIProbesEndToEnd(t *testing.T) {
 
 	// every line was read; the legitimate client was never flagged, and is
 	// still served
-	if !waitFor(10*time.Second, func() bool { return e.accessLogStatus(t, logPath).Lines >= base+legitRequests }) {
+	if !lab.WaitFor(10*time.Second, func() bool { return e.accessLogStatus(t, logPath).Lines >= base+legitRequests }) {
 		t.Fatalf("lines read: %+v", e.accessLogStatus(t, logPath))
 	}
 	var flags []control.Flag

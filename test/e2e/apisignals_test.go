@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
 )
@@ -108,7 +109,7 @@ func (e *env) startNginx(t testing.TB) *nginxProc {
 	})
 	// wait until it answers
 	c := e.httpFrom(t, e.pair.peerEnd.Addr4)
-	if !waitFor(10*time.Second, func() bool { code, _ := get(c, "/health", ""); return code == 200 }) {
+	if !lab.WaitFor(10*time.Second, func() bool { code, _ := get(c, "/health", ""); return code == 200 }) {
 		errlog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 		t.Fatalf("nginx does not answer within 10s\n%s", errlog)
 	}
@@ -251,7 +252,7 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 	logPath := ngx.accessLog()
 	d := e.startDaemon(e.write("api.yaml", fmt.Sprintf(apiSignalsPolicy, logPath)))
 	// the source opens the log within a check interval
-	if !waitFor(10*time.Second, func() bool {
+	if !lab.WaitFor(10*time.Second, func() bool {
 		for _, l := range e.status().AccessLogs {
 			if l.Path == logPath && l.Error == "" {
 				return true
@@ -293,7 +294,7 @@ func TestAPISignalsEndToEnd(t *testing.T) {
 	f.Close()
 	want := base + legitRequests + 1
 	var st control.AccessLogStatus
-	if !waitFor(10*time.Second, func() bool { st = e.accessLogStatus(t, logPath); return st.Lines >= want }) {
+	if !lab.WaitFor(10*time.Second, func() bool { st = e.accessLogStatus(t, logPath); return st.Lines >= want }) {
 		t.Fatalf("the daemon read %d lines, want %d (rotation lost lines?): %+v", st.Lines, want, st)
 	}
 	if st.Lines != want || st.ParseErrors != 1 || st.Rotations < 1 {
@@ -399,7 +400,7 @@ func BenchmarkOffendingRequestToDrop(b *testing.B) {
 	e := newEnv(b)
 	ngx := e.startNginx(b)
 	d := e.startDaemon(e.write("api.yaml", fmt.Sprintf(apiSignalsPolicy, ngx.accessLog())))
-	if !waitFor(10*time.Second, func() bool { return len(e.status().AccessLogs) == 1 }) {
+	if !lab.WaitFor(10*time.Second, func() bool { return len(e.status().AccessLogs) == 1 }) {
 		b.Fatalf("the daemon does not follow the log\n%s", d.logText())
 	}
 	var total, worst time.Duration

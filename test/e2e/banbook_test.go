@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/loader"
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
 )
@@ -51,7 +52,7 @@ func TestBanBookSurvivesKill9(t *testing.T) {
 		})
 	}
 	// kill it while the shells are still banning
-	if !waitFor(60*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 60 }) {
+	if !lab.WaitFor(60*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 60 }) {
 		t.Fatalf("only %d bans acknowledged in 60s", len(acked))
 	}
 	d.signal(t, syscall.SIGKILL)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -166,7 +167,7 @@ func TestDaemonConnectionCaps(t *testing.T) {
 	// closing frees slots at once
 	conns[0].Close()
 	conns[1].Close()
-	if !waitFor(3*time.Second, func() bool { return e.status().Datapath.ConnsEstablished == 3 }) {
+	if !lab.WaitFor(3*time.Second, func() bool { return e.status().Datapath.ConnsEstablished == 3 }) {
 		t.Fatalf("after two closes status says %d established", e.status().Datapath.ConnsEstablished)
 	}
 	if got := e.pair.dialPeer(t, 8443, 2, time.Second); len(got) != 2 {

@@ -231,7 +231,7 @@ func (e *env) expectPass(n int) {
 	e.t.Helper()
 	before := e.recv.n.Load()
 	e.send.send(e.t, n)
-	if !waitFor(5*time.Second, func() bool { return e.recv.n.Load() >= before+int64(n) }) {
+	if !lab.WaitFor(5*time.Second, func() bool { return e.recv.n.Load() >= before+int64(n) }) {
 		e.t.Fatalf("only %d of %d datagrams arrived within 5s", e.recv.n.Load()-before, n)
 	}
 }
@@ -243,7 +243,7 @@ func (e *env) expectDropped(reason string, n int) {
 	before, c0 := e.recv.n.Load(), e.dropped(reason)
 	e.send.send(e.t, n)
 	var c uint64
-	if !waitFor(5*time.Second, func() bool { c = e.dropped(reason); return c >= c0+uint64(n) }) {
+	if !lab.WaitFor(5*time.Second, func() bool { c = e.dropped(reason); return c >= c0+uint64(n) }) {
 		e.t.Fatalf("the datapath counted %d drops (%s) of %d sent within 5s", c-c0, reason, n)
 	}
 	if got := e.recv.n.Load() - before; got != 0 {
@@ -340,7 +340,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Errorf("status after the restart: %+v", st)
 	}
 	var c uint64
-	if !waitFor(5*time.Second, func() bool { c = e.dropped("deny"); return c >= denied+n }) {
+	if !lab.WaitFor(5*time.Second, func() bool { c = e.dropped("deny"); return c >= denied+n }) {
 		t.Errorf("while the daemon was dead the datapath dropped %d of %d", c-denied, n)
 	}
 	if got := e.recv.n.Load() - before; got != 0 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/promcheck"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
@@ -111,31 +112,11 @@ func (e *env) udpFrom(t *testing.T, src netip.Addr) *net.UDPConn {
 // guarded namespace.
 func (e *env) scrape(t *testing.T) []byte {
 	t.Helper()
-	var conn net.Conn
-	err := e.pair.guarded.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", "127.0.0.1:9470", 5*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+	code, body := e.get(t, "/metrics")
+	if code != 200 {
+		t.Fatalf("scrape answered %d: %s", code, body)
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: apiguard\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, body, ok := strings.Cut(string(raw), "\r\n\r\n")
-	if !ok || !strings.HasPrefix(head, "HTTP/1.0 200") {
-		t.Fatalf("scrape answered %q", head)
-	}
-	return []byte(body)
+	return body
 }
 
 // metric finds one sample's value in an exposition.
@@ -296,7 +277,7 @@ func TestDetectionEndToEnd(t *testing.T) {
 	for range 20 {
 		floodConn.Write(make([]byte, 64))
 	}
-	if !waitFor(5*time.Second, func() bool { return e.dropped("ban") >= before+20 }) {
+	if !lab.WaitFor(5*time.Second, func() bool { return e.dropped("ban") >= before+20 }) {
 		t.Errorf("the banned flooder's datagrams were not dropped as banned")
 	}
 
@@ -315,14 +296,14 @@ func TestDetectionEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var scan *control.Flag
-	waitFor(10*time.Second, func() bool { scan = e.flagFor(t, scanner.String(), "scan"); return scan != nil })
+	lab.WaitFor(10*time.Second, func() bool { scan = e.flagFor(t, scanner.String(), "scan"); return scan != nil })
 	if scan == nil || !scan.Ban.Banned || scan.Evidence.Ports <= 20 {
 		t.Fatalf("the scan was not flagged and banned: %+v\n%s", scan, d.logText())
 	}
 
 	close(stopLegit)
 	sent := <-legitDone
-	if !waitFor(5*time.Second, func() bool { return counts.get(legit) >= sent }) {
+	if !lab.WaitFor(5*time.Second, func() bool { return counts.get(legit) >= sent }) {
 		t.Errorf("the legitimate client lost datagrams: %d of %d arrived", counts.get(legit), sent)
 	}
 	var flags []control.Flag

@@ -39,9 +39,13 @@ func (e *env) get(t *testing.T, path string) (int, []byte) {
 		t.Fatal(err)
 	}
 	head, body, _ := strings.Cut(string(raw), "\r\n\r\n")
-	var code int
-	if f := strings.Fields(head); len(f) >= 2 {
-		code, _ = strconv.Atoi(f[1])
+	f := strings.Fields(head)
+	if len(f) < 2 {
+		t.Fatalf("GET %s answered %q", path, head)
+	}
+	code, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("GET %s answered %q: %v", path, head, err)
 	}
 	return code, []byte(body)
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/apiguard/apiguard/test/netns"
 )
@@ -118,19 +117,5 @@ func (s *sender) send(t testing.TB, n int) {
 		if _, err := s.conn.Write(payload); err != nil {
 			t.Fatalf("send: %v", err)
 		}
-	}
-}
-
-// waitFor polls cond every 20ms for at most limit; it reports whether cond held.
-func waitFor(limit time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

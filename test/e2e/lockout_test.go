@@ -274,7 +274,7 @@ spec:
 	passes := func() bool {
 		before := recv.n.Load()
 		snd.send(t, 5)
-		return waitFor(2*time.Second, func() bool { return recv.n.Load() >= before+5 })
+		return lab.WaitFor(2*time.Second, func() bool { return recv.n.Load() >= before+5 })
 	}
 	if !passes() {
 		t.Fatal("traffic does not pass under the base policy")
@@ -292,7 +292,7 @@ spec:
 		t.Fatal("the policy on trial does not deny the peer")
 	}
 	// not confirmed: back by itself (the timer is 3 s; bounded wait)
-	if !waitFor(30*time.Second, func() bool { return policyName(t, d) == "e2e-base" }) {
+	if !lab.WaitFor(30*time.Second, func() bool { return policyName(t, d) == "e2e-base" }) {
 		t.Fatalf("the trial did not revert: %s", policyName(t, d))
 	}
 	if !passes() {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/userspace/control"
 )
 
@@ -39,7 +40,7 @@ spec:
 		t.Fatalf("apply: exit %d", code)
 	}
 	snd.send(t, 20)
-	if !waitFor(5*time.Second, func() bool { return recv.n.Load() >= 20 }) {
+	if !lab.WaitFor(5*time.Second, func() bool { return recv.n.Load() >= 20 }) {
 		t.Fatalf("monitor mode dropped: %d of 20 arrived", recv.n.Load())
 	}
 	st, err := d.Status()

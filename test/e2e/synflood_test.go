@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/apiguard/apiguard/test/bench/trafgen"
+	"github.com/apiguard/apiguard/test/lab"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/apiguard/apiguard/test/testenv"
 	"github.com/apiguard/apiguard/userspace/control"
@@ -98,7 +99,7 @@ func TestRandomSourceSYNFlood(t *testing.T) {
 	// reported: the service is flagged (more than half of the 4 s window over
 	// its total); no source is flagged or banned
 	var flags []control.Flag
-	ok := waitFor(10*time.Second, func() bool {
+	ok := lab.WaitFor(10*time.Second, func() bool {
 		e.jsonCLI(&flags, "clients", "flagged")
 		return len(flags) > 0
 	})
