@@ -28,6 +28,14 @@ import (
 // anything was lost anyway.
 func BenchmarkRingToDetector(b *testing.B) {
 	testenv.RequireRoot(b)
+	// the reader alone, to tell the ring buffer's cost from the detector's
+	b.Run("reader", func(b *testing.B) { ringPipeline(b, func(*loader.Event) {}) })
+	b.Run("detector", func(b *testing.B) { ringPipeline(b, quietDetector(b).Observe) })
+}
+
+// quietDetector is a detector with the default configuration whose bans go
+// nowhere and whose log is discarded.
+func quietDetector(b *testing.B) *detect.Detector {
 	det, err := detect.New(detect.DefaultConfig(), detect.Options{
 		Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason, string) error { return nil }),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -35,12 +43,14 @@ func BenchmarkRingToDetector(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// the reader alone, to tell the ring buffer's cost from the detector's
-	b.Run("reader", func(b *testing.B) { ringPipeline(b, func(*loader.Event) {}) })
-	b.Run("detector", func(b *testing.B) { ringPipeline(b, det.Observe) })
+	return det
 }
 
-func ringPipeline(b *testing.B, observe func(*loader.Event)) {
+// scanDatapath is a datapath with the kernel's event throttle and budget
+// opened up, an empty policy, the guard program over a million sources, and
+// the SYN to a closed port that makes it write one no_service event per
+// packet.
+func scanDatapath(b *testing.B) (*loader.Datapath, *guardbench.Programs, []byte) {
 	d, err := loader.Load(loader.Options{
 		EventInterval:   time.Nanosecond,
 		EventsPerSecond: 1 << 31,
@@ -57,15 +67,19 @@ func ringPipeline(b *testing.B, observe func(*loader.Event)) {
 	if _, err := d.Apply(&loader.Policy{}); err != nil {
 		b.Fatal(err)
 	}
+	return d, progs, packet.Build(packet.Spec{
+		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.1"),
+		Proto: packet.TCP, SrcPort: 40000, DstPort: 9, TCPFlags: packet.SYN,
+	})
+}
+
+func ringPipeline(b *testing.B, observe func(*loader.Event)) {
+	d, progs, frame := scanDatapath(b)
 	r, err := events.Open(d.EventsMap(), events.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { r.Close() })
-	frame := packet.Build(packet.Spec{
-		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.1"),
-		Proto: packet.TCP, SrcPort: 40000, DstPort: 9, TCPFlags: packet.SYN,
-	})
 
 	// one record is 48 bytes plus an 8-byte header; keep well under the ring
 	const batch = 4096
@@ -137,41 +151,12 @@ func ringPipeline(b *testing.B, observe func(*loader.Event)) {
 // under the ring's capacity, so nothing is lost, and the benchmark checks that.
 func BenchmarkRingDrain(b *testing.B) {
 	testenv.RequireRoot(b)
-	newDet := func(b *testing.B) *detect.Detector {
-		det, err := detect.New(detect.DefaultConfig(), detect.Options{
-			Banner: detect.BanFunc(func(netip.Prefix, time.Duration, detect.Reason, string) error { return nil }),
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return det
-	}
 	b.Run("reader", func(b *testing.B) { ringDrain(b, func(*loader.Event) {}) })
-	b.Run("detector", func(b *testing.B) { ringDrain(b, newDet(b).Observe) })
+	b.Run("detector", func(b *testing.B) { ringDrain(b, quietDetector(b).Observe) })
 }
 
 func ringDrain(b *testing.B, observe func(*loader.Event)) {
-	d, err := loader.Load(loader.Options{
-		EventInterval:   time.Nanosecond,
-		EventsPerSecond: 1 << 31,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.Close() })
-	progs, err := guardbench.Open(d, 1<<20)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { progs.Close() })
-	if _, err := d.Apply(&loader.Policy{}); err != nil {
-		b.Fatal(err)
-	}
-	frame := packet.Build(packet.Spec{
-		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.1"),
-		Proto: packet.TCP, SrcPort: 40000, DstPort: 9, TCPFlags: packet.SYN,
-	})
+	d, progs, frame := scanDatapath(b)
 	// 56 bytes a record with its header; stay well under the capacity
 	batch := int(d.EventsMap().MaxEntries()/56) * 3 / 4
 	var sentBefore uint64
