@@ -107,32 +107,10 @@ func (p *parser) allowFrom(o object, inline, files *yaml.Node, svc *Service) {
 		})
 	}
 	if files != nil {
-		field := o.field("allowFromFiles")
-		items, _ := p.list(files, field)
-		seen := map[string]int{}
-		for i, it := range items {
-			it = resolve(it)
-			f := fmt.Sprintf("%s[%d]", field, i)
-			name, ok := p.str(it, f)
-			if !ok {
-				continue
-			}
-			svc.AllowFromFiles = append(svc.AllowFromFiles, name)
-			if line, dup := seen[name]; dup {
-				p.errAt(it, f, "%s is named twice (first at line %d)", name, line)
-				continue
-			}
-			seen[name] = it.Line
-			if name == "" {
-				p.errAt(it, f, "empty file name")
-				continue
-			}
-			data, ok := p.readList(it, f, name)
-			if !ok {
-				continue
-			}
+		names := p.listFiles(files, o.field("allowFromFiles"), func(f, name string, data []byte) {
 			entries = p.aclFile(data, p.listPath(name), f, entries)
-		}
+		})
+		svc.AllowFromFiles = append(svc.AllowFromFiles, names...)
 	}
 	if len(entries) == 0 && len(p.errs) == errsBefore {
 		// an empty ACL is no ACL: a truncated list file must not open the service

@@ -381,6 +381,17 @@ func (p *parser) listPath(name string) string {
 }
 
 func (p *parser) fileLists(n *yaml.Node, field string, kind listKind) []string {
+	return p.listFiles(n, field, func(f, name string, data []byte) {
+		src := p.addSource(listSource{file: p.listPath(name), field: f})
+		p.listEntries(data, kind, src)
+	})
+}
+
+// listFiles reads the list files named in the field at n: it returns every
+// name, as written, and hands each one named once, not empty and readable to
+// read with its field and contents. A name twice, an empty one or one that
+// cannot be read is an error at its line.
+func (p *parser) listFiles(n *yaml.Node, field string, read func(f, name string, data []byte)) []string {
 	items, ok := p.list(n, field)
 	if !ok {
 		return nil
@@ -404,12 +415,9 @@ func (p *parser) fileLists(n *yaml.Node, field string, kind listKind) []string {
 			p.errAt(it, f, "empty file name")
 			continue
 		}
-		data, ok := p.readList(it, f, name)
-		if !ok {
-			continue
+		if data, ok := p.readList(it, f, name); ok {
+			read(f, name, data)
 		}
-		src := p.addSource(listSource{file: p.listPath(name), field: f})
-		p.listEntries(data, kind, src)
 	}
 	return names
 }
