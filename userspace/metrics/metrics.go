@@ -242,7 +242,7 @@ var (
 	// implements ServiceCounters (loader.Datapath does).
 	descServiceKPackets = desc("service_packets_total", "Packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
 	descServiceKBytes   = desc("service_bytes_total", "Bytes of the packets the datapath judged for a service, by verdict and reason.", "service", "action", "reason")
-	descSPHandshakes    = desc("synproxy_handshakes_total", "Handshakes of proxied services by result: a valid cookie let on (cookie_ok) or one of the kernel's (kernel_cookie); handed to the listener (accepted) or refused by the kernel (accept_failed).", "result")
+	descSPHandshakes    = desc("synproxy_handshakes_total", "Handshakes of proxied services by result: a valid cookie let on (cookie_ok) or one of the kernel's (kernel_cookie); handed to the listener (accepted), refused by the kernel (accept_failed), or not handed over because the kernel lacks bpf_sk_assign_tcp_reqsk (unavailable).", "result")
 	descSPAutoOn        = desc("synproxy_auto_on_total", "Times a synProxy auto service's proxy turned on: its total connection limit ran out.")
 	descSPProven        = desc("synproxy_proven_total", "Sources proven by a valid SYN cookie with timestamps.")
 	descSPOn            = desc("synproxy_on", "1 while the service's SYNs are answered by the SYN proxy.", "service")
@@ -589,6 +589,7 @@ func (c *Collector) collectSynProxy(ch chan<- prometheus.Metric, sp SynProxy) {
 		counter(ch, descSPHandshakes, st.KernelCookie, "kernel_cookie")
 		counter(ch, descSPHandshakes, st.Accepted, "accepted")
 		counter(ch, descSPHandshakes, st.AcceptFailed, "accept_failed")
+		counter(ch, descSPHandshakes, st.Unavailable, "unavailable")
 		counter(ch, descSPAutoOn, st.AutoOn)
 		counter(ch, descSPProven, st.Proven)
 	}

@@ -228,6 +228,7 @@ func TestCollectorValues(t *testing.T) {
 		"apiguard_synproxy_handshakes_total{result=kernel_cookie}":                             1,
 		"apiguard_synproxy_handshakes_total{result=accepted}":                                  19,
 		"apiguard_synproxy_handshakes_total{result=accept_failed}":                             2,
+		"apiguard_synproxy_handshakes_total{result=unavailable}":                               4,
 		"apiguard_synproxy_auto_on_total":                                                      3,
 		"apiguard_synproxy_proven_total":                                                       18,
 		"apiguard_synproxy_on{service=api}":                                                    1,
@@ -381,7 +382,7 @@ func TestHandlerIndex(t *testing.T) {
 type fakeSynProxy struct{}
 
 func (fakeSynProxy) SynProxyStats() (loader.SynProxyStats, error) {
-	return loader.SynProxyStats{CookieOK: 20, KernelCookie: 1, Accepted: 19, AcceptFailed: 2, AutoOn: 3, Proven: 18}, nil
+	return loader.SynProxyStats{CookieOK: 20, KernelCookie: 1, Accepted: 19, AcceptFailed: 2, AutoOn: 3, Proven: 18, Unavailable: 4}, nil
 }
 
 func (fakeSynProxy) SynProxyServicesOn() (map[string]bool, error) {
