@@ -230,7 +230,7 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	guard(&p, parsed, cfg, slot, &v);
 	/* synproxy.h: a claimed SYN is answered, counted and sent back at once */
 	if (v.synproxy == SP_SYN) {
-		answered = synproxy_answer(ctx, tc, &v);
+		answered = synproxy_answer(ctx, tc, cfg, &p, &v);
 		act = record(&p, &v);
 		return answered ? SP_ACT_ANSWER : act;
 	}

@@ -72,6 +72,7 @@ type GuardAgConfig struct {
 	ProvenTtl        uint64
 	SynproxyServices uint64
 	SynproxyAuto     uint64
+	SynproxyAnswers  GuardAgLimit
 }
 
 type GuardAgConnService struct {
@@ -311,7 +312,8 @@ const (
 	GuardAgReasonAG_R_SYN_COOKIE               GuardAgReason = 31
 	GuardAgReasonAG_R_BAD_COOKIE               GuardAgReason = 32
 	GuardAgReasonAG_R_SYN_UNPROXYABLE          GuardAgReason = 33
-	GuardAgReasonAG_R_MAX                      GuardAgReason = 34
+	GuardAgReasonAG_R_SYNACK_LIMITED           GuardAgReason = 34
+	GuardAgReasonAG_R_MAX                      GuardAgReason = 35
 )
 
 type GuardAgRefusal struct {
@@ -484,6 +486,8 @@ type GuardSpWork struct {
 	V4       uint8
 	Built    uint8
 	FrameLen uint16
+	Over     uint8
+	Pad1     [3]uint8
 	Key      uint32
 	Slot     uint32
 	Ckey     GuardAgClientKey
@@ -529,6 +533,7 @@ const (
 	GuardMapServices             = "services"
 	GuardMapStats                = "stats"
 	GuardMapSynproxy             = "synproxy"
+	GuardMapSynproxyAnswered     = "synproxy_answered"
 	GuardMapSynproxyScratch      = "synproxy_scratch"
 	GuardMapSynproxyStats        = "synproxy_stats"
 	GuardMapSynproxyUntil        = "synproxy_until"
@@ -605,43 +610,44 @@ type GuardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardMapSpecs struct {
-	Acl             *ebpf.MapSpec `ebpf:"acl"`
-	Active          *ebpf.MapSpec `ebpf:"active"`
-	Bans4           *ebpf.MapSpec `ebpf:"bans4"`
-	Bans6           *ebpf.MapSpec `ebpf:"bans6"`
-	Clients         *ebpf.MapSpec `ebpf:"clients"`
-	Config          *ebpf.MapSpec `ebpf:"config"`
-	ConnClients     *ebpf.MapSpec `ebpf:"conn_clients"`
-	ConnServices    *ebpf.MapSpec `ebpf:"conn_services"`
-	ConnTotals      *ebpf.MapSpec `ebpf:"conn_totals"`
-	Counters        *ebpf.MapSpec `ebpf:"counters"`
-	CtScratch       *ebpf.MapSpec `ebpf:"ct_scratch"`
-	EventBudgets    *ebpf.MapSpec `ebpf:"event_budgets"`
-	EventThrottle   *ebpf.MapSpec `ebpf:"event_throttle"`
-	Events          *ebpf.MapSpec `ebpf:"events"`
-	Flows           *ebpf.MapSpec `ebpf:"flows"`
-	FragBudget      *ebpf.MapSpec `ebpf:"frag_budget"`
-	Frags           *ebpf.MapSpec `ebpf:"frags"`
-	GuardedIfaces   *ebpf.MapSpec `ebpf:"guarded_ifaces"`
-	Handshakes      *ebpf.MapSpec `ebpf:"handshakes"`
-	Lists40         *ebpf.MapSpec `ebpf:"lists4_0"`
-	Lists41         *ebpf.MapSpec `ebpf:"lists4_1"`
-	Lists60         *ebpf.MapSpec `ebpf:"lists6_0"`
-	Lists61         *ebpf.MapSpec `ebpf:"lists6_1"`
-	PinLayouts      *ebpf.MapSpec `ebpf:"pin_layouts"`
-	Ports           *ebpf.MapSpec `ebpf:"ports"`
-	Prefixes        *ebpf.MapSpec `ebpf:"prefixes"`
-	Proven          *ebpf.MapSpec `ebpf:"proven"`
-	ProvenSources   *ebpf.MapSpec `ebpf:"proven_sources"`
-	Refusals        *ebpf.MapSpec `ebpf:"refusals"`
-	ServiceCounters *ebpf.MapSpec `ebpf:"service_counters"`
-	ServiceState    *ebpf.MapSpec `ebpf:"service_state"`
-	Services        *ebpf.MapSpec `ebpf:"services"`
-	Stats           *ebpf.MapSpec `ebpf:"stats"`
-	Synproxy        *ebpf.MapSpec `ebpf:"synproxy"`
-	SynproxyScratch *ebpf.MapSpec `ebpf:"synproxy_scratch"`
-	SynproxyStats   *ebpf.MapSpec `ebpf:"synproxy_stats"`
-	SynproxyUntil   *ebpf.MapSpec `ebpf:"synproxy_until"`
+	Acl              *ebpf.MapSpec `ebpf:"acl"`
+	Active           *ebpf.MapSpec `ebpf:"active"`
+	Bans4            *ebpf.MapSpec `ebpf:"bans4"`
+	Bans6            *ebpf.MapSpec `ebpf:"bans6"`
+	Clients          *ebpf.MapSpec `ebpf:"clients"`
+	Config           *ebpf.MapSpec `ebpf:"config"`
+	ConnClients      *ebpf.MapSpec `ebpf:"conn_clients"`
+	ConnServices     *ebpf.MapSpec `ebpf:"conn_services"`
+	ConnTotals       *ebpf.MapSpec `ebpf:"conn_totals"`
+	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	CtScratch        *ebpf.MapSpec `ebpf:"ct_scratch"`
+	EventBudgets     *ebpf.MapSpec `ebpf:"event_budgets"`
+	EventThrottle    *ebpf.MapSpec `ebpf:"event_throttle"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	Flows            *ebpf.MapSpec `ebpf:"flows"`
+	FragBudget       *ebpf.MapSpec `ebpf:"frag_budget"`
+	Frags            *ebpf.MapSpec `ebpf:"frags"`
+	GuardedIfaces    *ebpf.MapSpec `ebpf:"guarded_ifaces"`
+	Handshakes       *ebpf.MapSpec `ebpf:"handshakes"`
+	Lists40          *ebpf.MapSpec `ebpf:"lists4_0"`
+	Lists41          *ebpf.MapSpec `ebpf:"lists4_1"`
+	Lists60          *ebpf.MapSpec `ebpf:"lists6_0"`
+	Lists61          *ebpf.MapSpec `ebpf:"lists6_1"`
+	PinLayouts       *ebpf.MapSpec `ebpf:"pin_layouts"`
+	Ports            *ebpf.MapSpec `ebpf:"ports"`
+	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
+	Proven           *ebpf.MapSpec `ebpf:"proven"`
+	ProvenSources    *ebpf.MapSpec `ebpf:"proven_sources"`
+	Refusals         *ebpf.MapSpec `ebpf:"refusals"`
+	ServiceCounters  *ebpf.MapSpec `ebpf:"service_counters"`
+	ServiceState     *ebpf.MapSpec `ebpf:"service_state"`
+	Services         *ebpf.MapSpec `ebpf:"services"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
+	Synproxy         *ebpf.MapSpec `ebpf:"synproxy"`
+	SynproxyAnswered *ebpf.MapSpec `ebpf:"synproxy_answered"`
+	SynproxyScratch  *ebpf.MapSpec `ebpf:"synproxy_scratch"`
+	SynproxyStats    *ebpf.MapSpec `ebpf:"synproxy_stats"`
+	SynproxyUntil    *ebpf.MapSpec `ebpf:"synproxy_until"`
 }
 
 // GuardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -683,43 +689,44 @@ func (o *GuardObjects) Close() error {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardMaps struct {
-	Acl             *ebpf.Map `ebpf:"acl"`
-	Active          *ebpf.Map `ebpf:"active"`
-	Bans4           *ebpf.Map `ebpf:"bans4"`
-	Bans6           *ebpf.Map `ebpf:"bans6"`
-	Clients         *ebpf.Map `ebpf:"clients"`
-	Config          *ebpf.Map `ebpf:"config"`
-	ConnClients     *ebpf.Map `ebpf:"conn_clients"`
-	ConnServices    *ebpf.Map `ebpf:"conn_services"`
-	ConnTotals      *ebpf.Map `ebpf:"conn_totals"`
-	Counters        *ebpf.Map `ebpf:"counters"`
-	CtScratch       *ebpf.Map `ebpf:"ct_scratch"`
-	EventBudgets    *ebpf.Map `ebpf:"event_budgets"`
-	EventThrottle   *ebpf.Map `ebpf:"event_throttle"`
-	Events          *ebpf.Map `ebpf:"events"`
-	Flows           *ebpf.Map `ebpf:"flows"`
-	FragBudget      *ebpf.Map `ebpf:"frag_budget"`
-	Frags           *ebpf.Map `ebpf:"frags"`
-	GuardedIfaces   *ebpf.Map `ebpf:"guarded_ifaces"`
-	Handshakes      *ebpf.Map `ebpf:"handshakes"`
-	Lists40         *ebpf.Map `ebpf:"lists4_0"`
-	Lists41         *ebpf.Map `ebpf:"lists4_1"`
-	Lists60         *ebpf.Map `ebpf:"lists6_0"`
-	Lists61         *ebpf.Map `ebpf:"lists6_1"`
-	PinLayouts      *ebpf.Map `ebpf:"pin_layouts"`
-	Ports           *ebpf.Map `ebpf:"ports"`
-	Prefixes        *ebpf.Map `ebpf:"prefixes"`
-	Proven          *ebpf.Map `ebpf:"proven"`
-	ProvenSources   *ebpf.Map `ebpf:"proven_sources"`
-	Refusals        *ebpf.Map `ebpf:"refusals"`
-	ServiceCounters *ebpf.Map `ebpf:"service_counters"`
-	ServiceState    *ebpf.Map `ebpf:"service_state"`
-	Services        *ebpf.Map `ebpf:"services"`
-	Stats           *ebpf.Map `ebpf:"stats"`
-	Synproxy        *ebpf.Map `ebpf:"synproxy"`
-	SynproxyScratch *ebpf.Map `ebpf:"synproxy_scratch"`
-	SynproxyStats   *ebpf.Map `ebpf:"synproxy_stats"`
-	SynproxyUntil   *ebpf.Map `ebpf:"synproxy_until"`
+	Acl              *ebpf.Map `ebpf:"acl"`
+	Active           *ebpf.Map `ebpf:"active"`
+	Bans4            *ebpf.Map `ebpf:"bans4"`
+	Bans6            *ebpf.Map `ebpf:"bans6"`
+	Clients          *ebpf.Map `ebpf:"clients"`
+	Config           *ebpf.Map `ebpf:"config"`
+	ConnClients      *ebpf.Map `ebpf:"conn_clients"`
+	ConnServices     *ebpf.Map `ebpf:"conn_services"`
+	ConnTotals       *ebpf.Map `ebpf:"conn_totals"`
+	Counters         *ebpf.Map `ebpf:"counters"`
+	CtScratch        *ebpf.Map `ebpf:"ct_scratch"`
+	EventBudgets     *ebpf.Map `ebpf:"event_budgets"`
+	EventThrottle    *ebpf.Map `ebpf:"event_throttle"`
+	Events           *ebpf.Map `ebpf:"events"`
+	Flows            *ebpf.Map `ebpf:"flows"`
+	FragBudget       *ebpf.Map `ebpf:"frag_budget"`
+	Frags            *ebpf.Map `ebpf:"frags"`
+	GuardedIfaces    *ebpf.Map `ebpf:"guarded_ifaces"`
+	Handshakes       *ebpf.Map `ebpf:"handshakes"`
+	Lists40          *ebpf.Map `ebpf:"lists4_0"`
+	Lists41          *ebpf.Map `ebpf:"lists4_1"`
+	Lists60          *ebpf.Map `ebpf:"lists6_0"`
+	Lists61          *ebpf.Map `ebpf:"lists6_1"`
+	PinLayouts       *ebpf.Map `ebpf:"pin_layouts"`
+	Ports            *ebpf.Map `ebpf:"ports"`
+	Prefixes         *ebpf.Map `ebpf:"prefixes"`
+	Proven           *ebpf.Map `ebpf:"proven"`
+	ProvenSources    *ebpf.Map `ebpf:"proven_sources"`
+	Refusals         *ebpf.Map `ebpf:"refusals"`
+	ServiceCounters  *ebpf.Map `ebpf:"service_counters"`
+	ServiceState     *ebpf.Map `ebpf:"service_state"`
+	Services         *ebpf.Map `ebpf:"services"`
+	Stats            *ebpf.Map `ebpf:"stats"`
+	Synproxy         *ebpf.Map `ebpf:"synproxy"`
+	SynproxyAnswered *ebpf.Map `ebpf:"synproxy_answered"`
+	SynproxyScratch  *ebpf.Map `ebpf:"synproxy_scratch"`
+	SynproxyStats    *ebpf.Map `ebpf:"synproxy_stats"`
+	SynproxyUntil    *ebpf.Map `ebpf:"synproxy_until"`
 }
 
 func (m *GuardMaps) Close() error {
@@ -758,6 +765,7 @@ func (m *GuardMaps) Close() error {
 		m.Services,
 		m.Stats,
 		m.Synproxy,
+		m.SynproxyAnswered,
 		m.SynproxyScratch,
 		m.SynproxyStats,
 		m.SynproxyUntil,

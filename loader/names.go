@@ -69,6 +69,7 @@ var reasonNames = [numReasons]string{
 	GuardAgReasonAG_R_SYN_COOKIE:      "syn_cookie",
 	GuardAgReasonAG_R_BAD_COOKIE:      "bad_cookie",
 	GuardAgReasonAG_R_SYN_UNPROXYABLE: "syn_unproxyable",
+	GuardAgReasonAG_R_SYNACK_LIMITED:  "synack_limited",
 }
 
 func (r Reason) String() string {

@@ -116,7 +116,17 @@ type Policy struct {
 	// spoke to on a connection past its handshake (proof.go): the detector
 	// bans on spoofable evidence only such a source.
 	ProveSources bool
+	// SynProxyAnswers bounds the SYN-ACKs the SYN proxy sends to one source
+	// prefix (PrefixBits4/6): a SYN flood that spoofs a victim's addresses
+	// is reflected at it at most at this rate. The zero Rate is
+	// DefaultSynProxyAnswers; there is no unbounded setting.
+	SynProxyAnswers Rate
 }
+
+// DefaultSynProxyAnswers is the bound on SYN-ACKs per source prefix when the
+// policy sets none: about 0.6 Mbit/s of SYN-ACKs toward one /24 or /48,
+// far above what the clients behind one prefix open (docs/synproxy.md).
+var DefaultSynProxyAnswers = Rate{PerSecond: 1000, Burst: 2000}
 
 // ApplyResult says what an Apply changed.
 type ApplyResult struct {
@@ -236,6 +246,17 @@ func compile(p *Policy) (*image, error) {
 	if p.ProveSources {
 		img.cfg.ProveSources = 1
 	}
+	answers := p.SynProxyAnswers
+	if answers == (Rate{}) {
+		answers = DefaultSynProxyAnswers
+	}
+	if answers.PerSecond == 0 && answers.PerMinute == 0 {
+		return nil, fmt.Errorf("synProxy answers %+v: no rate (the bound cannot be turned off)", answers)
+	}
+	if answers.Burst == 0 {
+		return nil, fmt.Errorf("synProxy answers %+v: a burst of 0 answers nothing", answers)
+	}
+	img.cfg.SynproxyAnswers.Interval, img.cfg.SynproxyAnswers.Tolerance = gcraRate(answers)
 	if img.cfg.ClientBits4 > 32 || img.cfg.PrefixBits4 > 32 {
 		return nil, fmt.Errorf("IPv4 key lengths must be at most 32 (client %d, prefix %d)", img.cfg.ClientBits4, img.cfg.PrefixBits4)
 	}

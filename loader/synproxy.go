@@ -168,7 +168,7 @@ func (d *Datapath) initSynProxyKey() error {
 
 // SynProxyStats are the proxy's counters since load (all CPUs). SYNs
 // answered or not answerable, and ACKs dropped for a bad cookie, are verdicts:
-// Counters has them (reasons syn_cookie, syn_unproxyable, bad_cookie).
+// Counters has them (reasons syn_cookie, syn_unproxyable, synack_limited, bad_cookie).
 type SynProxyStats struct {
 	CookieOK     uint64 // ACKs with a valid cookie let on to the listener
 	KernelCookie uint64 // ACKs with a cookie the kernel itself issued, let on

@@ -12,6 +12,15 @@
  *    the interface). A SYN the proxy cannot answer (IPv4 options, IPv6
  *    extension headers, a bad checksum) is dropped: it must not reach the
  *    listener either. Retransmitted SYNs get the same cookie (stateless).
+ *  - Reflection bound: the SYN-ACKs sent to one source prefix (the policy's
+ *    prefix_bits) conform to ag_config.synproxy_answers (a GCRA bucket in
+ *    synproxy_answered, an array indexed by a keyed hash of the prefix: no
+ *    insert, no eviction, so no flood of other sources resets a victim's
+ *    bucket; prefixes that share a bucket share its bound, which only ever
+ *    makes it tighter). A SYN over it is dropped, unanswered and uncharged
+ *    anywhere else (reason synack_limited, no event: its source is the
+ *    address a spoofer chose, the victim). Charged only for a SYN-ACK that
+ *    is sent (checksum good, headers readable).
  *  - A segment with ACK and without SYN or RST to a proxied service (after the
  *    limits passed it), synproxy_judge: if its 4-tuple has a socket (established, TIME_WAIT, a
  *    kernel request) or there is no listener, it passes untouched. If only the
@@ -246,6 +255,8 @@ struct sp_work {
 	__u8 v4;
 	__u8 built;		/* s holds a SYN-ACK to write */
 	__u16 frame_len;	/* the length the frame is resized to for it */
+	__u8 over;		/* the SYN's prefix had its share of SYN-ACKs */
+	__u8 _pad1[3];
 	__u32 key;		/* map keys, off the 512-byte stack (sp_service) */
 	__u32 slot;		/* the policy slot sp_service found the service in */
 	struct ag_client_key ckey;	/* sp_charge's client and prefix keys */
@@ -275,6 +286,22 @@ struct {
 	__type(value, struct sp_work);
 	__uint(max_entries, 1);
 } synproxy_scratch SEC(".maps");
+
+/* The reflection bound's buckets: a GCRA TAT (coarse ns) per slot, a slot
+ * per source prefix through a keyed hash (sp_answer_slot). 512 KB: a flood
+ * that spreads over every slot at the default 1000/s per prefix needs 65M
+ * SYN/s before an innocent prefix sharing one is refused. */
+#ifndef SP_ANSWER_SLOTS
+#define SP_ANSWER_SLOTS (1 << 16)
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, SP_ANSWER_SLOTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} synproxy_answered SEC(".maps");
 
 /* auto (ag_config.synproxy_auto): per service id, until when (coarse ns) the
  * proxy is on, set by the last SYN its shared new-connection limits refused
@@ -754,18 +781,53 @@ static __always_inline __u32 sp_synack_opts(__u8 *b, __u16 mss, __u32 opts, __u8
 	return n;
 }
 
-/* Builds into w->s the SYN-ACK answering the SYN at h (options read into w).
- * Returns 0, or -1 when the SYN's checksum is wrong. */
-static __always_inline int sp_build(const struct ag_synproxy *c, const struct sp_hdrs *h,
-				    struct sp_work *w)
+/* The bucket slot of a source prefix (v4-mapped, masked): keyed with the
+ * cookie key, multiplied after the key is mixed in, so which prefixes share
+ * a slot depends on the key and a blind attacker cannot pick a prefix that
+ * shares a victim's. */
+static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const __u8 prefix[16])
+{
+	__u64 a0, a1, h;
+
+	__builtin_memcpy(&a0, prefix, 8);
+	__builtin_memcpy(&a1, prefix + 8, 8);
+	h = (a0 ^ c->key[0]) * 0x9e3779b97f4a7c15ULL;
+	h ^= h >> 31;
+	h = (h + (a1 ^ c->key[1])) * 0xc2b2ae3d27d4eb4fULL;
+	h ^= h >> 29;
+	h *= 0x165667b19e3779f9ULL;
+	h ^= h >> 32;
+	return h & (SP_ANSWER_SLOTS - 1);
+}
+
+/* Whether one more SYN-ACK to the source of p conforms to the policy's bound
+ * on its prefix, charged when it does. The coarse clock: a tick (1–4 ms) is
+ * well inside any sane burst. */
+static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const struct ag_config *cfg,
+					      const struct pkt *p, struct sp_work *w)
+{
+	__u64 *tat;
+	__u32 idx;
+
+	if (!cfg->synproxy_answers.interval)
+		return 1;
+	/* w->client: free until a handshake's ACK, never in the same packet */
+	mask_addr(w->client, p->addr, key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6));
+	idx = sp_answer_slot(c, w->client);
+	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
+	return tat && gcra(tat, &cfg->synproxy_answers, 1, bpf_ktime_get_coarse_ns());
+}
+
+/* Builds into w->s the SYN-ACK answering the SYN at h (options read into w,
+ * checksum checked). */
+static __always_inline void sp_build(const struct ag_synproxy *c, const struct sp_hdrs *h,
+				     struct sp_work *w)
 {
 	struct sp_synack *s = &w->s;
 	__u32 isn = bpf_ntohl(h->tcp->seq), opts, seg, tsval = 0;
 	__u16 mss, ours = h->v4 ? c->mss4 : c->mss6;
 	__u64 hash;
 
-	if (!sp_syn_csum_ok(h, w))
-		return -1;
 	__builtin_memset(s, 0, sizeof(*s));
 	s->opts = sp_syn_opts(c, h, &w->o, &s->mss);
 	/* Read back from the scratch entry, whose memory the verifier does not
@@ -791,7 +853,6 @@ static __always_inline int sp_build(const struct ag_synproxy *c, const struct sp
 	/* a window of whole segments, as Linux announces it */
 	seg = (mss < ours ? mss : ours) - ((opts & SP_TS) ? TCPOLEN_TSTAMP_ALIGNED : 0);
 	s->th.window = bpf_htons(SP_WINDOW / seg * seg);
-	return 0;
 }
 
 /* Swaps the frame's MAC addresses in registers: the stack is scarce. */
@@ -1142,8 +1203,10 @@ out:
  * frame length it needs. When the SYN cannot be answered it returns the
  * frame's length (a resize to it changes nothing) and leaves w->built 0, so
  * that sp_answer_write refuses: sp_answer runs the three steps without a
- * branch. The offsets sp_answer_write needs are left in w. */
-static __always_inline int sp_answer_build(void *ctx, int tc)
+ * branch. The offsets sp_answer_write needs are left in w; w->over says the
+ * reflection bound refused the SYN-ACK. cfg and p are the guard's. */
+static __always_inline int sp_answer_build(void *ctx, int tc, const struct ag_config *cfg,
+					   const struct pkt *p)
 {
 	const struct ag_synproxy *c = sp_host();
 	struct sp_work *w = sp_work();
@@ -1163,11 +1226,17 @@ static __always_inline int sp_answer_build(void *ctx, int tc)
 	if (!w)
 		return len;
 	w->built = 0;
-	if (!c || sp_locate(data, data_end, &h))
+	w->over = 0;
+	if (!c || !cfg || !p || sp_locate(data, data_end, &h))
 		return len;
 	sp_read_opts(ctx, tc, &h, w);
-	if (sp_build(c, &h, w))
+	if (!sp_syn_csum_ok(&h, w))
 		return len;
+	if (!sp_answer_conforms(c, cfg, p, w)) {
+		w->over = 1;
+		return len;
+	}
+	sp_build(c, &h, w);
 	w->l3_off = h.l3_off;
 	w->l4_off = h.l4_off;
 	w->v4 = h.v4;
@@ -1177,8 +1246,8 @@ static __always_inline int sp_answer_build(void *ctx, int tc)
 }
 
 /* Rewrites the frame, resized to what sp_answer_build said, into the SYN-ACK
- * in w->s. Returns 1 when done, 0 when there was nothing to write or the
- * resize did not happen. */
+ * in w->s. Returns 1 when done, 2 when the reflection bound refused it, 0
+ * when there was nothing to write or the resize did not happen. */
 static __always_inline int sp_answer_write(void *ctx, int tc)
 {
 	const struct ag_synproxy *c = sp_host();
@@ -1195,8 +1264,10 @@ static __always_inline int sp_answer_write(void *ctx, int tc)
 		data_end = (void *)(long)((struct xdp_md *)ctx)->data_end;
 		len = data_end - data;
 	}
-	if (!c || !w || !w->built || len != w->frame_len)
+	if (!c || !w)
 		return 0;
+	if (!w->built || len != w->frame_len)
+		return (w->over & 1) << 1;
 	w->built = 0;
 	return sp_write(data, data_end, w->l3_off, w->l4_off, w->v4, c, w) == 0;
 }
@@ -1208,12 +1279,13 @@ static __always_inline int sp_answer_write(void *ctx, int tc)
  * resize (which voids every packet pointer anyway). */
 
 /* The frame length the SYN-ACK for the SYN in the frame needs. */
-__attribute__((noinline)) int synproxy_xdp_build(struct xdp_md *ctx)
+__attribute__((noinline)) int synproxy_xdp_build(struct xdp_md *ctx, const struct ag_config *cfg,
+						 const struct pkt *p)
 {
-	return sp_answer_build(ctx, 0);
+	return sp_answer_build(ctx, 0, cfg, p);
 }
 
-/* 1 when the resized frame became the SYN-ACK. */
+/* 1 when the resized frame became the SYN-ACK, 2 when the bound refused it. */
 __attribute__((noinline)) int synproxy_xdp_write(struct xdp_md *ctx)
 {
 	return sp_answer_write(ctx, 0);
@@ -1230,9 +1302,10 @@ __attribute__((noinline)) __u32 synproxy_xdp_judge(struct xdp_md *ctx, const str
 }
 
 /* The same at TC, where a valid handshake is also handed to the listener. */
-__attribute__((noinline)) int synproxy_tc_build(struct __sk_buff *skb)
+__attribute__((noinline)) int synproxy_tc_build(struct __sk_buff *skb, const struct ag_config *cfg,
+						const struct pkt *p)
 {
-	return sp_answer_build(skb, 1);
+	return sp_answer_build(skb, 1, cfg, p);
 }
 
 __attribute__((noinline)) int synproxy_tc_write(struct __sk_buff *skb)
@@ -1302,19 +1375,20 @@ __attribute__((noinline)) __u32 synproxy_claims(__u32 svc, __u32 slot)
 
 
 /* Turns the SYN in the frame into its SYN-ACK; 1 when done (at TC the entry
- * point redirects it to the interface's egress). The three steps always run,
- * each a no-op once one failed, and the result is arithmetic. */
-static __always_inline __u32 sp_answer(void *ctx, int tc)
+ * point redirects it to the interface's egress), 2 when the reflection bound
+ * refused it, 0 when it cannot be answered. The three steps always run, each
+ * a no-op once one failed, and the result is arithmetic. */
+static __always_inline __u32 sp_answer(void *ctx, int tc, const struct ag_config *cfg, const struct pkt *p)
 {
 	void *data, *data_end;
 	long len, cur;
 
 	if (tc) {
-		len = synproxy_tc_build(ctx);
+		len = synproxy_tc_build(ctx, cfg, p);
 		bpf_skb_change_tail(ctx, len, 0);
-		return synproxy_tc_write(ctx) & 1;
+		return synproxy_tc_write(ctx) & 3;
 	}
-	len = synproxy_xdp_build(ctx);
+	len = synproxy_xdp_build(ctx, cfg, p);
 	data = (void *)(long)((struct xdp_md *)ctx)->data;
 	data_end = (void *)(long)((struct xdp_md *)ctx)->data_end;
 	cur = data_end - data;
@@ -1322,7 +1396,7 @@ static __always_inline __u32 sp_answer(void *ctx, int tc)
 	 * arithmetic, the verifier refuses it */
 	asm volatile("" : "+r"(cur));
 	bpf_xdp_adjust_tail(ctx, len - cur);
-	return synproxy_xdp_write(ctx) & 1;
+	return synproxy_xdp_write(ctx) & 3;
 }
 
 /* Zero as 1, anything else as 0, without a branch. */
@@ -1366,15 +1440,20 @@ static __always_inline void synproxy_mark(const struct ag_config *cfg, __u32 svc
 
 /* Right after the guard: answers the SYN synproxy_claim took. Returns 1 when
  * the frame is the SYN-ACK to send back, else gives the verdict its reason
- * (syn_unproxyable), without a branch. The caller records the verdict and
- * returns at once: a claimed SYN has nothing for the hooks after the guard.
- * ctx is an xdp_md, or the skb when tc. */
-static __always_inline __u32 synproxy_answer(void *ctx, int tc, struct verdict *v)
+ * (syn_unproxyable, or synack_limited over the reflection bound), without a
+ * branch. The caller records the verdict and returns at once: a claimed SYN
+ * has nothing for the hooks after the guard. ctx is an xdp_md, or the skb
+ * when tc. */
+static __always_inline __u32 synproxy_answer(void *ctx, int tc, const struct ag_config *cfg,
+					     const struct pkt *p, struct verdict *v)
 {
-	__u32 answered = sp_answer(ctx, tc);
+	__u32 r = sp_answer(ctx, tc, cfg, p), answered, over;
 
-	asm volatile("" : "+r"(answered));
-	v->reason += (answered ^ 1) * (AG_R_SYN_UNPROXYABLE - AG_R_SYN_COOKIE);
+	asm volatile("" : "+r"(r));
+	answered = r & 1;
+	over = (r >> 1) & 1;	/* never with answered */
+	v->reason += (answered ^ 1) * (AG_R_SYN_UNPROXYABLE - AG_R_SYN_COOKIE) +
+		     over * (AG_R_SYNACK_LIMITED - AG_R_SYN_UNPROXYABLE);
 	return answered;
 }
 

@@ -33,6 +33,8 @@ func (p *Policy) Compile(prev *loader.Policy) (*loader.Policy, error) {
 		Conns:         s.Connections.loader(),
 		ProvenTTL:     s.Connections.ProvenClientTTL,
 		ProveSources:  s.Detection.provesSources(),
+		// the reflection bound (docs/synproxy.md)
+		SynProxyAnswers: loader.Rate(s.SynProxyAnswers),
 	}
 
 	ids, err := assignIDs(s.Services, prev)

@@ -129,6 +129,7 @@ func TestCompileValues(t *testing.T) {
 		"  prefixKey: {ipv4: 16, ipv6: 32}",
 		"  allow: [10.0.0.0/8]",
 		"  deny: [\"2001:db8::/32\", 192.0.2.1]",
+		"  synProxyAnswers: {rate: 300/m, burst: 20}",
 		"  services:",
 		"    - name: web",
 		"      ports: [80, \"8000-8010\"]",
@@ -172,9 +173,10 @@ func TestCompileValues(t *testing.T) {
 			{ID: 1, Name: "dns", Proto: loader.ProtoUDP, Monitor: true, Ports: []loader.PortRange{{First: 53, Last: 53}},
 				Fragments: loader.Rate{PerSecond: 100, Burst: 300}},
 		},
-		Conns:        loader.ConnTracking{EstablishedTimeout: 5 * time.Minute, HalfOpenTimeout: 10 * time.Second, ClosedTimeout: 10 * time.Second},
-		ProvenTTL:    loader.DefaultProvenTTL,
-		ProveSources: true, // the packet detectors are on by default
+		Conns:           loader.ConnTracking{EstablishedTimeout: 5 * time.Minute, HalfOpenTimeout: 10 * time.Second, ClosedTimeout: 10 * time.Second},
+		ProvenTTL:       loader.DefaultProvenTTL,
+		ProveSources:    true, // the packet detectors are on by default
+		SynProxyAnswers: loader.Rate{PerSecond: 5, Burst: 20},
 	}
 	if !reflect.DeepEqual(lp, want) {
 		t.Errorf("compiled\n%+v\nwant\n%+v", lp, want)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apiguard/apiguard/loader"
 )
 
 // Diff lists human-readable changes from old to new, one per line, such as
@@ -31,6 +33,9 @@ func Diff(old, new *Policy) []string {
 	d.change("tcpFlagSanity", strconv.FormatBool(o.TCPFlagSanity), strconv.FormatBool(n.TCPFlagSanity))
 	d.change("clientKey", o.ClientKey.String(), n.ClientKey.String())
 	d.change("prefixKey", o.PrefixKey.String(), n.PrefixKey.String())
+	if o.SynProxyAnswers != n.SynProxyAnswers {
+		d.add("~ synProxyAnswers %s -> %s", answersString(o.SynProxyAnswers), answersString(n.SynProxyAnswers))
+	}
 	d.prefixes("allow", o.Allow, n.Allow)
 	d.prefixes("deny", o.Deny, n.Deny)
 	d.services(o.Services, n.Services)
@@ -279,4 +284,12 @@ func accessLogsString(ls []AccessLog) string {
 		parts[i] = l.Path + " (" + l.Format + ")"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// answersString is spec.synProxyAnswers as written, or the default it stands for.
+func answersString(r Rate) string {
+	if r == (Rate{}) {
+		return "default " + formatRate(Rate(loader.DefaultSynProxyAnswers), unitConns)
+	}
+	return formatRate(r, unitConns)
 }

@@ -194,7 +194,7 @@ func (p *parser) metadata(n *yaml.Node) string {
 func (p *parser) spec(n *yaml.Node, s *Spec) {
 	o, ok := p.mapping(n, "spec", "mode", "defaultAction", "tcpFlagSanity", "clientKey", "prefixKey",
 		"allow", "allowFiles", "deny", "denyFiles", "services", "detection", "bans", "connections", "crowdsec", "accessLogs",
-		"neverBan")
+		"neverBan", "synProxyAnswers")
 	if !ok {
 		return
 	}
@@ -277,6 +277,9 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 	if v := o.get("accessLogs"); v != nil {
 		s.AccessLogs = p.accessLogs(v, o.field("accessLogs"))
 	}
+	if v := o.get("synProxyAnswers"); v != nil {
+		p.synProxyAnswers(v, o.field("synProxyAnswers"), s)
+	}
 	if v := o.get("neverBan"); v != nil {
 		p.cidrs(v, o.field("neverBan"), "a CIDR such as 192.0.2.53/32", func(pfx netip.Prefix, it *yaml.Node, _ int, f string) {
 			if len(s.NeverBan) >= maxNeverBan {
@@ -288,6 +291,28 @@ func (p *parser) spec(n *yaml.Node, s *Spec) {
 			s.NeverBan = append(s.NeverBan, pfx)
 		})
 	}
+}
+
+// synProxyAnswers reads spec.synProxyAnswers, a count like connections
+// (200/s or {rate, burst}). Unlike a limit it cannot be left out to mean
+// none: a zero rate is refused with that said.
+func (p *parser) synProxyAnswers(v *yaml.Node, field string, s *Spec) {
+	rn := resolve(v)
+	if rn.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(rn.Content); i += 2 {
+			if rn.Content[i].Value == "rate" {
+				rn = resolve(rn.Content[i+1])
+			}
+		}
+	}
+	if rn.Kind == yaml.ScalarNode {
+		if r, err := parseRate(strings.TrimSpace(rn.Value), unitConns); err == nil && !r.Limited() || err != nil && strings.Contains(err.Error(), "is zero") {
+			p.errAt(rn, field, "%q is zero: the bound on SYN-ACKs per prefix cannot be turned off (leave synProxyAnswers out for the default, %s)",
+				rn.Value, formatRate(Rate(loader.DefaultSynProxyAnswers), unitConns))
+			return
+		}
+	}
+	s.SynProxyAnswers, _ = p.rate(v, field, unitConns)
 }
 
 // maxNeverBan bounds spec.neverBan: every ban decision checks it.

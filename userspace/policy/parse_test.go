@@ -366,6 +366,26 @@ func TestParseErrors(t *testing.T) {
 			count: 4,
 		},
 		{
+			name: "synProxyAnswers",
+			src: doc(
+				"  synProxyAnswers: 0/s",
+			),
+			want: []string{
+				`p.yaml:6: spec.synProxyAnswers: "0/s" is zero: the bound on SYN-ACKs per prefix cannot be turned off (leave synProxyAnswers out for the default, 1000/s burst 2000)`,
+			},
+			count: 1,
+		},
+		{
+			name: "synProxyAnswers burst",
+			src: doc(
+				"  synProxyAnswers: {rate: 100/s, burst: 0}",
+			),
+			want: []string{
+				`p.yaml:6: spec.synProxyAnswers.burst: 0 is below 1: the bucket must hold at least one connection`,
+			},
+			count: 1,
+		},
+		{
 			name: "connections on udp",
 			src: doc(
 				"  services:",

@@ -91,6 +91,10 @@ type Spec struct {
 	// CrowdSec LAPI, trusted proxies): they are flagged, not banned, and no
 	// CrowdSec decision or unforced manual ban covers them.
 	NeverBan []netip.Prefix
+	// SynProxyAnswers bounds the SYN-ACKs the SYN proxy sends to one
+	// prefixKey prefix: the most a SYN flood spoofing a victim's addresses
+	// reflects at it. The zero Rate is loader.DefaultSynProxyAnswers.
+	SynProxyAnswers Rate
 }
 
 // PortRange is an inclusive range of destination ports; a single port has First == Last.
