@@ -162,8 +162,9 @@ static __always_inline __u32 service_match(const struct pkt *p, const struct ag_
 	return 0;
 }
 
-static __always_inline void guard(struct pkt *p, int parsed, const struct ag_config *cfg, __u32 slot,
-				  struct verdict *v)
+/* ctx is the xdp_md, or the skb when tc: the SYN proxy looks sockets up. */
+static __always_inline void guard(void *ctx, int tc, struct pkt *p, int parsed, const struct ag_config *cfg,
+				  __u32 slot, struct verdict *v)
 {
 	__u32 svc;
 
@@ -188,12 +189,12 @@ static __always_inline void guard(struct pkt *p, int parsed, const struct ag_con
 	svc = service_match(p, cfg, slot, v);
 	if (!svc || acl_refused(p, cfg, slot, svc, v))
 		return;
-	/* synproxy.h: a proxied service's SYNs are answered at the exit, before
-	 * any bucket is charged for a connection that may never complete */
-	if (synproxy_claim(p, cfg, slot, svc, v))
+	/* synproxy.h: a proxied service's SYNs are answered at the exit, and a
+	 * forged handshake ACK is dropped here, before any bucket is charged
+	 * or client entry made for a connection that may never complete */
+	if (synproxy_claim(ctx, tc, p, cfg, slot, svc, v))
 		return;
 	apply_limits(p, cfg, slot, svc, v);
-	synproxy_mark(cfg, svc, v);	/* synproxy.h: ACKs are judged at the exit */
 	conn_mark(p, cfg, svc, v);
 	/* proof.h: an ACK that may complete a handshake */
 	v->proof = cfg->prove_sources && pkt_has_tcp(p) &&
@@ -227,7 +228,7 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	cfg = policy(&slot);
 	if (!cfg)
 		return record(&p, &v);
-	guard(&p, parsed, cfg, slot, &v);
+	guard(ctx, tc, &p, parsed, cfg, slot, &v);
 	/* synproxy.h: a claimed SYN is answered, counted and sent back at once */
 	if (v.synproxy == SP_SYN) {
 		answered = synproxy_answer(ctx, tc, cfg, &p, &v);
@@ -242,10 +243,11 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	if (p.frag == AG_FRAG_FIRST && parsed == AG_R_OK && (v.action == AG_ACT_PASS || v.monitor) &&
 	    v.reason != AG_R_ALLOW)
 		frag_remember(&p);
-	/* synproxy.h: a handshake's ACK must carry a valid cookie; last
+	/* synproxy.h: a handshake whose cookie the guard found valid is
+	 * charged to its client's connection limits and caps; last
 	 * (conntrack and proof act on no handshake of a proxied service: they
 	 * never saw its SYN) */
-	synproxy_judge(ctx, tc, &p, &v);
+	synproxy_finish(ctx, tc, &p, &v);
 	return record(&p, &v);
 }
 

@@ -490,6 +490,7 @@ type GuardSpWork struct {
 	Pad1     [3]uint8
 	Key      uint32
 	Slot     uint32
+	Svc      uint32
 	Ckey     GuardAgClientKey
 	Pkey     GuardAgClientKey
 	Client   [16]uint8

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -250,5 +251,99 @@ func TestSynProxyUnreadableACKs(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A flood of forged handshake ACKs (random sources, random cookies) is judged
+// before the limits: each is dropped as bad_cookie and none creates or charges
+// a client or prefix entry. The tables are not blind: a valid handshake and an
+// established connection's segment each make their client's entry.
+func TestSynProxyForgedACKsMakeNoClientState(t *testing.T) {
+	s := newSpNetns(t)
+	d, key := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	p.Services[0].Client.Packets = Rate{PerSecond: 1000, Burst: 1000}
+	p.Services[0].Prefix.Packets = Rate{PerSecond: 1000, Burst: 1000}
+	mustApply(t, d, p)
+	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
+	count := func(m *ebpf.Map) int {
+		t.Helper()
+		var k, v []byte
+		n := 0
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			n++
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rng := rand.New(rand.NewPCG(16, 2))
+	for _, prog := range []struct {
+		name       string
+		get        func(*Datapath) *ebpf.Program
+		pass, drop uint32
+	}{
+		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
+		{"tc", (*Datapath).TC, tcActOK, tcActShot},
+	} {
+		t.Run(prog.name, func(t *testing.T) {
+			clearTable(t, d.objs.Clients)
+			clearTable(t, d.objs.Prefixes)
+			const flood = 300
+			for i := range flood {
+				var src, dst netip.Addr
+				if i%2 == 0 {
+					src, dst = netip.AddrFrom4([4]byte{10, byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())}), guarded4
+				} else {
+					var a [16]byte
+					a[0], a[1] = 0x20, 0x01
+					for j := 2; j < 16; j++ {
+						a[j] = byte(rng.Uint32())
+					}
+					src, dst = netip.AddrFrom16(a), guarded6
+				}
+				spec := packet.Spec{Src: src, Dst: dst, Proto: packet.TCP, SrcPort: uint16(1024 + rng.IntN(60000)),
+					DstPort: spPort, TCPFlags: packet.ACK, Seq: rng.Uint32(), Ack: rng.Uint32(),
+					TCPOptions: ackOptions(i%3 != 0, rng.Uint32(), rng.Uint32())}
+				if i%5 == 0 && src.Is4() {
+					spec.IPv4Options = 4 // unreadable to the proxy: judged from the guard's parse
+				}
+				before := counterMap(t, d)
+				got := s.run(t, prog.get(d), packet.Build(spec))
+				act, reason, n := counterDelta(t, before, counterMap(t, d))
+				if got != prog.drop || act != ActionDrop || reason != Reason(GuardAgReasonAG_R_BAD_COOKIE) || n != 1 {
+					t.Fatalf("forged ACK %d from %v: verdict %d, counted %v %v (%d); want one bad_cookie drop", i, src, got, act, reason, n)
+				}
+			}
+			if c, pf := count(d.objs.Clients), count(d.objs.Prefixes); c != 0 || pf != 0 {
+				t.Fatalf("%d forged ACKs made %d client and %d prefix entries, want none", flood, c, pf)
+			}
+			// a valid handshake: its client's entry, once the limits passed it
+			for try := 0; ; try++ {
+				slot := coarseNow(t) >> ckSlotShift
+				got := s.run(t, prog.get(d), ackCase{src: "198.51.100.90", offer: linux}.frame(key, slot))
+				if coarseNow(t)>>ckSlotShift != slot && try < 3 {
+					continue // the cookie's slot turned during the run
+				}
+				if got != prog.pass {
+					t.Fatalf("a valid handshake: verdict %d, want %d", got, prog.pass)
+				}
+				break
+			}
+			if c := count(d.objs.Clients); c != 1 {
+				t.Fatalf("a valid handshake: %d client entries, want 1", c)
+			}
+			// an established connection's segment meets the limits as ever
+			est := packet.Build(packet.Spec{Src: s.conn.Addr(), Dst: s.conn.Addr(), Proto: packet.TCP, SrcPort: s.conn.Port(),
+				DstPort: spPort, TCPFlags: packet.ACK, Seq: 5, Ack: 6, TCPOptions: ackOptions(true, 5, 6)})
+			if got := s.run(t, prog.get(d), est); got != prog.pass {
+				t.Fatalf("established segment: verdict %d, want %d", got, prog.pass)
+			}
+			if c := count(d.objs.Clients); c != 2 {
+				t.Fatalf("an established segment: %d client entries, want 2", c)
+			}
+		})
 	}
 }

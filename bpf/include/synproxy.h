@@ -21,16 +21,20 @@
  *    anywhere else (reason synack_limited, no event: its source is the
  *    address a spoofer chose, the victim). Charged only for a SYN-ACK that
  *    is sent (checksum good, headers readable).
- *  - A segment with ACK and without SYN or RST to a proxied service (after the
- *    limits passed it), synproxy_judge: if its 4-tuple has a socket (established, TIME_WAIT, a
- *    kernel request) or there is no listener, it passes untouched. If only the
- *    listener would take it, it must carry a valid cookie (ours, or one the
- *    kernel issued itself), else it is dropped: a wrong or stale cookie never
- *    reaches the listener, which would answer it with a RST. One the proxy
- *    cannot read (IPv4 options, IPv6 extension headers, a fragment) passes
- *    only to a socket other than the listener. A valid cookie is then
- *    charged to its client's new-connection limits and takes its connection
- *    cap's slot (sp_charge, conn_handshake); over them it is dropped too.
+ *  - A segment with ACK and without SYN or RST to a proxied service is judged
+ *    in two steps. Before the limits (synproxy_claim, so that a forged ACK
+ *    creates and charges no client state): if its 4-tuple has a socket
+ *    (established, TIME_WAIT, a kernel request) or there is no listener, it
+ *    goes on untouched. If only the listener would take it, it must carry a
+ *    valid cookie (ours, or one the kernel issued itself), else it is dropped
+ *    there (bad_cookie): a wrong or stale cookie never reaches the listener,
+ *    which would answer it with a RST. One the proxy cannot read (IPv4
+ *    options, IPv6 extension headers, a fragment) goes on only to a socket
+ *    other than the listener. A valid one is marked (verdict.synproxy), meets
+ *    the limits as any packet, and at the exit, if everything let it
+ *    through (synproxy_finish), proves its source, is charged to its
+ *    client's new-connection limits and takes its connection cap's slot
+ *    (sp_charge, conn_handshake); over them it is dropped too.
  *  - At TC ingress a segment with a valid cookie is handed to the listener
  *    (bpf_sk_assign_tcp_reqsk): the kernel builds the connection from it with
  *    the options the cookie recorded, the first data segment included. In XDP
@@ -95,7 +99,9 @@
 /* What the guard marked a packet for (struct verdict.synproxy). */
 #define SP_NONE 0
 #define SP_SYN 1	/* answer it */
-#define SP_ACK 2	/* a proxied service: judge its ACKs the limits passed */
+#define SP_ACK 2	/* a handshake with a valid cookie of ours: finish it at the exit */
+#define SP_KCOOKIE 3	/* a handshake with the kernel's own cookie: count it at the exit */
+#define SP_BAD 1	/* sp_verify: drop it (bad_cookie) */
 
 /* run_guard's return for a frame to send back (not an enum ag_action) */
 #define SP_ACT_ANSWER 0x80
@@ -258,7 +264,8 @@ struct sp_work {
 	__u8 over;		/* the SYN's prefix had its share of SYN-ACKs */
 	__u8 _pad1[3];
 	__u32 key;		/* map keys, off the 512-byte stack (sp_service) */
-	__u32 slot;		/* the policy slot sp_service found the service in */
+	__u32 slot;		/* the policy slot of the service (sp_service, sp_verify) */
+	__u32 svc;		/* the service of a handshake sp_verify marked */
 	struct ag_client_key ckey;	/* sp_charge's client and prefix keys */
 	struct ag_client_key pkey;
 	__u8 client[16];	/* a validated handshake's client, v4-mapped (sp_prove) */
@@ -1037,21 +1044,13 @@ static __always_inline __u32 sp_service(__u16 dport, struct sp_work *w,
  * (conntrack.h prove_client, whose SYNs skip the shared limits): the
  * server's first data does that, a moment later, as for any client; it
  * would cost every valid cookie a second table. */
-static __always_inline void sp_prove(const struct ag_config *cfg, const struct sp_hdrs *h,
-				     struct sp_work *w)
+static __always_inline void sp_prove(const struct ag_config *cfg, const struct pkt *p,
+				     const struct sp_work *w)
 {
 	if (!w->attrs.tstamp_ok || !cfg->prove_sources)
 		return;
 	sp_stat(SP_STAT_PROVEN);
-	if (h->v4) {
-		__builtin_memset(w->client, 0, 10);
-		w->client[10] = 0xff;
-		w->client[11] = 0xff;
-		__builtin_memcpy(&w->client[12], &sp_ip4(h)->saddr, 4);
-	} else {
-		__builtin_memcpy(w->client, &sp_ip6(h)->saddr, 16);
-	}
-	record_proof(cfg, w->client, h->v4 ? 4 : 6);
+	record_proof(cfg, p->addr, p->family);	/* v4-mapped, as the cookie hashed it */
 }
 
 /* A validated handshake is its client's new connection: the limits never saw
@@ -1112,91 +1111,137 @@ limited:
 	return limit_reason(level, AG_KIND_CPS);
 }
 
-/* A segment with ACK the proxy cannot read (IPv4 options, IPv6 extension
- * headers, a fragment): the proxy never answers such a SYN, so only a
- * connection that exists may own it. One only the listener would take is
- * dropped (bad_cookie: no cookie can be checked in it), where the listener
- * would answer it with a RST; the guard's parse gives the 4-tuple. Returns the
- * reason to drop it for, or 0. */
-static __always_inline __u32 sp_unreadable(void *ctx, const struct pkt *p, struct sp_work *w)
+/* The socket the kernel would give the segment the guard parsed into p (its
+ * 4-tuple); NULL when none. The caller releases it. */
+static __always_inline struct bpf_sock *sp_lookup_pkt(void *ctx, const struct pkt *p, struct sp_work *w)
 {
-	const struct ag_config *cfg = NULL;
 	struct bpf_sock_tuple *t = &w->t;
-	struct bpf_sock *sk;
-	__u32 drop;
 
-	if (!sp_service(p->dport, w, &cfg))
-		return 0;
 	if (p->family == 4) {
 		__builtin_memcpy(&t->ipv4.saddr, &p->addr[12], 4);
 		__builtin_memcpy(&t->ipv4.daddr, &p->dst[12], 4);
 		t->ipv4.sport = bpf_htons(p->sport);
 		t->ipv4.dport = bpf_htons(p->dport);
-		sk = bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
-	} else {
-		__builtin_memcpy(t->ipv6.saddr, p->addr, 16);
-		__builtin_memcpy(t->ipv6.daddr, p->dst, 16);
-		t->ipv6.sport = bpf_htons(p->sport);
-		t->ipv6.dport = bpf_htons(p->dport);
-		sk = bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv6), BPF_F_CURRENT_NETNS, 0);
+		return bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
 	}
+	__builtin_memcpy(t->ipv6.saddr, p->addr, 16);
+	__builtin_memcpy(t->ipv6.daddr, p->dst, 16);
+	t->ipv6.sport = bpf_htons(p->sport);
+	t->ipv6.dport = bpf_htons(p->dport);
+	return bpf_skc_lookup_tcp(ctx, t, sizeof(t->ipv6), BPF_F_CURRENT_NETNS, 0);
+}
+
+/* A segment with ACK the proxy cannot read (IPv4 options, IPv6 extension
+ * headers, a fragment): the proxy never answers such a SYN, so only a
+ * connection that exists may own it. One only the listener would take is
+ * dropped (bad_cookie: no cookie can be checked in it), where the listener
+ * would answer it with a RST; the guard's parse gives the 4-tuple. Returns
+ * SP_BAD to drop it, or 0. */
+static __always_inline __u32 sp_unreadable(void *ctx, const struct pkt *p, struct sp_work *w)
+{
+	struct bpf_sock *sk = sp_lookup_pkt(ctx, p, w);
+	__u32 drop;
+
 	if (!sk)
 		return 0;
-	drop = sk->state == BPF_TCP_LISTEN ? AG_R_BAD_COOKIE : 0;
+	drop = sk->state == BPF_TCP_LISTEN ? SP_BAD : 0;
 	bpf_sk_release(sk);
 	return drop;
 }
 
-/* Judges a segment with ACK for a proxied service (the contract above).
- * Returns the reason to drop it for (bad_cookie, or a connection limit's),
- * or 0. At TC (tc set) a valid handshake is handed over. A
- * valid one proves its source. */
-static __always_inline __u32 sp_judge(void *ctx, int tc, void *data, void *data_end,
-				      const struct pkt *p, struct verdict *v)
+/* Whether service svc of the policy cfg has its handshakes judged: always,
+ * or auto while on and a cookie's life after. */
+static __always_inline int sp_proxied(const struct ag_config *cfg, __u32 svc, struct sp_work *w)
+{
+	if (svc >= AG_MAX_SERVICES)
+		return 0;
+	if ((cfg->synproxy_services >> svc) & 1)
+		return 1;
+	w->key = svc;
+	return ((cfg->synproxy_auto >> svc) & 1) && sp_auto_judging(w);
+}
+
+/* The first step of the judgement (the contract above), before the limits:
+ * a segment with ACK of service svc (policy slot slot, cfg the guard's).
+ * Returns SP_BAD to drop it (bad_cookie), SP_ACK for a valid cookie of ours
+ * (its attributes in w->attrs, its service and slot in w for the exit),
+ * SP_KCOOKIE for one the kernel issued, or 0 when the listener is not its
+ * socket (or the service's handshakes are not judged). */
+static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data_end,
+				       const struct ag_config *cfg, const struct pkt *p, __u32 svc,
+				       __u32 slot)
 {
 	const struct ag_synproxy *c = sp_host();
 	struct sp_work *w = sp_work();
-	const struct ag_config *cfg = NULL;
 	struct bpf_sock *sk;
 	struct sp_hdrs h;
-	__u32 svc, drop = 0;
-	int valid;
+	__u32 r;
 
-	if (!c || !w)
+	if (!c || !w || !sp_proxied(cfg, svc, w))
 		return 0;
+	w->svc = svc;
+	w->slot = slot & 1;
 	if (sp_locate(data, data_end, &h))
 		return sp_unreadable(ctx, p, w);
-	/* an auto service the proxy is not on for: the kernel's own handshakes */
-	svc = sp_service(bpf_ntohs(h.tcp->dest), w, &cfg);
-	if (!svc || !cfg)
-		return 0;
 	/* the socket first: an established connection's segment (most of
 	 * what comes) then costs a lookup, not a hash of two time slots */
 	sk = sp_lookup(ctx, &h, w);
 	if (!sk)
 		return 0;
 	if (sk->state != BPF_TCP_LISTEN)
-		goto out;
-	valid = sp_check(ctx, tc, c, &h, w);
-	if (valid) {
-		sp_prove(cfg, &h, w);	/* refused or not, the source is real */
-		/* the client's own limits, before the hand-over */
-		drop = sp_charge(cfg, svc, p, w, v);
-		if (!drop)	/* and its caps (maxConnections) */
-			drop = conn_handshake(p, v, w->slot, svc);
-		if (!drop) {	/* cookie_ok: let on; a refusal is its verdict */
-			sp_stat(SP_STAT_COOKIE_OK);
-			if (tc)
-				sp_assign(ctx, sk, w);
-		}
-	} else if (sp_kernel_cookie(&h)) {
-		sp_stat(SP_STAT_KERNEL_COOKIE);
-	} else {
-		drop = AG_R_BAD_COOKIE;
-	}
-out:
+		r = 0;
+	else if (sp_check(ctx, tc, c, &h, w))
+		r = SP_ACK;
+	else if (sp_kernel_cookie(&h))
+		r = SP_KCOOKIE;
+	else
+		r = SP_BAD;
 	bpf_sk_release(sk);
-	return drop;
+	return r;
+}
+
+/* The second step, at the exit, for a handshake sp_verify marked and
+ * everything since let through: a kernel cookie is counted; a valid one of
+ * ours proves its source (refused or not, it is real), is charged to its
+ * client's connection limits and caps, and, let on, is counted (cookie_ok)
+ * and at TC handed to the listener. Returns the reason to drop it for (a
+ * connection limit's or cap's), or 0. w holds what sp_verify left for this
+ * very packet: the marker is only ever set by it. */
+static __always_inline __u32 sp_finish(void *ctx, int tc, const struct pkt *p, struct verdict *v)
+{
+	struct sp_work *w = sp_work();
+	const struct ag_config *cfg;
+	struct bpf_sock *sk;
+	__u32 drop, svc;
+
+	if (!w)
+		return 0;
+	if (v->synproxy == SP_KCOOKIE) {
+		sp_stat(SP_STAT_KERNEL_COOKIE);
+		return 0;
+	}
+	w->key = w->slot & 1;
+	svc = w->svc;
+	cfg = bpf_map_lookup_elem(&config, &w->key);
+	if (!cfg)
+		return 0;
+	sp_prove(cfg, p, w);	/* refused or not, the source is real */
+	/* the client's own limits, before the hand-over */
+	drop = sp_charge(cfg, svc, p, w, v);
+	if (!drop)	/* and its caps (maxConnections) */
+		drop = conn_handshake(p, v, w->slot & 1, svc);
+	if (drop)	/* a refusal is its verdict only */
+		return drop;
+	sp_stat(SP_STAT_COOKIE_OK);
+	if (tc) {
+		sk = sp_lookup_pkt(ctx, p, w);
+		if (sk) {
+			if (sk->state == BPF_TCP_LISTEN)
+				sp_assign(ctx, sk, w);
+			bpf_sk_release(sk);
+		}
+	}
+	return 0;
 }
 
 /* Builds the SYN-ACK answering the SYN in the frame into w->s and returns the
@@ -1291,14 +1336,25 @@ __attribute__((noinline)) int synproxy_xdp_write(struct xdp_md *ctx)
 	return sp_answer_write(ctx, 0);
 }
 
-/* 1 to drop the segment with ACK in the frame; judge says whether there is
- * one to judge (the caller computes it without a branch). */
-__attribute__((noinline)) __u32 synproxy_xdp_judge(struct xdp_md *ctx, const struct pkt *p,
-						   struct verdict *v, __u32 judge)
+/* sp_verify at XDP: before the limits. */
+__attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct ag_config *cfg,
+						    const struct pkt *p, __u32 svc, __u32 slot)
 {
-	if (!judge || !p || !v)
+	if (!cfg || !p)
 		return 0;
-	return sp_judge(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, p, v);
+	return sp_verify(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg, p, svc, slot);
+}
+
+/* sp_finish at XDP; finish says whether there is a handshake to finish (the
+ * caller computes it without a branch). */
+__attribute__((noinline)) __u32 synproxy_xdp_finish(struct xdp_md *ctx, const struct pkt *p,
+						    struct verdict *v, __u32 finish)
+{
+	/* ctx is used at TC only: tested, so that the compiler does not pass
+	 * the XDP caller's as dead (the verifier wants the context there) */
+	if (!finish || !ctx || !p || !v)
+		return 0;
+	return sp_finish(ctx, 0, p, v);
 }
 
 /* The same at TC, where a valid handshake is also handed to the listener. */
@@ -1313,12 +1369,20 @@ __attribute__((noinline)) int synproxy_tc_write(struct __sk_buff *skb)
 	return sp_answer_write(skb, 1);
 }
 
-__attribute__((noinline)) __u32 synproxy_tc_judge(struct __sk_buff *skb, const struct pkt *p,
-						  struct verdict *v, __u32 judge)
+__attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct ag_config *cfg,
+						   const struct pkt *p, __u32 svc, __u32 slot)
 {
-	if (!judge || !p || !v)
+	if (!cfg || !p)
 		return 0;
-	return sp_judge(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, p, v);
+	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, cfg, p, svc, slot);
+}
+
+__attribute__((noinline)) __u32 synproxy_tc_finish(struct __sk_buff *skb, const struct pkt *p,
+						   struct verdict *v, __u32 finish)
+{
+	if (!finish || !p || !v)
+		return 0;
+	return sp_finish(skb, 1, p, v);
 }
 
 /* Whether the SYN of service svc (policy slot slot) is claimed: always, or
@@ -1408,34 +1472,45 @@ static __always_inline __u32 sp_is_zero(__u64 x)
 /* ---- the pipeline's hooks ------------------------------------------------ */
 
 /* In the guard, after the service matched and before its limits: claims the
- * SYNs of a proxied service for an answer (always, or auto while on). The
- * caller skips the limits: the flood they would meter never reaches the
- * server. (Monitor mode never proxies: the loader sets no bit for a
- * monitored service or policy.) */
-static __always_inline int synproxy_claim(const struct pkt *p, const struct ag_config *cfg,
+ * SYNs of a proxied service for an answer (always, or auto while on), and
+ * judges the segments with ACK (without SYN or RST) that may complete one of
+ * its handshakes (sp_verify): a bad cookie is dropped here, before any
+ * bucket is charged or client entry made for it; a good one is marked for
+ * synproxy_finish. Returns 1 when it decided the verdict: the caller skips
+ * the limits (a claimed SYN's flood never reaches the server). (Monitor mode
+ * never proxies: the loader sets no bit for a monitored service or policy.)
+ * ctx is an xdp_md, or the skb when tc. */
+static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p, const struct ag_config *cfg,
 					  __u32 slot, __u32 svc, struct verdict *v)
 {
-	if (p->proto != IPPROTO_TCP || (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
-		return 0;
-	/* one call and one branch (the verifier follows each instruction here
-	 * for every state the guard reaches it in): always, or auto while on */
-	if (!(synproxy_claims(svc, slot) & 1))
-		return 0;
-	v->synproxy = SP_SYN;
-	v->service = svc;
-	v->action = AG_ACT_DROP;	/* the listener never sees it */
-	v->reason = AG_R_SYN_COOKIE;
-	return 1;
-}
+	__u32 r;
 
-/* In the guard, after the limits: notes whether the service is proxied
- * (always or auto), for synproxy_judge to judge its segments with ACK at the
- * exit. Without a branch, and short: the verifier walks these instructions
- * once for every state the limits leave (a global call here cost 150k of its
- * 1M steps); whether an auto service is on is looked at in the judge. */
-static __always_inline void synproxy_mark(const struct ag_config *cfg, __u32 svc, struct verdict *v)
-{
-	v->synproxy = (((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1) * SP_ACK;
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) {
+		/* one call and one branch (the verifier follows each instruction
+		 * here for every state the guard reaches it in): always, or auto
+		 * while on */
+		if (!(synproxy_claims(svc, slot) & 1))
+			return 0;
+		v->synproxy = SP_SYN;
+		v->service = svc;
+		v->action = AG_ACT_DROP;	/* the listener never sees it */
+		v->reason = AG_R_SYN_COOKIE;
+		return 1;
+	}
+	if ((p->tcp_flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK ||
+	    !(((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1))
+		return 0;
+	r = (tc ? synproxy_tc_verify(ctx, cfg, p, svc, slot) : synproxy_xdp_verify(ctx, cfg, p, svc, slot)) & 3;
+	if (r == SP_BAD) {
+		v->service = svc;
+		v->action = AG_ACT_DROP;	/* a forged or stale handshake */
+		v->reason = AG_R_BAD_COOKIE;
+		return 1;
+	}
+	v->synproxy = r;	/* 0, SP_ACK or SP_KCOOKIE */
+	return 0;
 }
 
 /* Right after the guard: answers the SYN synproxy_claim took. Returns 1 when
@@ -1457,21 +1532,20 @@ static __always_inline __u32 synproxy_answer(void *ctx, int tc, const struct ag_
 	return answered;
 }
 
-/* At the exit, before the verdict is recorded: judges a segment with ACK
- * (without SYN or RST) to a proxied service that the guard let through; a bad
- * cookie, or a handshake over its client's connection limits, turns the
- * verdict into a drop with that reason (the judge wrote a limit's event into
+/* At the exit, before the verdict is recorded: finishes a handshake
+ * synproxy_claim marked, if the limits and everything since let it through
+ * (sp_finish); one over its client's connection limits or caps turns the
+ * verdict into a drop with that reason (sp_finish wrote a limit's event into
  * v), without a branch: one would have the verifier follow the count twice
  * for each state here. */
-static __always_inline void synproxy_judge(void *ctx, int tc, const struct pkt *p, struct verdict *v)
+static __always_inline void synproxy_finish(void *ctx, int tc, const struct pkt *p, struct verdict *v)
 {
-	__u32 judge, reason, drop;
+	__u32 finish, reason, drop;
 
-	if (v->synproxy != SP_ACK)
+	if (v->synproxy < SP_ACK)
 		return;
-	judge = sp_is_zero(v->action ^ AG_ACT_PASS) & sp_is_zero(p->proto ^ IPPROTO_TCP) &
-		sp_is_zero((p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) ^ TCPF_ACK);
-	reason = (tc ? synproxy_tc_judge(ctx, p, v, judge) : synproxy_xdp_judge(ctx, p, v, judge)) & 0xff;
+	finish = sp_is_zero(v->action ^ AG_ACT_PASS);
+	reason = (tc ? synproxy_tc_finish(ctx, p, v, finish) : synproxy_xdp_finish(ctx, p, v, finish)) & 0xff;
 	asm volatile("" : "+r"(reason));
 	drop = sp_is_zero(reason) ^ 1;
 	v->action |= drop;	/* AG_ACT_PASS (0) becomes AG_ACT_DROP (1) */

@@ -210,7 +210,7 @@ struct verdict {
 	__u8 ev_bits;		/* the event names the source masked to this many bits */
 	__u8 conn;		/* conntrack.h: a capped service's TCP packet, for the state machine */
 	__u8 proof;		/* proof.h: an ACK to a TCP service, which may complete a handshake */
-	__u8 synproxy;		/* synproxy.h: SP_SYN or SP_ACK */
+	__u8 synproxy;		/* synproxy.h: SP_SYN, SP_ACK or SP_KCOOKIE */
 };
 
 #endif

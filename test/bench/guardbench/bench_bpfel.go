@@ -470,6 +470,7 @@ type benchSpWork struct {
 	Pad1     [3]uint8
 	Key      uint32
 	Slot     uint32
+	Svc      uint32
 	Ckey     benchAgClientKey
 	Pkey     benchAgClientKey
 	Client   [16]uint8
