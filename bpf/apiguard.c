@@ -247,7 +247,7 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 	 * charged to its client's connection limits and caps; last
 	 * (conntrack and proof act on no handshake of a proxied service: they
 	 * never saw its SYN) */
-	synproxy_finish(ctx, tc, &p, &v);
+	synproxy_finish(ctx, tc, cfg, &p, &v);
 	return record(&p, &v);
 }
 

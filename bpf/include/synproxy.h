@@ -1207,10 +1207,10 @@ static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data
  * and at TC handed to the listener. Returns the reason to drop it for (a
  * connection limit's or cap's), or 0. w holds what sp_verify left for this
  * very packet: the marker is only ever set by it. */
-static __always_inline __u32 sp_finish(void *ctx, int tc, const struct pkt *p, struct verdict *v)
+static __always_inline __u32 sp_finish(void *ctx, int tc, const struct ag_config *cfg, const struct pkt *p,
+				       struct verdict *v)
 {
 	struct sp_work *w = sp_work();
-	const struct ag_config *cfg;
 	struct bpf_sock *sk;
 	__u32 drop, svc;
 
@@ -1220,11 +1220,7 @@ static __always_inline __u32 sp_finish(void *ctx, int tc, const struct pkt *p, s
 		sp_stat(SP_STAT_KERNEL_COOKIE);
 		return 0;
 	}
-	w->key = w->slot & 1;
 	svc = w->svc;
-	cfg = bpf_map_lookup_elem(&config, &w->key);
-	if (!cfg)
-		return 0;
 	sp_prove(cfg, p, w);	/* refused or not, the source is real */
 	/* the client's own limits, before the hand-over */
 	drop = sp_charge(cfg, svc, p, w, v);
@@ -1346,15 +1342,16 @@ __attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const st
 }
 
 /* sp_finish at XDP; finish says whether there is a handshake to finish (the
- * caller computes it without a branch). */
-__attribute__((noinline)) __u32 synproxy_xdp_finish(struct xdp_md *ctx, const struct pkt *p,
-						    struct verdict *v, __u32 finish)
+ * caller computes it without a branch); cfg is the guard's policy, the one
+ * sp_verify judged with. */
+__attribute__((noinline)) __u32 synproxy_xdp_finish(struct xdp_md *ctx, const struct ag_config *cfg,
+						    const struct pkt *p, struct verdict *v, __u32 finish)
 {
 	/* ctx is used at TC only: tested, so that the compiler does not pass
 	 * the XDP caller's as dead (the verifier wants the context there) */
-	if (!finish || !ctx || !p || !v)
+	if (!finish || !ctx || !cfg || !p || !v)
 		return 0;
-	return sp_finish(ctx, 0, p, v);
+	return sp_finish(ctx, 0, cfg, p, v);
 }
 
 /* The same at TC, where a valid handshake is also handed to the listener. */
@@ -1377,12 +1374,12 @@ __attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const 
 	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, cfg, p, svc, slot);
 }
 
-__attribute__((noinline)) __u32 synproxy_tc_finish(struct __sk_buff *skb, const struct pkt *p,
-						   struct verdict *v, __u32 finish)
+__attribute__((noinline)) __u32 synproxy_tc_finish(struct __sk_buff *skb, const struct ag_config *cfg,
+						   const struct pkt *p, struct verdict *v, __u32 finish)
 {
-	if (!finish || !p || !v)
+	if (!finish || !cfg || !p || !v)
 		return 0;
-	return sp_finish(skb, 1, p, v);
+	return sp_finish(skb, 1, cfg, p, v);
 }
 
 /* Whether the SYN of service svc (policy slot slot) is claimed: always, or
@@ -1538,14 +1535,15 @@ static __always_inline __u32 synproxy_answer(void *ctx, int tc, const struct ag_
  * verdict into a drop with that reason (sp_finish wrote a limit's event into
  * v), without a branch: one would have the verifier follow the count twice
  * for each state here. */
-static __always_inline void synproxy_finish(void *ctx, int tc, const struct pkt *p, struct verdict *v)
+static __always_inline void synproxy_finish(void *ctx, int tc, const struct ag_config *cfg, const struct pkt *p,
+					    struct verdict *v)
 {
 	__u32 finish, reason, drop;
 
 	if (v->synproxy < SP_ACK)
 		return;
 	finish = sp_is_zero(v->action ^ AG_ACT_PASS);
-	reason = (tc ? synproxy_tc_finish(ctx, p, v, finish) : synproxy_xdp_finish(ctx, p, v, finish)) & 0xff;
+	reason = (tc ? synproxy_tc_finish(ctx, cfg, p, v, finish) : synproxy_xdp_finish(ctx, cfg, p, v, finish)) & 0xff;
 	asm volatile("" : "+r"(reason));
 	drop = sp_is_zero(reason) ^ 1;
 	v->action |= drop;	/* AG_ACT_PASS (0) becomes AG_ACT_DROP (1) */
