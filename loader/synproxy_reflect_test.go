@@ -27,17 +27,18 @@ type reflectCase struct {
 	name   string
 	victim func(i int) netip.Addr // a source inside the victim's prefix
 	other  netip.Addr             // a source in another prefix
+	proven netip.Prefix           // a client of the victim's prefix the server spoke to (its client key)
 }
 
 func reflectCases() []reflectCase {
 	return []reflectCase{
 		{"ipv4 /24", func(i int) netip.Addr {
 			return netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)})
-		}, addr("198.51.101.1")},
+		}, addr("198.51.101.1"), pfx("198.51.100.77/32")},
 		{"ipv6 /48", func(i int) netip.Addr {
 			// a different /64 (a different client) every time, one /48
 			return addr(fmt.Sprintf("2001:db8:1:%x::%x", i+1, i+7))
-		}, addr("2001:db8:2::1")},
+		}, addr("2001:db8:2::1"), pfx("2001:db8:1:abcd::/64")},
 	}
 }
 
@@ -120,6 +121,7 @@ func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer ui
 	d := newDatapath(t, Options{})
 	p := synProxyPolicy()
 	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
+	p.ProvenTTL = 10 * time.Minute
 	mustApply(t, d, p)
 	if err := d.SetSynProxyHost(spHost); err != nil {
 		t.Fatal(err)
@@ -160,6 +162,26 @@ func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer ui
 			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, func(int) netip.Addr { return c.other }, 300)
 			if a != reflectBurst || l != 0 {
 				t.Errorf("another prefix: %d answered, %d synack_limited; want %d and 0", a, l, reflectBurst)
+			}
+			// a client of the flooded prefix: refused with the flood until
+			// proven (the server spoke to it), then a bucket of its own at
+			// the same bound, and no more however much its address is spoofed
+			client := func(int) netip.Addr { return c.proven.Addr().Next() }
+			if c.proven.Bits() == 32 {
+				client = func(int) netip.Addr { return c.proven.Addr() }
+			}
+			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, client, 400)
+			if a != 0 || l != reflectBurst {
+				t.Errorf("unproven client of the flooded prefix: %d answered, %d synack_limited; want 0 and %d", a, l, reflectBurst)
+			}
+			key := GuardAgSrcKey{Addr: c.proven.Addr().As16()}
+			if err := d.objs.ProvenSources.Put(key, coarseNow(t)); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = d.objs.ProvenSources.Delete(key) })
+			a, l = sendSYNs(t, d, prog(d), answer, 3*reflectBurst, client, 500)
+			if a != reflectBurst || l != 2*reflectBurst {
+				t.Errorf("proven client of the flooded prefix: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, 2*reflectBurst)
 			}
 		})
 	}

@@ -20,7 +20,9 @@
  *    makes it tighter). A SYN over it is dropped, unanswered and uncharged
  *    anywhere else (reason synack_limited, no event: its source is the
  *    address a spoofer chose, the victim). Charged only for a SYN-ACK that
- *    is sent (checksum good, headers readable).
+ *    is sent (checksum good, headers readable). Over it, a source proven
+ *    within proven_ttl (proof.h proven_sources) has a bucket of its own at
+ *    the same bound (sp_answer_proven).
  *  - A segment with ACK and without SYN or RST to a proxied service is judged
  *    in two steps. Before the limits (synproxy_claim, so that a forged ACK
  *    creates and charges no client state): if its 4-tuple has a socket
@@ -268,7 +270,7 @@ struct sp_work {
 	__u32 svc;		/* the service of a handshake sp_verify marked */
 	struct ag_client_key ckey;	/* sp_charge's client and prefix keys */
 	struct ag_client_key pkey;
-	__u8 client[16];	/* a validated handshake's client, v4-mapped (sp_prove) */
+	__u8 client[16];	/* a SYN's source, masked (sp_answer_conforms) */
 };
 
 struct {
@@ -788,17 +790,20 @@ static __always_inline __u32 sp_synack_opts(__u8 *b, __u16 mss, __u32 opts, __u8
 	return n;
 }
 
-/* The bucket slot of a source prefix (v4-mapped, masked): keyed with the
- * cookie key, multiplied after the key is mixed in, so which prefixes share
+#define SP_ANSWER_PREFIX 0	/* sp_answer_slot's domains: a source prefix, */
+#define SP_ANSWER_PROVEN 1	/* a proven source's client key */
+
+/* The bucket slot of a masked address (v4-mapped) in a domain: keyed with the
+ * cookie key, multiplied after the key is mixed in, so which addresses share
  * a slot depends on the key and a blind attacker cannot pick a prefix that
  * shares a victim's. */
-static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const __u8 prefix[16])
+static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const __u8 prefix[16], __u64 domain)
 {
 	__u64 a0, a1, h;
 
 	__builtin_memcpy(&a0, prefix, 8);
 	__builtin_memcpy(&a1, prefix + 8, 8);
-	h = (a0 ^ c->key[0]) * 0x9e3779b97f4a7c15ULL;
+	h = (a0 ^ c->key[0] ^ domain) * 0x9e3779b97f4a7c15ULL;
 	h ^= h >> 31;
 	h = (h + (a1 ^ c->key[1])) * 0xc2b2ae3d27d4eb4fULL;
 	h ^= h >> 29;
@@ -807,22 +812,49 @@ static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const _
 	return h & (SP_ANSWER_SLOTS - 1);
 }
 
+/* Over its prefix's bound: a source proven within the policy's proven TTL
+ * (proof.h: the server spoke to it on a connection, or it completed a
+ * proxied handshake with timestamps) has a bucket of its own at the same
+ * bound, so that a flood spoofing its prefix does not lock out the clients
+ * the server already talks to; a flood spoofing that very address gets it no
+ * more than that second bucket. */
+static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const struct ag_config *cfg,
+					    const struct pkt *p, struct sp_work *w, __u64 now)
+{
+	__u64 *seen, *tat;
+	__u32 idx;
+
+	if (!cfg->proven_ttl)
+		return 0;
+	/* proof.h's key: the address masked to the client key */
+	mask_addr(w->client, p->addr, key_bits(p->family, cfg->client_bits4, cfg->client_bits6));
+	seen = bpf_map_lookup_elem(&proven_sources, w->client);
+	if (!seen || now - *seen >= cfg->proven_ttl)
+		return 0;
+	idx = sp_answer_slot(c, w->client, SP_ANSWER_PROVEN);
+	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
+	return tat && gcra(tat, &cfg->synproxy_answers, 1, now);
+}
+
 /* Whether one more SYN-ACK to the source of p conforms to the policy's bound
- * on its prefix, charged when it does. The coarse clock: a tick (1–4 ms) is
- * well inside any sane burst. */
+ * on its prefix (or, over it, to its own as a proven source), charged when it
+ * does. The coarse clock: a tick (1–4 ms) is well inside any sane burst. */
 static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const struct ag_config *cfg,
 					      const struct pkt *p, struct sp_work *w)
 {
-	__u64 *tat;
+	__u64 *tat, now;
 	__u32 idx;
 
 	if (!cfg->synproxy_answers.interval)
 		return 1;
-	/* w->client: free until a handshake's ACK, never in the same packet */
+	now = bpf_ktime_get_coarse_ns();
+	/* w->client: a key's room, off the stack, free in a SYN's path */
 	mask_addr(w->client, p->addr, key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6));
-	idx = sp_answer_slot(c, w->client);
+	idx = sp_answer_slot(c, w->client, SP_ANSWER_PREFIX);
 	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
-	return tat && gcra(tat, &cfg->synproxy_answers, 1, bpf_ktime_get_coarse_ns());
+	if (!tat)
+		return 0;
+	return gcra(tat, &cfg->synproxy_answers, 1, now) || sp_answer_proven(c, cfg, p, w, now);
 }
 
 /* Builds into w->s the SYN-ACK answering the SYN at h (options read into w,
