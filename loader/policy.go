@@ -117,15 +117,15 @@ type Policy struct {
 	// bans on spoofable evidence only such a source.
 	ProveSources bool
 	// SynProxyAnswers bounds the SYN-ACKs the SYN proxy sends to one source
-	// prefix (PrefixBits4/6): a SYN flood that spoofs a victim's addresses
-	// is reflected at it at most at this rate. The zero Rate is
+	// (its client key, ClientBits4/6): a SYN flood that spoofs a victim's
+	// address is reflected at it at most at this rate. The zero Rate is
 	// DefaultSynProxyAnswers; there is no unbounded setting.
 	SynProxyAnswers Rate
 }
 
-// DefaultSynProxyAnswers is the bound on SYN-ACKs per source prefix when the
-// policy sets none: about 0.6 Mbit/s of SYN-ACKs toward one /24 or /48,
-// far above what the clients behind one prefix open (docs/synproxy.md).
+// DefaultSynProxyAnswers is the bound on SYN-ACKs per source when the policy
+// sets none: about 0.6 Mbit/s of SYN-ACKs toward one host, far above the
+// connections one client opens (docs/synproxy.md).
 var DefaultSynProxyAnswers = Rate{PerSecond: 1000, Burst: 2000}
 
 // ApplyResult says what an Apply changed.

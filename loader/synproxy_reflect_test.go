@@ -11,9 +11,9 @@ import (
 )
 
 // The reflection bound (synproxy.h sp_answer_conforms): a SYN flood spoofing a
-// victim's prefix gets that prefix at most its policy's SYN-ACKs, whatever
-// the flood's rate (at most burst + rate × time), and leaves other prefixes
-// answered. Time is virtual: the bound is 10 a minute (one per 6 s), the test
+// victim (its client key: a /32, a /64) gets it at most its policy's
+// SYN-ACKs, whatever the flood's rate (at most burst + rate × time), and
+// leaves its neighbours answered. Time is virtual: the bound is 10 a minute (one per 6 s), the test
 // moves the victim's bucket back instead of waiting, so no count depends on
 // how fast the machine runs.
 
@@ -24,21 +24,19 @@ const (
 )
 
 type reflectCase struct {
-	name   string
-	victim func(i int) netip.Addr // a source inside the victim's prefix
-	other  netip.Addr             // a source in another prefix
-	proven netip.Prefix           // a client of the victim's prefix the server spoke to (its client key)
+	name      string
+	victim    func(i int) netip.Addr // an address of the victim's client key
+	key       netip.Prefix           // the victim's client key
+	neighbour netip.Addr             // another client of the victim's prefix (/24, /48)
 }
 
 func reflectCases() []reflectCase {
 	return []reflectCase{
-		{"ipv4 /24", func(i int) netip.Addr {
-			return netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)})
-		}, addr("198.51.101.1"), pfx("198.51.100.77/32")},
-		{"ipv6 /48", func(i int) netip.Addr {
-			// a different /64 (a different client) every time, one /48
-			return addr(fmt.Sprintf("2001:db8:1:%x::%x", i+1, i+7))
-		}, addr("2001:db8:2::1"), pfx("2001:db8:1:abcd::/64")},
+		{"ipv4 /32", func(int) netip.Addr { return addr("198.51.100.7") }, pfx("198.51.100.7/32"), addr("198.51.100.8")},
+		{"ipv6 /64", func(i int) netip.Addr {
+			// a different address every time, one /64
+			return addr(fmt.Sprintf("2001:db8:1:1::%x", i+7))
+		}, pfx("2001:db8:1:1::/64"), addr("2001:db8:1:2::1")},
 	}
 }
 
@@ -139,7 +137,7 @@ func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer ui
 			if n := shiftAnswered(t, d, 0, false); n != 0 {
 				t.Fatalf("%d buckets charged by SYNs never answered", n)
 			}
-			// a flood from the victim's prefix: the burst, then nothing
+			// a flood spoofing the victim: the burst, then nothing
 			a, l := sendSYNs(t, d, prog(d), answer, 4*reflectBurst, c.victim, 0)
 			if a != reflectBurst || l != 3*reflectBurst {
 				t.Errorf("flood: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, 3*reflectBurst)
@@ -158,30 +156,26 @@ func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer ui
 			if a != reflectBurst || l != 2*reflectBurst {
 				t.Errorf("a minute later: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, 2*reflectBurst)
 			}
-			// another prefix is still answered, up to its own burst
-			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, func(int) netip.Addr { return c.other }, 300)
+			// a neighbour in the victim's prefix is still answered, up to its own burst
+			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, func(int) netip.Addr { return c.neighbour }, 300)
 			if a != reflectBurst || l != 0 {
-				t.Errorf("another prefix: %d answered, %d synack_limited; want %d and 0", a, l, reflectBurst)
+				t.Errorf("a neighbour: %d answered, %d synack_limited; want %d and 0", a, l, reflectBurst)
 			}
-			// a client of the flooded prefix: refused with the flood until
-			// proven (the server spoke to it), then a bucket of its own at
-			// the same bound, and no more however much its address is spoofed
-			client := func(int) netip.Addr { return c.proven.Addr().Next() }
-			if c.proven.Bits() == 32 {
-				client = func(int) netip.Addr { return c.proven.Addr() }
-			}
-			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, client, 400)
+			// the victim is a client of the server: refused with the flood
+			// until proven (the server spoke to it), then a second bucket at
+			// the same bound, and no more however much it is spoofed
+			a, l = sendSYNs(t, d, prog(d), answer, reflectBurst, c.victim, 400)
 			if a != 0 || l != reflectBurst {
-				t.Errorf("unproven client of the flooded prefix: %d answered, %d synack_limited; want 0 and %d", a, l, reflectBurst)
+				t.Errorf("unproven victim: %d answered, %d synack_limited; want 0 and %d", a, l, reflectBurst)
 			}
-			key := GuardAgSrcKey{Addr: c.proven.Addr().As16()}
+			key := GuardAgSrcKey{Addr: c.key.Addr().As16()}
 			if err := d.objs.ProvenSources.Put(key, coarseNow(t)); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = d.objs.ProvenSources.Delete(key) })
-			a, l = sendSYNs(t, d, prog(d), answer, 3*reflectBurst, client, 500)
+			a, l = sendSYNs(t, d, prog(d), answer, 3*reflectBurst, c.victim, 500)
 			if a != reflectBurst || l != 2*reflectBurst {
-				t.Errorf("proven client of the flooded prefix: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, 2*reflectBurst)
+				t.Errorf("proven victim: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, 2*reflectBurst)
 			}
 		})
 	}

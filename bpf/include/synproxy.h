@@ -12,17 +12,19 @@
  *    the interface). A SYN the proxy cannot answer (IPv4 options, IPv6
  *    extension headers, a bad checksum) is dropped: it must not reach the
  *    listener either. Retransmitted SYNs get the same cookie (stateless).
- *  - Reflection bound: the SYN-ACKs sent to one source prefix (the policy's
- *    prefix_bits) conform to ag_config.synproxy_answers (a GCRA bucket in
- *    synproxy_answered, an array indexed by a keyed hash of the prefix: no
- *    insert, no eviction, so no flood of other sources resets a victim's
- *    bucket; prefixes that share a bucket share its bound, which only ever
- *    makes it tighter). A SYN over it is dropped, unanswered and uncharged
+ *  - Reflection bound: the SYN-ACKs sent to one source (its client key, the
+ *    policy's client_bits: one host) conform to ag_config.synproxy_answers
+ *    (a GCRA bucket in synproxy_answered, an array indexed by a keyed hash of
+ *    the masked address: no insert, no eviction, so no flood of other
+ *    sources resets a victim's bucket; sources that share a bucket share its
+ *    bound, which only ever makes it tighter). Per host, not per prefix: a
+ *    prefix's budget would let a flood spoofing the prefix deny its
+ *    newcomers, whose addresses a flood cannot aim at. A SYN over it is dropped, unanswered and uncharged
  *    anywhere else (reason synack_limited, no event: its source is the
  *    address a spoofer chose, the victim). Charged only for a SYN-ACK that
  *    is sent (checksum good, headers readable). Over it, a source proven
- *    within proven_ttl (proof.h proven_sources) has a bucket of its own at
- *    the same bound (sp_answer_proven).
+ *    within proven_ttl (proof.h proven_sources) has a second bucket at the
+ *    same bound (sp_answer_proven).
  *  - A segment with ACK and without SYN or RST to a proxied service is judged
  *    in two steps. Before the limits (synproxy_claim, so that a forged ACK
  *    creates and charges no client state): if its 4-tuple has a socket
@@ -297,9 +299,9 @@ struct {
 } synproxy_scratch SEC(".maps");
 
 /* The reflection bound's buckets: a GCRA TAT (coarse ns) per slot, a slot
- * per source prefix through a keyed hash (sp_answer_slot). 512 KB: a flood
- * that spreads over every slot at the default 1000/s per prefix needs 65M
- * SYN/s before an innocent prefix sharing one is refused. */
+ * per source through a keyed hash (sp_answer_slot). 512 KB: a flood that
+ * spreads over every slot at the default 1000/s per source needs 65M SYN/s
+ * before an innocent source sharing one is refused. */
 #ifndef SP_ANSWER_SLOTS
 #define SP_ANSWER_SLOTS (1 << 16)
 #endif
@@ -790,8 +792,8 @@ static __always_inline __u32 sp_synack_opts(__u8 *b, __u16 mss, __u32 opts, __u8
 	return n;
 }
 
-#define SP_ANSWER_PREFIX 0	/* sp_answer_slot's domains: a source prefix, */
-#define SP_ANSWER_PROVEN 1	/* a proven source's client key */
+#define SP_ANSWER_SOURCE 0	/* sp_answer_slot's domains: a source's client key, */
+#define SP_ANSWER_PROVEN 1	/* a proven source's second bucket */
 
 /* The bucket slot of a masked address (v4-mapped) in a domain: keyed with the
  * cookie key, multiplied after the key is mixed in, so which addresses share
@@ -812,22 +814,20 @@ static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const _
 	return h & (SP_ANSWER_SLOTS - 1);
 }
 
-/* Over its prefix's bound: a source proven within the policy's proven TTL
- * (proof.h: the server spoke to it on a connection, or it completed a
- * proxied handshake with timestamps) has a bucket of its own at the same
- * bound, so that a flood spoofing its prefix does not lock out the clients
- * the server already talks to; a flood spoofing that very address gets it no
- * more than that second bucket. */
+/* Over its bound: a source proven within the policy's proven TTL (proof.h:
+ * the server spoke to it on a connection, or it completed a proxied
+ * handshake with timestamps) has a second bucket at the same bound, so that
+ * a flood spoofing its very address does not lock out a client the server
+ * already talks to; the flood gets it no more than that second bucket.
+ * w->client holds the source masked to the client key, proof.h's key. */
 static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const struct ag_config *cfg,
-					    const struct pkt *p, struct sp_work *w, __u64 now)
+					    struct sp_work *w, __u64 now)
 {
 	__u64 *seen, *tat;
 	__u32 idx;
 
 	if (!cfg->proven_ttl)
 		return 0;
-	/* proof.h's key: the address masked to the client key */
-	mask_addr(w->client, p->addr, key_bits(p->family, cfg->client_bits4, cfg->client_bits6));
 	seen = bpf_map_lookup_elem(&proven_sources, w->client);
 	if (!seen || now - *seen >= cfg->proven_ttl)
 		return 0;
@@ -837,8 +837,9 @@ static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const s
 }
 
 /* Whether one more SYN-ACK to the source of p conforms to the policy's bound
- * on its prefix (or, over it, to its own as a proven source), charged when it
- * does. The coarse clock: a tick (1–4 ms) is well inside any sane burst. */
+ * on its client key (or, over it, to its second as a proven source), charged
+ * when it does. The coarse clock: a tick (1–4 ms) is well inside any sane
+ * burst. */
 static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const struct ag_config *cfg,
 					      const struct pkt *p, struct sp_work *w)
 {
@@ -849,12 +850,12 @@ static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const
 		return 1;
 	now = bpf_ktime_get_coarse_ns();
 	/* w->client: a key's room, off the stack, free in a SYN's path */
-	mask_addr(w->client, p->addr, key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6));
-	idx = sp_answer_slot(c, w->client, SP_ANSWER_PREFIX);
+	mask_addr(w->client, p->addr, key_bits(p->family, cfg->client_bits4, cfg->client_bits6));
+	idx = sp_answer_slot(c, w->client, SP_ANSWER_SOURCE);
 	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
 	if (!tat)
 		return 0;
-	return gcra(tat, &cfg->synproxy_answers, 1, now) || sp_answer_proven(c, cfg, p, w, now);
+	return gcra(tat, &cfg->synproxy_answers, 1, now) || sp_answer_proven(c, cfg, w, now);
 }
 
 /* Builds into w->s the SYN-ACK answering the SYN at h (options read into w,

@@ -79,7 +79,7 @@ enum ag_reason {
 	AG_R_SYN_COOKIE,	/* SYN answered with a SYN cookie (synproxy.h): the listener never sees it */
 	AG_R_BAD_COOKIE,	/* ACK for the listener of a proxied service with a wrong or stale cookie */
 	AG_R_SYN_UNPROXYABLE,	/* SYN the proxy cannot answer (IP options, extension headers, bad checksum) */
-	AG_R_SYNACK_LIMITED,	/* SYN not answered: its source prefix had its share of SYN-ACKs (synproxy.h) */
+	AG_R_SYNACK_LIMITED,	/* SYN not answered: its source had its share of SYN-ACKs (synproxy.h) */
 	AG_R_MAX,
 };
 
@@ -173,8 +173,8 @@ struct ag_config {
 	/* bit n: TCP service n answers with SYN cookies the SYNs its shared
 	 * new-connection limits refuse (synproxy.h, synProxy: auto) */
 	__u64 synproxy_auto;
-	/* SYN-ACKs the proxy sends to one source prefix (prefix_bits): the
-	 * bound on what a SYN flood spoofing a victim reflects at it */
+	/* SYN-ACKs the proxy sends to one source (its client key, client_bits):
+	 * the bound on what a SYN flood spoofing a victim reflects at it */
 	struct ag_limit synproxy_answers;
 };
 

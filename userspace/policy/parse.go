@@ -307,7 +307,7 @@ func (p *parser) synProxyAnswers(v *yaml.Node, field string, s *Spec) {
 	}
 	if rn.Kind == yaml.ScalarNode {
 		if r, err := parseRate(strings.TrimSpace(rn.Value), unitConns); err == nil && !r.Limited() || err != nil && strings.Contains(err.Error(), "is zero") {
-			p.errAt(rn, field, "%q is zero: the bound on SYN-ACKs per prefix cannot be turned off (leave synProxyAnswers out for the default, %s)",
+			p.errAt(rn, field, "%q is zero: the bound on SYN-ACKs per source cannot be turned off (leave synProxyAnswers out for the default, %s)",
 				rn.Value, formatRate(Rate(loader.DefaultSynProxyAnswers), unitConns))
 			return
 		}

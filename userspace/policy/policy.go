@@ -91,8 +91,8 @@ type Spec struct {
 	// CrowdSec LAPI, trusted proxies): they are flagged, not banned, and no
 	// CrowdSec decision or unforced manual ban covers them.
 	NeverBan []netip.Prefix
-	// SynProxyAnswers bounds the SYN-ACKs the SYN proxy sends to one
-	// prefixKey prefix: the most a SYN flood spoofing a victim's addresses
+	// SynProxyAnswers bounds the SYN-ACKs the SYN proxy sends to one source
+	// (its clientKey): the most a SYN flood spoofing a victim's address
 	// reflects at it. The zero Rate is loader.DefaultSynProxyAnswers.
 	SynProxyAnswers Rate
 }
