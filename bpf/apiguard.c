@@ -8,10 +8,12 @@
  *         -> [later fragment: its first fragment's ports, or defaultAction;
  *             a first fragment's twin with other ports: dropped]
  *         -> ICMP -> TCP flag sanity -> service match -> service ACL
+ *         -> SYN proxy (a SYN answered; a handshake's ACK judged)
  *         -> limits -> marks for the state machines
  *
  * then, with the verdict known: connection tracking (which may refuse a SYN),
- * handshake proofs, fragment memory, and the single exit, record(), which
+ * handshake proofs, fragment memory, the SYN proxy's finish (a judged
+ * handshake's connection limits and caps), and the single exit, record(), which
  * turns a drop into a counted pass in monitor mode, counts the verdict and
  * emits at most one throttled event. Each stage is a header of include/ that
  * owns its types, maps and logic and says its contract at the top. */
