@@ -347,3 +347,115 @@ func TestSynProxyForgedACKsMakeNoClientState(t *testing.T) {
 		})
 	}
 }
+
+// A flood of forged handshake ACKs far over its service's packet total meets
+// the total's read-only check before the handshake is judged, as any flood
+// does: past the total's burst (which the forged ACKs themselves use up,
+// as every packet of the service does) each is dropped as service_pps, the
+// limit the detector sees (one event for the whole service), without the
+// socket lookup and hash a judgement costs, and none creates or charges a
+// client or prefix entry. A valid handshake ACK is then refused by the total
+// too: the flood costs the service what any flood over its total costs.
+func TestSynProxyForgedACKFloodMeetsTheTotal(t *testing.T) {
+	s := newSpNetns(t)
+	d, key := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	const burst = 40
+	p.Services[0].Client.Packets = Rate{PerSecond: 1000, Burst: 1000}
+	p.Services[0].Prefix.Packets = Rate{PerSecond: 1000, Burst: 1000}
+	// a rate far below what the loop sends: the burst is all it gets
+	p.Services[0].Total.Packets = Rate{PerSecond: 1, Burst: burst}
+	mustApply(t, d, p)
+	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
+	rng := rand.New(rand.NewPCG(16, 3))
+	for _, prog := range []struct {
+		name       string
+		get        func(*Datapath) *ebpf.Program
+		pass, drop uint32
+	}{
+		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
+		{"tc", (*Datapath).TC, tcActOK, tcActShot},
+	} {
+		t.Run(prog.name, func(t *testing.T) {
+			clearTable(t, d.objs.Clients)
+			clearTable(t, d.objs.Prefixes)
+			// a full total for each subtest
+			if err := d.objs.ServiceState.Put(uint32(1), GuardAgServiceState{}); err != nil {
+				t.Fatal(err)
+			}
+			readEvents(t, d, 64) // what earlier subtests left
+			// and the per-CPU throttle that held back this subtest's event
+			zero := make([]GuardEvSlot, ebpf.MustPossibleCPU())
+			for i := range uint32(d.objs.EventThrottle.MaxEntries()) {
+				if err := d.objs.EventThrottle.Put(i, zero); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const flood = 300
+			reasons := map[Reason]int{}
+			for i := range flood {
+				src := netip.AddrFrom4([4]byte{10, byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())})
+				spec := packet.Spec{Src: src, Dst: guarded4, Proto: packet.TCP, SrcPort: uint16(1024 + rng.IntN(60000)),
+					DstPort: spPort, TCPFlags: packet.ACK, Seq: rng.Uint32(), Ack: rng.Uint32(),
+					TCPOptions: ackOptions(true, rng.Uint32(), rng.Uint32())}
+				before := counterMap(t, d)
+				got := s.run(t, prog.get(d), packet.Build(spec))
+				act, reason, n := counterDelta(t, before, counterMap(t, d))
+				if got != prog.drop || act != ActionDrop || n != 1 {
+					t.Fatalf("forged ACK %d: verdict %d, counted %v %v (%d); want one drop", i, got, act, reason, n)
+				}
+				reasons[reason]++
+			}
+			bad, total := reasons[Reason(GuardAgReasonAG_R_BAD_COOKIE)], reasons[Reason(GuardAgReasonAG_R_SERVICE_PPS)]
+			// the burst's worth judged (and refused) one by one, the rest by the total
+			if bad+total != flood || bad > burst+1 || total < flood-burst-1 {
+				t.Fatalf("%d forged ACKs dropped as %v; want at most %d bad_cookie, the rest service_pps", flood, reasons, burst+1)
+			}
+			if c, pf := tableLen(t, d.objs.Clients), tableLen(t, d.objs.Prefixes); c != 0 || pf != 0 {
+				t.Fatalf("%d forged ACKs made %d client and %d prefix entries, want none", flood, c, pf)
+			}
+			// the total's limit, as the detector sees it: one event for the service
+			var limited int
+			for _, e := range readEvents(t, d, 64) {
+				if e.Type == uint8(GuardAgEventTypeAG_EV_LIMITED) && e.Reason == uint8(GuardAgReasonAG_R_SERVICE_PPS) {
+					limited++
+				}
+			}
+			if limited == 0 {
+				t.Fatal("no limit event for the service's total")
+			}
+			// a valid handshake now meets the same total
+			for try := 0; ; try++ {
+				slot := coarseNow(t) >> ckSlotShift
+				before := counterMap(t, d)
+				got := s.run(t, prog.get(d), ackCase{src: "198.51.100.91", offer: linux}.frame(key, slot))
+				_, reason, _ := counterDelta(t, before, counterMap(t, d))
+				if coarseNow(t)>>ckSlotShift != slot && try < 3 {
+					continue // the cookie's slot turned during the run
+				}
+				if got != prog.drop || reason != Reason(GuardAgReasonAG_R_SERVICE_PPS) {
+					t.Fatalf("a valid handshake over the total: verdict %d (%v), want %d (service_pps)", got, reason, prog.drop)
+				}
+				break
+			}
+			if c := tableLen(t, d.objs.Clients); c != 0 {
+				t.Fatalf("a handshake refused by the total made %d client entries, want none", c)
+			}
+		})
+	}
+}
+
+// tableLen counts a table's entries.
+func tableLen(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	var k, v []byte
+	n := 0
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
