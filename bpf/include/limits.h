@@ -108,6 +108,10 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 		if (ps && (kind = peek_level(ps->tat, lp, &cost, shared_syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
+	/* synproxy.h: a handshake's ACK is judged here, between the checks
+	 * that cost a flood nothing and the client's state */
+	if (v->peek)
+		return 0;
 
 	/* Every service client has an entry: it carries the per-client counters
 	 * behind "top clients" even when the service sets no client limit. */

@@ -1194,6 +1194,33 @@ static __always_inline int sp_proxied(const struct ag_config *cfg, __u32 svc, st
 	return ((cfg->synproxy_auto >> svc) & 1) && sp_auto_judging(w);
 }
 
+/* A forged handshake's ACK is charged to its service's total packet and
+ * byte buckets, as every packet of the service is: the total meters what
+ * arrives, so a flood of them far over it meets the limits' read-only check
+ * (synproxy_claim) and is dropped there as the total's limit, with its
+ * event, for an array read, instead of a socket lookup and two hashes each.
+ * Nothing else: no client or prefix entry is made or charged for it. The
+ * limits' check let it through, so the total conformed a moment ago. */
+static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, struct sp_work *w)
+{
+	const struct ag_service *def;
+	struct ag_service_state *ss;
+	const struct ag_limit *lt;
+	struct ag_cost cost = { .packets = 1, .bytes = p->len };
+
+	w->key = policy_index(w->slot, svc);
+	def = bpf_map_lookup_elem(&services, &w->key);
+	if (!def)
+		return;
+	lt = def->limits[AG_LEVEL_SERVICE];
+	if (!level_limited(lt))
+		return;
+	w->key = svc;
+	ss = bpf_map_lookup_elem(&service_state, &w->key);
+	if (ss)
+		limit_level(ss->tat, lt, &cost, 0, bpf_ktime_get_ns());
+}
+
 /* The first step of the judgement (the contract above), before the limits:
  * a segment with ACK of service svc (policy slot slot, cfg the guard's).
  * Returns SP_BAD to drop it (bad_cookie), SP_ACK for a valid cookie of ours
@@ -1230,6 +1257,8 @@ static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data
 	else
 		r = SP_BAD;
 	bpf_sk_release(sk);
+	if (r == SP_BAD)
+		sp_charge_total(p, svc, w);
 	return r;
 }
 
@@ -1467,6 +1496,20 @@ __attribute__((noinline)) __u32 synproxy_claims(__u32 svc, __u32 slot)
 	return 0;
 }
 
+/* Whether the segments with ACK of service svc (policy slot slot) are judged
+ * now (sp_proxied): always, or auto while on and a cookie's life after. A
+ * global function, as synproxy_claims: an auto service's ACKs pay the
+ * limits' read-only checks twice only while the proxy is on. */
+__attribute__((noinline)) __u32 synproxy_judging(__u32 svc, __u32 slot)
+{
+	const struct ag_config *cfg;
+	struct sp_work *w = sp_work();
+
+	if (!w || slot > 1)
+		return 0;
+	cfg = bpf_map_lookup_elem(&config, &slot);
+	return cfg && sp_proxied(cfg, svc, w);
+}
 
 /* Turns the SYN in the frame into its SYN-ACK; 1 when done (at TC the entry
  * point redirects it to the interface's egress), 2 when the reflection bound
@@ -1530,8 +1573,20 @@ static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p
 		return 1;
 	}
 	if ((p->tcp_flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK ||
-	    !(((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1))
+	    !(((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1) ||
+	    !(synproxy_judging(svc, slot) & 1))
 		return 0;
+	/* the limits' read-only checks first: a flood over the service's total
+	 * or a known prefix's limit is dropped as that limit, with its event,
+	 * for an array read, before the judgement's socket lookup and hashes.
+	 * Not a fragment: the limits charge its budget before them. */
+	if (!p->frag) {
+		v->peek = 1;
+		apply_limits(p, cfg, slot, svc, v);
+		v->peek = 0;
+		if (v->action != AG_ACT_PASS)
+			return 1;
+	}
 	r = (tc ? synproxy_tc_verify(ctx, cfg, p, svc, slot) : synproxy_xdp_verify(ctx, cfg, p, svc, slot)) & 3;
 	if (r == SP_BAD) {
 		v->service = svc;
