@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -23,7 +25,8 @@ import (
 // socket lookups need.
 
 const (
-	spBenchFlooded = 8082 // no proxy, a total connection limit long used up
+	spBenchFlooded    = 8082 // no proxy, a total connection limit long used up
+	spBenchAckFlooded = 8083 // proxied, a total packet limit long used up
 )
 
 func synProxyBenchPolicy() *Policy {
@@ -37,12 +40,15 @@ func synProxyBenchPolicy() *Policy {
 	}
 	flooded := limits(Service{ID: 3, Name: "flooded", Ports: []PortRange{{spBenchFlooded, spBenchFlooded}}})
 	flooded.Total.Conns = Rate{PerSecond: 1, Burst: 1}
+	ackFlooded := limits(Service{ID: 4, Name: "ack-flooded", Ports: []PortRange{{spBenchAckFlooded, spBenchAckFlooded}},
+		SynProxy: SynProxyAlways})
+	ackFlooded.Total.Packets = Rate{PerSecond: 1, Burst: 1}
 	// the reflection bound is checked and charged, never reached: the
 	// answered SYN keeps its path through every run
 	return &Policy{TCPFlagSanity: true, SynProxyAnswers: high, Services: []Service{
 		limits(Service{ID: 1, Name: "api", Ports: []PortRange{{spPort, spPort}}, SynProxy: SynProxyAlways}),
 		limits(Service{ID: 2, Name: "twin", Ports: []PortRange{{spPlainPort, spPlainPort}}}),
-		flooded,
+		flooded, ackFlooded,
 	}}
 }
 
@@ -82,6 +88,11 @@ func spBenchCases() []spBenchCase {
 			return ackCase{src: "198.51.100.52", offer: linux}.frame(key, slot)
 		}},
 		{name: "bad_cookie_ack", want: xdpDrop, frame: func([2]uint64, netip.AddrPort, uint64) []byte { return ack(spPort, 5, 6) }},
+		// a forged-ACK flood far over its service's packet total (a
+		// listener on its port: only the listener would take them)
+		{name: "bad_cookie_ack_over_total", want: xdpDrop, frame: func([2]uint64, netip.AddrPort, uint64) []byte {
+			return ack(spBenchAckFlooded, 5, 6)
+		}},
 		// what the proxy adds to an established connection's segments
 		{name: "established_ack", want: xdpPass, frame: established},
 		// what the TC program beside the XDP guard adds to them (a hash:
@@ -99,6 +110,17 @@ func BenchmarkSynProxy(b *testing.B) {
 	s := newSpNetns(b)
 	d, key := newSynProxy(b, spHost)
 	mustApply(b, d, synProxyBenchPolicy())
+	if err := s.ns.Do(func() error {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(netip.IPv6Unspecified(), spBenchAckFlooded).String())
+		if err != nil {
+			return err
+		}
+		b.Cleanup(func() { ln.Close() })
+		return nil
+	}); err != nil {
+		b.Fatalf("listen on the flooded proxied port: %v", err)
+	}
 	cases := spBenchCases()
 	progs := make([]*synproxy.Programs, len(cases))
 	frames := make([][]byte, len(cases))
@@ -163,6 +185,7 @@ func BenchmarkSynProxy(b *testing.B) {
 	ratio := func(a, over string) float64 { return delta[a] / max(delta[over], 1) }
 	b.ReportMetric(ratio("syn_answered", "syn_dropped_over_total"), "answered/dropped")
 	b.ReportMetric(ratio("cookie_ack", "known_client_ack"), "cookie-ack/known")
+	b.ReportMetric(ratio("bad_cookie_ack_over_total", "bad_cookie_ack"), "forged-over/under-total")
 	b.ReportMetric(ratio("established_ack", "known_client_ack"), "established/known")
 }
 

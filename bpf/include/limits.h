@@ -70,7 +70,7 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 	 * a VM): a service without limits only needs it for last_seen, which
 	 * the coarse one (a tick) serves. */
 	if (prefix_on || total_on || level_limited(lc) || (p->frag && svc->fragments.interval))
-		v->now = now = bpf_ktime_get_ns();
+		v->now = now = v->now ? v->now : bpf_ktime_get_ns();	/* synproxy.h peeked */
 	else
 		now = bpf_ktime_get_coarse_ns();
 

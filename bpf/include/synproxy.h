@@ -26,8 +26,13 @@
  *    within proven_ttl (proof.h proven_sources) has a second bucket at the
  *    same bound (sp_answer_proven).
  *  - A segment with ACK and without SYN or RST to a proxied service is judged
- *    in two steps. Before the limits (synproxy_claim, so that a forged ACK
- *    creates and charges no client state): if its 4-tuple has a socket
+ *    in two steps. First it meets the limits' read-only checks (the service
+ *    total, a known prefix: a flood over them is dropped there as that
+ *    limit, with its event, for an array read; not a fragment, whose budget
+ *    the limits charge first). Then, before the limits make or charge any
+ *    client state (synproxy_claim, so that a forged ACK creates and charges
+ *    none; it is charged to the service total only, as every packet of the
+ *    service, so that a flood of them meets that check): if its 4-tuple has a socket
  *    (established, TIME_WAIT, a kernel request) or there is no listener, it
  *    goes on untouched. If only the listener would take it, it must carry a
  *    valid cookie (ours, or one the kernel issued itself), else it is dropped
@@ -106,6 +111,10 @@
 #define SP_ACK 2	/* a handshake with a valid cookie of ours: finish it at the exit */
 #define SP_KCOOKIE 3	/* a handshake with the kernel's own cookie: count it at the exit */
 #define SP_BAD 1	/* sp_verify: drop it (bad_cookie) */
+/* the judge's service and policy slot, in one argument (a global function
+ * takes five) */
+#define SP_SVS_SVC 0xffff
+#define SP_SVS_SLOT_SHIFT 16
 
 /* run_guard's return for a frame to send back (not an enum ag_action) */
 #define SP_ACT_ANSWER 0x80
@@ -1201,7 +1210,7 @@ static __always_inline int sp_proxied(const struct ag_config *cfg, __u32 svc, st
  * event, for an array read, instead of a socket lookup and two hashes each.
  * Nothing else: no client or prefix entry is made or charged for it. The
  * limits' check let it through, so the total conformed a moment ago. */
-static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, struct sp_work *w)
+static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, struct sp_work *w, __u64 now)
 {
 	const struct ag_service *def;
 	struct ag_service_state *ss;
@@ -1218,7 +1227,7 @@ static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, stru
 	w->key = svc;
 	ss = bpf_map_lookup_elem(&service_state, &w->key);
 	if (ss)
-		limit_level(ss->tat, lt, &cost, 0, bpf_ktime_get_ns());
+		limit_level(ss->tat, lt, &cost, 0, now ? now : bpf_ktime_get_ns());
 }
 
 /* The first step of the judgement (the contract above), before the limits:
@@ -1228,8 +1237,8 @@ static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, stru
  * SP_KCOOKIE for one the kernel issued, or 0 when the listener is not its
  * socket (or the service's handshakes are not judged). */
 static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data_end,
-				       const struct ag_config *cfg, const struct pkt *p, __u32 svc,
-				       __u32 slot)
+				       const struct ag_config *cfg, const struct pkt *p, __u64 now,
+				       __u32 svc, __u32 slot)
 {
 	const struct ag_synproxy *c = sp_host();
 	struct sp_work *w = sp_work();
@@ -1258,7 +1267,7 @@ static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data
 		r = SP_BAD;
 	bpf_sk_release(sk);
 	if (r == SP_BAD)
-		sp_charge_total(p, svc, w);
+		sp_charge_total(p, svc, w, now);
 	return r;
 }
 
@@ -1394,13 +1403,15 @@ __attribute__((noinline)) int synproxy_xdp_write(struct xdp_md *ctx)
 	return sp_answer_write(ctx, 0);
 }
 
-/* sp_verify at XDP: before the limits. */
+/* sp_verify at XDP: before the limits make any client state. svs: the
+ * service and policy slot (SP_SVS_*); v->now, the clock the limits read. */
 __attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct ag_config *cfg,
-						    const struct pkt *p, __u32 svc, __u32 slot)
+						    const struct pkt *p, const struct verdict *v, __u32 svs)
 {
-	if (!cfg || !p)
+	if (!cfg || !p || !v)
 		return 0;
-	return sp_verify(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg, p, svc, slot);
+	return sp_verify(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg, p, v->now,
+			 svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
 }
 
 /* sp_finish at XDP; finish says whether there is a handshake to finish (the
@@ -1429,11 +1440,12 @@ __attribute__((noinline)) int synproxy_tc_write(struct __sk_buff *skb)
 }
 
 __attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct ag_config *cfg,
-						   const struct pkt *p, __u32 svc, __u32 slot)
+						   const struct pkt *p, const struct verdict *v, __u32 svs)
 {
-	if (!cfg || !p)
+	if (!cfg || !p || !v)
 		return 0;
-	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, cfg, p, svc, slot);
+	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, cfg, p, v->now,
+			 svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
 }
 
 __attribute__((noinline)) __u32 synproxy_tc_finish(struct __sk_buff *skb, const struct ag_config *cfg,
@@ -1556,7 +1568,7 @@ static __always_inline __u32 sp_is_zero(__u64 x)
 static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p, const struct ag_config *cfg,
 					  __u32 slot, __u32 svc, struct verdict *v)
 {
-	__u32 r;
+	__u32 r, svs;
 
 	if (p->proto != IPPROTO_TCP)
 		return 0;
@@ -1587,7 +1599,8 @@ static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p
 		if (v->action != AG_ACT_PASS)
 			return 1;
 	}
-	r = (tc ? synproxy_tc_verify(ctx, cfg, p, svc, slot) : synproxy_xdp_verify(ctx, cfg, p, svc, slot)) & 3;
+	svs = svc | slot << SP_SVS_SLOT_SHIFT;
+	r = (tc ? synproxy_tc_verify(ctx, cfg, p, v, svs) : synproxy_xdp_verify(ctx, cfg, p, v, svs)) & 3;
 	if (r == SP_BAD) {
 		v->service = svc;
 		v->action = AG_ACT_DROP;	/* a forged or stale handshake */
