@@ -124,9 +124,11 @@ type Policy struct {
 }
 
 // DefaultSynProxyAnswers is the bound on SYN-ACKs per source when the policy
-// sets none: about 0.6 Mbit/s of SYN-ACKs toward one host, far above the
-// connections one client opens (docs/synproxy.md).
-var DefaultSynProxyAnswers = Rate{PerSecond: 1000, Burst: 2000}
+// sets none: about 6 Mbit/s of SYN-ACKs toward one host. High on purpose: the
+// proxy reflects one SYN-ACK per SYN (no amplification), while a spoofer who
+// spends a host's bound denies that host its new connections, so the bound
+// must cost a spoofer far more than it costs a victim (docs/synproxy.md).
+var DefaultSynProxyAnswers = Rate{PerSecond: 10000, Burst: 20000}
 
 // ApplyResult says what an Apply changed.
 type ApplyResult struct {

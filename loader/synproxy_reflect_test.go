@@ -198,7 +198,7 @@ func TestSynProxyAnswersCompile(t *testing.T) {
 		interval uint64
 		err      bool
 	}{
-		{"default", Rate{}, uint64(time.Second/1000) << 16, false},
+		{"default", Rate{}, uint64(time.Second/time.Duration(DefaultSynProxyAnswers.PerSecond)) << 16, false},
 		{"per second", Rate{PerSecond: 50, Burst: 100}, uint64(time.Second/50) << 16, false},
 		{"per minute", Rate{PerMinute: 10, Burst: 5}, uint64(6*time.Second) << 16, false},
 		{"no rate", Rate{Burst: 10}, 0, true},

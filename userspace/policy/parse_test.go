@@ -371,7 +371,7 @@ func TestParseErrors(t *testing.T) {
 				"  synProxyAnswers: 0/s",
 			),
 			want: []string{
-				`p.yaml:6: spec.synProxyAnswers: "0/s" is zero: the bound on SYN-ACKs per source cannot be turned off (leave synProxyAnswers out for the default, 1000/s burst 2000)`,
+				`p.yaml:6: spec.synProxyAnswers: "0/s" is zero: the bound on SYN-ACKs per source cannot be turned off (leave synProxyAnswers out for the default, 10000/s burst 20000)`,
 			},
 			count: 1,
 		},
