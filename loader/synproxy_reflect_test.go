@@ -3,6 +3,9 @@ package loader
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,20 +59,10 @@ func reflectSYN(src netip.Addr, i int, badSum bool) []byte {
 func shiftAnswered(t *testing.T, d *Datapath, by time.Duration, reset bool) int {
 	t.Helper()
 	var (
-		k, n uint32
-		tat  uint64
+		n   uint32
+		tat uint64
 	)
-	it := d.objs.SynproxyAnswered.Iterate()
-	var slots []uint32
-	for it.Next(&k, &tat) {
-		if tat != 0 {
-			slots = append(slots, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range slots {
+	for _, s := range chargedSlots(t, d) {
 		if err := d.objs.SynproxyAnswered.Lookup(s, &tat); err != nil {
 			t.Fatal(err)
 		}
@@ -221,5 +214,187 @@ func TestSynProxyAnswersCompile(t *testing.T) {
 				t.Errorf("interval %d, want %d", got, c.interval)
 			}
 		})
+	}
+}
+
+// The name of the reflection bound's slot key map (synproxy.h), spelt here so
+// that the test states the contract without the generated name.
+const slotKeyMap = "synproxy_slotkey"
+
+// chargedSlots is the reflection buckets a SYN has charged, in order.
+func chargedSlots(t *testing.T, d *Datapath) []uint32 {
+	t.Helper()
+	var slots []uint32
+	err := eachEntry(d.objs.SynproxyAnswered, func(k *uint32, tat *uint64) {
+		if *tat != 0 {
+			slots = append(slots, *k)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slots
+}
+
+// The reflection bound's slots are a keyed hash under a key of their own, not
+// the cookie's: whoever learns which sources share a slot (it receives the
+// SYN-ACKs, it can spend a spoofed address's burst) learns nothing of the key
+// that forges cookies and source proofs. Changing the cookie key moves no
+// source's slot; changing the slot key moves them; a zero slot key answers
+// nothing.
+func TestSynProxyReflectionSlotKey(t *testing.T) {
+	d := newDatapath(t, Options{})
+	p := synProxyPolicy()
+	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
+	mustApply(t, d, p)
+	if err := d.SetSynProxyHost(spHost); err != nil {
+		t.Fatal(err)
+	}
+	sources := []netip.Addr{addr("198.51.100.7"), addr("198.51.100.8"), addr("203.0.113.200"), addr("10.1.0.9"),
+		addr("2001:db8:1:1::7"), addr("2001:db8:1:2::1"), addr("2001:db8:77::1"), addr("fd00::1")}
+	// slots answers one SYN of each source and returns the one bucket it
+	// charged, emptied again for the next
+	slots := func() []uint32 {
+		t.Helper()
+		var out []uint32
+		for i, src := range sources {
+			if a, _ := sendSYNs(t, d, d.XDP(), xdpTX, 1, func(int) netip.Addr { return src }, 600+i); a != 1 {
+				t.Fatalf("SYN from %v not answered", src)
+			}
+			got := chargedSlots(t, d)
+			if len(got) != 1 {
+				t.Fatalf("SYN from %v charged slots %v, want one", src, got)
+			}
+			if err := d.objs.SynproxyAnswered.Update(got[0], uint64(0), ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, got[0])
+		}
+		return out
+	}
+	before := slots()
+
+	var host GuardAgSynproxy
+	if err := d.objs.Synproxy.Lookup(uint32(0), &host); err != nil {
+		t.Fatal(err)
+	}
+	host.Key[0] ^= 0x5bd1e9955bd1e995
+	host.Key[1] += 0x9e3779b97f4a7c15
+	if err := d.objs.Synproxy.Update(uint32(0), &host, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	if after := slots(); !slices.Equal(after, before) {
+		t.Fatalf("the cookie key changed and the slots moved: %v, then %v; the slot hash leaks the cookie key", before, after)
+	}
+
+	m, ok := d.byName[slotKeyMap]
+	if !ok {
+		t.Fatalf("no map %s: the slots have no key of their own", slotKeyMap)
+	}
+	var key [2]uint64
+	if err := m.Lookup(uint32(0), &key); err != nil {
+		t.Fatal(err)
+	}
+	if key == [2]uint64{} {
+		t.Fatal("the slot key is zero after Load")
+	}
+	if key == host.Key {
+		t.Fatal("the slot key is the cookie key")
+	}
+	key[0] ^= 0x5bd1e9955bd1e995
+	if err := m.Update(uint32(0), key, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	after := slots()
+	moved := 0
+	for i := range before {
+		if after[i] != before[i] {
+			moved++
+		}
+	}
+	// a new key leaves a source in its slot with probability 2^-16
+	if moved < len(sources)-1 {
+		t.Fatalf("the slot key changed and %d of %d sources moved: %v, then %v", moved, len(sources), before, after)
+	}
+
+	// a zero slot key (a map created, its key not yet written) answers
+	// nothing and charges nothing: the SYN cannot be answered
+	if err := m.Update(uint32(0), [2]uint64{}, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	for i, src := range sources {
+		frame := reflectSYN(src, 700+i, false)
+		beforeCnt := counterMap(t, d)
+		ret, err := d.XDP().Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatal(err)
+		}
+		act, reason, n := counterDelta(t, beforeCnt, counterMap(t, d))
+		if ret == xdpTX || act != ActionDrop || reason != Reason(GuardAgReasonAG_R_SYN_UNPROXYABLE) || n != 1 {
+			t.Fatalf("SYN from %v under a zero slot key: verdict %d, counted %v %v (%d); want one syn_unproxyable drop", src, ret, act, reason, n)
+		}
+	}
+	if got := chargedSlots(t, d); len(got) != 0 {
+		t.Fatalf("a zero slot key charged slots %v", got)
+	}
+}
+
+// keys reads the cookie key and the slot key of a loaded datapath.
+func keys(t *testing.T, d *Datapath) (cookie, slot [2]uint64) {
+	t.Helper()
+	var host GuardAgSynproxy
+	if err := d.objs.Synproxy.Lookup(uint32(0), &host); err != nil {
+		t.Fatal(err)
+	}
+	m, ok := d.byName[slotKeyMap]
+	if !ok {
+		t.Fatalf("no map %s: the slots have no key of their own", slotKeyMap)
+	}
+	if err := m.Lookup(uint32(0), &slot); err != nil {
+		t.Fatal(err)
+	}
+	return host.Key, slot
+}
+
+// Load draws the slot key (non-zero, not the cookie key) and a restart that
+// adopts the pins keeps it, so that no source changes bucket (a flooded
+// victim would get a fresh burst, an innocent a spent one). An install made
+// by a build without the map (an upgrade) is adopted without a detach: the
+// map is created beside the adopted ones with a key of its own, and the
+// cookie key stays.
+func TestSynProxySlotKeyKeptAcrossLoads(t *testing.T) {
+	dir := tempPinDir(t)
+	d := newDatapath(t, Options{PinDir: dir})
+	cookie, slot := keys(t, d)
+	if cookie == [2]uint64{} || slot == [2]uint64{} || slot == cookie {
+		t.Fatalf("after Load: cookie key %x, slot key %x; want two non-zero keys of their own", cookie, slot)
+	}
+	d.Close()
+
+	d = newDatapath(t, Options{PinDir: dir})
+	if c, s := keys(t, d); !d.Adopted() || c != cookie || s != slot {
+		t.Fatalf("re-Load from pins (adopted %v): keys %x %x, want %x %x", d.Adopted(), c, s, cookie, slot)
+	}
+	d.Close()
+
+	// what an earlier build left: no pin of the map, no record of its layout
+	if err := os.Remove(filepath.Join(dir, mapsDir, slotKeyMap)); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ebpf.LoadPinnedMap(filepath.Join(dir, mapsDir, GuardMapPinLayouts), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Delete(pinName(slotKeyMap)); err != nil {
+		t.Fatal(err)
+	}
+	rec.Close()
+	d = newDatapath(t, Options{PinDir: dir})
+	c, s := keys(t, d)
+	if !d.Adopted() || c != cookie || s == [2]uint64{} || s == slot || s == cookie {
+		t.Fatalf("upgrade (adopted %v): cookie key %x (was %x), slot key %x; want the cookie key kept and a new slot key", d.Adopted(), c, cookie, s)
+	}
+	if _, err := os.Stat(filepath.Join(dir, mapsDir, slotKeyMap)); err != nil {
+		t.Fatalf("the new map is not pinned: %v", err)
 	}
 }
