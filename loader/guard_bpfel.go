@@ -343,6 +343,11 @@ type GuardAgServiceState struct {
 	Tat [3]uint64
 }
 
+type GuardAgSlotKey struct {
+	_   structs.HostLayout
+	Key [2]uint64
+}
+
 type GuardAgSrcKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -536,6 +541,7 @@ const (
 	GuardMapSynproxy             = "synproxy"
 	GuardMapSynproxyAnswered     = "synproxy_answered"
 	GuardMapSynproxyScratch      = "synproxy_scratch"
+	GuardMapSynproxySlotkey      = "synproxy_slotkey"
 	GuardMapSynproxyStats        = "synproxy_stats"
 	GuardMapSynproxyUntil        = "synproxy_until"
 	GuardProgApiguardEgress      = "apiguard_egress"
@@ -647,6 +653,7 @@ type GuardMapSpecs struct {
 	Synproxy         *ebpf.MapSpec `ebpf:"synproxy"`
 	SynproxyAnswered *ebpf.MapSpec `ebpf:"synproxy_answered"`
 	SynproxyScratch  *ebpf.MapSpec `ebpf:"synproxy_scratch"`
+	SynproxySlotkey  *ebpf.MapSpec `ebpf:"synproxy_slotkey"`
 	SynproxyStats    *ebpf.MapSpec `ebpf:"synproxy_stats"`
 	SynproxyUntil    *ebpf.MapSpec `ebpf:"synproxy_until"`
 }
@@ -726,6 +733,7 @@ type GuardMaps struct {
 	Synproxy         *ebpf.Map `ebpf:"synproxy"`
 	SynproxyAnswered *ebpf.Map `ebpf:"synproxy_answered"`
 	SynproxyScratch  *ebpf.Map `ebpf:"synproxy_scratch"`
+	SynproxySlotkey  *ebpf.Map `ebpf:"synproxy_slotkey"`
 	SynproxyStats    *ebpf.Map `ebpf:"synproxy_stats"`
 	SynproxyUntil    *ebpf.Map `ebpf:"synproxy_until"`
 }
@@ -768,6 +776,7 @@ func (m *GuardMaps) Close() error {
 		m.Synproxy,
 		m.SynproxyAnswered,
 		m.SynproxyScratch,
+		m.SynproxySlotkey,
 		m.SynproxyStats,
 		m.SynproxyUntil,
 	)

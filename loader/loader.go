@@ -153,7 +153,7 @@ func loadSpec(spec *ebpf.CollectionSpec, opts Options) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
-	if err := d.initSynProxyKey(); err != nil {
+	if err := d.initSynProxyKeys(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}

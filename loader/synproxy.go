@@ -145,25 +145,59 @@ func (d *Datapath) SetSynProxyHost(h SynProxyHost) error {
 	return nil
 }
 
-// initSynProxyKey draws the cookie key unless an earlier run's pinned map
-// holds one: cookies issued before a restart stay valid.
-func (d *Datapath) initSynProxyKey() error {
+// initSynProxyKeys draws the cookie key and the reflection bound's slot key,
+// each unless an earlier run's pinned map holds one: cookies issued before a
+// restart stay valid, and no source changes bucket. The two are drawn apart:
+// the slots' collisions are observable to whoever receives SYN-ACKs, and must
+// tell nothing of the cookie key. An install made before the slot key had its
+// map gets the map created empty at Load and its key here, before Load
+// returns: nothing attached runs the programs that read it until then, and
+// they answer no SYN while it is zero.
+func (d *Datapath) initSynProxyKeys() error {
 	var cur GuardAgSynproxy
 	if err := d.objs.Synproxy.Lookup(uint32(0), &cur); err != nil {
 		return fmt.Errorf("synproxy: read settings: %w", err)
 	}
-	if cur.Key != [2]uint64{} {
+	if cur.Key == [2]uint64{} {
+		k, err := drawKey()
+		if err != nil {
+			return fmt.Errorf("synproxy: draw the cookie key: %w", err)
+		}
+		cur.Key = k
+		if err := d.objs.Synproxy.Update(uint32(0), &cur, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("synproxy: write the cookie key: %w", err)
+		}
+	}
+	var slot GuardAgSlotKey
+	if err := d.objs.SynproxySlotkey.Lookup(uint32(0), &slot); err != nil {
+		return fmt.Errorf("synproxy: read the slot key: %w", err)
+	}
+	if slot.Key != [2]uint64{} {
 		return nil
 	}
-	var k [16]byte
-	if _, err := rand.Read(k[:]); err != nil {
-		return fmt.Errorf("synproxy: draw the cookie key: %w", err)
+	k, err := drawKey()
+	if err != nil {
+		return fmt.Errorf("synproxy: draw the slot key: %w", err)
 	}
-	cur.Key = [2]uint64{binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:])}
-	if err := d.objs.Synproxy.Update(uint32(0), &cur, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("synproxy: write the cookie key: %w", err)
+	slot.Key = k
+	if err := d.objs.SynproxySlotkey.Update(uint32(0), &slot, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("synproxy: write the slot key: %w", err)
 	}
 	return nil
+}
+
+// drawKey is 128 random bits, refused all zero (zero says "not written"; one
+// chance in 2^128, so a zero is a broken source, not bad luck).
+func drawKey() ([2]uint64, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return [2]uint64{}, err
+	}
+	k := [2]uint64{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
+	if k == [2]uint64{} {
+		return k, errors.New("the random source gave 128 zero bits")
+	}
+	return k, nil
 }
 
 // SynProxyStats are the proxy's counters since load (all CPUs). SYNs

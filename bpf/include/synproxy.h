@@ -14,15 +14,18 @@
  *    listener either. Retransmitted SYNs get the same cookie (stateless).
  *  - Reflection bound: the SYN-ACKs sent to one source (its client key, the
  *    policy's client_bits: one host) conform to ag_config.synproxy_answers
- *    (a GCRA bucket in synproxy_answered, an array indexed by a keyed hash of
- *    the masked address: no insert, no eviction, so no flood of other
+ *    (a GCRA bucket in synproxy_answered, an array indexed by a hash of
+ *    the masked address keyed with synproxy_slotkey, never with the cookie
+ *    key: no insert, no eviction, so no flood of other
  *    sources resets a victim's bucket; sources that share a bucket share its
  *    bound, which only ever makes it tighter). Per host, not per prefix: a
  *    prefix's budget would let a flood spoofing the prefix deny its
  *    newcomers, whose addresses a flood cannot aim at. A SYN over it is dropped, unanswered and uncharged
  *    anywhere else (reason synack_limited, no event: its source is the
  *    address a spoofer chose, the victim). Charged only for a SYN-ACK that
- *    is sent (checksum good, headers readable). Over it, a source proven
+ *    is sent (checksum good, headers readable). A zero slot key (its map
+ *    created, the key not yet written) answers no SYN (syn_unproxyable).
+ *    Over it, a source proven
  *    within proven_ttl (proof.h proven_sources) has a second bucket at the
  *    same bound (sp_answer_proven).
  *  - A segment with ACK and without SYN or RST to a proxied service is judged
@@ -189,6 +192,14 @@ struct ag_synproxy {
 	__u8 _pad[6];
 };
 
+/* The key of the reflection bound's slot hash (sp_answer_slot), drawn by the
+ * loader apart from the cookie key and kept across restarts: which sources
+ * share a slot is observable to whoever receives SYN-ACKs, and must say
+ * nothing of the key that makes cookies. Zero: not written yet. */
+struct ag_slot_key {
+	__u64 key[2];
+};
+
 /* Datapath health of the proxy (per CPU), beside the verdict counters: what
  * those say already (SYNs answered, unproxyable, ACKs with a bad cookie:
  * reasons syn_cookie, syn_unproxyable, bad_cookie) is not counted again. */
@@ -323,6 +334,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } synproxy_answered SEC(".maps");
 
+/* Its own map, not a field of synproxy: that one's value is pinned, and a new
+ * size would refuse an upgrade; a new map is created beside adopted ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ag_slot_key);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* slots stay put across a restart */
+} synproxy_slotkey SEC(".maps");
+
 /* auto (ag_config.synproxy_auto): per service id, until when (coarse ns) the
  * proxy is on, set by the last SYN its shared new-connection limits refused
  * plus SP_AUTO_HOLD. The daemon reads it for status; 0 is never. */
@@ -372,6 +393,16 @@ static __always_inline const struct ag_synproxy *sp_host(void)
 	const struct ag_synproxy *c = bpf_map_lookup_elem(&synproxy, &zero);
 
 	return c && c->mss4 ? c : NULL;
+}
+
+/* The slot key, or NULL while it is zero: no SYN is answered under a key
+ * anyone can compute. */
+static __always_inline const struct ag_slot_key *sp_slot_key(void)
+{
+	__u32 zero = 0;
+	const struct ag_slot_key *k = bpf_map_lookup_elem(&synproxy_slotkey, &zero);
+
+	return k && (k->key[0] | k->key[1]) ? k : NULL;
 }
 
 static __always_inline struct sp_work *sp_work(void)
@@ -805,18 +836,19 @@ static __always_inline __u32 sp_synack_opts(__u8 *b, __u16 mss, __u32 opts, __u8
 #define SP_ANSWER_PROVEN 1	/* a proven source's second bucket */
 
 /* The bucket slot of a masked address (v4-mapped) in a domain: keyed with the
- * cookie key, multiplied after the key is mixed in, so which addresses share
- * a slot depends on the key and a blind attacker cannot pick a prefix that
- * shares a victim's. */
-static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const __u8 prefix[16], __u64 domain)
+ * slot key, multiplied after the key is mixed in, so which addresses share a
+ * slot depends on the key and a blind attacker cannot pick a prefix that
+ * shares a victim's. Not cryptographic: collisions observed through the
+ * SYN-ACKs tell of the slot key only, never of the cookie key. */
+static __always_inline __u32 sp_answer_slot(const struct ag_slot_key *k, const __u8 prefix[16], __u64 domain)
 {
 	__u64 a0, a1, h;
 
 	__builtin_memcpy(&a0, prefix, 8);
 	__builtin_memcpy(&a1, prefix + 8, 8);
-	h = (a0 ^ c->key[0] ^ domain) * 0x9e3779b97f4a7c15ULL;
+	h = (a0 ^ k->key[0] ^ domain) * 0x9e3779b97f4a7c15ULL;
 	h ^= h >> 31;
-	h = (h + (a1 ^ c->key[1])) * 0xc2b2ae3d27d4eb4fULL;
+	h = (h + (a1 ^ k->key[1])) * 0xc2b2ae3d27d4eb4fULL;
 	h ^= h >> 29;
 	h *= 0x165667b19e3779f9ULL;
 	h ^= h >> 32;
@@ -829,7 +861,7 @@ static __always_inline __u32 sp_answer_slot(const struct ag_synproxy *c, const _
  * a flood spoofing its very address does not lock out a client the server
  * already talks to; the flood gets it no more than that second bucket.
  * w->client holds the source masked to the client key, proof.h's key. */
-static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const struct ag_config *cfg,
+static __always_inline int sp_answer_proven(const struct ag_slot_key *k, const struct ag_config *cfg,
 					    struct sp_work *w, __u64 now)
 {
 	__u64 *seen, *tat;
@@ -840,7 +872,7 @@ static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const s
 	seen = bpf_map_lookup_elem(&proven_sources, w->client);
 	if (!seen || now - *seen >= cfg->proven_ttl)
 		return 0;
-	idx = sp_answer_slot(c, w->client, SP_ANSWER_PROVEN);
+	idx = sp_answer_slot(k, w->client, SP_ANSWER_PROVEN);
 	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
 	return tat && gcra(tat, &cfg->synproxy_answers, 1, now);
 }
@@ -849,7 +881,7 @@ static __always_inline int sp_answer_proven(const struct ag_synproxy *c, const s
  * on its client key (or, over it, to its second as a proven source), charged
  * when it does. The coarse clock: a tick (1–4 ms) is well inside any sane
  * burst. */
-static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const struct ag_config *cfg,
+static __always_inline int sp_answer_conforms(const struct ag_slot_key *k, const struct ag_config *cfg,
 					      const struct pkt *p, struct sp_work *w)
 {
 	__u64 *tat, now;
@@ -860,11 +892,11 @@ static __always_inline int sp_answer_conforms(const struct ag_synproxy *c, const
 	now = bpf_ktime_get_coarse_ns();
 	/* w->client: a key's room, off the stack, free in a SYN's path */
 	mask_addr(w->client, p->addr, key_bits(p->family, cfg->client_bits4, cfg->client_bits6));
-	idx = sp_answer_slot(c, w->client, SP_ANSWER_SOURCE);
+	idx = sp_answer_slot(k, w->client, SP_ANSWER_SOURCE);
 	tat = bpf_map_lookup_elem(&synproxy_answered, &idx);
 	if (!tat)
 		return 0;
-	return gcra(tat, &cfg->synproxy_answers, 1, now) || sp_answer_proven(c, cfg, w, now);
+	return gcra(tat, &cfg->synproxy_answers, 1, now) || sp_answer_proven(k, cfg, w, now);
 }
 
 /* Builds into w->s the SYN-ACK answering the SYN at h (options read into w,
@@ -1321,6 +1353,7 @@ static __always_inline int sp_answer_build(void *ctx, int tc, const struct ag_co
 					   const struct pkt *p)
 {
 	const struct ag_synproxy *c = sp_host();
+	const struct ag_slot_key *k = sp_slot_key();
 	struct sp_work *w = sp_work();
 	void *data, *data_end;
 	struct sp_hdrs h;
@@ -1339,12 +1372,12 @@ static __always_inline int sp_answer_build(void *ctx, int tc, const struct ag_co
 		return len;
 	w->built = 0;
 	w->over = 0;
-	if (!c || !cfg || !p || sp_locate(data, data_end, &h))
+	if (!c || !k || !cfg || !p || sp_locate(data, data_end, &h))
 		return len;
 	sp_read_opts(ctx, tc, &h, w);
 	if (!sp_syn_csum_ok(&h, w))
 		return len;
-	if (!sp_answer_conforms(c, cfg, p, w)) {
+	if (!sp_answer_conforms(k, cfg, p, w)) {
 		w->over = 1;
 		return len;
 	}

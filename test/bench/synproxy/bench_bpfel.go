@@ -333,6 +333,11 @@ type benchAgServiceState struct {
 	Tat [3]uint64
 }
 
+type benchAgSlotKey struct {
+	_   structs.HostLayout
+	Key [2]uint64
+}
+
 type benchAgSrcKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -516,6 +521,7 @@ const (
 	benchMapSynproxy             = "synproxy"
 	benchMapSynproxyAnswered     = "synproxy_answered"
 	benchMapSynproxyScratch      = "synproxy_scratch"
+	benchMapSynproxySlotkey      = "synproxy_slotkey"
 	benchMapSynproxyStats        = "synproxy_stats"
 	benchMapSynproxyUntil        = "synproxy_until"
 	benchProgApiguardEgress      = "apiguard_egress"
@@ -635,6 +641,7 @@ type benchMapSpecs struct {
 	Synproxy         *ebpf.MapSpec `ebpf:"synproxy"`
 	SynproxyAnswered *ebpf.MapSpec `ebpf:"synproxy_answered"`
 	SynproxyScratch  *ebpf.MapSpec `ebpf:"synproxy_scratch"`
+	SynproxySlotkey  *ebpf.MapSpec `ebpf:"synproxy_slotkey"`
 	SynproxyStats    *ebpf.MapSpec `ebpf:"synproxy_stats"`
 	SynproxyUntil    *ebpf.MapSpec `ebpf:"synproxy_until"`
 }
@@ -716,6 +723,7 @@ type benchMaps struct {
 	Synproxy         *ebpf.Map `ebpf:"synproxy"`
 	SynproxyAnswered *ebpf.Map `ebpf:"synproxy_answered"`
 	SynproxyScratch  *ebpf.Map `ebpf:"synproxy_scratch"`
+	SynproxySlotkey  *ebpf.Map `ebpf:"synproxy_slotkey"`
 	SynproxyStats    *ebpf.Map `ebpf:"synproxy_stats"`
 	SynproxyUntil    *ebpf.Map `ebpf:"synproxy_until"`
 }
@@ -758,6 +766,7 @@ func (m *benchMaps) Close() error {
 		m.Synproxy,
 		m.SynproxyAnswered,
 		m.SynproxyScratch,
+		m.SynproxySlotkey,
 		m.SynproxyStats,
 		m.SynproxyUntil,
 	)
