@@ -398,3 +398,46 @@ func TestSynProxySlotKeyKeptAcrossLoads(t *testing.T) {
 		t.Fatalf("the new map is not pinned: %v", err)
 	}
 }
+
+// A proven source's second bucket is its own, not a slot some other address
+// reaches by construction: were the domain a bit of the hashed address (xored
+// into its first word), the second bucket of 2001:db8:1:1::/64 would be the
+// first bucket of 2101:db8:1:1::/64, whatever the key, and a flood spoofing
+// that twin would spend a proven victim's second bucket before the victim
+// asked for it.
+func TestSynProxyProvenDomainNotAnAddress(t *testing.T) {
+	d := newDatapath(t, Options{})
+	p := synProxyPolicy()
+	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
+	p.ProvenTTL = 10 * time.Minute
+	mustApply(t, d, p)
+	if err := d.SetSynProxyHost(spHost); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name         string
+		victim, twin netip.Addr
+		key          netip.Prefix
+	}{
+		// the first word's lowest bit is bit 0 of the first byte
+		{"ipv6 /64", addr("2001:db8:1:1::7"), addr("2101:db8:1:1::7"), pfx("2001:db8:1:1::/64")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			shiftAnswered(t, d, 0, true)
+			a, l := sendSYNs(t, d, d.XDP(), xdpTX, 2*reflectBurst, func(int) netip.Addr { return c.twin }, 0)
+			if a != reflectBurst || l != reflectBurst {
+				t.Fatalf("the twin: %d answered, %d synack_limited; want %d and %d", a, l, reflectBurst, reflectBurst)
+			}
+			key := GuardAgSrcKey{Addr: c.key.Addr().As16()}
+			if err := d.objs.ProvenSources.Put(key, coarseNow(t)); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = d.objs.ProvenSources.Delete(key) })
+			a, l = sendSYNs(t, d, d.XDP(), xdpTX, 3*reflectBurst, func(int) netip.Addr { return c.victim }, 100)
+			if a != 2*reflectBurst || l != reflectBurst {
+				t.Errorf("proven victim after its twin's flood: %d answered, %d synack_limited; want %d and %d (its second bucket spent by the twin)",
+					a, l, 2*reflectBurst, reflectBurst)
+			}
+		})
+	}
+}
