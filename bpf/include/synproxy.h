@@ -846,8 +846,12 @@ static __always_inline __u32 sp_answer_slot(const struct ag_slot_key *k, const _
 
 	__builtin_memcpy(&a0, prefix, 8);
 	__builtin_memcpy(&a1, prefix + 8, 8);
-	h = (a0 ^ k->key[0] ^ domain) * 0x9e3779b97f4a7c15ULL;
+	h = (a0 ^ k->key[0]) * 0x9e3779b97f4a7c15ULL;
 	h ^= h >> 31;
+	/* the domain after the key is mixed in: xored into the address word it
+	 * would be an address bit, and the other domain's slot of any address
+	 * the slot of an address anyone can name, whatever the key */
+	h ^= domain * 0xd6e8feb86659fd93ULL;
 	h = (h + (a1 ^ k->key[1])) * 0xc2b2ae3d27d4eb4fULL;
 	h ^= h >> 29;
 	h *= 0x165667b19e3779f9ULL;
