@@ -61,6 +61,12 @@ func (d *Datapath) Ban(b Ban) error {
 		}
 		v.Expires = wallToMono(b.Expires)
 	}
+	d.banMu.Lock()
+	defer d.banMu.Unlock()
+	// prefilter.go: the bits first, so no packet skips the trie once it holds the ban
+	if err := d.banPrefilterAdd(is4, k4, k6); err != nil {
+		return fmt.Errorf("ban %v: %w", b.Prefix, err)
+	}
 	if is4 {
 		err = d.objs.Bans4.Update(k4, v, ebpf.UpdateAny)
 	} else {
@@ -158,6 +164,14 @@ func (d *Datapath) SweepBans(now time.Time) ([]Ban, error) {
 			return gone, err
 		}
 		gone = append(gone, b)
+	}
+	if len(gone) > 0 {
+		// prefilter.go: clear the bits of the bans gone
+		d.banMu.Lock()
+		defer d.banMu.Unlock()
+		if err := d.rebuildBanPrefilters(); err != nil {
+			return gone, err
+		}
 	}
 	return gone, nil
 }

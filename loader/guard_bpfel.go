@@ -113,6 +113,15 @@ const (
 	GuardAgConstAG_COUNT_DEAD_HALF  GuardAgConst = 4294967295
 	GuardAgConstAG_FRAG_TTL_SECONDS GuardAgConst = 60
 	GuardAgConstAG_SEEN_SHIFT       GuardAgConst = 26
+	GuardAgConstAG_PF_V4BITS        GuardAgConst = 16
+	GuardAgConstAG_PF_V6BITS        GuardAgConst = 32
+	GuardAgConstAG_PF_V6HASH        GuardAgConst = 2654435761
+	GuardAgConstAG_PF_WORDS         GuardAgConst = 1024
+	GuardAgConstAG_PF_READY         GuardAgConst = 1
+	GuardAgConstAG_PF_WALK          GuardAgConst = 2
+	GuardAgConstAG_PF_LISTS         GuardAgConst = 0
+	GuardAgConstAG_PF_BANS          GuardAgConst = 4
+	GuardAgConstAG_PF_ENTRIES       GuardAgConst = 6
 )
 
 type GuardAgConsts struct {
@@ -273,6 +282,13 @@ type GuardAgLpm6 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
+}
+
+type GuardAgPrefilter struct {
+	_     structs.HostLayout
+	Flags uint32
+	Pad   uint32
+	Bits  [1024]uint64
 }
 
 type GuardAgReason uint32
@@ -530,6 +546,7 @@ const (
 	GuardMapLists61              = "lists6_1"
 	GuardMapPinLayouts           = "pin_layouts"
 	GuardMapPorts                = "ports"
+	GuardMapPrefilters           = "prefilters"
 	GuardMapPrefixes             = "prefixes"
 	GuardMapProven               = "proven"
 	GuardMapProvenSources        = "proven_sources"
@@ -642,6 +659,7 @@ type GuardMapSpecs struct {
 	Lists61          *ebpf.MapSpec `ebpf:"lists6_1"`
 	PinLayouts       *ebpf.MapSpec `ebpf:"pin_layouts"`
 	Ports            *ebpf.MapSpec `ebpf:"ports"`
+	Prefilters       *ebpf.MapSpec `ebpf:"prefilters"`
 	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
 	Proven           *ebpf.MapSpec `ebpf:"proven"`
 	ProvenSources    *ebpf.MapSpec `ebpf:"proven_sources"`
@@ -722,6 +740,7 @@ type GuardMaps struct {
 	Lists61          *ebpf.Map `ebpf:"lists6_1"`
 	PinLayouts       *ebpf.Map `ebpf:"pin_layouts"`
 	Ports            *ebpf.Map `ebpf:"ports"`
+	Prefilters       *ebpf.Map `ebpf:"prefilters"`
 	Prefixes         *ebpf.Map `ebpf:"prefixes"`
 	Proven           *ebpf.Map `ebpf:"proven"`
 	ProvenSources    *ebpf.Map `ebpf:"proven_sources"`
@@ -765,6 +784,7 @@ func (m *GuardMaps) Close() error {
 		m.Lists61,
 		m.PinLayouts,
 		m.Ports,
+		m.Prefilters,
 		m.Prefixes,
 		m.Proven,
 		m.ProvenSources,

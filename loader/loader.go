@@ -81,6 +81,11 @@ type Datapath struct {
 	links      map[string]link.Link // only when not pinned
 	// svc names the kernel's per-service counters (svccount.go)
 	svc svcCounts
+
+	// banMu orders the writers of the ban tries and their prefilters
+	// (prefilter.go); banPF is what the kernel's ban bitmaps hold.
+	banMu sync.Mutex
+	banPF [2]GuardAgPrefilter
 }
 
 // Load loads the datapath. With a PinDir, maps already pinned there are adopted
@@ -150,6 +155,10 @@ func loadSpec(spec *ebpf.CollectionSpec, opts Options) (*Datapath, error) {
 		}
 	}
 	if err := d.readSlots(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if err := d.rebuildPrefilters(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}

@@ -569,6 +569,10 @@ func (d *Datapath) slotMaps(slot uint32) (lists4, lists6 *ebpf.Map) {
 func (d *Datapath) writeSlot(slot uint32, old, img *image) (ApplyResult, error) {
 	var res ApplyResult
 	lists4, lists6 := d.slotMaps(slot)
+	// prefilter.go: the bitmaps say "walk" while the tries change
+	if err := d.writeListPrefilters(slot, img, true); err != nil {
+		return res, err
+	}
 	n, err := syncLists(lists4, old.lists4, img.lists4)
 	res.PrefixWrites += n
 	if err != nil {
@@ -578,6 +582,9 @@ func (d *Datapath) writeSlot(slot uint32, old, img *image) (ApplyResult, error) 
 	res.PrefixWrites += n
 	if err != nil {
 		return res, fmt.Errorf("write IPv6 allow/deny lists of slot %d: %w", slot, err)
+	}
+	if err := d.writeListPrefilters(slot, img, false); err != nil {
+		return res, err
 	}
 
 	n, err = d.syncPorts(slot, old.ports, img.ports)

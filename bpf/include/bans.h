@@ -15,6 +15,7 @@
 #include "types.h"
 #include "addr.h"
 #include "parse.h"
+#include "prefilter.h"
 
 /* How many nested bans an address is looked up through when the narrowest
  * ones have expired (and are not swept yet): a host ban inside a prefix ban
@@ -94,8 +95,11 @@ __attribute__((noinline)) int banned_wider(const struct pkt *p, __u32 below)
  * expired host ban inside its aggregate prefix ban, until the sweeper comes). */
 static __always_inline int banned(const struct pkt *p)
 {
-	const struct ag_ban *ban = lpm_lookup(&bans4, &bans6, p->addr, p->family);
+	const struct ag_ban *ban;
 
+	if (!prefilter_may_hold(AG_PF_BANS, p->addr, p->family))
+		return 0;
+	ban = lpm_lookup(&bans4, &bans6, p->addr, p->family);
 	if (!ban)
 		return 0;
 	if (ban_in_force(ban, bpf_ktime_get_coarse_ns()))

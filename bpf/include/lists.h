@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 #include "addr.h"
+#include "prefilter.h"
 
 /* Values of the allow/deny tries. */
 enum ag_list {
@@ -40,6 +41,8 @@ static __always_inline __u32 list_of(const __u8 addr[16], __u8 family, __u32 slo
 {
 	const __u32 *list;
 
+	if (!prefilter_may_hold(AG_PF_LISTS + 2 * slot, addr, family))
+		return 0;
 	if (slot)
 		list = lpm_lookup(&lists4_1, &lists6_1, addr, family);
 	else

@@ -31,6 +31,15 @@ enum ag_const {
 	AG_COUNT_DEAD_HALF = 0xffffffffu, /* both halves of a count word being deleted */
 	AG_FRAG_TTL_SECONDS = 60,	/* a first fragment leads its later ones this long (frag.h) */
 	AG_SEEN_SHIFT = 26,		/* a client's first and last sighting: CLOCK_MONOTONIC ns >> this (clients.h) */
+	AG_PF_V4_BITS = 16,		/* a prefilter bit: an IPv4 /16 (prefilter.h) */
+	AG_PF_V6_BITS = 32,		/* or an IPv6 /32, hashed onto the same bits */
+	AG_PF_V6_HASH = 0x9e3779b1u,	/* the multiplier of that hash */
+	AG_PF_WORDS = 1024,		/* 64-bit words of a prefilter: 1 << AG_PF_V4_BITS bits */
+	AG_PF_READY = 1,		/* prefilter flag: the loader built it; trust clear bits */
+	AG_PF_WALK = 2,			/* prefilter flag: an entry is shorter than a bit; always walk */
+	AG_PF_LISTS = 0,		/* prefilters of the allow/deny lists: + 2 * slot + (IPv6) */
+	AG_PF_BANS = 4,			/* prefilters of the bans: + (IPv6) */
+	AG_PF_ENTRIES = 6,
 };
 
 #define AG_EEXIST 17	/* errno of a BPF_NOEXIST insert that found its key taken */

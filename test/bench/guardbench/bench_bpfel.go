@@ -117,6 +117,15 @@ const (
 	benchAgConstAG_COUNT_DEAD_HALF  benchAgConst = 4294967295
 	benchAgConstAG_FRAG_TTL_SECONDS benchAgConst = 60
 	benchAgConstAG_SEEN_SHIFT       benchAgConst = 26
+	benchAgConstAG_PF_V4BITS        benchAgConst = 16
+	benchAgConstAG_PF_V6BITS        benchAgConst = 32
+	benchAgConstAG_PF_V6HASH        benchAgConst = 2654435761
+	benchAgConstAG_PF_WORDS         benchAgConst = 1024
+	benchAgConstAG_PF_READY         benchAgConst = 1
+	benchAgConstAG_PF_WALK          benchAgConst = 2
+	benchAgConstAG_PF_LISTS         benchAgConst = 0
+	benchAgConstAG_PF_BANS          benchAgConst = 4
+	benchAgConstAG_PF_ENTRIES       benchAgConst = 6
 )
 
 type benchAgConsts struct {
@@ -255,6 +264,13 @@ type benchAgLpm6 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
+}
+
+type benchAgPrefilter struct {
+	_     structs.HostLayout
+	Flags uint32
+	Pad   uint32
+	Bits  [1024]uint64
 }
 
 type benchAgReason uint32
@@ -512,6 +528,7 @@ const (
 	benchMapLists61              = "lists6_1"
 	benchMapPinLayouts           = "pin_layouts"
 	benchMapPorts                = "ports"
+	benchMapPrefilters           = "prefilters"
 	benchMapPrefixes             = "prefixes"
 	benchMapProven               = "proven"
 	benchMapProvenSources        = "proven_sources"
@@ -637,6 +654,7 @@ type benchMapSpecs struct {
 	Lists61          *ebpf.MapSpec `ebpf:"lists6_1"`
 	PinLayouts       *ebpf.MapSpec `ebpf:"pin_layouts"`
 	Ports            *ebpf.MapSpec `ebpf:"ports"`
+	Prefilters       *ebpf.MapSpec `ebpf:"prefilters"`
 	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
 	Proven           *ebpf.MapSpec `ebpf:"proven"`
 	ProvenSources    *ebpf.MapSpec `ebpf:"proven_sources"`
@@ -720,6 +738,7 @@ type benchMaps struct {
 	Lists61          *ebpf.Map `ebpf:"lists6_1"`
 	PinLayouts       *ebpf.Map `ebpf:"pin_layouts"`
 	Ports            *ebpf.Map `ebpf:"ports"`
+	Prefilters       *ebpf.Map `ebpf:"prefilters"`
 	Prefixes         *ebpf.Map `ebpf:"prefixes"`
 	Proven           *ebpf.Map `ebpf:"proven"`
 	ProvenSources    *ebpf.Map `ebpf:"proven_sources"`
@@ -765,6 +784,7 @@ func (m *benchMaps) Close() error {
 		m.Lists61,
 		m.PinLayouts,
 		m.Ports,
+		m.Prefilters,
 		m.Prefixes,
 		m.Proven,
 		m.ProvenSources,
