@@ -26,6 +26,12 @@
  * latest such time, which is right for any age under 4.5 years). */
 struct ag_client_state {
 	__u64 tat[AG_KIND_MAX];	/* GCRA theoretical arrival times, ns */
+	/* packets and bytes are telemetry ("top clients", the detector), never a
+	 * limit: the pass path adds to them without a locked instruction. Two
+	 * CPUs adding to one client at the same instant may lose one of the two
+	 * adds, so they can only undercount, and only a client whose packets
+	 * arrive on several CPUs at once (RSS keeps one flow on one queue). The
+	 * limits are the TATs, which stay compare-and-swapped. */
 	__u64 packets;
 	__u64 bytes;
 	__u64 drops;

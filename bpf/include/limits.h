@@ -132,8 +132,9 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 	}
 	if (cs) {
 		cs->last_seen = seen_at(now);
-		__sync_fetch_and_add(&cs->packets, cost.packets);
-		__sync_fetch_and_add(&cs->bytes, cost.bytes);
+		/* clients.h: telemetry, not a limit; plain adds (may undercount) */
+		cs->packets += cost.packets;
+		cs->bytes += cost.bytes;
 		kind = limit_level(cs->tat, lc, &cost, syn, now);
 		if (kind != AG_KIND_MAX)
 			goto limited;
