@@ -6,7 +6,9 @@
  * Contract: a ban holds while its expiry (CLOCK_MONOTONIC ns, 0 = never) is in
  * the future, checked here, so bans lapse even when the daemon is gone; the
  * daemon's sweeper deletes them later. An expired ban never shadows a wider
- * one in force: banned() looks past up to AG_BAN_DEPTH nested bans. */
+ * one in force: banned() looks past up to AG_BAN_DEPTH nested bans. Each trie
+ * has a prefilter (prefilter.h): the loader sets a ban's bits before it writes
+ * the ban, so a source whose bit is clear is in no ban. */
 #ifndef APIGUARD_BANS_H
 #define APIGUARD_BANS_H
 

@@ -5,7 +5,8 @@
  * Contract: the loader removes deny entries that an allow entry covers (they
  * could never match in "allow first" order), so the longest match gives
  * exactly the allow-then-deny verdict. The tries are per slot (config.h): read
- * them with the slot the packet read once. */
+ * them with the slot the packet read once. Each has a prefilter (prefilter.h)
+ * the loader writes with it: a source whose bit is clear is in neither list. */
 #ifndef APIGUARD_LISTS_H
 #define APIGUARD_LISTS_H
 
