@@ -29,9 +29,11 @@ struct ag_client_state {
 	/* packets and bytes are telemetry ("top clients", the detector), never a
 	 * limit: the pass path adds to them without a locked instruction. Two
 	 * CPUs adding to one client at the same instant may lose one of the two
-	 * adds, so they can only undercount, and only a client whose packets
-	 * arrive on several CPUs at once (RSS keeps one flow on one queue). The
-	 * limits are the TATs, which stay compare-and-swapped. */
+	 * adds (one packet, or the batch a refusal entry hands over: refusals.h
+	 * flush_refusal), so they can only undercount, and only for a client
+	 * whose packets reach several CPUs at once (RSS keeps one flow on one
+	 * queue). drops and the TATs, which the limits and events read, stay
+	 * atomic. */
 	__u64 packets;
 	__u64 bytes;
 	__u64 drops;
