@@ -247,3 +247,41 @@ func TestPrefilterRebuiltBySweep(t *testing.T) {
 		vc("swept ban", packet.Build(udp("45.1.2.3", 53, 0)), pass, Reason(GuardAgReasonAG_R_OK)),
 	})
 }
+
+// A rebuild that fails half-way (the IPv4 bitmap written, the IPv6 one
+// refused) must leave the loader's copy equal to what the map holds: Ban
+// skips the write of bits its copy says are set, so a copy that still holds
+// the bits the written IPv4 bitmap cleared would let the next ban in those
+// /16s go into the trie with its bit clear. The map is swapped for one with
+// no entry for the IPv6 bans' bitmap, the one way to make that write fail.
+func TestPrefilterFailedRebuildKeepsBansCovered(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, basePolicy())
+	past := time.Now().Add(-time.Minute)
+	if err := d.Ban(Ban{Prefix: pfx("198.18.7.7/32"), Expires: past}); err != nil {
+		t.Fatal(err)
+	}
+	kernel := d.objs.Prefilters
+	short, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4,
+		ValueSize: kernel.ValueSize(), MaxEntries: pfBanIndex(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.objs.Prefilters = kernel; short.Close() })
+	for idx := uint32(0); idx < pfBanIndex(true); idx++ {
+		f := prefilterOf(t, d, idx)
+		if err := short.Put(idx, &f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.objs.Prefilters = short
+	if _, err := d.SweepBans(time.Now()); err == nil {
+		t.Fatal("sweep: the IPv6 bitmap's write should have failed")
+	}
+	if err := d.Ban(Ban{Prefix: pfx("198.18.9.9/32")}); err != nil {
+		t.Fatal(err)
+	}
+	if f := prefilterOf(t, d, pfBanIndex(false)); !pfHas4(f, addr("198.18.9.9")) {
+		t.Fatal("a ban went into the trie with its bit clear after a failed rebuild")
+	}
+}
