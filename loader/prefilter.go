@@ -141,13 +141,16 @@ func (d *Datapath) rebuildBanPrefilters() error {
 	if err := eachEntry(d.objs.Bans6, func(k *GuardAgLpm6, _ *GuardAgBan) { v6.add6(k.Addr, k.Prefixlen) }); err != nil {
 		return fmt.Errorf("read IPv6 bans: %w", err)
 	}
-	if err := d.writePrefilter(pfBanIndex(false), &v4); err != nil {
-		return err
+	// d.banPF follows each write that succeeded: Ban skips writing bits its
+	// copy holds, so a copy left with bits the kernel's bitmap lost (the
+	// IPv4 one written, the IPv6 one refused) would let a ban in a cleared
+	// /16 into the trie with its bit clear. A refused write changes nothing.
+	for i, f := range []*GuardAgPrefilter{&v4, &v6} {
+		if err := d.writePrefilter(pfBanIndex(i == 1), f); err != nil {
+			return err
+		}
+		d.banPF[i] = *f
 	}
-	if err := d.writePrefilter(pfBanIndex(true), &v6); err != nil {
-		return err
-	}
-	d.banPF = [2]GuardAgPrefilter{v4, v6}
 	return nil
 }
 
