@@ -285,3 +285,44 @@ func TestPrefilterFailedRebuildKeepsBansCovered(t *testing.T) {
 		t.Fatal("a ban went into the trie with its bit clear after a failed rebuild")
 	}
 }
+
+// A ban renewed while the sweeper runs stays: SweepBans must not delete a
+// ban it read as expired once Ban has replaced it with one in force. (The
+// daemon serializes the two under its own lock; the loader must not rely on
+// every caller doing so.) Thousands of expired bans keep the sweep busy
+// while they are renewed, each renewal either before or after it.
+func TestSweepKeepsBansRenewedMeanwhile(t *testing.T) {
+	d := newDatapath(t, Options{})
+	mustApply(t, d, basePolicy())
+	const n = 3000
+	past, later := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+	prefixes := make([]netip.Prefix, n)
+	for i := range prefixes {
+		prefixes[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32)
+		if err := d.Ban(Ban{Prefix: prefixes[i], Expires: past}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := d.SweepBans(time.Now())
+		swept <- err
+	}()
+	for i := n - 1; i >= 0; i-- { // against the sweep's order, to meet it half-way
+		if err := d.Ban(Ban{Prefix: prefixes[i], Expires: later}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	lost := 0
+	for _, p := range prefixes {
+		if b, err := d.LookupBan(p); err != nil || !b.Expires.After(time.Now()) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d bans renewed during a sweep were deleted by it", lost, n)
+	}
+}
