@@ -149,8 +149,12 @@ func (d *Datapath) Bans() ([]Ban, error) {
 }
 
 // SweepBans deletes bans that expired before now and returns them. The kernel
-// already ignores them; this only frees their entries.
+// already ignores them; this only frees their entries. It holds banMu from
+// the read to the last delete, so a ban that Ban renews meanwhile is not
+// deleted as the expired one it replaced, and rebuilds the bitmaps under it.
 func (d *Datapath) SweepBans(now time.Time) ([]Ban, error) {
+	d.banMu.Lock()
+	defer d.banMu.Unlock()
 	bans, err := d.Bans()
 	if err != nil {
 		return nil, err
@@ -167,8 +171,6 @@ func (d *Datapath) SweepBans(now time.Time) ([]Ban, error) {
 	}
 	if len(gone) > 0 {
 		// prefilter.go: clear the bits of the bans gone
-		d.banMu.Lock()
-		defer d.banMu.Unlock()
 		if err := d.rebuildBanPrefilters(); err != nil {
 			return gone, err
 		}
