@@ -122,6 +122,9 @@ func (h *harness) round() {
 		if i == framesPerRound/2 && h.gen.chance(0.3) {
 			h.apply(h.gen.Policy())
 		}
+		if (i == framesPerRound/4 || i == 3*framesPerRound/4) && h.gen.chance(0.4) {
+			h.changeBans()
+		}
 		h.one()
 	}
 }
@@ -176,6 +179,51 @@ func (h *harness) setBans(bans []Ban) {
 				h.t.Fatalf("ban %v: %v", b.Prefix, err)
 			}
 		}
+		h.bans = append(h.bans, b)
+	}
+	h.model.Bans = h.bans
+}
+
+// changeBans changes the bans while frames flow, as the daemon does: the
+// sweeper frees the expired ones (which rebuilds the ban prefilters, clearing
+// bits), one ban in force may be lifted (which clears none), and new ones
+// are added (each sets its bits before its entry).
+func (h *harness) changeBans() {
+	h.t.Helper()
+	now := time.Now()
+	for _, hk := range h.hooks {
+		if _, err := hk.d.SweepBans(now); err != nil {
+			h.t.Fatalf("sweep bans (%s): %v", hk.name, err)
+		}
+	}
+	kept := h.bans[:0]
+	for _, b := range h.bans {
+		if !b.Expired {
+			kept = append(kept, b)
+		}
+	}
+	h.bans = kept
+	if len(h.bans) > 0 && h.gen.chance(0.5) {
+		i := h.gen.pick(len(h.bans))
+		for _, hk := range h.hooks {
+			if err := hk.d.Unban(h.bans[i].Prefix); err != nil {
+				h.t.Fatalf("unban %v: %v", h.bans[i].Prefix, err)
+			}
+		}
+		h.bans = append(h.bans[:i], h.bans[i+1:]...)
+	}
+	for _, b := range h.gen.Bans() {
+		lb := loader.Ban{Prefix: b.Prefix}
+		if b.Expired {
+			lb.Expires = now.Add(-time.Minute)
+		}
+		for _, hk := range h.hooks {
+			if err := hk.d.Ban(lb); err != nil {
+				h.t.Fatalf("ban %v: %v", b.Prefix, err)
+			}
+		}
+		// one ban per prefix: this one replaced any drawn before
+		h.bans = slices.DeleteFunc(h.bans, func(o Ban) bool { return o.Prefix == b.Prefix })
 		h.bans = append(h.bans, b)
 	}
 	h.model.Bans = h.bans

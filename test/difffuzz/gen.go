@@ -113,20 +113,30 @@ func (g *Gen) anyAddr(family int) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// Prefix draws a prefix around the pools' addresses.
+// Prefix draws a prefix around the pools' addresses. Lengths next to a
+// prefilter bit's (an IPv4 /16, an IPv6 /32: bpf/include/prefilter.h) come
+// up often, and a few IPv4 prefixes are wider than a /8.
 func (g *Gen) Prefix() netip.Prefix {
 	if g.chance(0.5) {
 		a := g.Addr(4)
 		bits := 8 + g.pick(25)
-		if g.chance(0.3) {
+		switch {
+		case g.chance(0.3):
 			bits = 32
+		case g.chance(0.2):
+			bits = 15 + g.pick(3)
+		case g.chance(0.05):
+			bits = g.pick(8)
 		}
 		return netip.PrefixFrom(a, bits).Masked()
 	}
 	a := g.Addr(6)
 	bits := 16 + g.pick(113)
-	if g.chance(0.3) {
+	switch {
+	case g.chance(0.3):
 		bits = 64
+	case g.chance(0.2):
+		bits = 31 + g.pick(3)
 	}
 	return netip.PrefixFrom(a, bits).Masked()
 }
