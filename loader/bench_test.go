@@ -11,6 +11,7 @@ import (
 	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -150,6 +151,69 @@ func BenchmarkCalibrationLRUInsert(b *testing.B) {
 // The other platform share: one read of the precise clock (bpf_ktime_get_ns).
 func BenchmarkCalibrationClock(b *testing.B) {
 	calibrate(b, 1<<16, func(pr *guardbench.Programs) *ebpf.Program { return pr.Clock }, 0)
+}
+
+// How far the coarse clock (bpf_ktime_get_coarse_ns) lags the precise one
+// inside a BPF program: the premise of any "coarse clock for limits" scheme,
+// which needs the lag bounded (docs/datapath.md, "Why the limits read the
+// precise clock"). Each iteration is one run of a program that reads the
+// precise clock, then the coarse one, and returns the difference (a lower
+// bound of the lag at the coarse read). Reports the quantiles in ticks
+// (clock_getres(CLOCK_MONOTONIC_COARSE)) and how often the coarse clock lagged
+// more than a tick; meaningful from -benchtime 1000000x on.
+func BenchmarkCoarseClockLag(b *testing.B) {
+	const ahead = 0xffffffff
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    "coarse_lag",
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.FnKtimeGetNs.Call(),
+			asm.Mov.Reg(asm.R6, asm.R0),
+			asm.FnKtimeGetCoarseNs.Call(),
+			// an update between the two reads: no lag to report
+			asm.JGT.Reg(asm.R0, asm.R6, "ahead"),
+			asm.Sub.Reg(asm.R6, asm.R0),
+			asm.Mov.Reg(asm.R0, asm.R6),
+			asm.Return(),
+			asm.Mov.Imm32(asm.R0, -1).WithSymbol("ahead"),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		b.Fatalf("load the clock probe: %v", err)
+	}
+	defer prog.Close()
+	var res unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_MONOTONIC_COARSE, &res); err != nil {
+		b.Fatalf("coarse clock resolution: %v", err)
+	}
+	tick := float64(res.Nano())
+	frame := packet.Build(udp("10.0.0.1", 9000, 64))
+	lags := make([]float64, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ret != ahead {
+			lags = append(lags, float64(ret)/tick)
+		}
+	}
+	b.StopTimer()
+	if len(lags) == 0 {
+		return
+	}
+	sort.Float64s(lags)
+	over := sort.SearchFloat64s(lags, 1.0)
+	q := func(f float64) float64 { return lags[min(int(f*float64(len(lags))), len(lags)-1)] }
+	b.ReportMetric(q(0), "min-ticks")
+	b.ReportMetric(q(0.5), "p50-ticks")
+	b.ReportMetric(q(0.999), "p99.9-ticks")
+	b.ReportMetric(lags[len(lags)-1], "max-ticks")
+	b.ReportMetric(float64(len(lags)-over)/float64(len(lags)), "share-over-1-tick")
+	b.ReportMetric(tick, "tick-ns")
 }
 
 // calibrate measures a calibration program against the baseline with the same
