@@ -26,8 +26,8 @@
  * latest such time, which is right for any age under 4.5 years). */
 struct ag_client_state {
 	__u64 tat[AG_KIND_MAX];	/* GCRA theoretical arrival times, ns */
-	/* packets and bytes are telemetry ("top clients", the detector), never a
-	 * limit: the pass path adds to them without a locked instruction. Two
+	/* packets and bytes are telemetry ("clients top", status), never read by a
+	 * limit, a flag or a ban: the pass path adds without a locked instruction. Two
 	 * CPUs adding to one client at the same instant may lose one of the two
 	 * adds (one packet, or the batch a refusal entry hands over: refusals.h
 	 * flush_refusal), so they can only undercount, and only for a client
