@@ -218,14 +218,7 @@ func TestSynProxyUnreadableACKs(t *testing.T) {
 	ipOpts := func(sp *packet.Spec) { sp.IPv4Options = 4 }
 	ext := func(sp *packet.Spec) { sp.IPv6Ext = []uint8{packet.HopByHop} }
 	firstFrag := func(sp *packet.Spec) { sp.MoreFragments = true; sp.Payload = 64 }
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot},
-	} {
+	for _, prog := range guardHooks {
 		for _, c := range []struct {
 			name   string
 			frame  []byte
@@ -280,14 +273,7 @@ func TestSynProxyForgedACKsMakeNoClientState(t *testing.T) {
 		return n
 	}
 	rng := rand.New(rand.NewPCG(16, 2))
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot},
-	} {
+	for _, prog := range guardHooks {
 		t.Run(prog.name, func(t *testing.T) {
 			clearTable(t, d.objs.Clients)
 			clearTable(t, d.objs.Prefixes)
@@ -368,14 +354,7 @@ func TestSynProxyForgedACKFloodMeetsTheTotal(t *testing.T) {
 	mustApply(t, d, p)
 	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
 	rng := rand.New(rand.NewPCG(16, 3))
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot},
-	} {
+	for _, prog := range guardHooks {
 		t.Run(prog.name, func(t *testing.T) {
 			clearTable(t, d.objs.Clients)
 			clearTable(t, d.objs.Prefixes)
@@ -458,4 +437,15 @@ func tableLen(t *testing.T, m *ebpf.Map) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// guardHooks are the two entry points of the guard with their pass and drop
+// verdicts, for tests that run one table through both.
+var guardHooks = []struct {
+	name       string
+	get        func(*Datapath) *ebpf.Program
+	pass, drop uint32
+}{
+	{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
+	{"tc", (*Datapath).TC, tcActOK, tcActShot},
 }

@@ -108,15 +108,25 @@ func sendSYNs(t *testing.T, d *Datapath, prog *ebpf.Program, answer uint32, n in
 	return answered, limited
 }
 
-func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer uint32) {
+// reflectDatapath is a datapath proxying synProxyPolicy's service with the
+// reflection tests' small bound (provenTTL 0: the policy's default).
+func reflectDatapath(t *testing.T, provenTTL time.Duration) *Datapath {
+	t.Helper()
 	d := newDatapath(t, Options{})
 	p := synProxyPolicy()
 	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
-	p.ProvenTTL = 10 * time.Minute
+	if provenTTL > 0 {
+		p.ProvenTTL = provenTTL
+	}
 	mustApply(t, d, p)
 	if err := d.SetSynProxyHost(spHost); err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func runReflectTable(t *testing.T, prog func(*Datapath) *ebpf.Program, answer uint32) {
+	d := reflectDatapath(t, 10*time.Minute)
 	for _, c := range reflectCases() {
 		t.Run(c.name, func(t *testing.T) {
 			shiftAnswered(t, d, 0, true)
@@ -243,13 +253,7 @@ func chargedSlots(t *testing.T, d *Datapath) []uint32 {
 // source's slot; changing the slot key moves them; a zero slot key answers
 // nothing.
 func TestSynProxyReflectionSlotKey(t *testing.T) {
-	d := newDatapath(t, Options{})
-	p := synProxyPolicy()
-	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
-	mustApply(t, d, p)
-	if err := d.SetSynProxyHost(spHost); err != nil {
-		t.Fatal(err)
-	}
+	d := reflectDatapath(t, 0)
 	sources := []netip.Addr{addr("198.51.100.7"), addr("198.51.100.8"), addr("203.0.113.200"), addr("10.1.0.9"),
 		addr("2001:db8:1:1::7"), addr("2001:db8:1:2::1"), addr("2001:db8:77::1"), addr("fd00::1")}
 	// slots answers one SYN of each source and returns the one bucket it
@@ -406,14 +410,7 @@ func TestSynProxySlotKeyKeptAcrossLoads(t *testing.T) {
 // that twin would spend a proven victim's second bucket before the victim
 // asked for it.
 func TestSynProxyProvenDomainNotAnAddress(t *testing.T) {
-	d := newDatapath(t, Options{})
-	p := synProxyPolicy()
-	p.SynProxyAnswers = Rate{PerMinute: reflectPerMinute, Burst: reflectBurst}
-	p.ProvenTTL = 10 * time.Minute
-	mustApply(t, d, p)
-	if err := d.SetSynProxyHost(spHost); err != nil {
-		t.Fatal(err)
-	}
+	d := reflectDatapath(t, 10*time.Minute)
 	for _, c := range []struct {
 		name         string
 		victim, twin netip.Addr
