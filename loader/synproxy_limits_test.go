@@ -25,15 +25,7 @@ func TestSynProxyAppliesClientLimits(t *testing.T) {
 	mustApply(t, d, p)
 	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
 
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-		tc         bool
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
-	} {
+	for _, prog := range guardHooks {
 		// sources of their own (events are throttled per client)
 		net4 := map[bool]string{false: "198.51.100.", true: "198.51.101."}[prog.tc]
 		t.Run(prog.name, func(t *testing.T) {
@@ -148,15 +140,7 @@ func TestSynProxyAppliesConnectionCaps(t *testing.T) {
 	p.Services[0].MaxConns = ConnLimits{ClientEstablished: 2, TotalEstablished: 3}
 	mustApply(t, d, p)
 	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-		tc         bool
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
-	} {
+	for _, prog := range guardHooks {
 		net4 := map[bool]string{false: "198.51.100.", true: "198.51.101."}[prog.tc]
 		t.Run(prog.name, func(t *testing.T) {
 			clearTable(t, d.objs.Flows)
@@ -445,7 +429,8 @@ var guardHooks = []struct {
 	name       string
 	get        func(*Datapath) *ebpf.Program
 	pass, drop uint32
+	tc         bool
 }{
-	{"xdp", (*Datapath).XDP, xdpPass, xdpDrop},
-	{"tc", (*Datapath).TC, tcActOK, tcActShot},
+	{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
+	{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
 }

@@ -410,15 +410,7 @@ func TestSynProxyJudgesACKs(t *testing.T) {
 	p.Services = append(p.Services, Service{ID: 3, Name: "nolistener", Proto: ProtoTCP,
 		Ports: []PortRange{{spNoListener, spNoListener}}, SynProxy: SynProxyAlways})
 	mustApply(t, d, p)
-	for _, prog := range []struct {
-		name       string
-		get        func(*Datapath) *ebpf.Program
-		pass, drop uint32
-		tc         bool
-	}{
-		{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
-		{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
-	} {
+	for _, prog := range guardHooks {
 		for _, c := range ackCases(s.conn) {
 			t.Run(prog.name+"/"+c.name, func(t *testing.T) {
 				var (
