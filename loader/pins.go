@@ -44,10 +44,18 @@ var perLoadMaps = map[string]string{
 // checkPinning refuses a map that is neither pinned by name nor per-load.
 func checkPinning(spec *ebpf.CollectionSpec) error {
 	var bad []string
+	// pin_layouts keys a map by the name the kernel keeps (15 bytes): two
+	// maps alike in those would share one fingerprint and pass each other's check
+	kept := make(map[[16]byte]string)
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // data sections: the constants of this load
 		}
+		if other, ok := kept[pinName(name)]; ok {
+			first, second := min(name, other), max(name, other)
+			bad = append(bad, fmt.Sprintf("%s and %s share the kernel's 15-byte name", first, second))
+		}
+		kept[pinName(name)] = name
 		_, perLoad := perLoadMaps[name]
 		switch {
 		case perLoad && ms.Pinning != ebpf.PinNone:

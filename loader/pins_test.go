@@ -26,6 +26,16 @@ func TestEveryMapPinnedOrPerLoad(t *testing.T) {
 			t.Errorf("per-load map %s is pinned", name)
 		}
 	}
+	// two maps the kernel's 15-byte names cannot tell apart
+	twin := *spec.Maps[GuardMapClients]
+	spec.Maps[GuardMapClients+"_and_more_x"] = &twin
+	spec.Maps[GuardMapClients+"_and_more_y"] = &twin
+	err = checkPinning(spec)
+	if err == nil || !strings.Contains(err.Error(), "clients_and_more_x and clients_and_more_y share the kernel's 15-byte name") {
+		t.Fatalf("maps alike in their first 15 bytes were not refused: %v", err)
+	}
+	delete(spec.Maps, GuardMapClients+"_and_more_x")
+	delete(spec.Maps, GuardMapClients+"_and_more_y")
 	// a map that forgot its pinning
 	spec.Maps[GuardMapClients].Pinning = ebpf.PinNone
 	err = checkPinning(spec)
