@@ -142,3 +142,61 @@ int pass_all(struct xdp_md *ctx)
 {
 	return XDP_PASS;
 }
+
+/* The lab's edge to the internet, on the attacker's side of the guarded veth:
+ * passes frames for the addresses the lab's namespace holds (edge_local: the
+ * link's and the fresh clients', IPv4 v4-mapped), multicast and IPv6
+ * link-local ones (neighbour discovery) and anything not IP; drops the rest.
+ * What it drops are the SYN-ACKs the proxy sends to the flood's spoofed
+ * sources: in production they leave through the NIC toward hosts that are not
+ * the guarded host's concern; without it they went up the lab namespace's
+ * stack (an skb, a route lookup and a drop each), on the CPU that sent them. */
+#define EDGE_ETH_P_IP 0x0800
+#define EDGE_ETH_P_IPV6 0x86DD
+
+struct edge_addr {
+	__u8 a[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct edge_addr);
+	__type(value, __u8);
+	__uint(max_entries, 4096);
+} edge_local SEC(".maps");
+
+SEC("xdp")
+int lab_edge(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct edge_addr key = {};
+	__u16 proto;
+	__u8 *dst;
+
+	if (data + 14 > data_end)
+		return XDP_PASS;
+	proto = bpf_ntohs(*(__be16 *)(data + 12));
+	if (proto == EDGE_ETH_P_IP) {
+		/* the destination: bytes 16..19 of the IPv4 header */
+		dst = data + 14 + 16;
+		if ((void *)(dst + 4) > data_end)
+			return XDP_PASS;
+		if ((dst[0] & 0xf0) == 0xe0 || *(__u32 *)dst == 0xffffffff)
+			return XDP_PASS;	/* multicast, broadcast */
+		key.a[10] = 0xff;
+		key.a[11] = 0xff;
+		__builtin_memcpy(&key.a[12], dst, 4);
+	} else if (proto == EDGE_ETH_P_IPV6) {
+		/* the destination: bytes 24..39 of the IPv6 header */
+		dst = data + 14 + 24;
+		if ((void *)(dst + 16) > data_end)
+			return XDP_PASS;
+		if (dst[0] == 0xff || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80))
+			return XDP_PASS;	/* multicast, link-local */
+		__builtin_memcpy(key.a, dst, 16);
+	} else {
+		return XDP_PASS;
+	}
+	return bpf_map_lookup_elem(&edge_local, &key) ? XDP_PASS : XDP_DROP;
+}

@@ -60,7 +60,17 @@ func freshClientsUnderSYNFlood(b *testing.B, fam int) {
 	p.Services[0].SynProxy = SynProxyOff
 	p.Services[0].Total.Conns = Rate{PerSecond: labTotal, Burst: labTotal}
 	mustApply(b, d, p)
-	attachSynProxy(b, d, lab, AttachNative)
+	attachSynProxyGuard(b, d, lab, AttachNative)
+	// the answers to the flood's spoofed sources leave the lab at its edge,
+	// as they leave a host through its NIC; the clients' come in
+	edge, err := trafgen.AttachEdge(lab.a, lab.la.Name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { edge.Close() })
+	if err := edge.Allow(lab.la.Addr4, lab.la.Addr6); err != nil {
+		b.Fatal(err)
+	}
 	if err := lab.b.IP("route", "add", "10.78.0.0/16", "dev", lab.lb.Name); err != nil {
 		b.Fatal(err)
 	}
@@ -90,6 +100,9 @@ func freshClientsUnderSYNFlood(b *testing.B, fam int) {
 		p.Services[0].Total.Conns = Rate{PerSecond: total, Burst: total}
 		mustApply(b, d, p)
 		addrs := labAddrs(b, lab, fam, i)
+		if err := edge.Allow(addrs...); err != nil {
+			b.Fatal(err)
+		}
 		before := netstat(b, lab.b)
 		stop := labFlood(b, g, ph.flood)
 		labClientsRun(lab, addrs, srv, ph)

@@ -144,6 +144,15 @@ func synProxyVeth(t *testing.T, mode AttachMode) {
 // namespace.
 func attachSynProxy(t testing.TB, d *Datapath, lab *vethLab, mode AttachMode) {
 	t.Helper()
+	attachSynProxyGuard(t, d, lab, mode)
+	if mode == AttachNative {
+		attachPeerPass(t, lab)
+	}
+}
+
+// attachSynProxyGuard is attachSynProxy without anything on the peer.
+func attachSynProxyGuard(t testing.TB, d *Datapath, lab *vethLab, mode AttachMode) {
+	t.Helper()
 	err := lab.b.Do(func() error {
 		h, err := HostTCP(lab.lb.Name)
 		if err != nil {
@@ -159,27 +168,30 @@ func attachSynProxy(t testing.TB, d *Datapath, lab *vethLab, mode AttachMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mode == AttachNative {
-		// a veth delivers XDP_TX frames to its peer only when the peer has
-		// NAPI: an XDP program of its own (a NIC needs nothing of the kind)
-		pass, err := trafgen.PassProgram()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { pass.Close() })
-		var l link.Link
-		if err := lab.a.Do(func() error {
-			ifc, err := net.InterfaceByName(lab.la.Name)
-			if err != nil {
-				return err
-			}
-			l, err = link.AttachXDP(link.XDPOptions{Program: pass, Interface: ifc.Index, Flags: link.XDPDriverMode})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
+}
+
+// attachPeerPass puts an XDP_PASS program on the client's end: a veth
+// delivers XDP_TX frames to its peer only when the peer has NAPI, an XDP
+// program of its own (a NIC needs nothing of the kind).
+func attachPeerPass(t testing.TB, lab *vethLab) {
+	t.Helper()
+	pass, err := trafgen.PassProgram()
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { pass.Close() })
+	var l link.Link
+	if err := lab.a.Do(func() error {
+		ifc, err := net.InterfaceByName(lab.la.Name)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: pass, Interface: ifc.Index, Flags: link.XDPDriverMode})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
 }
 
 func serverHost(t *testing.T, lab *vethLab) SynProxyHost {

@@ -22,6 +22,11 @@ type genBpfDevmapVal struct {
 	}
 }
 
+type genEdgeAddr struct {
+	_ structs.HostLayout
+	A [16]uint8
+}
+
 type genGenConsts struct {
 	_         structs.HostLayout
 	Sources   uint32
@@ -35,11 +40,13 @@ type genGenConsts struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	genMapEdgeLocal     = "edge_local"
 	genMapFanout        = "fanout"
 	genMapGenSeq        = "gen_seq"
 	genProgDropAll      = "drop_all"
 	genProgFanoutFrames = "fanout_frames"
 	genProgFanoutSource = "fanout_source"
+	genProgLabEdge      = "lab_edge"
 	genProgPassAll      = "pass_all"
 	genProgTrafgen      = "trafgen"
 	genVarGen           = "gen"
@@ -90,6 +97,7 @@ type genProgramSpecs struct {
 	DropAll      *ebpf.ProgramSpec `ebpf:"drop_all"`
 	FanoutFrames *ebpf.ProgramSpec `ebpf:"fanout_frames"`
 	FanoutSource *ebpf.ProgramSpec `ebpf:"fanout_source"`
+	LabEdge      *ebpf.ProgramSpec `ebpf:"lab_edge"`
 	PassAll      *ebpf.ProgramSpec `ebpf:"pass_all"`
 	Trafgen      *ebpf.ProgramSpec `ebpf:"trafgen"`
 }
@@ -98,8 +106,9 @@ type genProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genMapSpecs struct {
-	Fanout *ebpf.MapSpec `ebpf:"fanout"`
-	GenSeq *ebpf.MapSpec `ebpf:"gen_seq"`
+	EdgeLocal *ebpf.MapSpec `ebpf:"edge_local"`
+	Fanout    *ebpf.MapSpec `ebpf:"fanout"`
+	GenSeq    *ebpf.MapSpec `ebpf:"gen_seq"`
 }
 
 // genVariableSpecs contains global variables before they are loaded into the kernel.
@@ -129,12 +138,14 @@ func (o *genObjects) Close() error {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genMaps struct {
-	Fanout *ebpf.Map `ebpf:"fanout"`
-	GenSeq *ebpf.Map `ebpf:"gen_seq"`
+	EdgeLocal *ebpf.Map `ebpf:"edge_local"`
+	Fanout    *ebpf.Map `ebpf:"fanout"`
+	GenSeq    *ebpf.Map `ebpf:"gen_seq"`
 }
 
 func (m *genMaps) Close() error {
 	return _GenClose(
+		m.EdgeLocal,
 		m.Fanout,
 		m.GenSeq,
 	)
@@ -154,6 +165,7 @@ type genPrograms struct {
 	DropAll      *ebpf.Program `ebpf:"drop_all"`
 	FanoutFrames *ebpf.Program `ebpf:"fanout_frames"`
 	FanoutSource *ebpf.Program `ebpf:"fanout_source"`
+	LabEdge      *ebpf.Program `ebpf:"lab_edge"`
 	PassAll      *ebpf.Program `ebpf:"pass_all"`
 	Trafgen      *ebpf.Program `ebpf:"trafgen"`
 }
@@ -163,6 +175,7 @@ func (p *genPrograms) Close() error {
 		p.DropAll,
 		p.FanoutFrames,
 		p.FanoutSource,
+		p.LabEdge,
 		p.PassAll,
 		p.Trafgen,
 	)
