@@ -886,14 +886,13 @@ static __always_inline int sp_answer_proven(const struct ag_slot_key *k, const s
  * when it does. The coarse clock: a tick (1–4 ms) is well inside any sane
  * burst. */
 static __always_inline int sp_answer_conforms(const struct ag_slot_key *k, const struct ag_config *cfg,
-					      const struct pkt *p, struct sp_work *w)
+					      const struct pkt *p, struct sp_work *w, __u64 now)
 {
-	__u64 *tat, now;
+	__u64 *tat;
 	__u32 idx;
 
 	if (!cfg->synproxy_answers.interval)
 		return 1;
-	now = bpf_ktime_get_coarse_ns();
 	/* w->client: a key's room, off the stack, free in a SYN's path */
 	mask_addr(w->client, p->addr, key_bits(p->family, cfg->client_bits4, cfg->client_bits6));
 	idx = sp_answer_slot(k, w->client, SP_ANSWER_SOURCE);
@@ -904,9 +903,9 @@ static __always_inline int sp_answer_conforms(const struct ag_slot_key *k, const
 }
 
 /* Builds into w->s the SYN-ACK answering the SYN at h (options read into w,
- * checksum checked). */
+ * checksum checked); now is the coarse clock, read once for the SYN. */
 static __always_inline void sp_build(const struct ag_synproxy *c, const struct sp_hdrs *h,
-				     struct sp_work *w)
+				     struct sp_work *w, __u64 now)
 {
 	struct sp_synack *s = &w->s;
 	__u32 isn = bpf_ntohl(h->tcp->seq), opts, seg, tsval = 0;
@@ -921,7 +920,7 @@ static __always_inline void sp_build(const struct ag_synproxy *c, const struct s
 	asm volatile("" ::: "memory");
 	opts = s->opts & SP_OPT_MASK;
 	mss = s->mss;
-	hash = sp_hash(c, h, isn, sp_slot(), opts);
+	hash = sp_hash(c, h, isn, now >> SP_SLOT_SHIFT, opts);
 
 	s->th.source = h->tcp->dest;
 	s->th.dest = h->tcp->source;
@@ -931,7 +930,7 @@ static __always_inline void sp_build(const struct ag_synproxy *c, const struct s
 	s->th.ack = 1;
 	s->th.ece = !!(opts & SP_ECN);
 	if (opts & SP_TS)
-		tsval = (__u32)(bpf_ktime_get_coarse_ns() / SP_NSEC_PER_MSEC) & ~SP_TS_HASH_MASK;
+		tsval = (__u32)(now / SP_NSEC_PER_MSEC) & ~SP_TS_HASH_MASK;
 	tsval |= sp_ts_hash(hash);
 	s->len = sizeof(struct tcphdr) + sp_synack_opts(s->opt, ours, opts, c->wscale, tsval, w->o.tsval);
 	s->th.doff = s->len / 4;
@@ -1361,6 +1360,7 @@ static __always_inline int sp_answer_build(void *ctx, int tc, const struct ag_co
 	struct sp_work *w = sp_work();
 	void *data, *data_end;
 	struct sp_hdrs h;
+	__u64 now;
 	int len;
 
 	if (tc) {
@@ -1381,11 +1381,13 @@ static __always_inline int sp_answer_build(void *ctx, int tc, const struct ag_co
 	sp_read_opts(ctx, tc, &h, w);
 	if (!sp_syn_csum_ok(&h, w))
 		return len;
-	if (!sp_answer_conforms(k, cfg, p, w)) {
+	/* one clock for the bound, the cookie's slot and the TSval */
+	now = bpf_ktime_get_coarse_ns();
+	if (!sp_answer_conforms(k, cfg, p, w, now)) {
 		w->over = 1;
 		return len;
 	}
-	sp_build(c, &h, w);
+	sp_build(c, &h, w, now);
 	w->l3_off = h.l3_off;
 	w->l4_off = h.l4_off;
 	w->v4 = h.v4;
