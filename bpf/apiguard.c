@@ -237,7 +237,8 @@ static __always_inline int run_guard(void *ctx, int tc, void *data, void *data_e
 		act = record(&p, &v);
 		return answered ? SP_ACT_ANSWER : act;
 	}
-	conn_ingress(&p, &v, slot);	/* conntrack.h: the client's side of capped services */
+	if (v.conn)	/* conntrack.h: the client's side of capped services; no call for the rest */
+		conn_ingress(&p, &v, slot);
 	proof_ingress(&p, &v);		/* proof.h: handshakes completing */
 	/* frag.h: a first fragment let through leads its later fragments (an
 	 * allow-listed source's pass the allow list on their own; one that could

@@ -78,10 +78,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } service_state SEC(".maps");
 
-/* Per-CPU count of inserts above the map's share of this CPU: past it, inserts evict. */
-static __always_inline int under_pressure(__u32 stat_insert, __u32 capacity)
+/* Counts an insert on this CPU; true when this CPU's inserts are above its
+ * share of the map: past it, inserts evict. */
+static __always_inline int count_insert(__u32 stat_insert, __u32 capacity)
 {
-	return stat_read(stat_insert) * consts.nr_cpus > capacity;
+	return stat_inc_read(stat_insert) * consts.nr_cpus > capacity;
 }
 
 /* Inserts a new entry whose first packet is already charged. Returns the entry
@@ -93,8 +94,7 @@ static __always_inline void *insert_state(void *map, struct ag_client_key *key, 
 	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
 
 	if (!err) {
-		stat_inc(stat_insert);
-		if (under_pressure(stat_insert, capacity)) {
+		if (count_insert(stat_insert, capacity)) {
 			v->event = AG_EV_MAP_PRESSURE;
 			v->ev_bits = 0; /* about the map, not a client */
 		}

@@ -56,12 +56,13 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-/* This CPU's count of one statistic. */
-static __always_inline __u64 stat_read(__u32 idx)
+/* Counts one more and returns this CPU's count of the statistic: one lookup
+ * where an increment and a read would take two. */
+static __always_inline __u64 stat_inc_read(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
-	return v ? *v : 0;
+	return v ? ++*v : 0;
 }
 
 static __always_inline __u32 counter_index(const struct verdict *v)

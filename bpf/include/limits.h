@@ -45,7 +45,7 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 	struct ag_service_state *ss = NULL, *ps = NULL;
 	struct ag_client_state *cs = NULL;
 	struct ag_client_key ckey, pkey;
-	int kind = AG_KIND_MAX, prefix_on, total_on;
+	int kind = AG_KIND_MAX, client_on, prefix_on, total_on;
 	__u32 level = AG_LEVEL_SERVICE;
 	struct ag_cost cost;
 	__u32 cbits;
@@ -64,12 +64,13 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 	lc = svc->limits[AG_LEVEL_CLIENT];
 	lp = svc->limits[AG_LEVEL_PREFIX];
 	lt = svc->limits[AG_LEVEL_SERVICE];
+	client_on = level_limited(lc);
 	prefix_on = level_limited(lp);
 	total_on = level_limited(lt);
 	/* The precise clock costs as much as the rest of a drop (a TSC read in
 	 * a VM): a service without limits only needs it for last_seen, which
 	 * the coarse one (a tick) serves. */
-	if (prefix_on || total_on || level_limited(lc) || (p->frag && svc->fragments.interval))
+	if (prefix_on || total_on || client_on || (p->frag && svc->fragments.interval))
 		v->now = now = v->now ? v->now : bpf_ktime_get_ns();	/* synproxy.h peeked */
 	else
 		now = bpf_ktime_get_coarse_ns();
@@ -135,8 +136,8 @@ __attribute__((noinline)) int apply_limits(const struct pkt *p, const struct ag_
 		/* clients.h: telemetry, not a limit; plain adds (may undercount) */
 		cs->packets += cost.packets;
 		cs->bytes += cost.bytes;
-		kind = limit_level(cs->tat, lc, &cost, syn, now);
-		if (kind != AG_KIND_MAX)
+		/* a service without client limits reads no TAT */
+		if (client_on && (kind = limit_level(cs->tat, lc, &cost, syn, now)) != AG_KIND_MAX)
 			goto limited;
 	}
 
