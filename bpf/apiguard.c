@@ -168,7 +168,7 @@ static __always_inline __u32 service_match(const struct pkt *p, const struct ag_
 static __always_inline void guard(void *ctx, int tc, struct pkt *p, int parsed, const struct ag_config *cfg,
 				  __u32 slot, struct verdict *v)
 {
-	__u32 svc;
+	__u32 svc, claimed;
 
 	v->monitor = cfg->monitor;
 	if (parsed == AG_R_NOT_IP) {
@@ -191,12 +191,16 @@ static __always_inline void guard(void *ctx, int tc, struct pkt *p, int parsed, 
 	svc = service_match(p, cfg, slot, v);
 	if (!svc || acl_refused(p, cfg, slot, svc, v))
 		return;
-	/* synproxy.h: a proxied service's SYNs are answered at the exit, and a
-	 * forged handshake ACK is dropped here, before any bucket is charged
-	 * or client entry made for a connection that may never complete */
-	if (synproxy_claim(ctx, tc, p, cfg, slot, svc, v))
+	/* synproxy.h: a proxied service's SYNs are answered at the exit; a
+	 * handshake's ACK meets the limits with its cookie checked between
+	 * their read-only and charging stages, so a forged one is dropped
+	 * before any client entry is made for a connection that may never
+	 * complete */
+	claimed = synproxy_claim(ctx, tc, p, cfg, slot, svc, v);
+	if (claimed == SP_DECIDED)
 		return;
-	apply_limits(p, cfg, slot, svc, v);
+	if (claimed != SP_LIMITED)
+		apply_limits(p, cfg, slot, svc, v);
 	conn_mark(p, cfg, svc, v);
 	/* proof.h: an ACK that may complete a handshake */
 	v->proof = cfg->prove_sources && pkt_has_tcp(p) &&

@@ -114,6 +114,9 @@
 #define SP_ACK 2	/* a handshake with a valid cookie of ours: finish it at the exit */
 #define SP_KCOOKIE 3	/* a handshake with the kernel's own cookie: count it at the exit */
 #define SP_BAD 1	/* sp_verify: drop it (bad_cookie) */
+/* synproxy_claim's answer to the guard */
+#define SP_DECIDED 1	/* the verdict is decided: the guard stops */
+#define SP_LIMITED 2	/* the limits ran (sp_judge): the guard goes on after them */
 /* the judge's service and policy slot, in one argument (a global function
  * takes five) */
 #define SP_SVS_SVC 0xffff
@@ -290,8 +293,7 @@ struct sp_work {
 	__u32 key;		/* map keys, off the 512-byte stack (sp_service) */
 	__u32 slot;		/* the policy slot of the service (sp_service, sp_verify) */
 	__u32 svc;		/* the service of a handshake sp_verify marked */
-	struct ag_client_key ckey;	/* sp_charge's client and prefix keys */
-	struct ag_client_key pkey;
+	struct limits_mem lm;	/* sp_judge's limits: keys, entries to insert */
 	__u8 client[16];	/* a SYN's source, masked (sp_answer_conforms) */
 };
 
@@ -1135,57 +1137,39 @@ static __always_inline void sp_prove(const struct ag_config *cfg, const struct p
  * new-connection buckets are charged here, where the source is real, as the
  * limits charge a SYN: the client's first, then the prefix's, which a proven
  * client (proven.h) is charged but never refused by. Not the service's total:
- * the flood it meters never reached the server. Returns the reason that
- * refuses the connection (client_cps, prefix_cps), with the event and its
- * count in v as the limits give them, or 0. The ACK passed the limits, so the
- * client's and prefix's entries exist unless their tables refused an insert:
- * then nothing is charged, as the limits charge nothing they cannot hold. */
-static __always_inline __u32 sp_charge(const struct ag_config *cfg, __u32 svc, const struct pkt *p,
-				       struct sp_work *w, struct verdict *v)
+ * the flood it meters never reached the server. Runs after the limits'
+ * charging stage let the ACK through, on the entries that stage found (lx):
+ * only one it inserted itself is looked up (once per new client). Its
+ * source is proven first (refused or not, it is real). A refusal is the
+ * limits' (client_cps, prefix_cps, with the event and count they give it);
+ * when the tables refused an insert nothing is charged, as the limits charge
+ * nothing they cannot hold. */
+static __always_inline void sp_charge(const struct ag_config *cfg, const struct pkt *p, struct verdict *v,
+				      struct limits_ctx *lx, const struct sp_work *w)
 {
-	const struct ag_service *def;
-	const struct ag_limit *lc, *lp;
-	struct ag_client_state *cs;
-	struct ag_service_state *ps;
-	__u32 level = AG_LEVEL_CLIENT, cbits, pbits;
+	const struct ag_limit *lc = &lx->svc->limits[AG_LEVEL_CLIENT][AG_KIND_CPS];
+	const struct ag_limit *lp = &lx->svc->limits[AG_LEVEL_PREFIX][AG_KIND_CPS];
+	struct ag_service_state *ps = lx->ps;
 	int proven_svc;
-	__u64 now;
 
-	w->key = policy_index(w->slot, svc);
-	def = bpf_map_lookup_elem(&services, &w->key);
-	if (!def)
-		return 0;
-	lc = &def->limits[AG_LEVEL_CLIENT][AG_KIND_CPS];
-	lp = &def->limits[AG_LEVEL_PREFIX][AG_KIND_CPS];
+	sp_prove(cfg, p, w);
 	if (!lc->interval && !lp->interval)
-		return 0;
-	/* the limits read the precise clock for this ACK (its service has
-	 * limits): a second read costs as much as the rest in a VM */
-	now = v->now ? v->now : bpf_ktime_get_ns();
-	cbits = key_bits(p->family, cfg->client_bits4, cfg->client_bits6);
-	client_key(&w->ckey, p->addr, cbits, svc);
-	cs = bpf_map_lookup_elem(&clients, &w->ckey);
-	if (cs && !gcra(&cs->tat[AG_KIND_CPS], lc, 1, now))
-		goto limited;
-	if (lp->interval) {
-		level = AG_LEVEL_PREFIX;
-		proven_svc = service_in(cfg->proven_services, svc) &&
-			     proven_client(cfg, p, svc, now, &w->pkey);
-		pbits = key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6);
-		client_key(&w->pkey, p->addr, pbits, svc);
-		ps = bpf_map_lookup_elem(&prefixes, &w->pkey);
-		if (ps && !gcra_take(&ps->tat[AG_KIND_CPS], lp, 1, now, proven_svc))
-			goto limited;
+		return;
+	if (!lx->cs)	/* the limits inserted it */
+		lx->cs = bpf_map_lookup_elem(&clients, &lx->m->ckey);
+	if (lx->cs && !gcra(&lx->cs->tat[AG_KIND_CPS], lc, 1, lx->m->now)) {
+		limits_refuse(p, cfg, v, lx, AG_LEVEL_CLIENT, AG_KIND_CPS);
+		return;
 	}
-	return 0;
-
-limited:
-	v->ev_bits = level == AG_LEVEL_CLIENT ? cbits : key_bits(p->family, cfg->prefix_bits4, cfg->prefix_bits6);
-	v->event = AG_EV_SYN_LIMITED;
-	v->service = svc;
-	if (cs)
-		v->count = __sync_fetch_and_add(&cs->drops, 1) + 1;
-	return limit_reason(level, AG_KIND_CPS);
+	if (!lp->interval)
+		return;
+	/* lx->ckey is this client's key already: proven_client rebuilds it */
+	proven_svc = service_in(cfg->proven_services, lx->m->svc_id) &&
+		     proven_client(cfg, p, lx->m->svc_id, lx->m->now, &lx->m->ckey);
+	if (!ps)	/* the limits inserted it (lp set: the prefix is limited, pkey built) */
+		lx->ps = ps = bpf_map_lookup_elem(&prefixes, &lx->m->pkey);
+	if (ps && !gcra_take(&ps->tat[AG_KIND_CPS], lp, 1, lx->m->now, proven_svc))
+		limits_refuse(p, cfg, v, lx, AG_LEVEL_PREFIX, AG_KIND_CPS);
 }
 
 /* The socket the kernel would give the segment the guard parsed into p (its
@@ -1238,50 +1222,20 @@ static __always_inline int sp_proxied(const struct ag_config *cfg, __u32 svc, st
 	return ((cfg->synproxy_auto >> svc) & 1) && sp_auto_judging(w);
 }
 
-/* A forged handshake's ACK is charged to its service's total packet and
- * byte buckets, as every packet of the service is: the total meters what
- * arrives, so a flood of them far over it meets the limits' read-only check
- * (synproxy_claim) and is dropped there as the total's limit, with its
- * event, for an array read, instead of a socket lookup and two hashes each.
- * Nothing else: no client or prefix entry is made or charged for it. The
- * limits' check let it through, so the total conformed a moment ago. */
-static __always_inline void sp_charge_total(const struct pkt *p, __u32 svc, struct sp_work *w, __u64 now)
-{
-	const struct ag_service *def;
-	struct ag_service_state *ss;
-	const struct ag_limit *lt;
-	struct ag_cost cost = { .packets = 1, .bytes = p->len };
-
-	w->key = policy_index(w->slot, svc);
-	def = bpf_map_lookup_elem(&services, &w->key);
-	if (!def)
-		return;
-	lt = def->limits[AG_LEVEL_SERVICE];
-	if (!level_limited(lt))
-		return;
-	w->key = svc;
-	ss = bpf_map_lookup_elem(&service_state, &w->key);
-	if (ss)
-		limit_level(ss->tat, lt, &cost, 0, now ? now : bpf_ktime_get_ns());
-}
-
-/* The first step of the judgement (the contract above), before the limits:
- * a segment with ACK of service svc (policy slot slot, cfg the guard's).
- * Returns SP_BAD to drop it (bad_cookie), SP_ACK for a valid cookie of ours
- * (its attributes in w->attrs, its service and slot in w for the exit),
- * SP_KCOOKIE for one the kernel issued, or 0 when the listener is not its
- * socket (or the service's handshakes are not judged). */
-static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data_end,
-				       const struct ag_config *cfg, const struct pkt *p, __u64 now,
-				       __u32 svc, __u32 slot)
+/* The cookie check, between the limits' two stages (sp_judge): a segment
+ * with ACK of a judged service svc (policy slot slot). Returns SP_BAD to
+ * drop it (bad_cookie), SP_ACK for a valid cookie of ours (its attributes in
+ * w->attrs, its service and slot in w for the exit), SP_KCOOKIE for one the
+ * kernel issued, or 0 when the listener is not its socket. */
+static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data_end, const struct pkt *p,
+				       struct sp_work *w, __u32 svc, __u32 slot)
 {
 	const struct ag_synproxy *c = sp_host();
-	struct sp_work *w = sp_work();
 	struct bpf_sock *sk;
 	struct sp_hdrs h;
-	__u32 r;
+	int listen;
 
-	if (!c || !w || !sp_proxied(cfg, svc, w))
+	if (!c)
 		return 0;
 	w->svc = svc;
 	w->slot = slot & 1;
@@ -1292,27 +1246,84 @@ static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data
 	sk = sp_lookup(ctx, &h, w);
 	if (!sk)
 		return 0;
-	if (sk->state != BPF_TCP_LISTEN)
-		r = 0;
-	else if (sp_check(ctx, tc, c, &h, w))
-		r = SP_ACK;
-	else if (sp_kernel_cookie(&h))
-		r = SP_KCOOKIE;
-	else
-		r = SP_BAD;
+	/* released before the hashes: its pointer would take a slot of the
+	 * stack the guard's frames share */
+	listen = sk->state == BPF_TCP_LISTEN;
 	bpf_sk_release(sk);
-	if (r == SP_BAD)
-		sp_charge_total(p, svc, w, now);
-	return r;
+	if (!listen)
+		return 0;
+	if (sp_check(ctx, tc, c, &h, w))
+		return SP_ACK;
+	return sp_kernel_cookie(&h) ? SP_KCOOKIE : SP_BAD;
 }
 
-/* The second step, at the exit, for a handshake sp_verify marked and
- * everything since let through: a kernel cookie is counted; a valid one of
- * ours proves its source (refused or not, it is real), is charged to its
- * client's connection limits and caps, and, let on, is counted (cookie_ok)
- * and at TC handed to the listener. Returns the reason to drop it for (a
- * connection limit's or cap's), or 0. w holds what sp_verify left for this
- * very packet: the marker is only ever set by it. */
+/* sp_verify on its own: global functions, so that the verifier checks the
+ * cookie's paths once, not once for each with the limits' stages around it
+ * (sp_judge inlined it: the TC guard then passed the verifier's budget). */
+__attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct pkt *p, __u32 svs);
+__attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct pkt *p, __u32 svs);
+
+/* The judgement of a segment with ACK (without SYN or RST) of service svc
+ * (policy slot slot, cfg the guard's), with its limits, in one pass: the
+ * limits' read-only stage (a flood over the service total or a known
+ * prefix's limit is dropped there as that limit, with its event, for an
+ * array read, before the socket lookup and hashes), then the cookie check
+ * (sp_verify; a fragment's first, as the limits charge its budget before
+ * anything), then the limits' charging stage, resumed from what the first
+ * stage found, and for a valid cookie the handshake's own charge (sp_charge)
+ * on the entries the second found. A forged ACK (SP_BAD) makes or charges
+ * no client or prefix state: it is charged to the service's total packet
+ * and byte buckets only, as every packet of the service is, so that a flood
+ * of them meets the read-only check. A service whose handshakes are not
+ * judged now (auto, off) gets the limits alone. Returns SP_DECIDED when the
+ * guard stops here, SP_LIMITED when the limits ran and it goes on. */
+static __always_inline __u32 sp_judge(void *ctx, int tc, const struct ag_config *cfg, const struct pkt *p,
+				      struct verdict *v, __u32 svc, __u32 slot)
+{
+	struct sp_work *w = sp_work();
+	__u32 r = 0, judged, svs = svc | slot << SP_SVS_SLOT_SHIFT;
+	struct limits_ctx lx;
+
+	judged = w && sp_proxied(cfg, svc, w);
+	if (judged && p->frag) {
+		r = (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
+		if (r == SP_BAD)
+			goto bad;
+	}
+	if (!w)
+		return 0;	/* the guard applies the limits */
+	lx.m = &w->lm;
+	lx.svc = NULL;
+	if (limits_peek(p, cfg, slot, svc, v, &lx) && v->action != AG_ACT_PASS)
+		return judged ? SP_DECIDED : SP_LIMITED;
+	if (judged && !p->frag) {
+		r = (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
+		if (r == SP_BAD) {
+			if (lx.ss)	/* limited: the peek found it */
+				limit_level(lx.ss->tat, lx.svc->limits[AG_LEVEL_SERVICE], &lx.m->cost, 0, lx.m->now);
+			goto bad;
+		}
+	}
+	v->synproxy = r;	/* 0, SP_ACK or SP_KCOOKIE */
+	if (!lx.svc || limits_charge(p, cfg, v, &lx))
+		return SP_LIMITED;
+	if (r == SP_ACK)
+		sp_charge(cfg, p, v, &lx, w);
+	return SP_LIMITED;
+
+bad:
+	v->service = svc;
+	v->action = AG_ACT_DROP;	/* a forged or stale handshake */
+	v->reason = AG_R_BAD_COOKIE;
+	return SP_DECIDED;
+}
+
+/* At the exit, for a handshake sp_judge marked and everything since let
+ * through (its source proven and its connection limits charged there): a
+ * kernel cookie is counted; a valid one of ours takes its connection cap's
+ * slot and, let on, is counted (cookie_ok) and at TC handed to the
+ * listener. Returns the reason to drop it for (a cap's), or 0. w holds what
+ * sp_verify left for this very packet: the marker is only ever set by it. */
 static __always_inline __u32 sp_finish(void *ctx, int tc, const struct ag_config *cfg, const struct pkt *p,
 				       struct verdict *v)
 {
@@ -1320,18 +1331,14 @@ static __always_inline __u32 sp_finish(void *ctx, int tc, const struct ag_config
 	struct bpf_sock *sk;
 	__u32 drop, svc;
 
-	if (!w)
+	if (!w || !cfg)
 		return 0;
 	if (v->synproxy == SP_KCOOKIE) {
 		sp_stat(SP_STAT_KERNEL_COOKIE);
 		return 0;
 	}
 	svc = w->svc;
-	sp_prove(cfg, p, w);	/* refused or not, the source is real */
-	/* the client's own limits, before the hand-over */
-	drop = sp_charge(cfg, svc, p, w, v);
-	if (!drop)	/* and its caps (maxConnections) */
-		drop = conn_handshake(p, v, w->slot & 1, svc);
+	drop = conn_handshake(p, v, w->slot & 1, svc);	/* its caps (maxConnections) */
 	if (drop)	/* a refusal is its verdict only */
 		return drop;
 	sp_stat(SP_STAT_COOKIE_OK);
@@ -1442,15 +1449,26 @@ __attribute__((noinline)) int synproxy_xdp_write(struct xdp_md *ctx)
 	return sp_answer_write(ctx, 0);
 }
 
-/* sp_verify at XDP: before the limits make any client state. svs: the
- * service and policy slot (SP_SVS_*); v->now, the clock the limits read. */
-__attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct ag_config *cfg,
-						    const struct pkt *p, const struct verdict *v, __u32 svs)
+/* sp_judge at XDP: the limits with the cookie check between their stages,
+ * in one global function (their map-value pointers cannot cross into
+ * another). svs: the service and policy slot (SP_SVS_*). 0: not run (the
+ * guard applies the limits itself). */
+__attribute__((noinline)) __u32 synproxy_xdp_limits(struct xdp_md *ctx, const struct ag_config *cfg,
+						    const struct pkt *p, struct verdict *v, __u32 svs)
 {
 	if (!cfg || !p || !v)
 		return 0;
-	return sp_verify(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg, p, v->now,
-			 svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
+	return sp_judge(ctx, 0, cfg, p, v, svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
+}
+
+__attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct pkt *p, __u32 svs)
+{
+	struct sp_work *w = sp_work();
+
+	if (!p || !w)
+		return 0;
+	return sp_verify(ctx, 0, (void *)(long)ctx->data, (void *)(long)ctx->data_end, p, w, svs & SP_SVS_SVC,
+			 svs >> SP_SVS_SLOT_SHIFT);
 }
 
 /* sp_finish at XDP; finish says whether there is a handshake to finish (the
@@ -1478,13 +1496,22 @@ __attribute__((noinline)) int synproxy_tc_write(struct __sk_buff *skb)
 	return sp_answer_write(skb, 1);
 }
 
-__attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct ag_config *cfg,
-						   const struct pkt *p, const struct verdict *v, __u32 svs)
+__attribute__((noinline)) __u32 synproxy_tc_limits(struct __sk_buff *skb, const struct ag_config *cfg,
+						   const struct pkt *p, struct verdict *v, __u32 svs)
 {
 	if (!cfg || !p || !v)
 		return 0;
-	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, cfg, p, v->now,
-			 svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
+	return sp_judge(skb, 1, cfg, p, v, svs & SP_SVS_SVC, svs >> SP_SVS_SLOT_SHIFT);
+}
+
+__attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct pkt *p, __u32 svs)
+{
+	struct sp_work *w = sp_work();
+
+	if (!p || !w)
+		return 0;
+	return sp_verify(skb, 1, (void *)(long)skb->data, (void *)(long)skb->data_end, p, w, svs & SP_SVS_SVC,
+			 svs >> SP_SVS_SLOT_SHIFT);
 }
 
 __attribute__((noinline)) __u32 synproxy_tc_finish(struct __sk_buff *skb, const struct ag_config *cfg,
@@ -1547,21 +1574,6 @@ __attribute__((noinline)) __u32 synproxy_claims(__u32 svc, __u32 slot)
 	return 0;
 }
 
-/* Whether the segments with ACK of service svc (policy slot slot) are judged
- * now (sp_proxied): always, or auto while on and a cookie's life after. A
- * global function, as synproxy_claims: an auto service's ACKs pay the
- * limits' read-only checks twice only while the proxy is on. */
-__attribute__((noinline)) __u32 synproxy_judging(__u32 svc, __u32 slot)
-{
-	const struct ag_config *cfg;
-	struct sp_work *w = sp_work();
-
-	if (!w || slot > 1)
-		return 0;
-	cfg = bpf_map_lookup_elem(&config, &slot);
-	return cfg && sp_proxied(cfg, svc, w);
-}
-
 /* Turns the SYN in the frame into its SYN-ACK; 1 when done (at TC the entry
  * point redirects it to the interface's egress), 2 when the reflection bound
  * refused it, 0 when it cannot be answered. The three steps always run, each
@@ -1598,16 +1610,18 @@ static __always_inline __u32 sp_is_zero(__u64 x)
 /* In the guard, after the service matched and before its limits: claims the
  * SYNs of a proxied service for an answer (always, or auto while on), and
  * judges the segments with ACK (without SYN or RST) that may complete one of
- * its handshakes (sp_verify): a bad cookie is dropped here, before any
- * bucket is charged or client entry made for it; a good one is marked for
- * synproxy_finish. Returns 1 when it decided the verdict: the caller skips
- * the limits (a claimed SYN's flood never reaches the server). (Monitor mode
- * never proxies: the loader sets no bit for a monitored service or policy.)
- * ctx is an xdp_md, or the skb when tc. */
+ * its handshakes together with the limits (sp_judge): a bad cookie is
+ * dropped between their read-only and charging stages, before any client
+ * entry is made for it; a good one is charged there and marked for
+ * synproxy_finish. Returns SP_DECIDED when it decided the verdict (the caller
+ * skips the rest of the guard: a claimed SYN's flood never reaches the
+ * server), SP_LIMITED when the limits ran (the caller skips them), else 0.
+ * (Monitor mode never proxies: the loader sets no bit for a monitored
+ * service or policy.) ctx is an xdp_md, or the skb when tc. */
 static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p, const struct ag_config *cfg,
 					  __u32 slot, __u32 svc, struct verdict *v)
 {
-	__u32 r, svs;
+	__u32 svs;
 
 	if (p->proto != IPPROTO_TCP)
 		return 0;
@@ -1624,30 +1638,11 @@ static __always_inline int synproxy_claim(void *ctx, int tc, const struct pkt *p
 		return 1;
 	}
 	if ((p->tcp_flags & (TCPF_SYN | TCPF_RST | TCPF_ACK)) != TCPF_ACK ||
-	    !(((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1) ||
-	    !(synproxy_judging(svc, slot) & 1))
+	    !(((cfg->synproxy_services | cfg->synproxy_auto) >> svc) & 1))
 		return 0;
-	/* the limits' read-only checks first: a flood over the service's total
-	 * or a known prefix's limit is dropped as that limit, with its event,
-	 * for an array read, before the judgement's socket lookup and hashes.
-	 * Not a fragment: the limits charge its budget before them. */
-	if (!p->frag) {
-		v->peek = 1;
-		apply_limits(p, cfg, slot, svc, v);
-		v->peek = 0;
-		if (v->action != AG_ACT_PASS)
-			return 1;
-	}
+	/* the judgement and the limits in one global call (sp_judge) */
 	svs = svc | slot << SP_SVS_SLOT_SHIFT;
-	r = (tc ? synproxy_tc_verify(ctx, cfg, p, v, svs) : synproxy_xdp_verify(ctx, cfg, p, v, svs)) & 3;
-	if (r == SP_BAD) {
-		v->service = svc;
-		v->action = AG_ACT_DROP;	/* a forged or stale handshake */
-		v->reason = AG_R_BAD_COOKIE;
-		return 1;
-	}
-	v->synproxy = r;	/* 0, SP_ACK or SP_KCOOKIE */
-	return 0;
+	return (tc ? synproxy_tc_limits(ctx, cfg, p, v, svs) : synproxy_xdp_limits(ctx, cfg, p, v, svs)) & 3;
 }
 
 /* Right after the guard: answers the SYN synproxy_claim took. Returns 1 when

@@ -220,7 +220,6 @@ struct verdict {
 	__u8 conn;		/* conntrack.h: a capped service's TCP packet, for the state machine */
 	__u8 proof;		/* proof.h: an ACK to a TCP service, which may complete a handshake */
 	__u8 synproxy;		/* synproxy.h: SP_SYN, SP_ACK or SP_KCOOKIE */
-	__u8 peek;		/* limits.h: the read-only checks only (synproxy.h, a handshake's ACK) */
 };
 
 #endif

@@ -492,9 +492,28 @@ type benchSpWork struct {
 	Key      uint32
 	Slot     uint32
 	Svc      uint32
-	Ckey     benchAgClientKey
-	Pkey     benchAgClientKey
-	Client   [16]uint8
+	_        [4]byte
+	Lm       struct {
+		_      structs.HostLayout
+		Ckey   benchAgClientKey
+		Pkey   benchAgClientKey
+		Client benchAgClientState
+		Cost   struct {
+			_       structs.HostLayout
+			Packets uint32
+			Bytes   uint32
+		}
+		Now       uint64
+		SvcId     uint32
+		Cbits     uint32
+		Syn       uint8
+		SharedSyn uint8
+		ProvenSvc uint8
+		ClientOn  uint8
+		PrefixOn  uint8
+		Pad       [3]uint8
+	}
+	Client [16]uint8
 }
 
 // Names of all BPF objects in the ELF.
