@@ -434,3 +434,79 @@ var guardHooks = []struct {
 	{"xdp", (*Datapath).XDP, xdpPass, xdpDrop, false},
 	{"tc", (*Datapath).TC, tcActOK, tcActShot, true},
 }
+
+// A judged handshake's ACK is one packet to each of its limits: its cookie is
+// checked between the limits' read-only stage and their charging stage
+// (synproxy.h sp_judge), and neither the check nor the handshake's own
+// connection charge after it charges a packet bucket again. With bursts of
+// 2 (client), 3 (prefix) and 5 (total) packets and a refill of one a minute,
+// the limits refuse exactly the handshake a single charge each predicts: a
+// second charge anywhere would refuse an earlier one. A refused ACK charges
+// nothing past the bucket that refused it. The client's entry counts one
+// packet per handshake.
+func TestSynProxyHandshakeChargedOnce(t *testing.T) {
+	s := newSpNetns(t)
+	d, key := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	p.Services[0].Client.Packets = Rate{PerMinute: 1, Burst: 2}
+	p.Services[0].Prefix.Packets = Rate{PerMinute: 1, Burst: 3}
+	p.Services[0].Total.Packets = Rate{PerMinute: 1, Burst: 5}
+	mustApply(t, d, p)
+	linux := synOffer{mss: 1460, wscale: 7, sack: true, ts: true}
+	ok := Reason(GuardAgReasonAG_R_OK)
+	for _, prog := range guardHooks {
+		// sources of their own: a refused one is remembered (refusals.h)
+		net := map[bool]string{false: "198.51.100.", true: "198.51.101."}[prog.tc]
+		third := map[bool]string{false: "203.0.113.", true: "203.0.116."}[prog.tc]
+		t.Run(prog.name, func(t *testing.T) {
+			clearTable(t, d.objs.Clients)
+			clearTable(t, d.objs.Prefixes)
+			if err := d.objs.ServiceState.Put(uint32(1), GuardAgServiceState{}); err != nil {
+				t.Fatal(err)
+			}
+			step := func(what, src string, sport uint16, want Reason) {
+				t.Helper()
+				for try := 0; ; try++ {
+					slot := coarseNow(t) >> ckSlotShift
+					before := counterMap(t, d)
+					got := s.run(t, prog.get(d), ackCase{src: src, sport: sport, offer: linux}.frame(key, slot))
+					_, reason, n := counterDelta(t, before, counterMap(t, d))
+					if coarseNow(t)>>ckSlotShift != slot && try < 3 {
+						continue // the cookie's slot turned during the run
+					}
+					wantVerdict := prog.drop
+					if want == ok {
+						wantVerdict = prog.pass
+					}
+					if got != wantVerdict || reason != want || n != 1 {
+						t.Fatalf("%s: verdict %d (%v, counted %d), want %d (%v)", what, got, reason, n, wantVerdict, want)
+					}
+					return
+				}
+			}
+			step("client's first handshake", net+"80", 41000, ok)
+			var (
+				k  GuardAgClientKey
+				cs GuardAgClientState
+				n  int
+			)
+			it := d.objs.Clients.Iterate()
+			for it.Next(&k, &cs) {
+				n++
+			}
+			if err := it.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 || cs.Packets != 1 {
+				t.Fatalf("one handshake: %d client entries, the last counting %d packets; want 1 counting 1", n, cs.Packets)
+			}
+			step("client's second handshake", net+"80", 41001, ok)
+			step("client's third, over its burst of 2", net+"80", 41002, Reason(GuardAgReasonAG_R_CLIENT_PPS))
+			step("a neighbour, the prefix's third", net+"81", 41000, ok)
+			step("the neighbour again, over the prefix's burst of 3", net+"81", 41001, Reason(GuardAgReasonAG_R_PREFIX_PPS))
+			step("another prefix, the total's fourth", third+"80", 41000, ok)
+			step("a third prefix, the total's fifth", "2001:db8:1::80", 41000, ok)
+			step("a fourth prefix, over the total's burst of 5", "2001:db8:2::80", 41000, Reason(GuardAgReasonAG_R_SERVICE_PPS))
+		})
+	}
+}

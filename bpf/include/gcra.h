@@ -125,9 +125,11 @@ static __always_inline int charge_new(__u64 *tat, const struct ag_limit *lim,
 	return AG_KIND_MAX;
 }
 
+/* 1 when any bucket of the level has a limit (a 64-bit interval whose low
+ * bits are all zero must not read as none). */
 static __always_inline int level_limited(const struct ag_limit *lim)
 {
-	return lim[AG_KIND_PPS].interval | lim[AG_KIND_BPS].interval | lim[AG_KIND_CPS].interval;
+	return (lim[AG_KIND_PPS].interval | lim[AG_KIND_BPS].interval | lim[AG_KIND_CPS].interval) != 0;
 }
 
 #endif
