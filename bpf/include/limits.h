@@ -10,7 +10,10 @@
  * per-client state is created or charged, so a random-source flood costs an
  * array read, not an LRU insert per packet. Then the client, prefix and
  * service buckets are charged in that order, and a packet-rate refusal is
- * remembered (refusals.h). */
+ * remembered (refusals.h). The two stages are limits_peek() and
+ * limits_charge(), which resumes from the struct limits_ctx the first
+ * filled: the SYN proxy (synproxy.h sp_judge) checks a handshake's cookie
+ * between them. */
 #ifndef APIGUARD_LIMITS_H
 #define APIGUARD_LIMITS_H
 

@@ -29,11 +29,12 @@
  *    within proven_ttl (proof.h proven_sources) has a second bucket at the
  *    same bound (sp_answer_proven).
  *  - A segment with ACK and without SYN or RST to a proxied service is judged
- *    in two steps. First it meets the limits' read-only checks (the service
- *    total, a known prefix: a flood over them is dropped there as that
- *    limit, with its event, for an array read; not a fragment, whose budget
- *    the limits charge first). Then, before the limits make or charge any
- *    client state (synproxy_claim, so that a forged ACK creates and charges
+ *    together with its limits, in one pass (sp_judge). First it meets the
+ *    limits' read-only stage (the service total, a known prefix: a flood
+ *    over them is dropped there as that limit, with its event, for an array
+ *    read; a fragment is judged before it, the limits charge its budget
+ *    first). Then, before the limits make or charge any client state
+ *    (sp_verify, so that a forged ACK creates and charges
  *    none; it is charged to the service total only, as every packet of the
  *    service, so that a flood of them meets that check): if its 4-tuple has a socket
  *    (established, TIME_WAIT, a kernel request) or there is no listener, it
@@ -43,10 +44,12 @@
  *    which would answer it with a RST. One the proxy cannot read (IPv4
  *    options, IPv6 extension headers, a fragment) goes on only to a socket
  *    other than the listener. A valid one is marked (verdict.synproxy), meets
- *    the limits as any packet, and at the exit, if everything let it
- *    through (synproxy_finish), proves its source, is charged to its
- *    client's new-connection limits and takes its connection cap's slot
- *    (sp_charge, conn_handshake); over them it is dropped too.
+ *    the limits' charging stage as any packet (resumed from what the first
+ *    stage found: no lookup twice) and, let through, proves its source and
+ *    is charged to its client's new-connection limits on the entries that
+ *    stage used (sp_charge); at the exit, if everything let it through
+ *    (synproxy_finish), it takes its connection cap's slot (conn_handshake);
+ *    over them it is dropped too.
  *  - At TC ingress a segment with a valid cookie is handed to the listener
  *    (bpf_sk_assign_tcp_reqsk): the kernel builds the connection from it with
  *    the options the cookie recorded, the first data segment included. In XDP
