@@ -510,3 +510,57 @@ func TestSynProxyHandshakeChargedOnce(t *testing.T) {
 		})
 	}
 }
+
+// A forged handshake ACK is charged to its service's total, as every packet of
+// the service is (synproxy.md), a fragment too: the judge checks a fragment's
+// cookie before the limits' read-only stage (they charge its fragment budget
+// there), and a bad one must still meet the total, or a flood of forged
+// first fragments is the one packet of a judged service the total never sees.
+func TestSynProxyForgedACKsChargeTheTotal(t *testing.T) {
+	s := newSpNetns(t)
+	d, _ := newSynProxy(t, spHost)
+	p := synProxyPolicy()
+	p.Services[0].Total.Packets = Rate{PerSecond: 1, Burst: 1000}
+	mustApply(t, d, p)
+	forged := func(src string, frag bool) []byte {
+		sp := packet.Spec{Src: addr(src), Dst: guarded4, Proto: packet.TCP, SrcPort: 40600, DstPort: spPort,
+			TCPFlags: packet.ACK, Seq: 1000, Ack: 0x12345678, SrcMAC: spClientMAC, DstMAC: spServerMAC}
+		if addr(src).Is6() {
+			sp.Dst = guarded6
+		}
+		if frag {
+			sp.MoreFragments = true
+			sp.Payload = 64
+		}
+		return packet.Build(sp)
+	}
+	for _, prog := range guardHooks {
+		for _, c := range []struct {
+			name  string
+			frame []byte
+		}{
+			{"forged ACK", forged("198.51.100.97", false)},
+			{"forged ACK as a first fragment", forged("198.51.100.98", true)},
+			{"forged IPv6 ACK", forged("2001:db8:1::97", false)},
+		} {
+			t.Run(prog.name+"/"+c.name, func(t *testing.T) {
+				if err := d.objs.ServiceState.Put(uint32(1), GuardAgServiceState{}); err != nil {
+					t.Fatal(err)
+				}
+				before := counterMap(t, d)
+				got := s.run(t, prog.get(d), c.frame)
+				_, reason, n := counterDelta(t, before, counterMap(t, d))
+				if got != prog.drop || reason != Reason(GuardAgReasonAG_R_BAD_COOKIE) || n != 1 {
+					t.Fatalf("verdict %d (%v, counted %d), want %d (bad_cookie, once)", got, reason, n, prog.drop)
+				}
+				var ss GuardAgServiceState
+				if err := d.objs.ServiceState.Lookup(uint32(1), &ss); err != nil {
+					t.Fatal(err)
+				}
+				if ss.Tat[GuardAgKindAG_KIND_PPS] == 0 {
+					t.Fatal("the forged ACK left the service's total packet bucket uncharged")
+				}
+			})
+		}
+	}
+}
