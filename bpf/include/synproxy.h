@@ -1260,6 +1260,29 @@ static __always_inline __u32 sp_verify(void *ctx, int tc, void *data, void *data
 	return sp_kernel_cookie(&h) ? SP_KCOOKIE : SP_BAD;
 }
 
+/* A forged fragment's ACK, judged before the limits' read-only stage (they
+ * charge its fragment budget there first): charged to its service's total
+ * packet and byte buckets as a forged ACK is after that stage (sp_judge),
+ * since the total meters every packet of the service that arrives. Nothing
+ * else, and off the stack (the guard's frames share 512 bytes). */
+static __always_inline void sp_charge_total(const struct pkt *p, __u32 slot, __u32 svc, struct sp_work *w)
+{
+	const struct ag_service *def;
+	struct ag_service_state *ss;
+
+	w->key = policy_index(slot, svc);
+	def = bpf_map_lookup_elem(&services, &w->key);
+	if (!def || !level_limited(def->limits[AG_LEVEL_SERVICE]))
+		return;
+	w->key = svc;
+	ss = bpf_map_lookup_elem(&service_state, &w->key);
+	if (!ss)
+		return;
+	w->lm.cost.packets = 1;
+	w->lm.cost.bytes = p->len;
+	limit_level(ss->tat, def->limits[AG_LEVEL_SERVICE], &w->lm.cost, 0, bpf_ktime_get_ns());
+}
+
 /* sp_verify on its own: global functions, so that the verifier checks the
  * cookie's paths once, not once for each with the limits' stages around it
  * (sp_judge inlined it: the TC guard then passed the verifier's budget). */
@@ -1290,8 +1313,10 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, const struct ag_config 
 	judged = w && sp_proxied(cfg, svc, w);
 	if (judged && p->frag) {
 		r = (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
-		if (r == SP_BAD)
+		if (r == SP_BAD) {
+			sp_charge_total(p, slot, svc, w);
 			goto bad;
+		}
 	}
 	if (!w)
 		return 0;	/* the guard applies the limits */
