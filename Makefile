@@ -29,8 +29,8 @@ HELM_VERSION := v4.3.2
 # (after 1.2.3), no tag -> 0.0.0+gitCOMMIT
 DEB_VERSION  ?= $(shell echo '$(VERSION)' | sed -E '/^v?[0-9]+[.]/!s/^/0.0.0+git/; s/^v//; s/-/+/g')
 # packages whose bpf2go outputs are committed
-GEN_PKGS := ./loader ./test/bench/trafgen ./test/bench/guardbench ./test/bench/synproxy
-GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/ test/bench/synproxy/
+GEN_PKGS := ./loader ./test/bench/trafgen ./test/bench/guardbench
+GEN_DIRS := loader/ test/bench/trafgen/ test/bench/guardbench/
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 # prometheus brings promtool: metrics and alert rules are checked with it.
 # nginx writes the access log the API-signal end-to-end test follows; curl

@@ -81,7 +81,7 @@ func TestShippedObjectHasNoBenchmarkHooks(t *testing.T) {
 		t.Errorf("programs %v, want %v", progs, want)
 	}
 	bench := benchNames(t, "../test/bench/guardbench/bench_bpfel.o")
-	for _, want := range []string{"symbol bench_guard", "symbol bench_baseline", "symbol calib_lru_insert", "symbol sources"} {
+	for _, want := range []string{"symbol bench_guard", "symbol bench_baseline", "symbol calib_lru_insert", "symbol sources", "symbol bench_sp_guard", "symbol bench_frame"} {
 		if !slices.Contains(bench, want) {
 			t.Errorf("the check does not see %q in the benchmark object (it found %v)", want, bench)
 		}

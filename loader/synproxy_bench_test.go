@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apiguard/apiguard/test/bench/synproxy"
+	"github.com/apiguard/apiguard/test/bench/guardbench"
 	"github.com/apiguard/apiguard/test/packet"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -18,7 +18,7 @@ import (
 // service's total (the path a spoofed flood takes without the proxy), and a
 // handshake ACK with a valid cookie against a known client's packet (its
 // state cached). Every case runs the real XDP guard from the benchmark
-// object (test/bench/synproxy), which starts each run from a fresh copy of
+// object (test/bench/guardbench), which starts each run from a fresh copy of
 // the frame, against a baseline making the same copy: the ratios that matter
 // are between the cases' deltas over that baseline. In a namespace with a
 // listener on the proxied port and an established connection to it, as the
@@ -122,7 +122,7 @@ func BenchmarkSynProxy(b *testing.B) {
 		b.Fatalf("listen on the flooded proxied port: %v", err)
 	}
 	cases := spBenchCases()
-	progs := make([]*synproxy.Programs, len(cases))
+	progs := make([]*spBench, len(cases))
 	frames := make([][]byte, len(cases))
 	for i, c := range cases {
 		// a cookie stays valid in the slot after its own: over a minute
@@ -189,28 +189,21 @@ func BenchmarkSynProxy(b *testing.B) {
 	b.ReportMetric(ratio("established_ack", "known_client_ack"), "established/known")
 }
 
-// loadSynProxyBench loads the benchmark object with d's constants and maps,
-// its runs starting from frame.
-func loadSynProxyBench(tb testing.TB, d *Datapath, frame []byte) *synproxy.Programs {
+// spBench are the SYN proxy's benchmark programs and the datapath's own
+// hand-over program (LoadAlongside leaves out what the shipped object has).
+type spBench struct {
+	*guardbench.SynProxyPrograms
+	Accept *ebpf.Program
+}
+
+// loadSynProxyBench loads the benchmark programs with d's constants and maps,
+// their runs starting from frame.
+func loadSynProxyBench(tb testing.TB, d *Datapath, frame []byte) *spBench {
 	tb.Helper()
-	spec, err := synproxy.Spec()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := synproxy.SetFrame(spec, frame); err != nil {
-		tb.Fatal(err)
-	}
-	// on the datapath's maps and constants; the hand-over program is the
-	// datapath's own (LoadAlongside leaves out what the shipped object has)
-	coll, err := d.LoadAlongside(spec)
+	progs, err := guardbench.OpenSynProxy(d, frame)
 	if err != nil {
 		tb.Fatalf("load the benchmark object: %v", err)
 	}
-	tb.Cleanup(func() { coll.Close() })
-	progs := synproxy.Programs{Guard: coll.Programs["bench_guard"], Baseline: coll.Programs["bench_base"],
-		TCBaseline: coll.Programs["bench_tc_base"], Accept: d.objs.ApiguardSynproxy}
-	if progs.Guard == nil || progs.Baseline == nil || progs.TCBaseline == nil {
-		tb.Fatal("the benchmark object lacks a program")
-	}
-	return &progs
+	tb.Cleanup(func() { progs.Close() })
+	return &spBench{SynProxyPrograms: progs, Accept: d.objs.ApiguardSynproxy}
 }

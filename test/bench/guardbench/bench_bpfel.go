@@ -569,6 +569,9 @@ const (
 	benchProgApiguardXdp         = "apiguard_xdp"
 	benchProgBenchBaseline       = "bench_baseline"
 	benchProgBenchGuard          = "bench_guard"
+	benchProgBenchSpBase         = "bench_sp_base"
+	benchProgBenchSpGuard        = "bench_sp_guard"
+	benchProgBenchSpTcBase       = "bench_sp_tc_base"
 	benchProgCalibClock          = "calib_clock"
 	benchProgCalibLruInsert      = "calib_lru_insert"
 	benchProgCalibNaiveBucket    = "calib_naive_bucket"
@@ -584,6 +587,8 @@ const (
 	benchVarAgRefusalUnused      = "ag_refusal_unused"
 	benchVarAgStatUnused         = "ag_stat_unused"
 	benchVarAgSynproxyStatUnused = "ag_synproxy_stat_unused"
+	benchVarBenchFrame           = "bench_frame"
+	benchVarBenchLen             = "bench_len"
 	benchVarConsts               = "consts"
 	benchVarSources              = "sources"
 )
@@ -637,6 +642,9 @@ type benchProgramSpecs struct {
 	ApiguardXdp       *ebpf.ProgramSpec `ebpf:"apiguard_xdp"`
 	BenchBaseline     *ebpf.ProgramSpec `ebpf:"bench_baseline"`
 	BenchGuard        *ebpf.ProgramSpec `ebpf:"bench_guard"`
+	BenchSpBase       *ebpf.ProgramSpec `ebpf:"bench_sp_base"`
+	BenchSpGuard      *ebpf.ProgramSpec `ebpf:"bench_sp_guard"`
+	BenchSpTcBase     *ebpf.ProgramSpec `ebpf:"bench_sp_tc_base"`
 	CalibClock        *ebpf.ProgramSpec `ebpf:"calib_clock"`
 	CalibLruInsert    *ebpf.ProgramSpec `ebpf:"calib_lru_insert"`
 	CalibNaiveBucket  *ebpf.ProgramSpec `ebpf:"calib_naive_bucket"`
@@ -706,6 +714,8 @@ type benchVariableSpecs struct {
 	AgRefusalUnused      *ebpf.VariableSpec `ebpf:"ag_refusal_unused"`
 	AgStatUnused         *ebpf.VariableSpec `ebpf:"ag_stat_unused"`
 	AgSynproxyStatUnused *ebpf.VariableSpec `ebpf:"ag_synproxy_stat_unused"`
+	BenchFrame           *ebpf.VariableSpec `ebpf:"bench_frame"`
+	BenchLen             *ebpf.VariableSpec `ebpf:"bench_len"`
 	Consts               *ebpf.VariableSpec `ebpf:"consts"`
 	Sources              *ebpf.VariableSpec `ebpf:"sources"`
 }
@@ -837,6 +847,8 @@ type benchVariables struct {
 	AgRefusalUnused      *ebpf.Variable `ebpf:"ag_refusal_unused"`
 	AgStatUnused         *ebpf.Variable `ebpf:"ag_stat_unused"`
 	AgSynproxyStatUnused *ebpf.Variable `ebpf:"ag_synproxy_stat_unused"`
+	BenchFrame           *ebpf.Variable `ebpf:"bench_frame"`
+	BenchLen             *ebpf.Variable `ebpf:"bench_len"`
 	Consts               *ebpf.Variable `ebpf:"consts"`
 	Sources              *ebpf.Variable `ebpf:"sources"`
 }
@@ -852,6 +864,9 @@ type benchPrograms struct {
 	ApiguardXdp       *ebpf.Program `ebpf:"apiguard_xdp"`
 	BenchBaseline     *ebpf.Program `ebpf:"bench_baseline"`
 	BenchGuard        *ebpf.Program `ebpf:"bench_guard"`
+	BenchSpBase       *ebpf.Program `ebpf:"bench_sp_base"`
+	BenchSpGuard      *ebpf.Program `ebpf:"bench_sp_guard"`
+	BenchSpTcBase     *ebpf.Program `ebpf:"bench_sp_tc_base"`
 	CalibClock        *ebpf.Program `ebpf:"calib_clock"`
 	CalibLruInsert    *ebpf.Program `ebpf:"calib_lru_insert"`
 	CalibNaiveBucket  *ebpf.Program `ebpf:"calib_naive_bucket"`
@@ -866,6 +881,9 @@ func (p *benchPrograms) Close() error {
 		p.ApiguardXdp,
 		p.BenchBaseline,
 		p.BenchGuard,
+		p.BenchSpBase,
+		p.BenchSpGuard,
+		p.BenchSpTcBase,
 		p.CalibClock,
 		p.CalibLruInsert,
 		p.CalibNaiveBucket,
