@@ -8,8 +8,12 @@
  * BPF_PROG_TEST_RUN in live-frames mode, transmits each copy with XDP_TX out
  * of the generator's veth; where the kernel refuses live frames, fanout_frames
  * and fanout_source multiply frames sent from an AF_PACKET socket through a
- * devmap broadcast (test/bench/trafgen). */
+ * devmap broadcast (test/bench/trafgen). And the lab's edge (lab_edge), where
+ * the guard's answers to spoofed sources leave the lab. */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -151,9 +155,6 @@ int pass_all(struct xdp_md *ctx)
  * sources: in production they leave through the NIC toward hosts that are not
  * the guarded host's concern; without it they went up the lab namespace's
  * stack (an skb, a route lookup and a drop each), on the CPU that sent them. */
-#define EDGE_ETH_P_IP 0x0800
-#define EDGE_ETH_P_IPV6 0x86DD
-
 struct edge_addr {
 	__u8 a[16];
 };
@@ -165,38 +166,43 @@ struct {
 	__uint(max_entries, 4096);
 } edge_local SEC(".maps");
 
+#define EDGE_MULTICAST4 0xe0	/* 224.0.0.0/4: the top nibble */
+#define EDGE_MULTICAST6 0xff	/* ff00::/8 */
+#define EDGE_LINKLOCAL6 0xfe80	/* fe80::/10 */
+#define EDGE_LINKLOCAL6_MASK 0xffc0
+
 SEC("xdp")
 int lab_edge(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct edge_addr key = {};
-	__u16 proto;
-	__u8 *dst;
+	struct ethhdr *eth = data;
 
-	if (data + 14 > data_end)
+	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
-	proto = bpf_ntohs(*(__be16 *)(data + 12));
-	if (proto == EDGE_ETH_P_IP) {
-		/* the destination: bytes 16..19 of the IPv4 header */
-		dst = data + 14 + 16;
-		if ((void *)(dst + 4) > data_end)
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
 			return XDP_PASS;
-		if ((dst[0] & 0xf0) == 0xe0 || *(__u32 *)dst == 0xffffffff)
+		if ((((__u8 *)&ip->daddr)[0] & 0xf0) == EDGE_MULTICAST4 || ip->daddr == 0xffffffff)
 			return XDP_PASS;	/* multicast, broadcast */
-		key.a[10] = 0xff;
+		key.a[10] = 0xff;	/* v4-mapped, as Go's As16 */
 		key.a[11] = 0xff;
-		__builtin_memcpy(&key.a[12], dst, 4);
-	} else if (proto == EDGE_ETH_P_IPV6) {
-		/* the destination: bytes 24..39 of the IPv6 header */
-		dst = data + 14 + 24;
-		if ((void *)(dst + 16) > data_end)
+		__builtin_memcpy(&key.a[12], &ip->daddr, sizeof(ip->daddr));
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u16 top;
+
+		if ((void *)(ip6 + 1) > data_end)
 			return XDP_PASS;
-		if (dst[0] == 0xff || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80))
+		top = bpf_ntohs(ip6->daddr.in6_u.u6_addr16[0]);
+		if (top >> 8 == EDGE_MULTICAST6 || (top & EDGE_LINKLOCAL6_MASK) == EDGE_LINKLOCAL6)
 			return XDP_PASS;	/* multicast, link-local */
-		__builtin_memcpy(key.a, dst, 16);
+		__builtin_memcpy(key.a, &ip6->daddr, sizeof(ip6->daddr));
 	} else {
-		return XDP_PASS;
+		return XDP_PASS;	/* ARP and the rest */
 	}
 	return bpf_map_lookup_elem(&edge_local, &key) ? XDP_PASS : XDP_DROP;
 }

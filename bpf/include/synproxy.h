@@ -1289,6 +1289,13 @@ static __always_inline void sp_charge_total(const struct pkt *p, __u32 slot, __u
 __attribute__((noinline)) __u32 synproxy_xdp_verify(struct xdp_md *ctx, const struct pkt *p, __u32 svs);
 __attribute__((noinline)) __u32 synproxy_tc_verify(struct __sk_buff *skb, const struct pkt *p, __u32 svs);
 
+/* The cookie check's global function for the attach mode: 0, SP_ACK,
+ * SP_KCOOKIE or SP_BAD. */
+static __always_inline __u32 sp_verify_in(void *ctx, int tc, const struct pkt *p, __u32 svs)
+{
+	return (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
+}
+
 /* The judgement of a segment with ACK (without SYN or RST) of service svc
  * (policy slot slot, cfg the guard's), with its limits, in one pass: the
  * limits' read-only stage (a flood over the service total or a known
@@ -1312,7 +1319,7 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, const struct ag_config 
 
 	judged = w && sp_proxied(cfg, svc, w);
 	if (judged && p->frag) {
-		r = (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
+		r = sp_verify_in(ctx, tc, p, svs);
 		if (r == SP_BAD) {
 			sp_charge_total(p, slot, svc, w);
 			goto bad;
@@ -1325,7 +1332,7 @@ static __always_inline __u32 sp_judge(void *ctx, int tc, const struct ag_config 
 	if (limits_peek(p, cfg, slot, svc, v, &lx) && v->action != AG_ACT_PASS)
 		return judged ? SP_DECIDED : SP_LIMITED;
 	if (judged && !p->frag) {
-		r = (tc ? synproxy_tc_verify(ctx, p, svs) : synproxy_xdp_verify(ctx, p, svs)) & 3;
+		r = sp_verify_in(ctx, tc, p, svs);
 		if (r == SP_BAD) {
 			if (lx.ss)	/* limited: the peek found it */
 				limit_level(lx.ss->tat, lx.svc->limits[AG_LEVEL_SERVICE], &lx.m->cost, 0, lx.m->now);

@@ -49,6 +49,8 @@ func TestEdge(t *testing.T) {
 			Dst: netip.MustParseAddr("ff02::1:ff00:1"), Proto: packet.ICMPv6, ICMPType: 135}), edgePass},
 		{"IPv4 multicast", packet.Build(packet.Spec{Src: netip.MustParseAddr("10.77.0.2"),
 			Dst: netip.MustParseAddr("224.0.0.1"), Proto: packet.UDP, SrcPort: 1, DstPort: 2}), edgePass},
+		{"IPv4 broadcast", packet.Build(packet.Spec{Src: netip.MustParseAddr("10.77.0.2"),
+			Dst: netip.MustParseAddr("255.255.255.255"), Proto: packet.UDP, SrcPort: 1, DstPort: 2}), edgePass},
 		{"ARP", arp, edgePass},
 	} {
 		got, err := trafgen.EdgeRun(e, c.frame)
